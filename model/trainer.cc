@@ -1,0 +1,256 @@
+#include "model/trainer.h"
+
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace bnserve::model {
+namespace {
+
+// Calls f(param, grad, size) for every parameter tensor in a fixed order.
+template <typename F>
+void ForEachParameter(std::vector<Layer>& layers,
+                      std::vector<LayerGradient>& grads, F f) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (auto* d = std::get_if<Dense>(&layers[i])) {
+      f(d->weight.data(), grads[i].weight.data(), d->weight.size());
+      if (d->has_bias())
+        f(d->bias.data(), grads[i].bias.data(), d->bias.size());
+    } else if (auto* bn = std::get_if<BatchNorm>(&layers[i])) {
+      f(bn->gamma.data(), grads[i].gamma.data(), bn->gamma.size());
+      f(bn->beta.data(), grads[i].beta.data(), bn->beta.size());
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<Trainer> Trainer::Create(Network network,
+                                        const OptimizerConfig& config) {
+  if (!(config.learning_rate > 0.0f) || !std::isfinite(config.learning_rate)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "learning rate must be positive, got ", config.learning_rate));
+  }
+  if (!(config.weight_decay >= 0.0f) || !std::isfinite(config.weight_decay)) {
+    return absl::InvalidArgumentError("weight decay must be >= 0");
+  }
+  if (config.kind == OptimizerConfig::Kind::kSgd &&
+      !(config.momentum >= 0.0f && config.momentum < 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SGD momentum must be in [0, 1), got ", config.momentum));
+  }
+  if (config.kind == OptimizerConfig::Kind::kAdam &&
+      !(config.beta1 >= 0.0f && config.beta1 < 1.0f && config.beta2 >= 0.0f &&
+        config.beta2 < 1.0f && config.adam_eps > 0.0f)) {
+    return absl::InvalidArgumentError(
+        "Adam needs beta1, beta2 in [0, 1) and eps > 0");
+  }
+  return Trainer(std::move(network), config);
+}
+
+absl::Status Trainer::ValidateBatch(const Batch& batch) const {
+  const Matrix& x = batch.features;
+  if (x.rows() == 0) {
+    return absl::InvalidArgumentError("empty minibatch: it has no examples");
+  }
+  if (x.rows() < 2) {
+    return absl::InvalidArgumentError(
+        "a training minibatch needs at least 2 examples: batch "
+        "normalization cannot estimate a variance from one");
+  }
+  if (x.cols() != network_.input_features()) {
+    return absl::InvalidArgumentError(absl::StrCat("minibatch has ", x.cols(),
+                                                   " features per example, the "
+                                                   "model expects ",
+                                                   network_.input_features()));
+  }
+  for (Eigen::Index r = 0; r < x.rows(); ++r) {
+    for (Eigen::Index c = 0; c < x.cols(); ++c) {
+      if (!std::isfinite(x(r, c))) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("feature ", c, " of example ", r, " is NaN or Inf"));
+      }
+    }
+  }
+  if (network_.task() == v1::TASK_CLASSIFICATION) {
+    if (batch.labels.size() != static_cast<size_t>(x.rows())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("minibatch has ", x.rows(), " examples but ",
+                       batch.labels.size(), " labels"));
+    }
+    for (size_t r = 0; r < batch.labels.size(); ++r) {
+      if (batch.labels[r] < 0 || batch.labels[r] >= network_.output_dim()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "label ", batch.labels[r], " of example ", r,
+            " is out of range: classes are 0..", network_.output_dim() - 1));
+      }
+    }
+  } else {
+    if (batch.targets.rows() != x.rows() ||
+        batch.targets.cols() != network_.output_dim()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "regression targets must be ", x.rows(), " x ", network_.output_dim(),
+          ", got ", batch.targets.rows(), " x ", batch.targets.cols()));
+    }
+    if (!batch.targets.allFinite()) {
+      return absl::InvalidArgumentError("a regression target is NaN or Inf");
+    }
+  }
+  return absl::OkStatus();
+}
+
+double Trainer::ForwardBackward(const Batch& batch, double* accuracy) {
+  std::vector<Layer>& layers = network_.mutable_layers();
+  const size_t n = layers.size();
+  activations_.resize(n + 1);
+  caches_.resize(n);
+  grads_.resize(n);
+  activations_[0] = batch.features;
+  for (size_t i = 0; i < n; ++i) {
+    const Matrix& in = activations_[i];
+    Matrix& out = activations_[i + 1];
+    if (const auto* d = std::get_if<Dense>(&layers[i])) {
+      out.noalias() = in * d->weight.transpose();
+      if (d->has_bias()) out.rowwise() += d->bias;
+    } else if (const auto* bn = std::get_if<BatchNorm>(&layers[i])) {
+      // Cannot fail: ValidateBatch checked the row count and widths follow
+      // from the validated network.
+      BatchNormForwardTrain(*bn, in, &out, &caches_[i]).IgnoreError();
+    } else {
+      out = in;
+      ApplyActivation(std::get<ActivationLayer>(layers[i]).fn, out.data(),
+                      out.size());
+    }
+  }
+
+  // Head: loss and its gradient with respect to the raw outputs.
+  const Matrix& y = activations_[n];
+  const Eigen::Index m = y.rows();
+  Matrix d;
+  double loss = 0.0;
+  *accuracy = 0.0;
+  if (network_.task() == v1::TASK_CLASSIFICATION) {
+    d.resize(m, y.cols());
+    int correct = 0;
+    for (Eigen::Index r = 0; r < m; ++r) {
+      const float mx = y.row(r).maxCoeff();
+      Eigen::Index best = 0;
+      y.row(r).maxCoeff(&best);
+      d.row(r) = (y.row(r).array() - mx).exp().matrix();
+      const float sum = d.row(r).sum();
+      d.row(r) /= sum;
+      const int label = batch.labels[r];
+      loss -= std::log(std::max(static_cast<double>(d(r, label)), 1e-30));
+      d(r, label) -= 1.0f;
+      if (best == label) ++correct;
+    }
+    d /= static_cast<float>(m);
+    loss /= static_cast<double>(m);
+    *accuracy = static_cast<double>(correct) / static_cast<double>(m);
+  } else {
+    d = y - batch.targets;
+    loss = d.cast<double>().array().square().mean();
+    d *= 2.0f / static_cast<float>(d.size());
+  }
+
+  for (size_t k = n; k-- > 0;) {
+    LayerGradient& g = grads_[k];
+    if (const auto* dense = std::get_if<Dense>(&layers[k])) {
+      g.weight.noalias() = d.transpose() * activations_[k];
+      if (dense->has_bias()) g.bias = d.colwise().sum();
+      if (k > 0) {
+        Matrix prev;
+        prev.noalias() = d * dense->weight;
+        d = std::move(prev);
+      }
+    } else if (const auto* bn = std::get_if<BatchNorm>(&layers[k])) {
+      Matrix dz;
+      BatchNormBackward(*bn, caches_[k], d, &dz, &g.gamma, &g.beta);
+      d = std::move(dz);
+    } else {
+      const Matrix& out = activations_[k + 1];
+      switch (std::get<ActivationLayer>(layers[k]).fn) {
+        case v1::ACTIVATION_RELU:
+          d = (out.array() > 0.0f).select(d, 0.0f);
+          break;
+        case v1::ACTIVATION_TANH:
+          d.array() *= 1.0f - out.array().square();
+          break;
+        case v1::ACTIVATION_SIGMOID:
+          d.array() *= out.array() * (1.0f - out.array());
+          break;
+        default:
+          break;
+      }
+    }
+  }
+  return loss;
+}
+
+void Trainer::ApplyOptimizer() {
+  const bool adam = config_.kind == OptimizerConfig::Kind::kAdam;
+  size_t index = 0;
+  const float lr = config_.learning_rate;
+  const float wd = config_.weight_decay;
+  const double t = static_cast<double>(steps_);
+  const float bc1 =
+      adam ? static_cast<float>(1.0 - std::pow(config_.beta1, t)) : 1.0f;
+  const float bc2 =
+      adam ? static_cast<float>(1.0 - std::pow(config_.beta2, t)) : 1.0f;
+  ForEachParameter(
+      network_.mutable_layers(), grads_,
+      [&](float* p, const float* g, Eigen::Index size) {
+        if (moment1_.size() <= index) {
+          moment1_.emplace_back(size, 0.0f);
+          moment2_.emplace_back(adam ? size : 0, 0.0f);
+        }
+        Eigen::Map<Eigen::ArrayXf> param(p, size);
+        Eigen::Map<const Eigen::ArrayXf> grad(g, size);
+        Eigen::Map<Eigen::ArrayXf> m1(moment1_[index].data(), size);
+        if (!adam) {
+          // PyTorch SGD: g += wd * p; buf = momentum * buf + g; p -= lr * buf
+          // (the first step's buf is g, which momentum * 0 + g equals).
+          m1 = config_.momentum * m1 + grad + wd * param;
+          param -= lr * m1;
+        } else {
+          Eigen::Map<Eigen::ArrayXf> m2(moment2_[index].data(), size);
+          const Eigen::ArrayXf gd = grad + wd * param;
+          m1 = config_.beta1 * m1 + (1.0f - config_.beta1) * gd;
+          m2 = config_.beta2 * m2 + (1.0f - config_.beta2) * gd.square();
+          param -=
+              (lr / bc1) * m1 / (m2.sqrt() / std::sqrt(bc2) + config_.adam_eps);
+        }
+        ++index;
+      });
+}
+
+absl::StatusOr<double> Trainer::ComputeGradients(
+    const Batch& batch, std::vector<LayerGradient>* grads) {
+  if (absl::Status s = ValidateBatch(batch); !s.ok()) return s;
+  double accuracy = 0.0;
+  const double loss = ForwardBackward(batch, &accuracy);
+  *grads = grads_;
+  return loss;
+}
+
+absl::StatusOr<StepResult> Trainer::Step(const Batch& batch) {
+  if (absl::Status s = ValidateBatch(batch); !s.ok()) return s;
+  StepResult result;
+  result.loss = ForwardBackward(batch, &result.accuracy);
+  const int m = static_cast<int>(batch.features.rows());
+  std::vector<Layer>& layers = network_.mutable_layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (auto* bn = std::get_if<BatchNorm>(&layers[i])) {
+      UpdateRunningStatistics(bn, caches_[i], m);
+    }
+  }
+  ++steps_;
+  examples_seen_ += m;
+  ApplyOptimizer();
+  result.step = steps_;
+  result.examples = m;
+  return result;
+}
+
+}  // namespace bnserve::model

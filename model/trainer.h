@@ -1,0 +1,109 @@
+// Minibatch training of a Network: train-mode forward on batch statistics,
+// backpropagation through them, one running-statistics update per step, and
+// an SGD (momentum, weight decay) or Adam update, all matching PyTorch's
+// definitions.
+//
+// A Trainer is NOT thread-safe: one thread (or one external mutex) per
+// trainer. The network it exposes through network() may be copied for
+// publishing while no Step runs.
+#ifndef BNSERVE_MODEL_TRAINER_H_
+#define BNSERVE_MODEL_TRAINER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "model/batch_norm.h"
+#include "model/network.h"
+#include "model/tensor.h"
+
+namespace bnserve::model {
+
+struct OptimizerConfig {
+  enum class Kind { kSgd, kAdam };
+  Kind kind = Kind::kSgd;
+  float learning_rate = 0.01f;  // > 0
+  float momentum = 0.9f;        // SGD only, in [0, 1)
+  float weight_decay = 0.0f;    // L2 added to the gradient, >= 0
+  float beta1 = 0.9f;           // Adam only
+  float beta2 = 0.999f;         // Adam only
+  float adam_eps = 1e-8f;       // Adam only
+};
+
+// One training minibatch: `features` is m x input_features; classification
+// uses `labels` (m class ids), regression uses `targets` (m x output_dim).
+struct Batch {
+  Matrix features;
+  std::vector<int32_t> labels;
+  Matrix targets;
+};
+
+struct StepResult {
+  int64_t step = 0;       // steps taken so far, this one included
+  double loss = 0.0;      // mean loss over the minibatch, before the update
+  double accuracy = 0.0;  // classification: fraction correct; regression: 0
+  int examples = 0;       // rows in the minibatch
+};
+
+// Per-layer gradients, index-aligned with Network::layers(); only the
+// members that apply to the layer's kind are set.
+struct LayerGradient {
+  Matrix weight;
+  RowVector bias;
+  RowVector gamma;
+  RowVector beta;
+};
+
+class Trainer {
+ public:
+  // InvalidArgument for a non-positive learning rate or out-of-range
+  // optimizer settings.
+  static absl::StatusOr<Trainer> Create(Network network,
+                                        const OptimizerConfig& config);
+
+  // Checks a minibatch against the network: at least 2 rows, the right
+  // width, finite values, labels in range or targets of the right shape.
+  // The message names the problem and its position.
+  absl::Status ValidateBatch(const Batch& batch) const;
+
+  // Validates `batch` and, only if it is valid, runs one training step
+  // (forward, backward, running statistics, optimizer). On error nothing
+  // changes.
+  absl::StatusOr<StepResult> Step(const Batch& batch);
+
+  // Loss of a train-mode forward pass and its gradient with respect to every
+  // parameter, without changing anything (for gradient checks).
+  absl::StatusOr<double> ComputeGradients(const Batch& batch,
+                                          std::vector<LayerGradient>* grads);
+
+  const Network& network() const { return network_; }
+  Network& mutable_network() { return network_; }
+  const OptimizerConfig& config() const { return config_; }
+  int64_t steps() const { return steps_; }
+  int64_t examples_seen() const { return examples_seen_; }
+
+ private:
+  Trainer(Network network, const OptimizerConfig& config)
+      : network_(std::move(network)), config_(config) {}
+  // Forward + backward; fills activations_/caches_/grads_; returns loss and
+  // writes accuracy.
+  double ForwardBackward(const Batch& batch, double* accuracy);
+  void ApplyOptimizer();
+
+  Network network_;
+  OptimizerConfig config_;
+  int64_t steps_ = 0;
+  int64_t examples_seen_ = 0;
+  // Scratch reused across steps.
+  std::vector<Matrix> activations_;
+  std::vector<BatchNormCache> caches_;
+  std::vector<LayerGradient> grads_;
+  // Optimizer state, one buffer per parameter tensor in visiting order.
+  std::vector<std::vector<float>> moment1_;
+  std::vector<std::vector<float>> moment2_;
+};
+
+}  // namespace bnserve::model
+
+#endif  // BNSERVE_MODEL_TRAINER_H_

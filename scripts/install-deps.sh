@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package bnserve needs to build, test and run its
+# demos. Used by the README commands, CI (.ci/run) and the Dockerfile's
+# builder stage. Must run as root; idempotent.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+packages=(
+  # toolchain
+  g++ cmake ninja-build ccache pkg-config git clang-format
+  # libraries
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  grpc-proto libabsl-dev libeigen3-dev libhiredis-dev libssl-dev
+  libcpp-httplib-dev libcli11-dev nlohmann-json3-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev redis-server
+  python3 python3-numpy python3-torch python3-grpcio python3-grpc-tools
+  nghttp2-client procps openssl
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+    missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
