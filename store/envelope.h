@@ -1,0 +1,28 @@
+// The on-store format shared by every backend: a bnserve.v1.StoredSnapshot
+// envelope holding the serialized snapshot and its SHA-256.
+#ifndef BNSERVE_STORE_ENVELOPE_H_
+#define BNSERVE_STORE_ENVELOPE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "bnserve/v1/snapshot.pb.h"
+
+namespace bnserve::store {
+
+// Serializes `snapshot` (whose model and version must already be set) into a
+// checksummed envelope. INTERNAL if serialization fails (e.g. > 2 GiB).
+absl::StatusOr<std::string> EncodeStoredSnapshot(
+    const bnserve::v1::Snapshot& snapshot);
+
+// Parses and verifies an envelope read for (model, version). DATA_LOSS if it
+// does not parse, the checksum does not match, or the envelope or snapshot
+// name another model or version.
+absl::StatusOr<bnserve::v1::Snapshot> DecodeStoredSnapshot(
+    std::string_view bytes, std::string_view model, int64_t version);
+
+}  // namespace bnserve::store
+
+#endif  // BNSERVE_STORE_ENVELOPE_H_

@@ -1,0 +1,662 @@
+#include "store/file_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "model/status_macros.h"
+#include "store/envelope.h"
+#include "store/strings.h"
+#include "store/watch_loop.h"
+
+namespace bnserve::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kSnapshotFile[] = "snapshot.binpb";
+constexpr char kLabelsDir[] = ".labels";
+constexpr char kNextVersionFile[] = ".next_version";
+constexpr char kLockFile[] = ".lock";
+constexpr char kStagingPrefix[] = ".staging-";
+constexpr char kDeletingPrefix[] = ".deleting-";
+constexpr char kTmpPrefix[] = ".tmp-";
+
+absl::Status ErrnoStatus(int err, std::string_view what) {
+  std::string message = Cat(what, ": ", std::strerror(err));
+  switch (err) {
+    case ENOSPC:
+    case EDQUOT:
+      return absl::ResourceExhaustedError(message);
+    case ENOENT:
+      return absl::NotFoundError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+std::string RandomSuffix() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return Cat(getpid(), "-", rng() & 0xffffffffffffULL);
+}
+
+// Parses a version directory name strictly: a positive decimal number with no
+// sign, spaces or leading zeros ("12.tmp", "012", "+3" are not versions).
+bool ParseVersion(std::string_view name, int64_t* version) {
+  if (name.empty() || name.size() > 18 || name[0] == '0') return false;
+  for (char c : name) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
+  }
+  return absl::SimpleAtoi(Sv(name), version) && *version > 0;
+}
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  // Closes and reports the error of close(2) (it can report a failed write).
+  absl::Status Close(std::string_view what) {
+    const int fd = fd_;
+    fd_ = -1;
+    if (close(fd) != 0 && errno != EINTR) return ErrnoStatus(errno, what);
+    return absl::OkStatus();
+  }
+
+ private:
+  int fd_;
+};
+
+absl::Status FsyncPath(const std::string& path) {
+  Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoStatus(errno, Cat("open ", path));
+  if (fsync(fd.get()) != 0) {
+    return ErrnoStatus(errno, Cat("fsync ", path));
+  }
+  return absl::OkStatus();
+}
+
+// Creates `path` exclusively, writes `data`, fsyncs and closes it.
+absl::Status WriteNewFileDurably(const std::string& path,
+                                 std::string_view data) {
+  Fd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (fd.get() < 0) return ErrnoStatus(errno, Cat("create ", path));
+  while (!data.empty()) {
+    const ssize_t n = write(fd.get(), data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, Cat("write ", path));
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  if (fsync(fd.get()) != 0) {
+    return ErrnoStatus(errno, Cat("fsync ", path));
+  }
+  return fd.Close(Cat("close ", path));
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoStatus(errno, Cat("open ", path));
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) {
+    return ErrnoStatus(errno, Cat("stat ", path));
+  }
+  std::string data;
+  data.reserve(static_cast<size_t>(st.st_size));
+  char buf[1 << 16];
+  while (true) {
+    const ssize_t n = read(fd.get(), buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, Cat("read ", path));
+    }
+    if (n == 0) break;
+    data.append(buf, static_cast<size_t>(n));
+  }
+  return data;
+}
+
+// Replaces `dir/name` atomically with `data`: write a temp file, fsync,
+// rename over, fsync the directory.
+absl::Status AtomicReplaceFile(const std::string& dir, std::string_view name,
+                               std::string_view data) {
+  const std::string tmp = Cat(dir, "/", kTmpPrefix, name, "-", RandomSuffix());
+  const std::string target = Cat(dir, "/", name);
+  absl::Status s = WriteNewFileDurably(tmp, data);
+  if (s.ok() && rename(tmp.c_str(), target.c_str()) != 0) {
+    s = ErrnoStatus(errno, Cat("rename ", tmp, " to ", target));
+  }
+  if (!s.ok()) {
+    unlink(tmp.c_str());
+    return s;
+  }
+  return FsyncPath(dir);
+}
+
+bool IsDirectory(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// Directory entries (names only, without "." and ".."). NOT_FOUND if `dir`
+// does not exist.
+absl::StatusOr<std::vector<std::pair<std::string, unsigned char>>> ReadDir(
+    const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return ErrnoStatus(errno, Cat("opendir ", dir));
+  std::vector<std::pair<std::string, unsigned char>> entries;
+  errno = 0;
+  while (struct dirent* e = readdir(d)) {
+    std::string_view name = e->d_name;
+    if (name == "." || name == "..") continue;
+    entries.emplace_back(std::string(name), e->d_type);
+  }
+  const int err = errno;
+  closedir(d);
+  if (err != 0) return ErrnoStatus(err, Cat("readdir ", dir));
+  return entries;
+}
+
+bool EntryIsDirectory(const std::string& parent, const std::string& name,
+                      unsigned char type) {
+  if (type == DT_DIR) return true;
+  if (type != DT_UNKNOWN && type != DT_LNK) return false;
+  return IsDirectory(Cat(parent, "/", name));
+}
+
+// Exclusive flock on <model_dir>/.lock for the life of the object.
+class ModelLock {
+ public:
+  static absl::StatusOr<std::unique_ptr<ModelLock>> Acquire(
+      const std::string& model_dir) {
+    const std::string path = Cat(model_dir, "/", kLockFile);
+    auto lock = std::unique_ptr<ModelLock>(
+        new ModelLock(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)));
+    if (lock->fd_.get() < 0) {
+      return ErrnoStatus(errno, Cat("open ", path));
+    }
+    while (flock(lock->fd_.get(), LOCK_EX) != 0) {
+      if (errno != EINTR) {
+        return ErrnoStatus(errno, Cat("flock ", path));
+      }
+    }
+    return lock;
+  }
+
+ private:
+  explicit ModelLock(int fd) : fd_(fd) {}
+  Fd fd_;  // closing it releases the lock
+};
+
+void RemoveTreeQuietly(const std::string& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+}
+
+// Removes leftovers of crashed writers. Only call with the model lock held:
+// then every staging / deleting / temp entry belongs to a dead operation.
+void CleanUpAbandoned(const std::string& model_dir) {
+  for (const std::string& dir : {model_dir, Cat(model_dir, "/", kLabelsDir)}) {
+    auto entries = ReadDir(dir);
+    if (!entries.ok()) continue;
+    for (const auto& [name, type] : *entries) {
+      if (absl::StartsWith(Sv(name), kStagingPrefix) ||
+          absl::StartsWith(Sv(name), kDeletingPrefix) ||
+          absl::StartsWith(Sv(name), kTmpPrefix)) {
+        RemoveTreeQuietly(Cat(dir, "/", name));
+      }
+    }
+  }
+}
+
+absl::StatusOr<int64_t> ReadNextVersion(const std::string& model_dir) {
+  const std::string path = Cat(model_dir, "/", kNextVersionFile);
+  absl::StatusOr<std::string> data = ReadWholeFile(path);
+  if (absl::IsNotFound(data.status())) return 1;
+  if (!data.ok()) return data.status();
+  int64_t next = 0;
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(*data), &next) || next < 1) {
+    // The file is only ever replaced atomically, so this is outside damage;
+    // the version directories still bound the next version from below.
+    return 1;
+  }
+  return next;
+}
+
+absl::Status NotFoundVersion(std::string_view model, int64_t version) {
+  return absl::NotFoundError(
+      Cat("model '", model, "' has no version ", version));
+}
+
+absl::Status NotFoundLabel(std::string_view model, std::string_view label) {
+  return absl::NotFoundError(
+      Cat("model '", model, "' has no label '", label, "'"));
+}
+
+// inotify-driven wakeups for a WatchLoop.
+class FileWatchHandle final : public WatchHandle {
+ public:
+  FileWatchHandle(std::unique_ptr<FileStore> scanner,
+                  std::function<void(const StoreEvent&)> callback,
+                  const StoreOptions& options)
+      : scanner_(std::move(scanner)) {
+    if (options.watch_notifications) StartInotify();
+    loop_ = std::make_unique<WatchLoop>(
+        [s = scanner_.get()] { return ScanStore(*s); }, std::move(callback),
+        options.poll_interval);
+    if (inotify_fd_ >= 0) thread_ = std::thread([this] { ReadEvents(); });
+  }
+
+  ~FileWatchHandle() override {
+    if (thread_.joinable()) {
+      const uint64_t one = 1;
+      ssize_t unused = write(stop_fd_, &one, sizeof(one));
+      (void)unused;
+      thread_.join();
+    }
+    loop_.reset();
+    if (inotify_fd_ >= 0) close(inotify_fd_);
+    if (stop_fd_ >= 0) close(stop_fd_);
+  }
+
+ private:
+  static constexpr uint32_t kDirMask = IN_CREATE | IN_DELETE | IN_MOVED_TO |
+                                       IN_MOVED_FROM | IN_CLOSE_WRITE |
+                                       IN_DELETE_SELF | IN_ONLYDIR;
+
+  // Without inotify (e.g. too many instances) the polling fallback remains.
+  void StartInotify() {
+    inotify_fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    stop_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (inotify_fd_ < 0 || stop_fd_ < 0) {
+      if (inotify_fd_ >= 0) close(inotify_fd_);
+      inotify_fd_ = -1;
+      return;
+    }
+    const std::string& root = scanner_->root();
+    root_wd_ = inotify_add_watch(inotify_fd_, root.c_str(), kDirMask);
+    auto entries = ReadDir(root);
+    if (!entries.ok()) return;
+    for (const auto& [name, type] : *entries) {
+      if (ValidateModelName(name).ok()) AddModelWatches(name);
+    }
+  }
+
+  void AddModelWatches(const std::string& model) {
+    const std::string dir = Cat(scanner_->root(), "/", model);
+    int wd = inotify_add_watch(inotify_fd_, dir.c_str(), kDirMask);
+    if (wd >= 0) model_wds_[wd] = model;
+    AddLabelsWatch(model);
+  }
+
+  void AddLabelsWatch(const std::string& model) {
+    const std::string dir = Cat(scanner_->root(), "/", model, "/", kLabelsDir);
+    int wd = inotify_add_watch(inotify_fd_, dir.c_str(), kDirMask);
+    if (wd >= 0) labels_wds_.insert(wd);
+  }
+
+  void ReadEvents() {
+    alignas(struct inotify_event) char buf[16384];
+    while (true) {
+      struct pollfd fds[2] = {{inotify_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+      if (poll(fds, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        return;
+      }
+      if (fds[1].revents != 0) return;
+      bool wake = false;
+      while (true) {
+        const ssize_t n = read(inotify_fd_, buf, sizeof(buf));
+        if (n <= 0) break;
+        for (char* p = buf; p < buf + n;) {
+          auto* e = reinterpret_cast<struct inotify_event*>(p);
+          p += sizeof(struct inotify_event) + e->len;
+          wake |= Handle(*e);
+        }
+      }
+      if (wake) loop_->Wake();
+    }
+  }
+
+  // Returns whether the event may change what a scan sees.
+  bool Handle(const struct inotify_event& e) {
+    if (e.mask & IN_Q_OVERFLOW) return true;
+    if (e.mask & IN_IGNORED) {
+      model_wds_.erase(e.wd);
+      labels_wds_.erase(e.wd);
+      return true;
+    }
+    const std::string name = e.len > 0 ? std::string(e.name) : "";
+    if (e.wd == root_wd_) {
+      if ((e.mask & IN_ISDIR) && ValidateModelName(name).ok()) {
+        AddModelWatches(name);
+      }
+      return true;
+    }
+    if (labels_wds_.contains(e.wd))
+      return !absl::StartsWith(Sv(name), kTmpPrefix);
+    if (auto it = model_wds_.find(e.wd); it != model_wds_.end()) {
+      if (name == kLabelsDir) {
+        AddLabelsWatch(it->second);
+        return true;
+      }
+      int64_t version;
+      return ParseVersion(name, &version) || (e.mask & IN_DELETE_SELF);
+    }
+    return false;
+  }
+
+  std::unique_ptr<FileStore> scanner_;
+  std::unique_ptr<WatchLoop> loop_;
+  int inotify_fd_ = -1;
+  int stop_fd_ = -1;
+  int root_wd_ = -1;
+  // Only touched by the constructor and then the reader thread.
+  std::map<int, std::string> model_wds_;
+  std::set<int> labels_wds_;
+  std::thread thread_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(
+    std::string_view root, const StoreOptions& options) {
+  if (root.empty()) return absl::InvalidArgumentError("empty store path");
+  std::error_code ec;
+  fs::path path = fs::absolute(fs::path(std::string(root)), ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        Cat("bad store path '", root, "': ", ec.message()));
+  }
+  path = path.lexically_normal();
+  std::string normalized = path.string();
+  while (normalized.size() > 1 && normalized.back() == '/') {
+    normalized.pop_back();
+  }
+  fs::create_directories(normalized, ec);
+  if (ec || !IsDirectory(normalized)) {
+    return ErrnoStatus(ec ? ec.value() : ENOTDIR,
+                       Cat("cannot create store directory ", normalized));
+  }
+  return std::unique_ptr<FileStore>(new FileStore(normalized, options));
+}
+
+std::string FileStore::ModelDir(std::string_view model) const {
+  return Cat(root_, "/", model);
+}
+
+std::string FileStore::SnapshotPath(std::string_view model,
+                                    int64_t version) const {
+  return Cat(root_, "/", model, "/", version, "/", kSnapshotFile);
+}
+
+std::string FileStore::uri() const { return Cat("file://", root_); }
+
+absl::StatusOr<std::vector<int64_t>> FileStore::ListVersionsUnchecked(
+    const std::string& model_dir) {
+  std::vector<int64_t> versions;
+  auto entries = ReadDir(model_dir);
+  if (absl::IsNotFound(entries.status())) return versions;
+  if (!entries.ok()) return entries.status();
+  for (const auto& [name, type] : *entries) {
+    int64_t v;
+    if (ParseVersion(name, &v) && EntryIsDirectory(model_dir, name, type)) {
+      versions.push_back(v);
+    }
+  }
+  std::sort(versions.begin(), versions.end());
+  return versions;
+}
+
+absl::StatusOr<std::map<std::string, int64_t>> FileStore::ListLabelsUnchecked(
+    const std::string& model_dir) {
+  std::map<std::string, int64_t> labels;
+  const std::string dir = Cat(model_dir, "/", kLabelsDir);
+  auto entries = ReadDir(dir);
+  if (absl::IsNotFound(entries.status())) return labels;
+  if (!entries.ok()) return entries.status();
+  for (const auto& [name, type] : *entries) {
+    if (!ValidateLabel(name).ok()) continue;
+    absl::StatusOr<std::string> data = ReadWholeFile(Cat(dir, "/", name));
+    int64_t v;
+    if (data.ok() &&
+        ParseVersion(StdSv(absl::StripAsciiWhitespace(*data)), &v)) {
+      labels[name] = v;
+    }
+  }
+  return labels;
+}
+
+absl::StatusOr<int64_t> FileStore::Publish(
+    const bnserve::v1::Snapshot& snapshot) {
+  const std::string& model = snapshot.model();
+  BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
+  const std::string model_dir = ModelDir(model);
+  std::error_code ec;
+  const bool created = fs::create_directories(model_dir, ec);
+  if (ec) {
+    return ErrnoStatus(ec.value(), Cat("mkdir ", model_dir));
+  }
+  if (created) BNSERVE_RETURN_IF_ERROR(FsyncPath(root_));
+  BNSERVE_ASSIGN_OR_RETURN(auto lock, ModelLock::Acquire(model_dir));
+  CleanUpAbandoned(model_dir);
+
+  // Allocate: never below the persisted high-water mark, never at or below
+  // an existing directory (e.g. a store written without the mark).
+  BNSERVE_ASSIGN_OR_RETURN(int64_t version, ReadNextVersion(model_dir));
+  BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> existing,
+                           ListVersionsUnchecked(model_dir));
+  if (!existing.empty()) version = std::max(version, existing.back() + 1);
+  bnserve::v1::Snapshot copy = snapshot;
+  copy.set_version(version);
+  BNSERVE_ASSIGN_OR_RETURN(std::string envelope, EncodeStoredSnapshot(copy));
+  // Persist the mark before the version becomes visible, so a deletion can
+  // never make this number reusable.
+  BNSERVE_RETURN_IF_ERROR(
+      AtomicReplaceFile(model_dir, kNextVersionFile, Cat(version + 1, "\n")));
+
+  const std::string staging =
+      Cat(model_dir, "/", kStagingPrefix, RandomSuffix());
+  const std::string target = Cat(model_dir, "/", version);
+  absl::Status s;
+  if (mkdir(staging.c_str(), 0755) != 0) {
+    return ErrnoStatus(errno, Cat("mkdir ", staging));
+  }
+  s = WriteNewFileDurably(Cat(staging, "/", kSnapshotFile), envelope);
+  if (s.ok()) s = FsyncPath(staging);
+  if (s.ok() && renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, target.c_str(),
+                          RENAME_NOREPLACE) != 0) {
+    if (errno == EINVAL || errno == ENOSYS) {  // no RENAME_NOREPLACE support
+      if (rename(staging.c_str(), target.c_str()) != 0) {
+        s = ErrnoStatus(errno, Cat("rename to ", target));
+      }
+    } else {
+      s = ErrnoStatus(errno, Cat("rename to ", target));
+    }
+  }
+  if (!s.ok()) {
+    RemoveTreeQuietly(staging);
+    return s;
+  }
+  BNSERVE_RETURN_IF_ERROR(FsyncPath(model_dir));
+  return version;
+}
+
+absl::StatusOr<bnserve::v1::Snapshot> FileStore::Read(std::string_view model,
+                                                      int64_t version) {
+  BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
+  if (version < 1) return NotFoundVersion(model, version);
+  const std::string path = SnapshotPath(model, version);
+  absl::StatusOr<std::string> data = ReadWholeFile(path);
+  if (absl::IsNotFound(data.status())) {
+    if (IsDirectory(Cat(ModelDir(model), "/", version))) {
+      return absl::DataLossError(Cat("snapshot ", model, "/", version,
+                                     " is corrupt: ", path, " is missing"));
+    }
+    return NotFoundVersion(model, version);
+  }
+  if (!data.ok()) return data.status();
+  return DecodeStoredSnapshot(*data, model, version);
+}
+
+absl::StatusOr<int64_t> FileStore::Latest(std::string_view model) {
+  BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> versions, ListVersions(model));
+  if (versions.empty()) {
+    return absl::NotFoundError(Cat("model '", model, "' has no versions"));
+  }
+  return versions.back();
+}
+
+absl::StatusOr<std::vector<int64_t>> FileStore::ListVersions(
+    std::string_view model) {
+  BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
+  return ListVersionsUnchecked(ModelDir(model));
+}
+
+absl::StatusOr<std::vector<std::string>> FileStore::ListModels() {
+  BNSERVE_ASSIGN_OR_RETURN(auto entries, ReadDir(root_));
+  std::vector<std::string> models;
+  for (const auto& [name, type] : entries) {
+    if (!ValidateModelName(name).ok()) continue;
+    if (!EntryIsDirectory(root_, name, type)) continue;
+    BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> versions,
+                             ListVersionsUnchecked(ModelDir(name)));
+    if (!versions.empty()) models.push_back(name);
+  }
+  std::sort(models.begin(), models.end());
+  return models;
+}
+
+absl::Status FileStore::SetLabel(std::string_view model, std::string_view label,
+                                 int64_t version) {
+  BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
+  BNSERVE_RETURN_IF_ERROR(ValidateLabel(label));
+  const std::string model_dir = ModelDir(model);
+  if (!IsDirectory(model_dir)) return NotFoundVersion(model, version);
+  BNSERVE_ASSIGN_OR_RETURN(auto lock, ModelLock::Acquire(model_dir));
+  if (version < 1 || !IsDirectory(Cat(model_dir, "/", version))) {
+    return NotFoundVersion(model, version);
+  }
+  const std::string labels_dir = Cat(model_dir, "/", kLabelsDir);
+  if (mkdir(labels_dir.c_str(), 0755) == 0) {
+    BNSERVE_RETURN_IF_ERROR(FsyncPath(model_dir));
+  } else if (errno != EEXIST) {
+    return ErrnoStatus(errno, Cat("mkdir ", labels_dir));
+  }
+  return AtomicReplaceFile(labels_dir, label, Cat(version, "\n"));
+}
+
+absl::StatusOr<int64_t> FileStore::ResolveLabel(std::string_view model,
+                                                std::string_view label) {
+  BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
+  BNSERVE_RETURN_IF_ERROR(ValidateLabel(label));
+  const std::string path = Cat(ModelDir(model), "/", kLabelsDir, "/", label);
+  absl::StatusOr<std::string> data = ReadWholeFile(path);
+  if (absl::IsNotFound(data.status())) return NotFoundLabel(model, label);
+  if (!data.ok()) return data.status();
+  int64_t version;
+  if (!ParseVersion(StdSv(absl::StripAsciiWhitespace(*data)), &version)) {
+    return absl::DataLossError(Cat("label file ", path, " is corrupt"));
+  }
+  return version;
+}
+
+absl::StatusOr<std::map<std::string, int64_t>> FileStore::ListLabels(
+    std::string_view model) {
+  BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
+  return ListLabelsUnchecked(ModelDir(model));
+}
+
+absl::Status FileStore::DeleteLabel(std::string_view model,
+                                    std::string_view label) {
+  BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
+  BNSERVE_RETURN_IF_ERROR(ValidateLabel(label));
+  const std::string model_dir = ModelDir(model);
+  if (!IsDirectory(model_dir)) return NotFoundLabel(model, label);
+  BNSERVE_ASSIGN_OR_RETURN(auto lock, ModelLock::Acquire(model_dir));
+  const std::string labels_dir = Cat(model_dir, "/", kLabelsDir);
+  const std::string path = Cat(labels_dir, "/", label);
+  if (unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return NotFoundLabel(model, label);
+    return ErrnoStatus(errno, Cat("unlink ", path));
+  }
+  return FsyncPath(labels_dir);
+}
+
+absl::Status FileStore::DeleteVersion(std::string_view model, int64_t version) {
+  BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
+  const std::string model_dir = ModelDir(model);
+  const std::string target = Cat(model_dir, "/", version);
+  if (version < 1 || !IsDirectory(target)) {
+    return NotFoundVersion(model, version);
+  }
+  BNSERVE_ASSIGN_OR_RETURN(auto lock, ModelLock::Acquire(model_dir));
+  CleanUpAbandoned(model_dir);
+  if (!IsDirectory(target)) return NotFoundVersion(model, version);
+  BNSERVE_ASSIGN_OR_RETURN(auto labels, ListLabelsUnchecked(model_dir));
+  for (const auto& [label, v] : labels) {
+    if (v == version) {
+      return absl::FailedPreconditionError(
+          Cat("version ", version, " of model '", model, "' is labelled '",
+              label, "'; move or delete the label first"));
+    }
+  }
+  // Stores written before the high-water mark existed: record it first.
+  BNSERVE_ASSIGN_OR_RETURN(int64_t next, ReadNextVersion(model_dir));
+  BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> existing,
+                           ListVersionsUnchecked(model_dir));
+  if (!existing.empty() && next <= existing.back()) {
+    BNSERVE_RETURN_IF_ERROR(AtomicReplaceFile(model_dir, kNextVersionFile,
+                                              Cat(existing.back() + 1, "\n")));
+  }
+  const std::string doomed =
+      Cat(model_dir, "/", kDeletingPrefix, version, "-", RandomSuffix());
+  if (rename(target.c_str(), doomed.c_str()) != 0) {
+    return ErrnoStatus(errno, Cat("rename ", target));
+  }
+  BNSERVE_RETURN_IF_ERROR(FsyncPath(model_dir));
+  RemoveTreeQuietly(doomed);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int64_t>> FileStore::ApplyRetention(
+    std::string_view model, int keep_newest) {
+  BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
+  return ApplyRetentionGeneric(*this, model, keep_newest);
+}
+
+absl::StatusOr<std::unique_ptr<WatchHandle>> FileStore::Watch(
+    std::function<void(const StoreEvent&)> callback) {
+  auto scanner = std::unique_ptr<FileStore>(new FileStore(root_, options_));
+  return std::unique_ptr<WatchHandle>(std::make_unique<FileWatchHandle>(
+      std::move(scanner), std::move(callback), options_));
+}
+
+}  // namespace bnserve::store

@@ -1,0 +1,83 @@
+// SnapshotStore on a local (or shared POSIX) file system: the embedded
+// default. Layout under the root:
+//
+//   <root>/<model>/<version>/snapshot.binpb  StoredSnapshot envelope
+//   <root>/<model>/.labels/<label>           "<version>\n"
+//   <root>/<model>/.next_version             "<n>\n": high-water mark, the
+//                                            next version to hand out
+//   <root>/<model>/.lock                     flock(2) target
+//   <root>/<model>/.staging-<pid>-<rand>/    a publish in progress
+//
+// Version directories are recognised only if their whole name is a positive
+// decimal number without leading zeros; anything else is ignored. Every
+// mutation of a model (publish, label, delete) holds an exclusive flock on
+// `.lock`, so it is safe across threads and processes. Publish: under the
+// lock, allocate max(.next_version, newest directory + 1), persist the new
+// high-water mark, write the envelope into a hidden staging directory, fsync
+// file and directory, rename it to `<version>` (RENAME_NOREPLACE), fsync the
+// model directory. A crash leaves at most a hidden staging directory, which
+// the next mutation of that model removes (any staging directory seen while
+// holding the lock is abandoned). Labels are written with write + fsync +
+// rename. Watch uses inotify on the root, each model and each `.labels`
+// directory, plus the polling fallback.
+#ifndef BNSERVE_STORE_FILE_STORE_H_
+#define BNSERVE_STORE_FILE_STORE_H_
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "store/store.h"
+
+namespace bnserve::store {
+
+class FileStore final : public SnapshotStore {
+ public:
+  // Creates `root` (and parents) if needed. `root` may be relative; it is
+  // made absolute.
+  static absl::StatusOr<std::unique_ptr<FileStore>> Open(
+      std::string_view root, const StoreOptions& options = {});
+
+  absl::StatusOr<int64_t> Publish(
+      const bnserve::v1::Snapshot& snapshot) override;
+  absl::StatusOr<bnserve::v1::Snapshot> Read(std::string_view model,
+                                             int64_t version) override;
+  absl::StatusOr<int64_t> Latest(std::string_view model) override;
+  absl::StatusOr<std::vector<int64_t>> ListVersions(
+      std::string_view model) override;
+  absl::StatusOr<std::vector<std::string>> ListModels() override;
+  absl::Status SetLabel(std::string_view model, std::string_view label,
+                        int64_t version) override;
+  absl::StatusOr<int64_t> ResolveLabel(std::string_view model,
+                                       std::string_view label) override;
+  absl::StatusOr<std::map<std::string, int64_t>> ListLabels(
+      std::string_view model) override;
+  absl::Status DeleteLabel(std::string_view model,
+                           std::string_view label) override;
+  absl::Status DeleteVersion(std::string_view model, int64_t version) override;
+  absl::StatusOr<std::vector<int64_t>> ApplyRetention(std::string_view model,
+                                                      int keep_newest) override;
+  absl::StatusOr<std::unique_ptr<WatchHandle>> Watch(
+      std::function<void(const StoreEvent&)> callback) override;
+  std::string uri() const override;
+
+  const std::string& root() const { return root_; }
+  // Path of the envelope file of model/version (for tests and tools).
+  std::string SnapshotPath(std::string_view model, int64_t version) const;
+
+ private:
+  FileStore(std::string root, const StoreOptions& options)
+      : root_(std::move(root)), options_(options) {}
+  std::string ModelDir(std::string_view model) const;
+  absl::StatusOr<std::vector<int64_t>> ListVersionsUnchecked(
+      const std::string& model_dir);
+  absl::StatusOr<std::map<std::string, int64_t>> ListLabelsUnchecked(
+      const std::string& model_dir);
+
+  const std::string root_;  // absolute, no trailing slash
+  const StoreOptions options_;
+};
+
+}  // namespace bnserve::store
+
+#endif  // BNSERVE_STORE_FILE_STORE_H_

@@ -1,0 +1,199 @@
+#include "store/store.h"
+
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "model/status_macros.h"
+#include "store/file_store.h"
+#include "store/memory_store.h"
+#include "store/redis_store.h"
+#include "store/strings.h"
+
+namespace bnserve::store {
+namespace {
+
+constexpr size_t kMaxNameLength = 64;
+
+bool IsNameChar(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+         c == '_' || c == '-';
+}
+
+absl::Status ValidateName(std::string_view what, std::string_view name,
+                          bool must_start_with_letter) {
+  const char* rule = must_start_with_letter ? "[A-Za-z][A-Za-z0-9._-]{0,63}"
+                                            : "[A-Za-z0-9][A-Za-z0-9._-]{0,63}";
+  auto fail = [&](std::string_view why) {
+    return absl::InvalidArgumentError(
+        Cat("invalid ", what, " '", absl::CHexEscape(Sv(name.substr(0, 80))),
+            "': ", why, "; it must match ", rule));
+  };
+  if (name.empty()) return fail("it is empty");
+  if (name.size() > kMaxNameLength) {
+    return fail(Cat("it is ", name.size(), " characters long"));
+  }
+  const unsigned char first = static_cast<unsigned char>(name[0]);
+  if (must_start_with_letter ? !absl::ascii_isalpha(first)
+                             : !absl::ascii_isalnum(first)) {
+    return fail(must_start_with_letter
+                    ? "it must start with a letter"
+                    : "it must start with a letter or digit");
+  }
+  for (char c : name) {
+    if (!IsNameChar(c)) return fail("it contains a forbidden character");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BadUri(std::string_view uri, std::string_view why) {
+  return absl::InvalidArgumentError(
+      Cat("malformed store URI '", uri, "': ", why,
+          " (expected a path, file:///abs/path, "
+          "redis://host:port[/db] or mem://name)"));
+}
+
+}  // namespace
+
+absl::Status ValidateModelName(std::string_view name) {
+  return ValidateName("model name", name, /*must_start_with_letter=*/false);
+}
+
+absl::Status ValidateLabel(std::string_view label) {
+  return ValidateName("label", label, /*must_start_with_letter=*/true);
+}
+
+absl::StatusOr<StoreUri> ParseStoreUri(std::string_view uri) {
+  StoreUri out;
+  if (uri.empty()) return BadUri(uri, "it is empty");
+  const size_t sep = uri.find("://");
+  if (sep == std::string_view::npos) {
+    out.scheme = StoreUri::Scheme::kFile;
+    out.path = std::string(uri);
+    return out;
+  }
+  const std::string scheme = absl::AsciiStrToLower(Sv(uri.substr(0, sep)));
+  std::string_view rest = uri.substr(sep + 3);
+  if (scheme == "file") {
+    if (absl::StartsWith(Sv(rest), "localhost/")) rest.remove_prefix(9);
+    if (!absl::StartsWith(Sv(rest), "/")) {
+      return BadUri(uri,
+                    "a file URI needs an absolute path and no host "
+                    "(file:///abs/path)");
+    }
+    out.scheme = StoreUri::Scheme::kFile;
+    out.path = std::string(rest);
+    return out;
+  }
+  if (scheme == "mem") {
+    if (rest.empty()) return BadUri(uri, "mem:// needs a name");
+    out.scheme = StoreUri::Scheme::kMemory;
+    out.name = std::string(rest);
+    return out;
+  }
+  if (scheme != "redis") {
+    return BadUri(uri, Cat("unknown scheme '", scheme, "'"));
+  }
+  out.scheme = StoreUri::Scheme::kRedis;
+  // [[user]:password@]host[:port][/db]
+  if (const size_t at = rest.rfind('@'); at != std::string_view::npos) {
+    std::string_view userinfo = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    const size_t colon = userinfo.find(':');
+    if (colon == std::string_view::npos) {
+      out.password = std::string(userinfo);
+    } else {
+      out.username = std::string(userinfo.substr(0, colon));
+      out.password = std::string(userinfo.substr(colon + 1));
+    }
+  }
+  std::string_view hostport = rest;
+  if (const size_t slash = rest.find('/'); slash != std::string_view::npos) {
+    hostport = rest.substr(0, slash);
+    std::string_view db = rest.substr(slash + 1);
+    if (!db.empty() &&
+        (!absl::SimpleAtoi(Sv(db), &out.db) || out.db < 0 ||
+         !absl::ascii_isdigit(static_cast<unsigned char>(db[0])))) {
+      return BadUri(uri,
+                    Cat("database '", db, "' is not a non-negative integer"));
+    }
+  }
+  std::string_view port;
+  if (absl::StartsWith(Sv(hostport), "[")) {  // [::1]:6379
+    const size_t close = hostport.find(']');
+    if (close == std::string_view::npos) return BadUri(uri, "unclosed '['");
+    out.host = std::string(hostport.substr(1, close - 1));
+    std::string_view after = hostport.substr(close + 1);
+    if (!after.empty()) {
+      if (after[0] != ':') return BadUri(uri, "junk after ']'");
+      port = after.substr(1);
+      if (port.empty()) return BadUri(uri, "empty port");
+    }
+  } else if (const size_t colon = hostport.find(':');
+             colon != std::string_view::npos) {
+    out.host = std::string(hostport.substr(0, colon));
+    port = hostport.substr(colon + 1);
+    if (port.empty()) return BadUri(uri, "empty port");
+  } else {
+    out.host = std::string(hostport);
+  }
+  if (out.host.empty()) return BadUri(uri, "missing host");
+  if (!port.empty() &&
+      (!absl::SimpleAtoi(Sv(port), &out.port) || out.port < 1 ||
+       out.port > 65535 ||
+       !absl::ascii_isdigit(static_cast<unsigned char>(port[0])))) {
+    return BadUri(uri, Cat("port '", port, "' is not in 1..65535"));
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<SnapshotStore>> OpenStore(
+    std::string_view uri, const StoreOptions& options) {
+  BNSERVE_ASSIGN_OR_RETURN(StoreUri parsed, ParseStoreUri(uri));
+  switch (parsed.scheme) {
+    case StoreUri::Scheme::kFile: {
+      BNSERVE_ASSIGN_OR_RETURN(auto store,
+                               FileStore::Open(parsed.path, options));
+      return std::unique_ptr<SnapshotStore>(std::move(store));
+    }
+    case StoreUri::Scheme::kMemory:
+      return std::unique_ptr<SnapshotStore>(
+          MemoryStore::Open(parsed.name, options));
+    case StoreUri::Scheme::kRedis:
+      return std::unique_ptr<SnapshotStore>(
+          std::make_unique<RedisStore>(parsed, options));
+  }
+  return absl::InternalError("unreachable");
+}
+
+absl::StatusOr<bnserve::v1::Snapshot> ReadLatestValid(SnapshotStore& store,
+                                                      std::string_view model) {
+  BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
+  BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> versions,
+                           store.ListVersions(model));
+  if (versions.empty()) {
+    return absl::NotFoundError(Cat("model '", model, "' has no versions"));
+  }
+  absl::Status last_error;
+  for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
+    absl::StatusOr<bnserve::v1::Snapshot> snapshot = store.Read(model, *it);
+    if (snapshot.ok()) return snapshot;
+    if (absl::IsDataLoss(snapshot.status())) {
+      last_error = snapshot.status();
+      continue;
+    }
+    if (absl::IsNotFound(snapshot.status())) continue;  // deleted meanwhile
+    return snapshot.status();
+  }
+  if (last_error.ok()) {
+    return absl::NotFoundError(Cat("model '", model, "' has no versions"));
+  }
+  return absl::DataLossError(
+      Cat("no version of model '", model,
+          "' verifies; last error: ", last_error.message()));
+}
+
+}  // namespace bnserve::store
