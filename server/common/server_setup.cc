@@ -1,0 +1,132 @@
+#include "server/common/server_setup.h"
+
+#include <grpcpp/security/server_credentials.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "model/status_macros.h"
+
+namespace bnserve::server {
+namespace {
+
+std::atomic<int> g_log_level{static_cast<int>(LogLevel::kInfo)};
+absl::Mutex g_log_mutex;
+
+}  // namespace
+
+std::vector<char*> ParseFlagsWithEnvironment(
+    int argc, char** argv, const std::vector<std::string>& flag_names) {
+  for (const std::string& name : flag_names) {
+    const std::string env = "BNSERVE_" + absl::AsciiStrToUpper(name);
+    const char* value = std::getenv(env.c_str());
+    if (value == nullptr) continue;
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    std::string error;
+    if (flag == nullptr || !flag->ParseFrom(value, &error)) {
+      std::cerr << "invalid value for " << env << ": " << error << "\n";
+      std::exit(2);
+    }
+  }
+  return absl::ParseCommandLine(argc, argv);
+}
+
+absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const TlsOptions& options) {
+  if (options.cert_file.empty() && options.key_file.empty()) {
+    if (!options.client_ca_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls_client_ca needs --tls_cert and --tls_key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (options.cert_file.empty() || options.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "TLS needs both --tls_cert and --tls_key");
+  }
+  grpc::SslServerCredentialsOptions ssl(
+      options.client_ca_file.empty()
+          ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  BNSERVE_ASSIGN_OR_RETURN(pair.cert_chain,
+                           ReadFileToString(options.cert_file));
+  BNSERVE_ASSIGN_OR_RETURN(pair.private_key,
+                           ReadFileToString(options.key_file));
+  ssl.pem_key_cert_pairs.push_back(pair);
+  if (!options.client_ca_file.empty()) {
+    BNSERVE_ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                             ReadFileToString(options.client_ca_file));
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+absl::Status SetLogLevel(absl::string_view level) {
+  const std::string l = absl::AsciiStrToLower(level);
+  LogLevel value;
+  if (l == "debug") {
+    value = LogLevel::kDebug;
+  } else if (l == "info") {
+    value = LogLevel::kInfo;
+  } else if (l == "warning") {
+    value = LogLevel::kWarning;
+  } else if (l == "error") {
+    value = LogLevel::kError;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "log level must be debug, info, warning or error, got '", level, "'"));
+  }
+  g_log_level = static_cast<int>(value);
+  return absl::OkStatus();
+}
+
+void Log(LogLevel level, absl::string_view message) {
+  if (static_cast<int>(level) < g_log_level.load()) return;
+  static constexpr const char* kNames[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+  const std::string line =
+      absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
+                                    absl::UTCTimeZone()),
+                   " ", kNames[static_cast<int>(level)], " ", message, "\n");
+  absl::MutexLock lock(&g_log_mutex);
+  std::fputs(line.c_str(), stderr);
+  std::fflush(stderr);
+}
+
+void BlockTerminationSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+int WaitForTerminationSignal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int signal = 0;
+  sigwait(&set, &signal);
+  return signal;
+}
+
+}  // namespace bnserve::server

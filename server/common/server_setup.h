@@ -1,0 +1,55 @@
+// Pieces both server binaries share: environment-variable flag defaults,
+// TLS credentials, logging and SIGTERM handling. main() only turns flags into
+// an options struct and calls these.
+#ifndef BNSERVE_SERVER_COMMON_SERVER_SETUP_H_
+#define BNSERVE_SERVER_COMMON_SERVER_SETUP_H_
+
+#include <grpcpp/security/server_credentials.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace bnserve::server {
+
+// Parses the command line with Abseil flags after giving every flag listed
+// in `flag_names` its value from the environment variable
+// BNSERVE_<NAME IN UPPER CASE>, if set: command-line flags win. Exits with a
+// message on a malformed value. Returns the positional arguments.
+std::vector<char*> ParseFlagsWithEnvironment(
+    int argc, char** argv, const std::vector<std::string>& flag_names);
+
+struct TlsOptions {
+  std::string cert_file;       // PEM certificate chain; empty = plaintext
+  std::string key_file;        // PEM private key
+  std::string client_ca_file;  // PEM CA; set = mutual TLS (client certs
+                               // required and verified)
+};
+
+// Plaintext credentials when no certificate is given, TLS otherwise.
+// InvalidArgument when a file is missing or only one of cert/key is given.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const TlsOptions& options);
+
+// Reads a whole file; NotFound if it cannot be opened.
+absl::StatusOr<std::string> ReadFileToString(const std::string& path);
+
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
+// "debug" | "info" | "warning" | "error"; InvalidArgument otherwise.
+absl::Status SetLogLevel(absl::string_view level);
+// Writes one timestamped line to stderr when `level` is enabled.
+// Thread-safe.
+void Log(LogLevel level, absl::string_view message);
+
+// Blocks SIGTERM and SIGINT in the calling thread; call before starting any
+// thread so every thread inherits the mask. Then WaitForTerminationSignal()
+// returns the signal number when one arrives (safe as PID 1 in a container).
+void BlockTerminationSignals();
+int WaitForTerminationSignal();
+
+}  // namespace bnserve::server
+
+#endif  // BNSERVE_SERVER_COMMON_SERVER_SETUP_H_
