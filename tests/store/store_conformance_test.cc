@@ -1,0 +1,398 @@
+// One suite, every guarantee of store/store.h, run against the file, mem and
+// redis backends. The redis run starts its own redis-server; if it cannot,
+// the test fails (it is never skipped).
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
+#include "store/file_store.h"
+#include "store/memory_store.h"
+#include "store/redis_store.h"
+#include "store/store.h"
+#include "tests/store/test_util.h"
+
+namespace bnserve::store {
+namespace {
+
+using ::bnserve::store::testing::EventCollector;
+using ::bnserve::store::testing::MakeSnapshot;
+using ::bnserve::store::testing::RedisServer;
+using ::bnserve::store::testing::TempDir;
+using ::bnserve::store::testing::UniqueName;
+using ::google::protobuf::util::MessageDifferencer;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+enum class Corruption { kBitFlip, kTruncate };
+
+class StoreConformanceTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    const std::string& backend = GetParam();
+    if (backend == "file") {
+      dir_ = std::make_unique<TempDir>();
+      uri_ = absl::StrCat("file://", dir_->path());
+    } else if (backend == "mem") {
+      uri_ = absl::StrCat("mem://", UniqueName("conformance"));
+    } else {
+      auto server = RedisServer::Start();
+      ASSERT_TRUE(server.ok())
+          << "cannot start redis-server: " << server.status();
+      redis_ = *std::move(server);
+      uri_ = redis_->uri();
+    }
+    store_ = Open();
+    ASSERT_NE(store_, nullptr);
+  }
+
+  std::unique_ptr<SnapshotStore> Open(const StoreOptions& options = {}) {
+    auto store = OpenStore(uri_, options);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+
+  int64_t MustPublish(const std::string& model, int64_t tag = 0) {
+    auto v = store_->Publish(MakeSnapshot(model, 16, tag));
+    EXPECT_TRUE(v.ok()) << v.status();
+    return v.ok() ? *v : -1;
+  }
+
+  // Damages the stored bytes of model/version behind the store's back.
+  void Corrupt(const std::string& model, int64_t version, Corruption how) {
+    const std::string& backend = GetParam();
+    if (backend == "mem") {
+      auto mem = MemoryStore::Open(uri_.substr(6));
+      ASSERT_TRUE(mem->CorruptForTesting(model, version).ok());
+      return;
+    }
+    std::string data;
+    std::string path;
+    redisContext* c = nullptr;
+    std::string key = RedisStore::BlobKey(model, version);
+    if (backend == "file") {
+      path = absl::StrCat(dir_->path(), "/", model, "/", version,
+                          "/snapshot.binpb");
+      std::ifstream in(path, std::ios::binary);
+      data.assign(std::istreambuf_iterator<char>(in), {});
+    } else {
+      c = redisConnect("127.0.0.1", redis_->port());
+      ASSERT_TRUE(c != nullptr && c->err == 0);
+      auto* r = static_cast<redisReply*>(
+          redisCommand(c, "GET %b", key.data(), key.size()));
+      ASSERT_EQ(r->type, REDIS_REPLY_STRING);
+      data.assign(r->str, r->len);
+      freeReplyObject(r);
+    }
+    ASSERT_GT(data.size(), 10u);
+    if (how == Corruption::kBitFlip) {
+      data[data.size() * 2 / 3] ^= 0x10;
+    } else {
+      data.resize(data.size() / 2);
+    }
+    if (backend == "file") {
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out << data;
+    } else {
+      auto* r = static_cast<redisReply*>(redisCommand(
+          c, "SET %b %b", key.data(), key.size(), data.data(), data.size()));
+      freeReplyObject(r);
+      redisFree(c);
+    }
+  }
+
+  std::unique_ptr<TempDir> dir_;
+  std::unique_ptr<RedisServer> redis_;
+  std::string uri_;
+  std::unique_ptr<SnapshotStore> store_;
+};
+
+TEST_P(StoreConformanceTest, PublishAssignsConsecutiveVersions) {
+  EXPECT_EQ(MustPublish("m"), 1);
+  EXPECT_EQ(MustPublish("m"), 2);
+  EXPECT_EQ(MustPublish("m"), 3);
+  EXPECT_EQ(MustPublish("other"), 1);
+  EXPECT_EQ(*store_->Latest("m"), 3);
+  EXPECT_THAT(*store_->ListVersions("m"), ElementsAre(1, 2, 3));
+}
+
+TEST_P(StoreConformanceTest, ReadReturnsWhatWasPublishedWithItsVersion) {
+  bnserve::v1::Snapshot snapshot = MakeSnapshot("m", 64, 7);
+  auto v = store_->Publish(snapshot);
+  ASSERT_TRUE(v.ok()) << v.status();
+  auto read = store_->Read("m", *v);
+  ASSERT_TRUE(read.ok()) << read.status();
+  snapshot.set_version(*v);
+  EXPECT_TRUE(MessageDifferencer::Equals(*read, snapshot));
+  // Another store object on the same URI sees it too.
+  auto other = Open();
+  auto again = other->Read("m", *v);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(MessageDifferencer::Equals(*again, snapshot));
+}
+
+TEST_P(StoreConformanceTest, VersionsAreNeverReusedAfterDeletion) {
+  EXPECT_EQ(MustPublish("m"), 1);
+  EXPECT_EQ(MustPublish("m"), 2);
+  EXPECT_EQ(MustPublish("m"), 3);
+  ASSERT_TRUE(store_->DeleteVersion("m", 3).ok());
+  EXPECT_EQ(MustPublish("m"), 4);
+  for (int64_t v : {1, 2, 4}) ASSERT_TRUE(store_->DeleteVersion("m", v).ok());
+  EXPECT_THAT(*store_->ListVersions("m"), IsEmpty());
+  // A new store object (a restarted process) must not reuse them either.
+  auto reopened = Open();
+  auto v = reopened->Publish(MakeSnapshot("m"));
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(*v, 5);
+}
+
+TEST_P(StoreConformanceTest, MissingThingsAreNotFound) {
+  EXPECT_TRUE(absl::IsNotFound(store_->Read("m", 1).status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->Latest("m").status()));
+  EXPECT_THAT(*store_->ListVersions("m"), IsEmpty());
+  EXPECT_THAT(*store_->ListLabels("m"), IsEmpty());
+  MustPublish("m");
+  EXPECT_TRUE(absl::IsNotFound(store_->Read("m", 2).status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->Read("m", 0).status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->Read("m", -1).status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->DeleteVersion("m", 2)));
+  EXPECT_TRUE(absl::IsNotFound(store_->DeleteVersion("x", 1)));
+  EXPECT_TRUE(absl::IsNotFound(store_->ResolveLabel("m", "stable").status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->DeleteLabel("m", "stable")));
+  EXPECT_TRUE(absl::IsNotFound(store_->SetLabel("m", "stable", 2)));
+  EXPECT_TRUE(absl::IsNotFound(store_->SetLabel("x", "stable", 1)));
+}
+
+TEST_P(StoreConformanceTest, BitFlipIsDataLossAndSkippedByReaders) {
+  MustPublish("m", 1);
+  MustPublish("m", 2);
+  MustPublish("m", 3);
+  Corrupt("m", 3, Corruption::kBitFlip);
+  EXPECT_TRUE(absl::IsDataLoss(store_->Read("m", 3).status()))
+      << store_->Read("m", 3).status();
+  EXPECT_THAT(*store_->ListVersions("m"), ElementsAre(1, 2, 3));
+  EXPECT_EQ(*store_->Latest("m"), 3);
+  auto latest = ReadLatestValid(*store_, "m");
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_EQ(latest->version(), 2);
+  EXPECT_EQ(latest->training().step(), 2);
+}
+
+TEST_P(StoreConformanceTest, TruncationIsDataLossAndSkippedByReaders) {
+  MustPublish("m", 1);
+  MustPublish("m", 2);
+  Corrupt("m", 2, Corruption::kTruncate);
+  Corrupt("m", 1, Corruption::kTruncate);
+  EXPECT_TRUE(absl::IsDataLoss(store_->Read("m", 2).status()));
+  EXPECT_TRUE(absl::IsDataLoss(store_->Read("m", 1).status()));
+  EXPECT_TRUE(absl::IsDataLoss(ReadLatestValid(*store_, "m").status()));
+  MustPublish("m", 3);
+  auto latest = ReadLatestValid(*store_, "m");
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_EQ(latest->version(), 3);
+  EXPECT_TRUE(absl::IsNotFound(ReadLatestValid(*store_, "none").status()));
+}
+
+TEST_P(StoreConformanceTest, LabelsPointAtVersions) {
+  MustPublish("m");
+  MustPublish("m");
+  ASSERT_TRUE(store_->SetLabel("m", "stable", 1).ok());
+  ASSERT_TRUE(store_->SetLabel("m", "canary", 2).ok());
+  EXPECT_EQ(*store_->ResolveLabel("m", "stable"), 1);
+  EXPECT_EQ(*store_->ResolveLabel("m", "canary"), 2);
+  EXPECT_EQ(*store_->ListLabels("m"),
+            (std::map<std::string, int64_t>{{"canary", 2}, {"stable", 1}}));
+  ASSERT_TRUE(store_->SetLabel("m", "stable", 2).ok());  // move
+  EXPECT_EQ(*store_->ResolveLabel("m", "stable"), 2);
+  ASSERT_TRUE(store_->DeleteLabel("m", "canary").ok());
+  EXPECT_TRUE(absl::IsNotFound(store_->ResolveLabel("m", "canary").status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->DeleteLabel("m", "canary")));
+  EXPECT_EQ(*store_->ListLabels("m"),
+            (std::map<std::string, int64_t>{{"stable", 2}}));
+  for (const std::string& bad : std::vector<std::string>{
+           "", "1abc", "-x", "a/b", "../x", "sta ble", std::string(65, 'a')}) {
+    EXPECT_TRUE(absl::IsInvalidArgument(store_->SetLabel("m", bad, 1))) << bad;
+    EXPECT_TRUE(
+        absl::IsInvalidArgument(store_->ResolveLabel("m", bad).status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(store_->DeleteLabel("m", bad)));
+  }
+}
+
+TEST_P(StoreConformanceTest, DeleteRefusesALabelledVersion) {
+  MustPublish("m");
+  ASSERT_TRUE(store_->SetLabel("m", "stable", 1).ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(store_->DeleteVersion("m", 1)));
+  EXPECT_TRUE(store_->Read("m", 1).ok());
+  ASSERT_TRUE(store_->DeleteLabel("m", "stable").ok());
+  EXPECT_TRUE(store_->DeleteVersion("m", 1).ok());
+  EXPECT_TRUE(absl::IsNotFound(store_->Read("m", 1).status()));
+}
+
+TEST_P(StoreConformanceTest, RetentionKeepsNewestAndLabelled) {
+  for (int i = 0; i < 6; ++i) MustPublish("m");
+  ASSERT_TRUE(store_->SetLabel("m", "stable", 2).ok());
+  auto deleted = store_->ApplyRetention("m", 2);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_THAT(*deleted, ElementsAre(1, 3, 4));
+  EXPECT_THAT(*store_->ListVersions("m"), ElementsAre(2, 5, 6));
+  EXPECT_THAT(*store_->ApplyRetention("m", 2), IsEmpty());
+  EXPECT_THAT(*store_->ApplyRetention("m", 10), IsEmpty());
+  EXPECT_THAT(*store_->ApplyRetention("m", 0), ElementsAre(5, 6));
+  EXPECT_THAT(*store_->ListVersions("m"), ElementsAre(2));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(store_->ApplyRetention("m", -1).status()));
+  EXPECT_EQ(MustPublish("m"), 7);
+}
+
+TEST_P(StoreConformanceTest, ListModelsIsSortedAndOnlyHasModelsWithVersions) {
+  EXPECT_THAT(*store_->ListModels(), IsEmpty());
+  MustPublish("zeta");
+  MustPublish("Alpha");
+  MustPublish("beta.v2_x-1");
+  MustPublish("gone");
+  ASSERT_TRUE(store_->DeleteVersion("gone", 1).ok());
+  EXPECT_THAT(*store_->ListModels(),
+              ElementsAre("Alpha", "beta.v2_x-1", "zeta"));
+}
+
+TEST_P(StoreConformanceTest, InvalidModelNamesAreRejectedEverywhere) {
+  const std::string longest(64, 'x');
+  EXPECT_TRUE(store_->Publish(MakeSnapshot(longest)).ok());
+  for (const std::string& bad : std::vector<std::string>{
+           "../x", "", std::string(65, 'a'), "a/b", "..", ".hidden", "-x", "_x",
+           "x y", "x\\y", "caf\xc3\xa9", std::string("a\0b", 3)}) {
+    SCOPED_TRACE(bad);
+    EXPECT_TRUE(absl::IsInvalidArgument(ValidateModelName(bad)));
+    EXPECT_TRUE(
+        absl::IsInvalidArgument(store_->Publish(MakeSnapshot(bad)).status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(store_->Read(bad, 1).status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(store_->Latest(bad).status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(store_->ListVersions(bad).status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(store_->SetLabel(bad, "s", 1)));
+    EXPECT_TRUE(
+        absl::IsInvalidArgument(store_->ResolveLabel(bad, "s").status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(store_->ListLabels(bad).status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(store_->DeleteLabel(bad, "s")));
+    EXPECT_TRUE(absl::IsInvalidArgument(store_->DeleteVersion(bad, 1)));
+    EXPECT_TRUE(
+        absl::IsInvalidArgument(store_->ApplyRetention(bad, 1).status()));
+  }
+  EXPECT_THAT(*store_->ListModels(), ElementsAre(longest));
+  if (dir_ != nullptr) {
+    // Nothing escaped the root.
+    EXPECT_FALSE(std::filesystem::exists(
+        std::filesystem::path(dir_->path()).parent_path() / "x"));
+  }
+}
+
+TEST_P(StoreConformanceTest, ConcurrentPublishersGetDistinctVersions) {
+  constexpr int kThreads = 4;
+  constexpr int kEach = 8;
+  auto second = Open();  // two store objects, as two processes would have
+  std::vector<std::vector<int64_t>> got(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      SnapshotStore& store = t % 2 == 0 ? *store_ : *second;
+      for (int i = 0; i < kEach; ++i) {
+        auto v = store.Publish(MakeSnapshot("m", 16, t * 100 + i));
+        if (v.ok()) got[t].push_back(*v);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<int64_t> all;
+  for (const auto& vs : got) all.insert(vs.begin(), vs.end());
+  ASSERT_EQ(all.size(), size_t{kThreads * kEach});
+  EXPECT_EQ(*all.begin(), 1);
+  EXPECT_EQ(*all.rbegin(), kThreads * kEach);
+  for (int t = 0; t < kThreads; ++t) {
+    for (size_t i = 0; i < got[t].size(); ++i) {
+      auto s = store_->Read("m", got[t][i]);
+      ASSERT_TRUE(s.ok()) << s.status();
+      EXPECT_EQ(s->training().step(), t * 100 + static_cast<int>(i));
+    }
+  }
+}
+
+TEST_P(StoreConformanceTest, WatchIsPushedChangesFromAnotherStoreObject) {
+  StoreOptions options;
+  options.poll_interval = absl::Hours(1);  // only the push path can deliver
+  auto watcher_store = Open(options);
+  EventCollector events;
+  auto handle = watcher_store->Watch(events.Callback());
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  const int64_t v = MustPublish("m");
+  EXPECT_TRUE(events.WaitForPublished("m", v));
+  ASSERT_TRUE(store_->SetLabel("m", "stable", v).ok());
+  EXPECT_TRUE(events.WaitFor([](const StoreEvent& e) {
+    return e.kind == StoreEvent::Kind::kLabelsChanged && e.model == "m" &&
+           e.version == 0;
+  }));
+  const int64_t v2 = MustPublish("m");
+  EXPECT_TRUE(events.WaitForPublished("m", v2));
+  ASSERT_TRUE(store_->DeleteVersion("m", v2).ok());
+  EXPECT_TRUE(events.WaitFor([&](const StoreEvent& e) {
+    return e.kind == StoreEvent::Kind::kDeleted && e.model == "m" &&
+           e.version == v2;
+  }));
+  // A model that did not exist when the watch started.
+  const int64_t n = MustPublish("newmodel");
+  EXPECT_TRUE(events.WaitForPublished("newmodel", n));
+}
+
+TEST_P(StoreConformanceTest, WatchFallsBackToPolling) {
+  StoreOptions options;
+  options.watch_notifications = false;
+  options.poll_interval = absl::Milliseconds(50);
+  auto watcher_store = Open(options);
+  EventCollector events;
+  auto handle = watcher_store->Watch(events.Callback());
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  const int64_t v = MustPublish("m");
+  EXPECT_TRUE(events.WaitForPublished("m", v));
+}
+
+TEST_P(StoreConformanceTest, NoCallbackAfterWatchHandleIsDestroyed) {
+  StoreOptions options;
+  options.poll_interval = absl::Milliseconds(20);
+  auto watcher_store = Open(options);
+  EventCollector events;
+  {
+    auto handle = watcher_store->Watch(events.Callback());
+    ASSERT_TRUE(handle.ok()) << handle.status();
+    MustPublish("m");
+    ASSERT_TRUE(events.WaitForPublished("m", 1));
+  }
+  const size_t seen = events.size();
+  MustPublish("m");
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(events.size(), seen);
+}
+
+TEST_P(StoreConformanceTest, UriNamesTheBackend) {
+  const std::string uri = store_->uri();
+  const std::string& backend = GetParam();
+  EXPECT_EQ(uri.substr(0, uri.find("://")),
+            backend == "file" ? "file" : backend);
+  auto reopened = OpenStore(uri);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->uri(), uri);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreConformanceTest,
+                         ::testing::Values("file", "mem", "redis"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace bnserve::store
