@@ -51,6 +51,7 @@ absl::Status ErrnoStatus(int err, std::string_view what) {
     case EDQUOT:
       return absl::ResourceExhaustedError(message);
     case ENOENT:
+    case ENOTDIR:
       return absl::NotFoundError(message);
     default:
       return absl::InternalError(message);
@@ -146,7 +147,7 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
 // Replaces `dir/name` atomically with `data`: write a temp file, fsync,
 // rename over, fsync the directory.
 absl::Status AtomicReplaceFile(const std::string& dir, std::string_view name,
-                               std::string_view data) {
+                               std::string_view data, bool sync_dir = true) {
   const std::string tmp = Cat(dir, "/", kTmpPrefix, name, "-", RandomSuffix());
   const std::string target = Cat(dir, "/", name);
   absl::Status s = WriteNewFileDurably(tmp, data);
@@ -157,7 +158,7 @@ absl::Status AtomicReplaceFile(const std::string& dir, std::string_view name,
     unlink(tmp.c_str());
     return s;
   }
-  return FsyncPath(dir);
+  return sync_dir ? FsyncPath(dir) : absl::OkStatus();
 }
 
 bool IsDirectory(const std::string& path) {
@@ -462,7 +463,8 @@ absl::StatusOr<int64_t> FileStore::Publish(
   std::error_code ec;
   const bool created = fs::create_directories(model_dir, ec);
   if (ec) {
-    return ErrnoStatus(ec.value(), Cat("mkdir ", model_dir));
+    return absl::InternalError(
+        Cat("cannot create model directory ", model_dir, ": ", ec.message()));
   }
   if (created) BNSERVE_RETURN_IF_ERROR(FsyncPath(root_));
   BNSERVE_ASSIGN_OR_RETURN(auto lock, ModelLock::Acquire(model_dir));
@@ -477,10 +479,14 @@ absl::StatusOr<int64_t> FileStore::Publish(
   bnserve::v1::Snapshot copy = snapshot;
   copy.set_version(version);
   BNSERVE_ASSIGN_OR_RETURN(std::string envelope, EncodeStoredSnapshot(copy));
-  // Persist the mark before the version becomes visible, so a deletion can
-  // never make this number reusable.
-  BNSERVE_RETURN_IF_ERROR(
-      AtomicReplaceFile(model_dir, kNextVersionFile, Cat(version + 1, "\n")));
+  // Raise the mark before the version becomes visible. Its rename is made
+  // durable by the model-directory fsync below; should a crash keep the
+  // version but lose the mark, the directory still bounds the next version,
+  // and DeleteVersion re-persists the mark before removing anything, so a
+  // number is never handed out twice.
+  BNSERVE_RETURN_IF_ERROR(AtomicReplaceFile(model_dir, kNextVersionFile,
+                                            Cat(version + 1, "\n"),
+                                            /*sync_dir=*/false));
 
   const std::string staging =
       Cat(model_dir, "/", kStagingPrefix, RandomSuffix());

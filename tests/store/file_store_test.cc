@@ -1,0 +1,213 @@
+// File backend specifics: crash consistency under SIGKILL, several processes,
+// strict version-directory parsing, clean-up of abandoned staging dirs.
+#include "store/file_store.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/store/test_util.h"
+
+namespace bnserve::store {
+namespace {
+
+namespace fs = std::filesystem;
+using ::bnserve::store::testing::ForkChild;
+using ::bnserve::store::testing::MakeSnapshot;
+using ::bnserve::store::testing::TempDir;
+using ::bnserve::store::testing::WaitChildOk;
+using ::testing::ElementsAre;
+
+std::vector<std::string> HiddenEntries(const std::string& dir,
+                                       std::string_view prefix) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (absl::StartsWith(name, std::string(prefix))) out.push_back(name);
+  }
+  return out;
+}
+
+TEST(FileStoreTest, LayoutIsRootModelVersionSnapshotBinpb) {
+  TempDir dir;
+  auto store = FileStore::Open(dir.path());
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_EQ(*(*store)->Publish(MakeSnapshot("digits")), 1);
+  EXPECT_TRUE(fs::is_regular_file(dir.path() + "/digits/1/snapshot.binpb"));
+  EXPECT_EQ((*store)->SnapshotPath("digits", 1),
+            dir.path() + "/digits/1/snapshot.binpb");
+  EXPECT_EQ((*store)->uri(), "file://" + dir.path());
+}
+
+TEST(FileStoreTest, OpenCreatesTheRootFromAPathOrFileUri) {
+  TempDir dir;
+  const std::string nested = dir.path() + "/a/b/c";
+  auto store = OpenStore("file://" + nested);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE(fs::is_directory(nested));
+  auto plain = OpenStore(dir.path() + "/plain/");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ((*plain)->uri(), "file://" + dir.path() + "/plain");
+  // A root that is a file cannot be a store.
+  std::ofstream(dir.path() + "/file") << "x";
+  EXPECT_FALSE(OpenStore(dir.path() + "/file").ok());
+}
+
+TEST(FileStoreTest, OnlyStrictlyNumericDirectoriesAreVersions) {
+  TempDir dir;
+  auto store = *FileStore::Open(dir.path());
+  ASSERT_EQ(*store->Publish(MakeSnapshot("m")), 1);
+  const std::string m = dir.path() + "/m";
+  for (const char* junk : {"12.tmp", "012", "+3", " 4", "0", "-5", "abc",
+                           "99999999999999999999999"}) {
+    fs::create_directory(m + "/" + junk);
+  }
+  std::ofstream(m + "/7") << "a file, not a directory";
+  EXPECT_THAT(*store->ListVersions("m"), ElementsAre(1));
+  EXPECT_EQ(*store->Latest("m"), 1);
+  EXPECT_EQ(*store->Publish(MakeSnapshot("m")), 2);
+  // Junk at the root is not a model.
+  fs::create_directory(dir.path() + "/.hidden");
+  fs::create_directory(dir.path() + "/empty");
+  EXPECT_THAT(*store->ListModels(), ElementsAre("m"));
+}
+
+TEST(FileStoreTest, AbandonedStagingDirectoriesAreInvisibleAndCleanedUp) {
+  TempDir dir;
+  auto store = *FileStore::Open(dir.path());
+  ASSERT_EQ(*store->Publish(MakeSnapshot("m")), 1);
+  const std::string m = dir.path() + "/m";
+  fs::create_directory(m + "/.staging-999999-1");
+  std::ofstream(m + "/.staging-999999-1/snapshot.binpb") << "half";
+  fs::create_directory(m + "/.deleting-1-1");
+  std::ofstream(m + "/.tmp-.next_version-1") << "7";
+  EXPECT_THAT(*store->ListVersions("m"), ElementsAre(1));
+  ASSERT_EQ(*store->Publish(MakeSnapshot("m")), 2);
+  EXPECT_THAT(HiddenEntries(m, ".staging-"), ::testing::IsEmpty());
+  EXPECT_THAT(HiddenEntries(m, ".deleting-"), ::testing::IsEmpty());
+  EXPECT_THAT(HiddenEntries(m, ".tmp-"), ::testing::IsEmpty());
+}
+
+TEST(FileStoreTest, VersionDirectoryWithoutSnapshotFileIsDataLoss) {
+  TempDir dir;
+  auto store = *FileStore::Open(dir.path());
+  ASSERT_EQ(*store->Publish(MakeSnapshot("m")), 1);
+  fs::remove(dir.path() + "/m/1/snapshot.binpb");
+  EXPECT_TRUE(absl::IsDataLoss(store->Read("m", 1).status()));
+  // A snapshot copied under the wrong version number is not served either.
+  ASSERT_EQ(*store->Publish(MakeSnapshot("m")), 2);
+  fs::copy(dir.path() + "/m/2", dir.path() + "/m/5");
+  EXPECT_TRUE(absl::IsDataLoss(store->Read("m", 5).status()));
+}
+
+TEST(FileStoreTest, HighWaterMarkSurvivesDeletingTheNewestVersionDirectly) {
+  TempDir dir;
+  auto store = *FileStore::Open(dir.path());
+  ASSERT_EQ(*store->Publish(MakeSnapshot("m")), 1);
+  ASSERT_EQ(*store->Publish(MakeSnapshot("m")), 2);
+  // Even if an operator removes the directory by hand.
+  fs::remove_all(dir.path() + "/m/2");
+  auto reopened = *FileStore::Open(dir.path());
+  EXPECT_EQ(*reopened->Publish(MakeSnapshot("m")), 3);
+}
+
+// A child publishes in a loop; the parent SIGKILLs it at random moments. Every
+// listed version must verify, no version number may repeat, and the next
+// publish must clean the leftovers.
+TEST(FileStoreTest, CrashConsistencyUnderSigkill) {
+  TempDir dir;
+  constexpr int kKills = 60;
+  std::mt19937 rng(12345);
+  std::uniform_int_distribution<int> delay_us(0, 60000);
+  std::set<int64_t> seen;
+  for (int i = 0; i < kKills; ++i) {
+    const pid_t child = ForkChild([&] {
+      auto store = FileStore::Open(dir.path());
+      if (!store.ok()) return false;
+      for (int64_t tag = 0;; ++tag) {
+        (void)(*store)->Publish(MakeSnapshot("m", 64 * 1024, tag));
+      }
+    });
+    ASSERT_GT(child, 0);
+    usleep(static_cast<useconds_t>(5000 + delay_us(rng)));
+    kill(child, SIGKILL);
+    int status;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFSIGNALED(status));
+    auto store = *FileStore::Open(dir.path());
+    auto versions = *store->ListVersions("m");
+    for (int64_t v : versions) {
+      auto s = store->Read("m", v);
+      ASSERT_TRUE(s.ok()) << "after kill " << i << ": " << s.status();
+      ASSERT_EQ(s->version(), v);
+      seen.insert(v);
+    }
+  }
+  auto store = *FileStore::Open(dir.path());
+  auto versions = *store->ListVersions("m");
+  EXPECT_GE(versions.size(), 10u) << "the child made too little progress";
+  EXPECT_EQ(std::set<int64_t>(versions.begin(), versions.end()), seen);
+  auto next = store->Publish(MakeSnapshot("m"));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_GT(*next, *seen.rbegin());
+  EXPECT_THAT(HiddenEntries(dir.path() + "/m", ".staging-"),
+              ::testing::IsEmpty());
+  auto latest = ReadLatestValid(*store, "m");
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_EQ(latest->version(), *next);
+}
+
+TEST(FileStoreTest, TwoProcessesPublishingFiftyEachGetHundredVersions) {
+  TempDir dir;
+  std::vector<pid_t> children;
+  for (int p = 0; p < 2; ++p) {
+    children.push_back(ForkChild([&, p] {
+      auto store = FileStore::Open(dir.path());
+      if (!store.ok()) return false;
+      for (int i = 0; i < 50; ++i) {
+        if (!(*store)->Publish(MakeSnapshot("m", 256, p * 1000 + i)).ok()) {
+          return false;
+        }
+      }
+      return true;
+    }));
+  }
+  for (pid_t c : children) EXPECT_TRUE(WaitChildOk(c));
+  auto store = *FileStore::Open(dir.path());
+  auto versions = *store->ListVersions("m");
+  ASSERT_EQ(versions.size(), 100u);
+  EXPECT_EQ(versions.front(), 1);
+  EXPECT_EQ(versions.back(), 100);
+  std::set<int64_t> tags;
+  for (int64_t v : versions) {
+    auto s = store->Read("m", v);
+    ASSERT_TRUE(s.ok()) << s.status();
+    tags.insert(s->training().step());
+  }
+  EXPECT_EQ(tags.size(), 100u);
+}
+
+TEST(FileStoreTest, FileInTheWayIsAnErrorNotACrash) {
+  TempDir dir;
+  auto store = *FileStore::Open(dir.path());
+  std::ofstream(dir.path() + "/m") << "not a directory";
+  auto v = store->Publish(MakeSnapshot("m"));
+  EXPECT_TRUE(absl::IsInternal(v.status())) << v.status();
+  EXPECT_TRUE(store->ListVersions("m").ok());
+  EXPECT_TRUE(absl::IsNotFound(store->SetLabel("m", "stable", 1)));
+  EXPECT_THAT(*store->ListModels(), ::testing::IsEmpty());
+}
+
+}  // namespace
+}  // namespace bnserve::store
