@@ -1,0 +1,489 @@
+#include "server/trainer/job_manager.h"
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "model/status_macros.h"
+
+namespace bnserve::server {
+namespace internal {
+
+struct JobState {
+  absl::Mutex mu;
+  std::string id;
+  std::string model;
+  std::optional<model::Trainer> trainer ABSL_GUARDED_BY(mu);
+  v1::Job::State state ABSL_GUARDED_BY(mu) = v1::Job::IDLE;
+  bool stream_open ABSL_GUARDED_BY(mu) = false;
+  v1::PublishPolicy policy;
+  int64_t parent_version = 0;
+  int64_t last_published ABSL_GUARDED_BY(mu) = 0;
+  int64_t last_published_step ABSL_GUARDED_BY(mu) = -1;
+  double last_loss ABSL_GUARDED_BY(mu) =
+      std::numeric_limits<double>::quiet_NaN();
+  double last_accuracy ABSL_GUARDED_BY(mu) = 0.0;
+  absl::Time created;
+  v1::NetworkSpec spec;
+  v1::OptimizerSpec optimizer;
+  std::vector<std::string> feature_names;
+  std::vector<std::string> class_names;
+
+  v1::Job ToProto() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    v1::Job job;
+    job.set_job_id(id);
+    job.set_model(model);
+    job.set_state(state);
+    job.set_steps(trainer->steps());
+    job.set_examples_seen(trainer->examples_seen());
+    job.set_last_loss(last_loss);
+    job.set_last_accuracy(last_accuracy);
+    job.set_last_published_version(last_published);
+    job.set_parent_version(parent_version);
+    job.mutable_created()->set_seconds(absl::ToUnixSeconds(created));
+    *job.mutable_spec() = spec;
+    *job.mutable_optimizer() = optimizer;
+    *job.mutable_publish() = policy;
+    return job;
+  }
+};
+
+}  // namespace internal
+
+namespace {
+
+constexpr int64_t kMaxMinibatchValues = int64_t{1} << 28;
+
+absl::StatusOr<model::OptimizerConfig> ToOptimizerConfig(
+    const v1::OptimizerSpec& spec) {
+  model::OptimizerConfig config;
+  switch (spec.kind()) {
+    case v1::OptimizerSpec::KIND_UNSPECIFIED:
+    case v1::OptimizerSpec::SGD:
+      config.kind = model::OptimizerConfig::Kind::kSgd;
+      config.learning_rate = 0.01f;
+      break;
+    case v1::OptimizerSpec::ADAM:
+      config.kind = model::OptimizerConfig::Kind::kAdam;
+      config.learning_rate = 0.001f;
+      break;
+    default:
+      return absl::InvalidArgumentError("unknown optimizer kind");
+  }
+  if (spec.learning_rate() != 0.0f) config.learning_rate = spec.learning_rate();
+  if (spec.has_momentum()) config.momentum = spec.momentum();
+  config.weight_decay = spec.weight_decay();
+  if (spec.beta1() != 0.0f) config.beta1 = spec.beta1();
+  if (spec.beta2() != 0.0f) config.beta2 = spec.beta2();
+  if (spec.eps() != 0.0f) config.adam_eps = spec.eps();
+  return config;
+}
+
+// The resolved architecture of a network, for Job.spec.
+v1::NetworkSpec DescribeNetwork(const model::Network& net) {
+  v1::NetworkSpec spec;
+  spec.set_input_features(net.input_features());
+  spec.set_task(net.task());
+  spec.set_output_dim(net.output_dim());
+  for (const model::Layer& layer : net.layers()) {
+    v1::LayerSpec* ls = spec.add_layers();
+    if (const auto* d = std::get_if<model::Dense>(&layer)) {
+      ls->mutable_dense()->set_units(d->out());
+      ls->mutable_dense()->set_bias(d->has_bias());
+    } else if (const auto* bn = std::get_if<model::BatchNorm>(&layer)) {
+      v1::BatchNormSpec* b = ls->mutable_batch_norm();
+      b->set_momentum(bn->config.momentum);
+      b->set_eps(bn->config.eps);
+      b->set_average(bn->config.average);
+      b->set_variance(bn->config.variance);
+    } else {
+      ls->set_activation(std::get<model::ActivationLayer>(layer).fn);
+    }
+  }
+  return spec;
+}
+
+}  // namespace
+
+absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& mb, v1::Task task,
+                                     int output_dim) {
+  if (mb.rows() <= 0 || mb.cols() <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("minibatch shape must be positive, got rows=", mb.rows(),
+                     " cols=", mb.cols(), mb.rows() == 0 ? " (empty)" : ""));
+  }
+  const int64_t n = int64_t{mb.rows()} * mb.cols();
+  if (n > kMaxMinibatchValues) {
+    return absl::InvalidArgumentError("minibatch is too large");
+  }
+  if (mb.features_size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ragged minibatch: rows x cols = ", mb.rows(), " x ", mb.cols(), " = ",
+        n, " features expected, got ", mb.features_size()));
+  }
+  model::Batch batch;
+  batch.features = Eigen::Map<const model::Matrix>(mb.features().data(),
+                                                   mb.rows(), mb.cols());
+  if (task == v1::TASK_CLASSIFICATION) {
+    if (mb.targets_size() != 0) {
+      return absl::InvalidArgumentError(
+          "classification minibatches carry labels, not targets");
+    }
+    batch.labels.assign(mb.labels().begin(), mb.labels().end());
+  } else {
+    if (mb.labels_size() != 0) {
+      return absl::InvalidArgumentError(
+          "regression minibatches carry targets, not labels");
+    }
+    if (mb.targets_size() != int64_t{mb.rows()} * output_dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "regression minibatch needs rows x outputs = ", mb.rows(), " x ",
+          output_dim, " targets, got ", mb.targets_size()));
+    }
+    batch.targets = Eigen::Map<const model::Matrix>(mb.targets().data(),
+                                                    mb.rows(), output_dim);
+  }
+  return batch;
+}
+
+JobManager::JobManager(store::SnapshotStore* store, JobManagerOptions options)
+    : store_(store), options_(options) {}
+
+JobManager::~JobManager() = default;
+
+absl::StatusOr<v1::Job> JobManager::CreateJob(
+    const v1::CreateJobRequest& request) {
+  BNSERVE_RETURN_IF_ERROR(store::ValidateModelName(request.model()));
+  BNSERVE_ASSIGN_OR_RETURN(model::OptimizerConfig opt,
+                           ToOptimizerConfig(request.optimizer()));
+  auto job = std::make_shared<Job>();
+  job->model = request.model();
+  job->created = absl::Now();
+  job->optimizer = request.optimizer();
+  job->policy = request.publish();
+  if (job->policy.every_n_steps() < 0) {
+    return absl::InvalidArgumentError("publish every_n_steps must be >= 0");
+  }
+  job->feature_names.assign(request.feature_names().begin(),
+                            request.feature_names().end());
+  job->class_names.assign(request.class_names().begin(),
+                          request.class_names().end());
+
+  std::optional<model::Network> network;
+  if (request.start_case() == v1::CreateJobRequest::START_NOT_SET) {
+    BNSERVE_ASSIGN_OR_RETURN(
+        network, model::Network::Create(request.spec(), request.seed()));
+  } else {
+    int64_t version = request.from_version();
+    if (request.start_case() == v1::CreateJobRequest::kFromLabel) {
+      BNSERVE_ASSIGN_OR_RETURN(
+          version, store_->ResolveLabel(request.model(), request.from_label()));
+    }
+    BNSERVE_ASSIGN_OR_RETURN(v1::Snapshot parent,
+                             store_->Read(request.model(), version));
+    BNSERVE_ASSIGN_OR_RETURN(network, model::Network::FromSnapshot(parent));
+    const v1::NetworkSpec& s = request.spec();
+    if ((s.input_features() != 0 &&
+         s.input_features() != network->input_features()) ||
+        (s.output_dim() != 0 && s.output_dim() != network->output_dim()) ||
+        (s.task() != v1::TASK_UNSPECIFIED && s.task() != network->task())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the spec does not match version ", version, " of ",
+                       request.model(), " (", network->input_features(),
+                       " features, ", network->output_dim(), " outputs)"));
+    }
+    job->parent_version = version;
+    if (job->feature_names.empty()) {
+      job->feature_names.assign(parent.feature_names().begin(),
+                                parent.feature_names().end());
+    }
+    if (job->class_names.empty()) {
+      job->class_names.assign(parent.class_names().begin(),
+                              parent.class_names().end());
+    }
+  }
+  if (!job->feature_names.empty() &&
+      job->feature_names.size() !=
+          static_cast<size_t>(network->input_features())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("got ", job->feature_names.size(), " feature names for ",
+                     network->input_features(), " features"));
+  }
+  if (!job->class_names.empty() &&
+      (network->task() != v1::TASK_CLASSIFICATION ||
+       job->class_names.size() != static_cast<size_t>(network->output_dim()))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "class names need a classification model with exactly one name per "
+        "class (",
+        network->output_dim(), ")"));
+  }
+  job->spec = DescribeNetwork(*network);
+  BNSERVE_ASSIGN_OR_RETURN(model::Trainer trainer,
+                           model::Trainer::Create(std::move(*network), opt));
+
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) {
+      return absl::UnavailableError("the trainer is shutting down");
+    }
+    job->id = absl::StrCat("job-", next_id_++);
+    jobs_[job->id] = job;
+    order_.push_back(job->id);
+  }
+  absl::MutexLock lock(&job->mu);
+  job->trainer.emplace(std::move(trainer));
+  return job->ToProto();
+}
+
+absl::StatusOr<std::shared_ptr<JobManager::Job>> JobManager::FindJob(
+    const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) {
+    return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
+  }
+  return it->second;
+}
+
+absl::StatusOr<v1::Job> JobManager::GetJob(const std::string& job_id) {
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
+  absl::MutexLock lock(&job->mu);
+  return job->ToProto();
+}
+
+std::vector<v1::Job> JobManager::ListJobs(const std::string& model) {
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const std::string& id : order_) jobs.push_back(jobs_[id]);
+  }
+  std::vector<v1::Job> out;
+  for (const auto& job : jobs) {
+    if (!model.empty() && job->model != model) continue;
+    absl::MutexLock lock(&job->mu);
+    out.push_back(job->ToProto());
+  }
+  return out;
+}
+
+absl::StatusOr<v1::Job> JobManager::CancelJob(const std::string& job_id) {
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
+  absl::MutexLock lock(&job->mu);
+  job->state = v1::Job::CANCELLED;
+  return job->ToProto();
+}
+
+absl::StatusOr<std::unique_ptr<TrainingSession>>
+JobManager::OpenTrainingSession(const std::string& job_id) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) {
+      return absl::UnavailableError("the trainer is shutting down");
+    }
+  }
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
+  absl::MutexLock lock(&job->mu);
+  if (job->state == v1::Job::CANCELLED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " is cancelled"));
+  }
+  if (job->stream_open) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job_id,
+        " already has an open training stream; a job takes one at a time"));
+  }
+  job->stream_open = true;
+  job->state = v1::Job::TRAINING;
+  return std::unique_ptr<TrainingSession>(new TrainingSession(this, job));
+}
+
+absl::StatusOr<int64_t> JobManager::PublishNetwork(
+    Job& job, const model::Network& network, const std::string& origin) {
+  v1::Snapshot snapshot = network.ToSnapshot();
+  snapshot.set_model(job.model);
+  for (const std::string& n : job.feature_names) snapshot.add_feature_names(n);
+  for (const std::string& n : job.class_names) snapshot.add_class_names(n);
+  v1::Provenance* p = snapshot.mutable_training();
+  p->set_job_id(job.id);
+  p->set_step(job.trainer->steps());
+  p->set_examples_seen(job.trainer->examples_seen());
+  p->set_loss(job.last_loss);
+  p->set_parent_version(job.parent_version);
+  const absl::Time now = absl::Now();
+  p->mutable_created()->set_seconds(absl::ToUnixSeconds(now));
+  p->mutable_created()->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(
+      now - absl::FromUnixSeconds(absl::ToUnixSeconds(now)))));
+  p->set_origin(origin);
+  return store_->Publish(snapshot);
+}
+
+absl::StatusOr<v1::PublishResponse> JobManager::Publish(
+    const std::string& job_id) {
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
+  absl::MutexLock lock(&job->mu);
+  BNSERVE_ASSIGN_OR_RETURN(
+      int64_t version,
+      PublishNetwork(*job, job->trainer->network(), "trainer"));
+  job->last_published = version;
+  job->last_published_step = job->trainer->steps();
+  v1::PublishResponse response;
+  response.set_model(job->model);
+  response.set_version(version);
+  return response;
+}
+
+absl::StatusOr<std::unique_ptr<RecalibrationSession>>
+JobManager::OpenRecalibration(const std::string& job_id) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) {
+      return absl::UnavailableError("the trainer is shutting down");
+    }
+  }
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
+  absl::MutexLock lock(&job->mu);
+  return std::unique_ptr<RecalibrationSession>(new RecalibrationSession(
+      this, job_id, job->trainer->network().input_features(),
+      options_.max_recalibration_bytes));
+}
+
+void JobManager::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  shutting_down_ = true;
+}
+
+TrainingSession::TrainingSession(JobManager* manager,
+                                 std::shared_ptr<internal::JobState> job)
+    : manager_(manager),
+      job_(std::move(job)),
+      job_id_(job_->id),
+      started_(absl::Now()) {}
+
+TrainingSession::~TrainingSession() {
+  absl::MutexLock lock(&job_->mu);
+  job_->stream_open = false;
+  if (job_->state == v1::Job::TRAINING) job_->state = v1::Job::IDLE;
+}
+
+absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
+    const v1::Minibatch& minibatch) {
+  absl::MutexLock lock(&job_->mu);
+  if (job_->state == v1::Job::CANCELLED) {
+    return absl::CancelledError(
+        absl::StrCat("job ", job_id_, " was cancelled"));
+  }
+  model::Trainer& trainer = *job_->trainer;
+  BNSERVE_ASSIGN_OR_RETURN(model::Batch batch,
+                           ToBatch(minibatch, trainer.network().task(),
+                                   trainer.network().output_dim()));
+  BNSERVE_ASSIGN_OR_RETURN(model::StepResult result, trainer.Step(batch));
+  job_->last_loss = result.loss;
+  job_->last_accuracy = result.accuracy;
+  examples_ += result.examples;
+
+  v1::TrainProgress progress;
+  const int64_t every = job_->policy.every_n_steps();
+  if (every > 0 && trainer.steps() % every == 0) {
+    BNSERVE_ASSIGN_OR_RETURN(
+        int64_t version,
+        manager_->PublishNetwork(*job_, trainer.network(), "trainer"));
+    job_->last_published = version;
+    job_->last_published_step = trainer.steps();
+    progress.set_published(true);
+  }
+  progress.set_step(trainer.steps());
+  progress.set_loss(result.loss);
+  progress.set_accuracy(result.accuracy);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - started_);
+  progress.set_examples_per_second(seconds > 0 ? examples_ / seconds : 0.0);
+  progress.set_examples_seen(trainer.examples_seen());
+  progress.set_last_published_version(job_->last_published);
+  return progress;
+}
+
+absl::StatusOr<v1::TrainProgress> TrainingSession::Finish() {
+  absl::MutexLock lock(&job_->mu);
+  if (job_->state == v1::Job::CANCELLED) {
+    return absl::CancelledError(
+        absl::StrCat("job ", job_id_, " was cancelled"));
+  }
+  model::Trainer& trainer = *job_->trainer;
+  v1::TrainProgress progress;
+  const bool on_close =
+      !job_->policy.has_on_stream_close() || job_->policy.on_stream_close();
+  if (on_close && job_->last_published_step != trainer.steps()) {
+    BNSERVE_ASSIGN_OR_RETURN(
+        int64_t version,
+        manager_->PublishNetwork(*job_, trainer.network(), "trainer"));
+    job_->last_published = version;
+    job_->last_published_step = trainer.steps();
+    progress.set_published(true);
+  }
+  progress.set_step(trainer.steps());
+  progress.set_loss(job_->last_loss);
+  progress.set_accuracy(job_->last_accuracy);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - started_);
+  progress.set_examples_per_second(seconds > 0 ? examples_ / seconds : 0.0);
+  progress.set_examples_seen(trainer.examples_seen());
+  progress.set_last_published_version(job_->last_published);
+  return progress;
+}
+
+absl::Status RecalibrationSession::Add(const v1::Minibatch& minibatch) {
+  if (minibatch.rows() <= 0 || minibatch.cols() <= 0 ||
+      minibatch.features_size() !=
+          int64_t{minibatch.rows()} * minibatch.cols()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ragged or empty recalibration minibatch: rows=", minibatch.rows(),
+        " cols=", minibatch.cols(), " values=", minibatch.features_size()));
+  }
+  if (minibatch.cols() != width_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("recalibration minibatch has ", minibatch.cols(),
+                     " features per example, the model expects ", width_));
+  }
+  const int64_t bytes = static_cast<int64_t>(
+      (features_.size() + minibatch.features_size()) * sizeof(float));
+  if (bytes > max_bytes_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "recalibration data exceeds the trainer's buffer of ", max_bytes_ >> 20,
+        " MiB (--max_recalibration_mb); send fewer "
+        "examples or raise the limit"));
+  }
+  for (float v : minibatch.features()) {
+    if (!std::isfinite(v)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("recalibration example ", rows_ + 1,
+                       " or later contains NaN or Inf"));
+    }
+  }
+  features_.insert(features_.end(), minibatch.features().begin(),
+                   minibatch.features().end());
+  rows_ += minibatch.rows();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::PublishResponse> RecalibrationSession::Finish() {
+  if (rows_ < 2) {
+    return absl::InvalidArgumentError(
+        "recalibration needs at least 2 examples");
+  }
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<internal::JobState> job,
+                           manager_->FindJob(job_id_));
+  const Eigen::Map<const model::Matrix> x(features_.data(), rows_, width_);
+  absl::MutexLock lock(&job->mu);
+  model::Network network = job->trainer->network();
+  BNSERVE_RETURN_IF_ERROR(network.Recalibrate(x));
+  BNSERVE_ASSIGN_OR_RETURN(
+      int64_t version, manager_->PublishNetwork(*job, network, "recalibrate"));
+  v1::PublishResponse response;
+  response.set_model(job->model);
+  response.set_version(version);
+  response.set_stats_examples(rows_);
+  return response;
+}
+
+}  // namespace bnserve::server

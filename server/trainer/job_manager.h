@@ -1,0 +1,160 @@
+// Training jobs: the trainer's core, independent of gRPC.
+//
+// A job owns a model::Trainer (network + optimizer state) and a publish
+// policy. Training happens through a TrainingSession (one open session per
+// job at a time); publishing writes a snapshot with provenance to the store.
+// Recalibration computes exact population statistics on a copy of the job's
+// network and publishes them as a new version.
+//
+// Thread safety: JobManager is safe for concurrent use. Each job has its own
+// mutex, so jobs train concurrently; calls on one job serialize. Sessions
+// are used by one thread at a time (one gRPC stream).
+#ifndef BNSERVE_SERVER_TRAINER_JOB_MANAGER_H_
+#define BNSERVE_SERVER_TRAINER_JOB_MANAGER_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "bnserve/v1/trainer.pb.h"
+#include "model/trainer.h"
+#include "store/store.h"
+
+namespace bnserve::server {
+
+struct JobManagerOptions {
+  // Upper bound on the feature bytes one Recalibrate call may buffer.
+  int64_t max_recalibration_bytes = int64_t{256} << 20;
+};
+
+class JobManager;
+namespace internal {
+struct JobState;
+}  // namespace internal
+
+// Converts a wire minibatch to a model batch, checking its framing (shape
+// given, not ragged). Content checks (width, finite values, labels, at least
+// two rows) are model::Trainer::ValidateBatch's.
+absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& minibatch,
+                                     v1::Task task, int output_dim);
+
+// An open training stream on one job. Destroying it closes the stream (the
+// job becomes IDLE again) without publishing.
+class TrainingSession {
+ public:
+  ~TrainingSession();
+  TrainingSession(const TrainingSession&) = delete;
+  TrainingSession& operator=(const TrainingSession&) = delete;
+
+  const std::string& job_id() const { return job_id_; }
+
+  // Validates and trains on one minibatch; publishes when the policy's
+  // every_n_steps is reached. INVALID_ARGUMENT (model unchanged) for a bad
+  // minibatch; CANCELLED if the job was cancelled; UNAVAILABLE if a policy
+  // publish failed (the step itself was applied).
+  absl::StatusOr<v1::TrainProgress> Step(const v1::Minibatch& minibatch);
+
+  // Closes the stream cleanly: publishes if the policy says so (and the job
+  // changed since its last publish) and returns the final progress.
+  absl::StatusOr<v1::TrainProgress> Finish();
+
+ private:
+  friend class JobManager;
+  TrainingSession(JobManager* manager, std::shared_ptr<internal::JobState> job);
+
+  JobManager* manager_;
+  std::shared_ptr<internal::JobState> job_;
+  std::string job_id_;
+  absl::Time started_;
+  int64_t examples_ = 0;
+  bool finished_ = false;
+};
+
+// Accumulates recalibration examples for one job (bounded by
+// JobManagerOptions::max_recalibration_bytes).
+class RecalibrationSession {
+ public:
+  // Buffers the features of one minibatch. INVALID_ARGUMENT for bad framing
+  // or width; RESOURCE_EXHAUSTED beyond the buffer limit.
+  absl::Status Add(const v1::Minibatch& minibatch);
+  // Recalibrates a copy of the job's network over everything added and
+  // publishes it. INVALID_ARGUMENT with fewer than 2 examples.
+  absl::StatusOr<v1::PublishResponse> Finish();
+
+ private:
+  friend class JobManager;
+  RecalibrationSession(JobManager* manager, std::string job_id, int width,
+                       int64_t max_bytes)
+      : manager_(manager),
+        job_id_(std::move(job_id)),
+        width_(width),
+        max_bytes_(max_bytes) {}
+
+  JobManager* manager_;
+  std::string job_id_;
+  int width_;
+  int64_t max_bytes_;
+  int64_t rows_ = 0;
+  std::vector<float> features_;
+};
+
+class JobManager {
+ public:
+  // `store` must outlive the manager.
+  JobManager(store::SnapshotStore* store, JobManagerOptions options = {});
+  ~JobManager();
+
+  absl::StatusOr<v1::Job> CreateJob(const v1::CreateJobRequest& request);
+  absl::StatusOr<v1::Job> GetJob(const std::string& job_id);
+  // Jobs in creation order, optionally only those of `model`.
+  std::vector<v1::Job> ListJobs(const std::string& model);
+  // Marks the job CANCELLED; an open session fails its next Step.
+  absl::StatusOr<v1::Job> CancelJob(const std::string& job_id);
+
+  // NOT_FOUND for an unknown job; FAILED_PRECONDITION if a stream is already
+  // open or the job is cancelled; UNAVAILABLE while shutting down.
+  absl::StatusOr<std::unique_ptr<TrainingSession>> OpenTrainingSession(
+      const std::string& job_id);
+
+  // Publishes the job's current network now.
+  absl::StatusOr<v1::PublishResponse> Publish(const std::string& job_id);
+
+  absl::StatusOr<std::unique_ptr<RecalibrationSession>> OpenRecalibration(
+      const std::string& job_id);
+
+  // Refuses new jobs and sessions (UNAVAILABLE) and cancels open sessions.
+  void Shutdown();
+
+  store::SnapshotStore* store() const { return store_; }
+
+ private:
+  friend class TrainingSession;
+  friend class RecalibrationSession;
+  using Job = internal::JobState;
+
+  absl::StatusOr<std::shared_ptr<Job>> FindJob(const std::string& job_id);
+  // Publishes `network` with the job's names and provenance. The caller
+  // holds job.mu.
+  absl::StatusOr<int64_t> PublishNetwork(Job& job,
+                                         const model::Network& network,
+                                         const std::string& origin);
+
+  store::SnapshotStore* const store_;
+  const JobManagerOptions options_;
+  absl::Mutex mu_;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> order_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace bnserve::server
+
+#endif  // BNSERVE_SERVER_TRAINER_JOB_MANAGER_H_

@@ -1,0 +1,191 @@
+#include "server/trainer/trainer_service.h"
+
+#include <map>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "model/status_macros.h"
+#include "server/common/grpc_status.h"
+
+namespace bnserve::server {
+namespace {
+
+// Runs `body` (returning absl::Status) after the auth check and converts.
+template <typename F>
+grpc::Status Handle(const TokenAuth& auth, grpc::ServerContext* context,
+                    F body) {
+  absl::Status status = auth.Check(*context);
+  if (status.ok()) status = body();
+  return ToGrpcStatus(status);
+}
+
+}  // namespace
+
+grpc::Status TrainerService::CreateJob(grpc::ServerContext* context,
+                                       const v1::CreateJobRequest* request,
+                                       v1::Job* response) {
+  return Handle(auth_, context, [&]() -> absl::Status {
+    BNSERVE_ASSIGN_OR_RETURN(*response, jobs_->CreateJob(*request));
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status TrainerService::GetJob(grpc::ServerContext* context,
+                                    const v1::GetJobRequest* request,
+                                    v1::Job* response) {
+  return Handle(auth_, context, [&]() -> absl::Status {
+    BNSERVE_ASSIGN_OR_RETURN(*response, jobs_->GetJob(request->job_id()));
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status TrainerService::ListJobs(grpc::ServerContext* context,
+                                      const v1::ListJobsRequest* request,
+                                      v1::ListJobsResponse* response) {
+  return Handle(auth_, context, [&]() -> absl::Status {
+    for (v1::Job& job : jobs_->ListJobs(request->model())) {
+      *response->add_jobs() = std::move(job);
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status TrainerService::CancelJob(grpc::ServerContext* context,
+                                       const v1::CancelJobRequest* request,
+                                       v1::Job* response) {
+  return Handle(auth_, context, [&]() -> absl::Status {
+    BNSERVE_ASSIGN_OR_RETURN(*response, jobs_->CancelJob(request->job_id()));
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status TrainerService::Train(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::TrainProgress, v1::TrainRequest>* stream) {
+  return Handle(auth_, context, [&]() -> absl::Status {
+    v1::TrainRequest request;
+    if (!stream->Read(&request)) return absl::OkStatus();  // empty stream
+    if (request.job_id().empty()) {
+      return absl::InvalidArgumentError(
+          "the first message of a training stream must name the job_id");
+    }
+    BNSERVE_ASSIGN_OR_RETURN(std::unique_ptr<TrainingSession> session,
+                             jobs_->OpenTrainingSession(request.job_id()));
+    do {
+      if (!request.job_id().empty() && request.job_id() != session->job_id()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("a training stream serves one job: got ",
+                         request.job_id(), " after ", session->job_id()));
+      }
+      BNSERVE_ASSIGN_OR_RETURN(v1::TrainProgress progress,
+                               session->Step(request.batch()));
+      if (!stream->Write(progress)) {
+        return absl::CancelledError("the client went away");
+      }
+    } while (stream->Read(&request));
+    if (context->IsCancelled()) {
+      return absl::CancelledError("the training stream was cancelled");
+    }
+    BNSERVE_ASSIGN_OR_RETURN(v1::TrainProgress last, session->Finish());
+    stream->Write(last);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status TrainerService::Publish(grpc::ServerContext* context,
+                                     const v1::PublishRequest* request,
+                                     v1::PublishResponse* response) {
+  return Handle(auth_, context, [&]() -> absl::Status {
+    BNSERVE_ASSIGN_OR_RETURN(*response, jobs_->Publish(request->job_id()));
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status TrainerService::Recalibrate(
+    grpc::ServerContext* context,
+    grpc::ServerReader<v1::RecalibrateRequest>* reader,
+    v1::PublishResponse* response) {
+  return Handle(auth_, context, [&]() -> absl::Status {
+    v1::RecalibrateRequest request;
+    if (!reader->Read(&request) || request.job_id().empty()) {
+      return absl::InvalidArgumentError(
+          "the first message of a recalibration stream must name the job_id");
+    }
+    BNSERVE_ASSIGN_OR_RETURN(std::unique_ptr<RecalibrationSession> session,
+                             jobs_->OpenRecalibration(request.job_id()));
+    do {
+      BNSERVE_RETURN_IF_ERROR(session->Add(request.batch()));
+    } while (reader->Read(&request));
+    if (context->IsCancelled()) {
+      return absl::CancelledError("the recalibration stream was cancelled");
+    }
+    BNSERVE_ASSIGN_OR_RETURN(*response, session->Finish());
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status TrainerService::ListModels(grpc::ServerContext* context,
+                                        const v1::ListModelsRequest*,
+                                        v1::ListModelsResponse* response) {
+  return Handle(auth_, context, [&]() -> absl::Status {
+    BNSERVE_ASSIGN_OR_RETURN(std::vector<std::string> models,
+                             jobs_->store()->ListModels());
+    for (std::string& m : models) response->add_models(std::move(m));
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status TrainerService::ListVersions(
+    grpc::ServerContext* context, const v1::ListVersionsRequest* request,
+    v1::ListVersionsResponse* response) {
+  return Handle(auth_, context, [&]() -> absl::Status {
+    store::SnapshotStore& store = *jobs_->store();
+    BNSERVE_RETURN_IF_ERROR(store::ValidateModelName(request->model()));
+    BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> versions,
+                             store.ListVersions(request->model()));
+    if (versions.empty()) {
+      return absl::NotFoundError(
+          absl::StrCat("model '", request->model(), "' has no versions"));
+    }
+    BNSERVE_ASSIGN_OR_RETURN(auto labels, store.ListLabels(request->model()));
+    std::multimap<int64_t, std::string> by_version;
+    for (const auto& [label, version] : labels) {
+      by_version.emplace(version, label);
+    }
+    response->set_model(request->model());
+    for (int64_t v : versions) {
+      v1::VersionInfo* info = response->add_versions();
+      info->set_version(v);
+      auto [begin, end] = by_version.equal_range(v);
+      for (auto it = begin; it != end; ++it) info->add_labels(it->second);
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status TrainerService::SetLabel(grpc::ServerContext* context,
+                                      const v1::SetLabelRequest* request,
+                                      v1::SetLabelResponse*) {
+  return Handle(auth_, context, [&] {
+    return jobs_->store()->SetLabel(request->model(), request->label(),
+                                    request->version());
+  });
+}
+
+grpc::Status TrainerService::DeleteLabel(grpc::ServerContext* context,
+                                         const v1::DeleteLabelRequest* request,
+                                         v1::DeleteLabelResponse*) {
+  return Handle(auth_, context, [&] {
+    return jobs_->store()->DeleteLabel(request->model(), request->label());
+  });
+}
+
+grpc::Status TrainerService::DeleteVersion(
+    grpc::ServerContext* context, const v1::DeleteVersionRequest* request,
+    v1::DeleteVersionResponse*) {
+  return Handle(auth_, context, [&] {
+    return jobs_->store()->DeleteVersion(request->model(), request->version());
+  });
+}
+
+}  // namespace bnserve::server
