@@ -200,7 +200,7 @@ class RedisWatchHandle final : public WatchHandle {
           if (ReadMessages(c)) return;
         }
       }
-      if (WaitForStop(backoff)) return;
+      if (WaitForStop(std::max(backoff, absl::Milliseconds(10)))) return;
       backoff = std::min(backoff * 2, options_.redis_backoff_max);
     }
   }

@@ -84,7 +84,7 @@ WatchLoop::WatchLoop(ScanFn scan, Callback callback,
                      absl::Duration poll_interval)
     : scan_(std::move(scan)),
       callback_(std::move(callback)),
-      poll_interval_(poll_interval) {
+      poll_interval_(std::max(poll_interval, absl::Milliseconds(10))) {
   absl::StatusOr<StoreState> initial = scan_();
   if (initial.ok()) {
     last_ = *std::move(initial);
