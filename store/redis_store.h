@@ -20,6 +20,10 @@
 // SetLabel and DeleteVersion are Lua scripts, so "the version exists" / "no
 // label points at it" are checked atomically with the write.
 //
+// "Durable when Publish returns" holds as far as the server persists: run
+// Redis with `appendonly yes` and `appendfsync always` (and replicas) when the
+// store is the system of record.
+//
 // Connections come from a small pool, are opened lazily with a connect
 // timeout and given a command timeout. Any connection error is UNAVAILABLE;
 // after a failed connect, reconnects are attempted with exponential backoff
