@@ -1,0 +1,97 @@
+#include "server/inference/inference_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/server_builder.h>
+
+#include "absl/strings/str_cat.h"
+#include "model/status_macros.h"
+
+namespace bnserve::inference {
+
+absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
+    const InferenceServerOptions& options,
+    std::shared_ptr<store::SnapshotStore> store) {
+  if (options.max_message_mb < 1 || options.max_message_mb > 2047) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_message_mb must be between 1 and 2047, got ",
+                     options.max_message_mb));
+  }
+  std::unique_ptr<InferenceServer> s(new InferenceServer());
+  BNSERVE_ASSIGN_OR_RETURN(s->auth_,
+                           server::TokenAuth::FromFile(options.token_file));
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds,
+                           server::MakeServerCredentials(options.tls));
+  if (store == nullptr) {
+    BNSERVE_ASSIGN_OR_RETURN(store, store::OpenStore(options.store_uri));
+  }
+  s->store_ = std::move(store);
+  s->manager_ = std::make_unique<ServableManager>(s->store_, options.manager,
+                                                  &s->metrics_);
+  s->health_ = std::make_unique<HealthService>(std::vector<std::string>{
+      v1::Inference::service_full_name(),
+      ::inference::GRPCInferenceService::service_full_name()});
+  s->inference_ = std::make_unique<InferenceService>(s->manager_.get(),
+                                                     &s->auth_, &s->metrics_);
+  s->kserve_ = std::make_unique<KServeService>(s->manager_.get(), &s->auth_,
+                                               &s->metrics_);
+
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen_address, creds, &s->port_);
+  builder.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
+  builder.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);
+  builder.RegisterService(s->inference_.get());
+  builder.RegisterService(s->kserve_.get());
+  builder.RegisterService(s->health_.get());
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen_address));
+  }
+
+  HealthService* health = s->health_.get();
+  s->manager_->SetReadyCallback(
+      [health](bool ready) { health->SetServing(ready); });
+  BNSERVE_RETURN_IF_ERROR(s->manager_->Start());
+
+  if (options.metrics_port != 0) {
+    InferenceServer* self = s.get();
+    s->metrics_http_ = std::make_unique<MetricsHttpServer>(
+        [self] { return self->RenderMetrics(); });
+    BNSERVE_RETURN_IF_ERROR(s->metrics_http_->Start(
+        options.metrics_host,
+        options.metrics_port == InferenceServerOptions::kEphemeralPort
+            ? 0
+            : options.metrics_port));
+  }
+  return s;
+}
+
+InferenceServer::~InferenceServer() { Shutdown(absl::ZeroDuration()); }
+
+int InferenceServer::metrics_port() const {
+  return metrics_http_ == nullptr ? 0 : metrics_http_->port();
+}
+
+std::shared_ptr<grpc::Channel> InferenceServer::InProcessChannel() {
+  return server_->InProcessChannel(grpc::ChannelArguments());
+}
+
+std::string InferenceServer::RenderMetrics() const {
+  return metrics_.Render(manager_->AllLoaded(), manager_->Ready());
+}
+
+void InferenceServer::Shutdown(absl::Duration deadline) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (manager_ != nullptr) manager_->SetReadyCallback(nullptr);
+  if (health_ != nullptr) health_->Shutdown();
+  if (server_ != nullptr) {
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + deadline));
+    server_->Wait();
+  }
+  if (manager_ != nullptr) manager_->Stop();
+  if (metrics_http_ != nullptr) metrics_http_->Stop();
+}
+
+}  // namespace bnserve::inference

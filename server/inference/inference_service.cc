@@ -1,0 +1,188 @@
+#include "server/inference/inference_service.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "model/status_macros.h"
+#include "server/inference/finish_call.h"
+
+namespace bnserve::inference {
+
+int SoftmaxInPlace(float* values, int n) {
+  if (n <= 0) return 0;
+  const int best =
+      static_cast<int>(std::max_element(values, values + n) - values);
+  const float mx = values[best];
+  float sum = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    values[i] = std::exp(values[i] - mx);
+    sum += values[i];
+  }
+  for (int i = 0; i < n; ++i) values[i] /= sum;
+  return best;
+}
+
+absl::Status CheckFinite(const float* x, int64_t n, int64_t cols) {
+  const int64_t bad = FirstNonFinite(x, n);
+  if (bad < 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("feature ", bad % cols,
+                   cols < n ? absl::StrCat(" of row ", bad / cols) : "", " is ",
+                   std::isnan(x[bad]) ? "NaN" : "infinite",
+                   "; every feature must be a finite number"));
+}
+
+absl::StatusOr<std::shared_ptr<const Servable>> InferenceService::Select(
+    const grpc::CallbackServerContext& context, const std::string& model,
+    const v1::VersionSelector& select) const {
+  BNSERVE_RETURN_IF_ERROR(auth_->Check(context));
+  if (model.empty()) return absl::InvalidArgumentError("model is required");
+  VersionRequest request;
+  switch (select.selector_case()) {
+    case v1::VersionSelector::kVersion:
+      if (select.version() <= 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "version must be a positive number, got ", select.version()));
+      }
+      request.version = select.version();
+      break;
+    case v1::VersionSelector::kLabel:
+      if (!select.label().empty()) {
+        BNSERVE_RETURN_IF_ERROR(store::ValidateLabel(select.label()));
+        request.label = select.label();
+      }
+      break;
+    default:
+      break;
+  }
+  return manager_->Get(model, request);
+}
+
+absl::Status InferenceService::DoPredict(
+    const grpc::CallbackServerContext& context,
+    const v1::PredictRequest& request, v1::PredictResponse* response) const {
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<const Servable> servable,
+                           Select(context, request.model(), request.select()));
+  if (request.features_size() != servable->input_features()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", servable->model(), "' version ", servable->version(),
+        " expects ", servable->input_features(), " features, got ",
+        request.features_size()));
+  }
+  BNSERVE_RETURN_IF_ERROR(CheckFinite(request.features().data(),
+                                      request.features_size(),
+                                      request.features_size()));
+  const int d = servable->output_dim();
+  response->set_model(servable->model());
+  response->set_version(servable->version());
+  response->mutable_outputs()->Resize(d, 0.0f);
+  servable->Run(request.features().data(),
+                response->mutable_outputs()->mutable_data());
+  if (servable->classification()) {
+    *response->mutable_probabilities() = response->outputs();
+    const int id =
+        SoftmaxInPlace(response->mutable_probabilities()->mutable_data(), d);
+    response->set_class_id(id);
+    if (id < servable->info().class_names_size()) {
+      response->set_class_name(servable->info().class_names(id));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InferenceService::DoPredictBatch(
+    const grpc::CallbackServerContext& context,
+    const v1::PredictBatchRequest& request,
+    v1::PredictBatchResponse* response) const {
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<const Servable> servable,
+                           Select(context, request.model(), request.select()));
+  const int64_t rows = request.rows();
+  const int64_t f = servable->input_features();
+  if (rows < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rows must be at least 1, got ", rows));
+  }
+  if (rows > kMaxBatchRows) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("at most ", kMaxBatchRows, " rows per call, got ", rows));
+  }
+  if (request.features_size() != rows * f) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", servable->model(), "' version ", servable->version(),
+        " expects rows * ", f, " = ", rows * f, " feature values, got ",
+        request.features_size()));
+  }
+  BNSERVE_RETURN_IF_ERROR(
+      CheckFinite(request.features().data(), request.features_size(), f));
+  const int d = servable->output_dim();
+  response->set_model(servable->model());
+  response->set_version(servable->version());
+  response->set_rows(static_cast<int32_t>(rows));
+  response->set_output_dim(d);
+  response->mutable_outputs()->Resize(static_cast<int>(rows * d), 0.0f);
+  float* out = response->mutable_outputs()->mutable_data();
+  for (int64_t r = 0; r < rows; ++r) {
+    servable->Run(request.features().data() + r * f, out + r * d);
+  }
+  if (servable->classification()) {
+    *response->mutable_probabilities() = response->outputs();
+    float* p = response->mutable_probabilities()->mutable_data();
+    for (int64_t r = 0; r < rows; ++r) {
+      response->add_class_ids(SoftmaxInPlace(p + r * d, d));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InferenceService::DoGetModelMetadata(
+    const grpc::CallbackServerContext& context,
+    const v1::ModelMetadataRequest& request,
+    v1::ModelMetadata* response) const {
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<const Servable> servable,
+                           Select(context, request.model(), request.select()));
+  const v1::Snapshot& info = servable->info();
+  response->set_model(servable->model());
+  response->set_version(servable->version());
+  response->set_task(servable->task());
+  response->set_input_features(servable->input_features());
+  response->set_output_dim(servable->output_dim());
+  *response->mutable_feature_names() = info.feature_names();
+  *response->mutable_class_names() = info.class_names();
+  for (const v1::BatchNormStatistics& bn : servable->batch_norm()) {
+    *response->add_batch_norm() = bn;
+  }
+  *response->mutable_training() = info.training();
+  for (int64_t v : manager_->LoadedVersions(servable->model())) {
+    response->add_loaded_versions(v);
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* InferenceService::Predict(
+    grpc::CallbackServerContext* context, const v1::PredictRequest* request,
+    v1::PredictResponse* response) {
+  const absl::Time start = absl::Now();
+  return FinishCall(context, metrics_, "Predict", start,
+                    DoPredict(*context, *request, response));
+}
+
+grpc::ServerUnaryReactor* InferenceService::PredictBatch(
+    grpc::CallbackServerContext* context,
+    const v1::PredictBatchRequest* request,
+    v1::PredictBatchResponse* response) {
+  const absl::Time start = absl::Now();
+  return FinishCall(context, metrics_, "PredictBatch", start,
+                    DoPredictBatch(*context, *request, response));
+}
+
+grpc::ServerUnaryReactor* InferenceService::GetModelMetadata(
+    grpc::CallbackServerContext* context,
+    const v1::ModelMetadataRequest* request, v1::ModelMetadata* response) {
+  const absl::Time start = absl::Now();
+  return FinishCall(context, metrics_, "GetModelMetadata", start,
+                    DoGetModelMetadata(*context, *request, response));
+}
+
+}  // namespace bnserve::inference

@@ -1,0 +1,70 @@
+// bnserve.v1.Inference: Predict (one example), PredictBatch (independent
+// rows) and GetModelMetadata. Handlers are thin: authenticate, validate,
+// ask the ServableManager for a Servable, compute, record metrics; errors are
+// absl::Status converted once by server::ToGrpcStatus (codes: see
+// proto/bnserve/v1/inference.proto).
+//
+// Thread-safe; the manager, auth and metrics must outlive the service.
+#ifndef BNSERVE_SERVER_INFERENCE_INFERENCE_SERVICE_H_
+#define BNSERVE_SERVER_INFERENCE_INFERENCE_SERVICE_H_
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "bnserve/v1/inference.grpc.pb.h"
+#include "server/common/auth.h"
+#include "server/inference/metrics.h"
+#include "server/inference/servable_manager.h"
+
+namespace bnserve::inference {
+
+// Largest number of rows accepted by one batch call (PredictBatch and KServe
+// ModelInfer); more is RESOURCE_EXHAUSTED.
+inline constexpr int64_t kMaxBatchRows = 65536;
+
+class InferenceService final : public v1::Inference::CallbackService {
+ public:
+  InferenceService(const ServableManager* manager,
+                   const server::TokenAuth* auth, Metrics* metrics)
+      : manager_(manager), auth_(auth), metrics_(metrics) {}
+
+  grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* context,
+                                    const v1::PredictRequest* request,
+                                    v1::PredictResponse* response) override;
+  grpc::ServerUnaryReactor* PredictBatch(
+      grpc::CallbackServerContext* context,
+      const v1::PredictBatchRequest* request,
+      v1::PredictBatchResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelMetadata(
+      grpc::CallbackServerContext* context,
+      const v1::ModelMetadataRequest* request,
+      v1::ModelMetadata* response) override;
+
+ private:
+  absl::StatusOr<std::shared_ptr<const Servable>> Select(
+      const grpc::CallbackServerContext& context, const std::string& model,
+      const v1::VersionSelector& select) const;
+  absl::Status DoPredict(const grpc::CallbackServerContext& context,
+                         const v1::PredictRequest& request,
+                         v1::PredictResponse* response) const;
+  absl::Status DoPredictBatch(const grpc::CallbackServerContext& context,
+                              const v1::PredictBatchRequest& request,
+                              v1::PredictBatchResponse* response) const;
+  absl::Status DoGetModelMetadata(const grpc::CallbackServerContext& context,
+                                  const v1::ModelMetadataRequest& request,
+                                  v1::ModelMetadata* response) const;
+
+  const ServableManager* const manager_;
+  const server::TokenAuth* const auth_;
+  Metrics* const metrics_;
+};
+
+// Softmax of `n` values in place (numerically stable); returns the argmax.
+int SoftmaxInPlace(float* values, int n);
+
+// InvalidArgument naming the first non-finite value of `x` (row-major, `cols`
+// per row), or OK.
+absl::Status CheckFinite(const float* x, int64_t n, int64_t cols);
+
+}  // namespace bnserve::inference
+
+#endif  // BNSERVE_SERVER_INFERENCE_INFERENCE_SERVICE_H_

@@ -1,0 +1,211 @@
+#include "server/inference/metrics.h"
+
+#include <httplib.h>
+
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace bnserve::inference {
+namespace {
+
+constexpr absl::string_view kPrefix = "bnserve_inference_";
+
+// Prometheus label values: escape backslash, quote and newline.
+std::string Escape(absl::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::string Num(double v) { return absl::StrFormat("%.9g", v); }
+
+void Header(std::string* out, absl::string_view name, absl::string_view type,
+            absl::string_view help) {
+  absl::StrAppend(out, "# HELP ", kPrefix, name, " ", help, "\n# TYPE ",
+                  kPrefix, name, " ", type, "\n");
+}
+
+}  // namespace
+
+void Metrics::RecordRequest(absl::string_view method, grpc::StatusCode code,
+                            absl::Duration latency) {
+  const double seconds = absl::ToDoubleSeconds(latency);
+  size_t bucket = 0;
+  while (bucket < kLatencyBuckets.size() && seconds > kLatencyBuckets[bucket]) {
+    ++bucket;
+  }
+  absl::MutexLock lock(&mu_);
+  ++requests_[{std::string(method), static_cast<int>(code)}];
+  auto it = latency_.find(method);
+  if (it == latency_.end())
+    it = latency_.emplace(std::string(method), Histogram()).first;
+  Histogram& h = it->second;
+  ++h.counts[bucket];
+  h.sum += seconds;
+  ++h.count;
+}
+
+void Metrics::RecordLoad(const std::string& model) {
+  absl::MutexLock lock(&mu_);
+  ++reloads_[model];
+}
+
+void Metrics::RecordLoadFailure(const std::string& model) {
+  absl::MutexLock lock(&mu_);
+  ++load_failures_[model];
+}
+
+uint64_t Metrics::RequestCount(absl::string_view method,
+                               grpc::StatusCode code) const {
+  absl::MutexLock lock(&mu_);
+  auto it = requests_.find({std::string(method), static_cast<int>(code)});
+  return it == requests_.end() ? 0 : it->second;
+}
+
+std::string Metrics::Render(
+    const std::vector<std::shared_ptr<const Servable>>& loaded,
+    bool ready) const {
+  std::string out;
+  {
+    absl::MutexLock lock(&mu_);
+    Header(&out, "requests_total", "counter",
+           "Requests by gRPC method and status code.");
+    for (const auto& [key, n] : requests_) {
+      absl::StrAppend(
+          &out, kPrefix, "requests_total{method=\"", Escape(key.first),
+          "\",code=\"",
+          absl::StatusCodeToString(static_cast<absl::StatusCode>(key.second)),
+          "\"} ", n, "\n");
+    }
+    Header(&out, "request_duration_seconds", "histogram",
+           "Request latency in the handler, by gRPC method.");
+    for (const auto& [method, h] : latency_) {
+      uint64_t cumulative = 0;
+      for (size_t i = 0; i <= kLatencyBuckets.size(); ++i) {
+        cumulative += h.counts[i];
+        absl::StrAppend(
+            &out, kPrefix, "request_duration_seconds_bucket{method=\"",
+            Escape(method), "\",le=\"",
+            i < kLatencyBuckets.size() ? Num(kLatencyBuckets[i]) : "+Inf",
+            "\"} ", cumulative, "\n");
+      }
+      absl::StrAppend(&out, kPrefix, "request_duration_seconds_sum{method=\"",
+                      Escape(method), "\"} ", Num(h.sum), "\n", kPrefix,
+                      "request_duration_seconds_count{method=\"",
+                      Escape(method), "\"} ", h.count, "\n");
+    }
+    Header(&out, "model_reloads_total", "counter",
+           "Versions loaded (verified, folded, warmed up and swapped in).");
+    for (const auto& [model, n] : reloads_) {
+      absl::StrAppend(&out, kPrefix, "model_reloads_total{model=\"",
+                      Escape(model), "\"} ", n, "\n");
+    }
+    Header(&out, "model_load_failures_total", "counter",
+           "Versions refused because they were corrupt or invalid.");
+    for (const auto& [model, n] : load_failures_) {
+      absl::StrAppend(&out, kPrefix, "model_load_failures_total{model=\"",
+                      Escape(model), "\"} ", n, "\n");
+    }
+  }
+  Header(&out, "ready", "gauge",
+         "1 once the configured models are loaded and verified.");
+  absl::StrAppend(&out, kPrefix, "ready ", ready ? 1 : 0, "\n");
+
+  std::map<std::string, std::pair<int64_t, int>> per_model;  // newest, count
+  for (const auto& s : loaded) {
+    auto& [newest, count] = per_model[s->model()];
+    newest = std::max(newest, s->version());
+    ++count;
+  }
+  Header(&out, "model_loaded_version", "gauge",
+         "Newest loaded version of each model (the default one).");
+  for (const auto& [model, v] : per_model) {
+    absl::StrAppend(&out, kPrefix, "model_loaded_version{model=\"",
+                    Escape(model), "\"} ", v.first, "\n");
+  }
+  Header(&out, "model_versions_loaded", "gauge",
+         "Number of versions of each model loaded.");
+  for (const auto& [model, v] : per_model) {
+    absl::StrAppend(&out, kPrefix, "model_versions_loaded{model=\"",
+                    Escape(model), "\"} ", v.second, "\n");
+  }
+
+  std::string samples, shift, shift_max, ratio;
+  for (const auto& s : loaded) {
+    const std::string labels = absl::StrCat(
+        "model=\"", Escape(s->model()), "\",version=\"", s->version(), "\"");
+    absl::StrAppend(&samples, kPrefix, "drift_samples{", labels, "} ",
+                    s->drift().samples(), "\n");
+    for (const DriftLayerStats& d : s->drift().Stats()) {
+      const std::string l = absl::StrCat(labels, ",layer=\"", d.layer, "\"");
+      absl::StrAppend(&shift, kPrefix, "drift_mean_shift{", l, "} ",
+                      Num(d.mean_shift_avg), "\n");
+      absl::StrAppend(&shift_max, kPrefix, "drift_mean_shift_max{", l, "} ",
+                      Num(d.mean_shift_max), "\n");
+      absl::StrAppend(&ratio, kPrefix, "drift_variance_ratio{", l, "} ",
+                      Num(d.variance_ratio), "\n");
+    }
+  }
+  Header(&out, "drift_samples", "gauge",
+         "Served examples sampled into the drift statistics.");
+  out += samples;
+  Header(&out, "drift_mean_shift", "gauge",
+         "Mean over units of |live mean - running mean| / sqrt(running var + "
+         "eps) of a batch-norm layer's input.");
+  out += shift;
+  Header(&out, "drift_mean_shift_max", "gauge",
+         "Max over units of the standardized mean shift.");
+  out += shift_max;
+  Header(&out, "drift_variance_ratio", "gauge",
+         "Mean over units of live variance / running variance of a batch-norm "
+         "layer's input.");
+  out += ratio;
+  return out;
+}
+
+MetricsHttpServer::MetricsHttpServer(RenderFn render)
+    : render_(std::move(render)) {}
+
+MetricsHttpServer::~MetricsHttpServer() { Stop(); }
+
+absl::Status MetricsHttpServer::Start(const std::string& host, int port) {
+  http_ = std::make_unique<httplib::Server>();
+  http_->Get(
+      "/metrics", [this](const httplib::Request&, httplib::Response& res) {
+        res.set_content(render_(), "text/plain; version=0.0.4; charset=utf-8");
+      });
+  if (port == 0) {
+    port_ = http_->bind_to_any_port(host.c_str());
+    if (port_ <= 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot bind metrics endpoint on ", host));
+    }
+  } else {
+    if (!http_->bind_to_port(host.c_str(), port)) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot bind metrics endpoint on ", host, ":", port));
+    }
+    port_ = port;
+  }
+  thread_ = std::thread([this] { http_->listen_after_bind(); });
+  return absl::OkStatus();
+}
+
+void MetricsHttpServer::Stop() {
+  if (http_ != nullptr) http_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace bnserve::inference

@@ -1,0 +1,106 @@
+// Prometheus metrics of the inference server (text exposition format 0.0.4)
+// and the small HTTP endpoint that serves them at /metrics.
+//
+// Exported series (all prefixed bnserve_inference_):
+//   requests_total{method,code}                counter
+//   request_duration_seconds{method}           histogram (le buckets)
+//   ready                                      gauge 0/1
+//   model_loaded_version{model}                gauge, newest loaded version
+//   model_versions_loaded{model}               gauge
+//   model_reloads_total{model}                 counter, versions loaded
+//   model_load_failures_total{model}           counter, versions refused
+//   drift_samples{model,version}               gauge
+//   drift_mean_shift{model,version,layer}      gauge, mean |standardized
+//                                              shift| over the layer's units
+//   drift_mean_shift_max{model,version,layer}  gauge, max over the units
+//   drift_variance_ratio{model,version,layer}  gauge, mean var_live/running
+// `layer` is the index of the BatchNorm layer in the snapshot (see drift.h).
+//
+// Thread-safe.
+#ifndef BNSERVE_SERVER_INFERENCE_METRICS_H_
+#define BNSERVE_SERVER_INFERENCE_METRICS_H_
+
+#include <grpcpp/support/status.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/inference/servable.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace bnserve::inference {
+
+class Metrics {
+ public:
+  // Upper bounds (seconds) of the latency histogram buckets.
+  static constexpr std::array<double, 14> kLatencyBuckets = {
+      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+      0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1.0};
+
+  void RecordRequest(absl::string_view method, grpc::StatusCode code,
+                     absl::Duration latency);
+  void RecordLoad(const std::string& model);
+  void RecordLoadFailure(const std::string& model);
+
+  // The whole exposition: the counters above plus gauges computed from the
+  // currently loaded servables.
+  std::string Render(const std::vector<std::shared_ptr<const Servable>>& loaded,
+                     bool ready) const;
+
+  // For tests.
+  uint64_t RequestCount(absl::string_view method, grpc::StatusCode code) const;
+
+ private:
+  struct Histogram {
+    std::array<uint64_t, kLatencyBuckets.size() + 1> counts{};  // last: +Inf
+    double sum = 0;
+    uint64_t count = 0;
+  };
+
+  mutable absl::Mutex mu_;
+  std::map<std::pair<std::string, int>, uint64_t> requests_
+      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Histogram, std::less<>> latency_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> reloads_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> load_failures_ ABSL_GUARDED_BY(mu_);
+};
+
+// GET /metrics over HTTP (cpp-httplib), on its own thread.
+class MetricsHttpServer {
+ public:
+  using RenderFn = std::function<std::string()>;
+  explicit MetricsHttpServer(RenderFn render);
+  ~MetricsHttpServer();  // Stop()
+
+  // Binds `host`:`port` (port 0 = an ephemeral port) and starts serving.
+  // Unavailable if the port cannot be bound.
+  absl::Status Start(const std::string& host, int port);
+  // The bound port (after Start).
+  int port() const { return port_; }
+  void Stop();
+
+ private:
+  RenderFn render_;
+  std::unique_ptr<httplib::Server> http_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace bnserve::inference
+
+#endif  // BNSERVE_SERVER_INFERENCE_METRICS_H_

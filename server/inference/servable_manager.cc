@@ -1,0 +1,413 @@
+#include "server/inference/servable_manager.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "model/status_macros.h"
+#include "server/common/server_setup.h"
+#include "server/inference/metrics.h"
+
+namespace bnserve::inference {
+namespace {
+
+using server::Log;
+using server::LogLevel;
+
+std::string_view View(absl::string_view s) { return {s.data(), s.size()}; }
+
+// Errors after which a version is refused for good: snapshots are immutable,
+// so a corrupt or invalid one never becomes valid.
+bool IsPermanentLoadError(const absl::Status& status) {
+  return absl::IsDataLoss(status) || absl::IsInvalidArgument(status) ||
+         absl::IsFailedPrecondition(status);
+}
+
+}  // namespace
+
+ServableManager::ServableManager(std::shared_ptr<store::SnapshotStore> store,
+                                 ServableManagerOptions options,
+                                 Metrics* metrics)
+    : store_(std::move(store)),
+      options_(std::move(options)),
+      metrics_(metrics) {}
+
+ServableManager::~ServableManager() { Stop(); }
+
+absl::Status ServableManager::Start() {
+  if (options_.versions_to_keep < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("versions_to_keep must be at least 1, got ",
+                     options_.versions_to_keep));
+  }
+  for (const std::string& m : options_.models) {
+    BNSERVE_RETURN_IF_ERROR(store::ValidateModelName(m));
+  }
+  if (thread_.joinable()) return absl::FailedPreconditionError("started");
+  thread_ = std::thread([this] { Loop(); });
+  return absl::OkStatus();
+}
+
+void ServableManager::Stop() {
+  {
+    absl::MutexLock lock(&work_mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  watch_.reset();
+}
+
+void ServableManager::OnStoreEvent(const store::StoreEvent& event) {
+  absl::MutexLock lock(&work_mu_);
+  dirty_.insert(event.model);
+}
+
+void ServableManager::Loop() {
+  std::set<std::string> retry_models;
+  bool retry_full = false;
+  bool retry_pending = false;
+  while (true) {
+    std::set<std::string> dirty;
+    bool full = false;
+    {
+      absl::MutexLock lock(&work_mu_);
+      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mu_) {
+        return stop_ || full_sync_ || !dirty_.empty();
+      };
+      if (retry_pending) {
+        work_mu_.AwaitWithTimeout(absl::Condition(&has_work),
+                                  options_.retry_interval);
+      } else {
+        work_mu_.Await(absl::Condition(&has_work));
+      }
+      if (stop_) break;
+      // A retry is due only once its interval has passed; a store event
+      // arriving earlier is handled now and the retry joins it.
+      dirty.swap(dirty_);
+      full = full_sync_;
+      full_sync_ = false;
+    }
+    dirty.insert(retry_models.begin(), retry_models.end());
+    full = full || retry_full;
+    retry_models.clear();
+    retry_full = false;
+    retry_pending = false;
+
+    if (watch_ == nullptr) {
+      // Watch before listing, so no change between the two is missed.
+      auto watch = store_->Watch(
+          [this](const store::StoreEvent& e) { OnStoreEvent(e); });
+      if (watch.ok()) {
+        watch_ = std::move(watch).value();
+        full = true;
+      } else {
+        Log(LogLevel::kWarning,
+            absl::StrCat("cannot watch store ", store_->uri(), ": ",
+                         watch.status().ToString()));
+        retry_full = retry_pending = true;
+      }
+    }
+    {
+      absl::MutexLock lock(&sync_mu_);
+      if (full) {
+        absl::Status st = SyncAll();
+        if (!st.ok()) {
+          Log(LogLevel::kWarning,
+              absl::StrCat("store ", store_->uri(), ": ", st.ToString(),
+                           "; retrying in ",
+                           absl::FormatDuration(options_.retry_interval)));
+          retry_full = retry_pending = true;
+        }
+      } else {
+        for (const std::string& m : dirty) {
+          if (!options_.models.empty() &&
+              std::find(options_.models.begin(), options_.models.end(), m) ==
+                  options_.models.end()) {
+            continue;  // not a model this server serves
+          }
+          absl::Status st = SyncModel(m);
+          if (!st.ok()) {
+            Log(LogLevel::kWarning,
+                absl::StrCat("model ", m, ": ", st.ToString(), "; retrying"));
+            retry_models.insert(m);
+            retry_pending = true;
+          }
+        }
+      }
+    }
+    UpdateReady();
+  }
+}
+
+absl::Status ServableManager::SyncAllForTesting() {
+  absl::Status st;
+  {
+    absl::MutexLock lock(&sync_mu_);
+    st = SyncAll();
+  }
+  UpdateReady();
+  return st;
+}
+
+absl::Status ServableManager::SyncAll() {
+  std::set<std::string> models(options_.models.begin(), options_.models.end());
+  if (models.empty()) {
+    BNSERVE_ASSIGN_OR_RETURN(std::vector<std::string> listed,
+                             store_->ListModels());
+    known_ = std::set<std::string>(listed.begin(), listed.end());
+    models = known_;
+    // Models that disappeared from the store are reconciled (unloaded) too.
+    absl::ReaderMutexLock lock(&mu_);
+    for (const auto& [name, state] : models_) models.insert(name);
+  }
+  absl::Status first_error;
+  for (const std::string& m : models) {
+    absl::Status st = SyncModel(m);
+    if (!st.ok() && first_error.ok()) {
+      first_error =
+          absl::Status(st.code(), absl::StrCat(m, ": ", st.message()));
+    }
+  }
+  if (first_error.ok()) listed_ = true;
+  return first_error;
+}
+
+absl::Status ServableManager::SyncModel(const std::string& model) {
+  BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> versions,
+                           store_->ListVersions(model));
+  BNSERVE_ASSIGN_OR_RETURN(auto labels, store_->ListLabels(model));
+  std::map<int64_t, std::shared_ptr<const Servable>> current;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = models_.find(model);
+    if (it != models_.end()) current = it->second.loaded;
+  }
+  std::set<int64_t>& failed = failed_[model];
+  std::map<int64_t, std::shared_ptr<const Servable>> next;
+  absl::Status transient;
+
+  // Loads `v` into `next` (reusing a loaded servable); false if it cannot be
+  // served. Sets `transient` on a retryable error.
+  auto load = [&](int64_t v) -> bool {
+    if (failed.count(v) != 0) return false;
+    if (next.count(v) != 0) return true;
+    if (auto it = current.find(v); it != current.end()) {
+      next[v] = it->second;
+      return true;
+    }
+    absl::StatusOr<std::shared_ptr<const Servable>> servable =
+        [&]() -> absl::StatusOr<std::shared_ptr<const Servable>> {
+      BNSERVE_ASSIGN_OR_RETURN(v1::Snapshot snapshot, store_->Read(model, v));
+      if (snapshot.model() != model || snapshot.version() != v) {
+        return absl::DataLossError(absl::StrCat("stored snapshot says ",
+                                                snapshot.model(), " version ",
+                                                snapshot.version()));
+      }
+      return Servable::Create(snapshot, options_.drift);
+    }();
+    if (servable.ok()) {
+      next[v] = *std::move(servable);
+      Log(LogLevel::kInfo,
+          absl::StrCat("loaded model ", model, " version ", v));
+      if (metrics_ != nullptr) metrics_->RecordLoad(model);
+      return true;
+    }
+    const absl::Status& st = servable.status();
+    if (absl::IsNotFound(st)) return false;  // deleted meanwhile
+    if (IsPermanentLoadError(st)) {
+      failed.insert(v);
+      Log(LogLevel::kError, absl::StrCat("refusing model ", model, " version ",
+                                         v, ": ", st.ToString()));
+      if (metrics_ != nullptr) metrics_->RecordLoadFailure(model);
+      return false;
+    }
+    if (transient.ok()) transient = st;
+    return false;
+  };
+
+  int kept = 0;
+  for (auto it = versions.rbegin();
+       it != versions.rend() && kept < options_.versions_to_keep &&
+       transient.ok();
+       ++it) {
+    if (load(*it)) ++kept;
+  }
+  const std::set<int64_t> existing(versions.begin(), versions.end());
+  for (const auto& [label, v] : labels) {
+    if (!transient.ok()) break;
+    if (existing.count(v) != 0) load(v);
+  }
+  if (!transient.ok()) {
+    // Keep everything already loaded; retry the rest later.
+    for (auto& [v, s] : current) next.emplace(v, s);
+  }
+
+  std::vector<int64_t> unloaded;
+  for (const auto& [v, s] : current) {
+    if (next.count(v) == 0) unloaded.push_back(v);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (next.empty() && versions.empty()) {
+      models_.erase(model);
+    } else {
+      ModelState& state = models_[model];
+      state.loaded = std::move(next);
+      state.labels = std::move(labels);
+    }
+  }
+  if (!unloaded.empty()) {
+    Log(LogLevel::kInfo, absl::StrCat("unloaded model ", model, " versions ",
+                                      absl::StrJoin(unloaded, ", ")));
+  }
+  return transient;
+}
+
+void ServableManager::UpdateReady() {
+  bool listed;
+  {
+    absl::MutexLock lock(&sync_mu_);
+    listed = listed_;
+  }
+  std::function<void(bool)> callback;
+  bool ready = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto served = [this](const std::string& m) ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      auto it = models_.find(m);
+      return it != models_.end() && !it->second.loaded.empty();
+    };
+    if (!options_.models.empty()) {
+      ready =
+          std::all_of(options_.models.begin(), options_.models.end(), served);
+    } else {
+      ready = listed && std::any_of(models_.begin(), models_.end(),
+                                    [](const auto& entry) {
+                                      return !entry.second.loaded.empty();
+                                    });
+    }
+    if (ready == ready_) return;
+    ready_ = ready;
+    callback = ready_callback_;
+  }
+  Log(LogLevel::kInfo, ready ? "ready: serving" : "not ready");
+  if (callback) callback(ready);
+}
+
+bool ServableManager::Ready() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return ready_;
+}
+
+bool ServableManager::WaitUntilReady(absl::Duration timeout) const {
+  mu_.ReaderLockWhenWithTimeout(
+      absl::Condition(
+          +[](const bool* ready) { return *ready; }, &ready_),
+      timeout);
+  const bool ready = ready_;
+  mu_.ReaderUnlock();
+  return ready;
+}
+
+void ServableManager::SetReadyCallback(std::function<void(bool)> callback) {
+  absl::MutexLock lock(&mu_);
+  ready_callback_ = std::move(callback);
+}
+
+absl::StatusOr<std::shared_ptr<const Servable>> ServableManager::Get(
+    absl::string_view model, const VersionRequest& request) const {
+  BNSERVE_RETURN_IF_ERROR(store::ValidateModelName(View(model)));
+  if (request.version != 0 && !request.label.empty()) {
+    return absl::InvalidArgumentError(
+        "set either a version or a label, not both");
+  }
+  if (request.version < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("version must be positive, got ", request.version));
+  }
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = models_.find(model);
+  if (it == models_.end() || it->second.loaded.empty()) {
+    const bool configured =
+        std::find(options_.models.begin(), options_.models.end(), model) !=
+        options_.models.end();
+    if (configured || it != models_.end()) {
+      return absl::UnavailableError(absl::StrCat(
+          "model '", model, "' has no version loaded yet; retry later"));
+    }
+    std::vector<std::string> names;
+    for (const auto& [name, state] : models_) {
+      if (!state.loaded.empty()) names.push_back(name);
+    }
+    return absl::NotFoundError(
+        absl::StrCat("model '", model, "' is not served here (serving: ",
+                     names.empty() ? "none" : absl::StrJoin(names, ", "), ")"));
+  }
+  const ModelState& state = it->second;
+  auto loaded_list = [&state] {
+    std::vector<int64_t> v;
+    for (const auto& [version, s] : state.loaded) v.push_back(version);
+    return absl::StrJoin(v, ", ");
+  };
+  int64_t version = request.version;
+  if (!request.label.empty()) {
+    auto label = state.labels.find(request.label);
+    if (label == state.labels.end()) {
+      std::vector<std::string> names;
+      for (const auto& [name, v] : state.labels) names.push_back(name);
+      return absl::NotFoundError(absl::StrCat(
+          "label '", request.label, "' of model '", model,
+          "' not found (labels: ",
+          names.empty() ? "none" : absl::StrJoin(names, ", "), ")"));
+    }
+    version = label->second;
+  }
+  if (version == 0) return state.loaded.rbegin()->second;
+  auto servable = state.loaded.find(version);
+  if (servable == state.loaded.end() && !request.label.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "label '", request.label, "' of model '", model, "' points at version ",
+        version,
+        ", which is not loaded on this server (refused as corrupt or "
+        "invalid, see the server log; loaded: ",
+        loaded_list(), ")"));
+  }
+  if (servable == state.loaded.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "version ", version, " of model '", model,
+        "' is not loaded on this server (loaded: ", loaded_list(), ")"));
+  }
+  return servable->second;
+}
+
+std::vector<int64_t> ServableManager::LoadedVersions(
+    absl::string_view model) const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<int64_t> out;
+  auto it = models_.find(model);
+  if (it == models_.end()) return out;
+  for (const auto& [v, s] : it->second.loaded) out.push_back(v);
+  return out;
+}
+
+std::vector<std::shared_ptr<const Servable>> ServableManager::AllLoaded()
+    const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<std::shared_ptr<const Servable>> out;
+  for (const auto& [name, state] : models_) {
+    for (const auto& [v, s] : state.loaded) out.push_back(s);
+  }
+  return out;
+}
+
+std::vector<std::string> ServableManager::Models() const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<std::string> out;
+  for (const auto& [name, state] : models_) {
+    if (!state.loaded.empty()) out.push_back(name);
+  }
+  return out;
+}
+
+}  // namespace bnserve::inference
