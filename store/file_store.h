@@ -19,7 +19,9 @@
 // the next mutation of that model removes (any staging directory seen while
 // holding the lock is abandoned). Labels are written with write + fsync +
 // rename. Watch uses inotify on the root, each model and each `.labels`
-// directory, plus the polling fallback.
+// directory, plus the polling fallback. Cross-process safety relies on
+// flock(2): on network file systems without it (some NFS setups) keep one
+// writer, and set StoreOptions::watch_notifications = false (no inotify).
 #ifndef BNSERVE_STORE_FILE_STORE_H_
 #define BNSERVE_STORE_FILE_STORE_H_
 
