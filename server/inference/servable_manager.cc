@@ -67,6 +67,11 @@ void ServableManager::Loop() {
   std::set<std::string> retry_models;
   bool retry_full = false;
   bool retry_pending = false;
+  // Repeated failures are logged at debug level until the store recovers.
+  bool failing = false;
+  auto log_failure = [&failing](const std::string& message) {
+    Log(failing ? LogLevel::kDebug : LogLevel::kWarning, message);
+  };
   while (true) {
     std::set<std::string> dirty;
     bool full = false;
@@ -113,10 +118,9 @@ void ServableManager::Loop() {
       if (full) {
         absl::Status st = SyncAll();
         if (!st.ok()) {
-          Log(LogLevel::kWarning,
-              absl::StrCat("store ", store_->uri(), ": ", st.ToString(),
-                           "; retrying in ",
-                           absl::FormatDuration(options_.retry_interval)));
+          log_failure(absl::StrCat(
+              "store ", store_->uri(), ": ", st.ToString(), "; retrying in ",
+              absl::FormatDuration(options_.retry_interval)));
           retry_full = retry_pending = true;
         }
       } else {
@@ -128,7 +132,7 @@ void ServableManager::Loop() {
           }
           absl::Status st = SyncModel(m);
           if (!st.ok()) {
-            Log(LogLevel::kWarning,
+            log_failure(
                 absl::StrCat("model ", m, ": ", st.ToString(), "; retrying"));
             retry_models.insert(m);
             retry_pending = true;
@@ -136,6 +140,10 @@ void ServableManager::Loop() {
         }
       }
     }
+    if (failing && !retry_pending) {
+      Log(LogLevel::kInfo, absl::StrCat("store ", store_->uri(), " is back"));
+    }
+    failing = retry_pending;
     UpdateReady();
   }
 }
