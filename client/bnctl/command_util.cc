@@ -1,0 +1,64 @@
+#include "client/bnctl/command_util.h"
+
+#include <numeric>
+#include <ostream>
+
+#include "absl/strings/str_cat.h"
+
+namespace bnserve::client {
+
+void PrintJson(Io& io, const nlohmann::json& json) {
+  io.out << json.dump() << "\n";
+  io.out.flush();
+}
+
+void FillFeatures(const LabeledData& data, const std::vector<int>& order,
+                  int begin, int count, v1::Minibatch* batch) {
+  batch->set_rows(count);
+  batch->set_cols(data.features);
+  auto* features = batch->mutable_features();
+  features->Reserve(count * data.features);
+  for (int i = begin; i < begin + count; ++i) {
+    const float* row = data.x.data() + static_cast<size_t>(order[i]) *
+                                           static_cast<size_t>(data.features);
+    features->Add(row, row + data.features);
+  }
+}
+
+absl::StatusOr<v1::PublishResponse> StreamRecalibration(
+    const Connection& connection, v1::Trainer::Stub& stub,
+    const std::string& job_id, const Dataset& dataset, int batch_size) {
+  absl::StatusOr<std::vector<int>> sizes =
+      BatchSizes(dataset.data.rows, batch_size);
+  if (!sizes.ok()) return sizes.status();
+  std::vector<int> order(dataset.data.rows);
+  std::iota(order.begin(), order.end(), 0);
+  grpc::ClientContext context;
+  connection.Prepare(&context);
+  v1::PublishResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::RecalibrateRequest>> writer =
+      stub.Recalibrate(&context, &response);
+  int begin = 0;
+  for (int size : *sizes) {
+    v1::RecalibrateRequest request;
+    if (begin == 0) request.set_job_id(job_id);
+    FillFeatures(dataset.data, order, begin, size, request.mutable_batch());
+    if (!writer->Write(request)) break;  // Finish() reports why
+    begin += size;
+  }
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (!status.ok()) return RpcError(status, "recalibration");
+  return response;
+}
+
+absl::Status RpcError(const grpc::Status& status, const std::string& doing) {
+  std::string message = status.error_message();
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    absl::StrAppend(&message, " (is the server running at that address?)");
+  }
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      doing.empty() ? message : absl::StrCat(doing, ": ", message));
+}
+
+}  // namespace bnserve::client

@@ -1,0 +1,106 @@
+// The bnctl commands, one function each, called by main.cc after parsing
+// the command line. Each returns the process exit code on success (0, or 1
+// for `health` when the server is not SERVING) and an absl::Status carrying
+// the gRPC code on failure; main prints that as `error: CODE: message`.
+//
+// With `json` set a command writes exactly one JSON object (one line) to
+// `out`; otherwise human-readable text. Progress goes to `err`.
+//
+// Layering: everything here talks to the servers through the generated
+// bnserve.v1 / grpc.health.v1 stubs only. The one exception is export and
+// import (store_commands.h), which read and publish snapshots directly in a
+// store and therefore link the store library; they are kept separate.
+#ifndef BNSERVE_CLIENT_BNCTL_COMMANDS_H_
+#define BNSERVE_CLIENT_BNCTL_COMMANDS_H_
+
+#include <cstdint>
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "client/bnctl/connection.h"
+
+namespace bnserve::client {
+
+// Where a command writes.
+struct Io {
+  std::ostream& out;
+  std::ostream& err;
+  // Whether `err` is a terminal: progress bar instead of plain lines.
+  bool err_is_tty = false;
+};
+
+struct CommonOptions {
+  ConnectionOptions connection;
+  bool json = false;
+};
+
+struct TrainOptions {
+  CommonOptions common;
+  std::string model;
+  std::string data;
+  std::string label_column = "label";
+  std::string task = "classification";  // or "regression"
+  std::vector<int> hidden = {128, 64};
+  std::string activation = "relu";  // relu | tanh | sigmoid | identity
+  int epochs = 10;
+  int batch_size = 64;
+  std::string optimizer = "sgd";  // sgd | adam
+  float lr = 0.0f;                // 0: the trainer's default
+  std::optional<float> momentum;  // unset: the trainer's default (0.9)
+  float weight_decay = 0.0f;
+  float bn_momentum = 0.1f;
+  uint64_t seed = 1;
+  bool no_shuffle = false;
+  std::optional<int64_t> from_version;
+  std::optional<std::string> from_label;
+  int64_t publish_every = 0;
+  bool recalibrate = false;
+};
+absl::StatusOr<int> RunTrain(const TrainOptions& options, Io& io);
+
+struct PredictOptions {
+  CommonOptions common;
+  std::string model;
+  std::string features;  // "1,2,3" (one example) ...
+  std::string data;      // ... or a CSV file with a label column
+  std::string label_column = "label";
+  std::optional<int64_t> version;
+  std::optional<std::string> label;
+};
+absl::StatusOr<int> RunPredict(const PredictOptions& options, Io& io);
+
+// Registry and job commands (trainer).
+struct RegistryOptions {
+  CommonOptions common;
+  std::string model;
+  std::string label;
+  int64_t version = 0;
+  std::string job;
+  // recalibrate
+  std::string data;
+  std::string label_column = "label";
+  int batch_size = 256;
+};
+absl::StatusOr<int> RunModels(const RegistryOptions& options, Io& io);
+absl::StatusOr<int> RunVersions(const RegistryOptions& options, Io& io);
+absl::StatusOr<int> RunLabelSet(const RegistryOptions& options, Io& io);
+absl::StatusOr<int> RunLabelDelete(const RegistryOptions& options, Io& io);
+absl::StatusOr<int> RunDeleteVersion(const RegistryOptions& options, Io& io);
+absl::StatusOr<int> RunJobs(const RegistryOptions& options, Io& io);
+absl::StatusOr<int> RunCancel(const RegistryOptions& options, Io& io);
+absl::StatusOr<int> RunPublish(const RegistryOptions& options, Io& io);
+absl::StatusOr<int> RunRecalibrate(const RegistryOptions& options, Io& io);
+
+// grpc.health.v1.Health/Check; exit code 0 only when SERVING.
+struct HealthOptions {
+  CommonOptions common;
+  std::string service;  // "" = the server as a whole
+};
+absl::StatusOr<int> RunHealth(const HealthOptions& options, Io& io);
+
+}  // namespace bnserve::client
+
+#endif  // BNSERVE_CLIENT_BNCTL_COMMANDS_H_

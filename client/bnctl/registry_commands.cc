@@ -1,0 +1,293 @@
+// bnctl models | versions | label set/delete | delete-version | jobs |
+// cancel | publish | recalibrate (trainer) and health (any server).
+#include <ostream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "bnserve/v1/trainer.grpc.pb.h"
+#include "client/bnctl/command_util.h"
+#include "client/bnctl/commands.h"
+#include "health.grpc.pb.h"
+
+namespace bnserve::client {
+namespace {
+
+// A trainer stub plus the connection its calls are prepared with.
+struct Trainer {
+  Connection connection;
+  std::unique_ptr<v1::Trainer::Stub> stub;
+};
+
+absl::StatusOr<Trainer> OpenTrainer(const CommonOptions& common) {
+  absl::StatusOr<Connection> connection = Connection::Open(common.connection);
+  if (!connection.ok()) return connection.status();
+  Trainer t{*std::move(connection), nullptr};
+  t.stub = v1::Trainer::NewStub(t.connection.channel());
+  return t;
+}
+
+// Calls a unary Trainer method with the standard deadline and token.
+template <typename Request, typename Response, typename Method>
+absl::Status Call(Trainer& t, Method method, const Request& request,
+                  Response* response, const std::string& doing) {
+  grpc::ClientContext context;
+  t.connection.Prepare(&context, kUnaryTimeout);
+  grpc::Status status = ((*t.stub).*method)(&context, request, response);
+  if (!status.ok()) return RpcError(status, doing);
+  return absl::OkStatus();
+}
+
+std::string StateName(v1::Job::State state) {
+  return absl::AsciiStrToLower(v1::Job::State_Name(state));
+}
+
+nlohmann::json JobJson(const v1::Job& job) {
+  return {{"job_id", job.job_id()},
+          {"model", job.model()},
+          {"state", StateName(job.state())},
+          {"steps", job.steps()},
+          {"examples_seen", job.examples_seen()},
+          {"last_loss", job.last_loss()},
+          {"last_accuracy", job.last_accuracy()},
+          {"last_published_version", job.last_published_version()},
+          {"parent_version", job.parent_version()}};
+}
+
+void PrintJobLine(Io& io, const v1::Job& job) {
+  io.out << absl::StrFormat("%-24s %-20s %-9s %8d %10d %10.4f %9d\n",
+                            job.job_id(), job.model(), StateName(job.state()),
+                            job.steps(), job.examples_seen(), job.last_loss(),
+                            job.last_published_version());
+}
+
+void PrintJobHeader(Io& io) {
+  io.out << absl::StrFormat("%-24s %-20s %-9s %8s %10s %10s %9s\n", "JOB",
+                            "MODEL", "STATE", "STEPS", "EXAMPLES", "LOSS",
+                            "PUBLISHED");
+}
+
+}  // namespace
+
+absl::StatusOr<int> RunModels(const RegistryOptions& o, Io& io) {
+  absl::StatusOr<Trainer> t = OpenTrainer(o.common);
+  if (!t.ok()) return t.status();
+  v1::ListModelsResponse response;
+  absl::Status s = Call(*t, &v1::Trainer::Stub::ListModels,
+                        v1::ListModelsRequest(), &response, "listing models");
+  if (!s.ok()) return s;
+  std::vector<std::string> models(response.models().begin(),
+                                  response.models().end());
+  if (o.common.json) {
+    PrintJson(io, {{"models", models}});
+  } else {
+    for (const std::string& m : models) io.out << m << "\n";
+  }
+  return 0;
+}
+
+absl::StatusOr<int> RunVersions(const RegistryOptions& o, Io& io) {
+  absl::StatusOr<Trainer> t = OpenTrainer(o.common);
+  if (!t.ok()) return t.status();
+  v1::ListVersionsRequest request;
+  request.set_model(o.model);
+  v1::ListVersionsResponse response;
+  absl::Status s = Call(*t, &v1::Trainer::Stub::ListVersions, request,
+                        &response, "listing versions");
+  if (!s.ok()) return s;
+  if (o.common.json) {
+    nlohmann::json versions = nlohmann::json::array();
+    for (const v1::VersionInfo& v : response.versions()) {
+      versions.push_back(
+          {{"version", v.version()},
+           {"labels", std::vector<std::string>(v.labels().begin(),
+                                               v.labels().end())}});
+    }
+    PrintJson(io, {{"model", o.model}, {"versions", versions}});
+  } else {
+    for (const v1::VersionInfo& v : response.versions()) {
+      io.out << v.version();
+      if (v.labels_size() > 0) io.out << "  " << absl::StrJoin(v.labels(), ",");
+      io.out << "\n";
+    }
+  }
+  return 0;
+}
+
+absl::StatusOr<int> RunLabelSet(const RegistryOptions& o, Io& io) {
+  absl::StatusOr<Trainer> t = OpenTrainer(o.common);
+  if (!t.ok()) return t.status();
+  v1::SetLabelRequest request;
+  request.set_model(o.model);
+  request.set_label(o.label);
+  request.set_version(o.version);
+  v1::SetLabelResponse response;
+  absl::Status s = Call(*t, &v1::Trainer::Stub::SetLabel, request, &response,
+                        "setting the label");
+  if (!s.ok()) return s;
+  if (o.common.json) {
+    PrintJson(io,
+              {{"model", o.model}, {"label", o.label}, {"version", o.version}});
+  } else {
+    io.out << "model " << o.model << ": label " << o.label << " -> version "
+           << o.version << "\n";
+  }
+  return 0;
+}
+
+absl::StatusOr<int> RunLabelDelete(const RegistryOptions& o, Io& io) {
+  absl::StatusOr<Trainer> t = OpenTrainer(o.common);
+  if (!t.ok()) return t.status();
+  v1::DeleteLabelRequest request;
+  request.set_model(o.model);
+  request.set_label(o.label);
+  v1::DeleteLabelResponse response;
+  absl::Status s = Call(*t, &v1::Trainer::Stub::DeleteLabel, request,
+                        &response, "deleting the label");
+  if (!s.ok()) return s;
+  if (o.common.json) {
+    PrintJson(io, {{"model", o.model}, {"label", o.label}, {"deleted", true}});
+  } else {
+    io.out << "model " << o.model << ": label " << o.label << " deleted\n";
+  }
+  return 0;
+}
+
+absl::StatusOr<int> RunDeleteVersion(const RegistryOptions& o, Io& io) {
+  absl::StatusOr<Trainer> t = OpenTrainer(o.common);
+  if (!t.ok()) return t.status();
+  v1::DeleteVersionRequest request;
+  request.set_model(o.model);
+  request.set_version(o.version);
+  v1::DeleteVersionResponse response;
+  absl::Status s = Call(*t, &v1::Trainer::Stub::DeleteVersion, request,
+                        &response, "deleting the version");
+  if (!s.ok()) return s;
+  if (o.common.json) {
+    PrintJson(io,
+              {{"model", o.model}, {"version", o.version}, {"deleted", true}});
+  } else {
+    io.out << "model " << o.model << ": version " << o.version
+           << " deleted\n";
+  }
+  return 0;
+}
+
+absl::StatusOr<int> RunJobs(const RegistryOptions& o, Io& io) {
+  absl::StatusOr<Trainer> t = OpenTrainer(o.common);
+  if (!t.ok()) return t.status();
+  std::vector<v1::Job> jobs;
+  if (!o.job.empty()) {
+    v1::GetJobRequest request;
+    request.set_job_id(o.job);
+    v1::Job job;
+    absl::Status s =
+        Call(*t, &v1::Trainer::Stub::GetJob, request, &job, "reading the job");
+    if (!s.ok()) return s;
+    jobs.push_back(job);
+  } else {
+    v1::ListJobsRequest request;
+    request.set_model(o.model);
+    v1::ListJobsResponse response;
+    absl::Status s = Call(*t, &v1::Trainer::Stub::ListJobs, request,
+                          &response, "listing jobs");
+    if (!s.ok()) return s;
+    jobs.assign(response.jobs().begin(), response.jobs().end());
+  }
+  if (o.common.json) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const v1::Job& job : jobs) list.push_back(JobJson(job));
+    PrintJson(io, {{"jobs", list}});
+  } else {
+    PrintJobHeader(io);
+    for (const v1::Job& job : jobs) PrintJobLine(io, job);
+  }
+  return 0;
+}
+
+absl::StatusOr<int> RunCancel(const RegistryOptions& o, Io& io) {
+  absl::StatusOr<Trainer> t = OpenTrainer(o.common);
+  if (!t.ok()) return t.status();
+  v1::CancelJobRequest request;
+  request.set_job_id(o.job);
+  v1::Job job;
+  absl::Status s = Call(*t, &v1::Trainer::Stub::CancelJob, request, &job,
+                        "cancelling the job");
+  if (!s.ok()) return s;
+  if (o.common.json) {
+    PrintJson(io, JobJson(job));
+  } else {
+    io.out << "job " << job.job_id() << ": " << StateName(job.state()) << "\n";
+  }
+  return 0;
+}
+
+absl::StatusOr<int> RunPublish(const RegistryOptions& o, Io& io) {
+  absl::StatusOr<Trainer> t = OpenTrainer(o.common);
+  if (!t.ok()) return t.status();
+  v1::PublishRequest request;
+  request.set_job_id(o.job);
+  v1::PublishResponse response;
+  absl::Status s = Call(*t, &v1::Trainer::Stub::Publish, request, &response,
+                        "publishing");
+  if (!s.ok()) return s;
+  if (o.common.json) {
+    PrintJson(io, {{"model", response.model()}, {"version", response.version()}});
+  } else {
+    io.out << "published model " << response.model() << " version "
+           << response.version() << "\n";
+  }
+  return 0;
+}
+
+absl::StatusOr<int> RunRecalibrate(const RegistryOptions& o, Io& io) {
+  absl::StatusOr<Dataset> dataset = LoadDataset(o.data, o.label_column);
+  if (!dataset.ok()) return dataset.status();
+  absl::StatusOr<Trainer> t = OpenTrainer(o.common);
+  if (!t.ok()) return t.status();
+  absl::StatusOr<v1::PublishResponse> response = StreamRecalibration(
+      t->connection, *t->stub, o.job, *dataset, o.batch_size);
+  if (!response.ok()) return response.status();
+  if (o.common.json) {
+    PrintJson(io, {{"model", response->model()},
+                   {"version", response->version()},
+                   {"stats_examples", response->stats_examples()}});
+  } else {
+    io.out << "published model " << response->model() << " version "
+           << response->version()
+           << " with exact batch-norm statistics over "
+           << response->stats_examples() << " examples\n";
+  }
+  return 0;
+}
+
+absl::StatusOr<int> RunHealth(const HealthOptions& o, Io& io) {
+  absl::StatusOr<Connection> connection =
+      Connection::Open(o.common.connection);
+  if (!connection.ok()) return connection.status();
+  std::unique_ptr<grpc::health::v1::Health::Stub> stub =
+      grpc::health::v1::Health::NewStub(connection->channel());
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(o.service);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::ClientContext context;
+  connection->Prepare(&context, absl::Seconds(10));
+  grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) return RpcError(status, "health check");
+  const std::string name =
+      grpc::health::v1::HealthCheckResponse::ServingStatus_Name(
+          response.status());
+  if (o.common.json) {
+    PrintJson(io, {{"server", o.common.connection.address},
+                   {"service", o.service},
+                   {"status", name}});
+  } else {
+    io.out << name << "\n";
+  }
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING
+             ? 0
+             : 1;
+}
+
+}  // namespace bnserve::client

@@ -1,0 +1,117 @@
+#include "client/bnctl/store_commands.h"
+
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <limits>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/bnctl/command_util.h"
+#include "client/bnctl/connection.h"
+#include "client/bnctl/snapshot_json.h"
+
+namespace bnserve::client {
+
+absl::StatusOr<v1::Snapshot> ReadSnapshotForExport(
+    store::SnapshotStore& store, const std::string& model,
+    std::optional<int64_t> version, std::optional<std::string> label) {
+  if (absl::Status s = store::ValidateModelName(model); !s.ok()) return s;
+  if (version) return store.Read(model, *version);
+  if (label) {
+    absl::StatusOr<int64_t> v = store.ResolveLabel(model, *label);
+    if (!v.ok()) return v.status();
+    return store.Read(model, *v);
+  }
+  return store::ReadLatestValid(store, model);
+}
+
+absl::StatusOr<int64_t> ImportSnapshotJson(store::SnapshotStore& store,
+                                           const std::string& model,
+                                           const std::string& json_text) {
+  if (absl::Status s = store::ValidateModelName(model); !s.ok()) return s;
+  absl::StatusOr<v1::Snapshot> snapshot = SnapshotFromJsonText(json_text);
+  if (!snapshot.ok()) return snapshot.status();
+  snapshot->set_model(std::string(model));
+  snapshot->set_version(0);
+  v1::Provenance* t = snapshot->mutable_training();
+  t->clear_job_id();
+  t->set_parent_version(0);
+  t->set_origin("import");
+  const absl::Time now = absl::Now();
+  const int64_t seconds = absl::ToUnixSeconds(now);
+  t->mutable_created()->set_seconds(seconds);
+  t->mutable_created()->set_nanos(static_cast<int32_t>(
+      absl::ToInt64Nanoseconds(now - absl::FromUnixSeconds(seconds))));
+  return store.Publish(*snapshot);
+}
+
+absl::StatusOr<int> RunExport(const ExportOptions& o, Io& io) {
+  absl::StatusOr<std::unique_ptr<store::SnapshotStore>> store =
+      store::OpenStore(o.store);
+  if (!store.ok()) return store.status();
+  absl::StatusOr<v1::Snapshot> snapshot =
+      ReadSnapshotForExport(**store, o.model, o.version, o.label);
+  if (!snapshot.ok()) return snapshot.status();
+  absl::StatusOr<std::string> text = SnapshotToJsonText(*snapshot);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(),
+                        absl::StrCat("model ", o.model, " version ",
+                                     snapshot->version(),
+                                     ": ", text.status().message()));
+  }
+  if (o.output.empty() || o.output == "-") {
+    io.out << *text;  // the snapshot itself is the one JSON object
+    io.out.flush();
+    return 0;
+  }
+  {
+    std::ofstream file(o.output, std::ios::binary | std::ios::trunc);
+    file << *text;
+    file.close();
+    if (!file) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("cannot write ", o.output));
+    }
+  }
+  if (o.json) {
+    PrintJson(io, {{"model", o.model},
+                   {"version", snapshot->version()},
+                   {"path", o.output}});
+  } else {
+    io.out << "exported model " << o.model << " version "
+           << snapshot->version() << " to " << o.output << "\n";
+  }
+  return 0;
+}
+
+absl::StatusOr<int> RunImport(const ImportOptions& o, Io& io) {
+  std::string text;
+  if (o.from == "-") {
+    text.assign(std::istreambuf_iterator<char>(std::cin),
+                std::istreambuf_iterator<char>());
+  } else {
+    absl::StatusOr<std::string> file = ReadWholeFile(o.from);
+    if (!file.ok()) return file.status();
+    text = *std::move(file);
+  }
+  absl::StatusOr<std::unique_ptr<store::SnapshotStore>> store =
+      store::OpenStore(o.store);
+  if (!store.ok()) return store.status();
+  absl::StatusOr<int64_t> version = ImportSnapshotJson(**store, o.model, text);
+  if (absl::IsInvalidArgument(version.status())) {
+    return absl::Status(version.status().code(),
+                        absl::StrCat(o.from, ": ", version.status().message()));
+  }
+  if (!version.ok()) return version.status();
+  if (o.json) {
+    PrintJson(io, {{"model", o.model}, {"version", *version}});
+  } else {
+    io.out << "imported model " << o.model << " version " << *version << "\n";
+  }
+  return 0;
+}
+
+}  // namespace bnserve::client

@@ -1,0 +1,324 @@
+// bnctl train: CSV -> CreateJob -> one Train stream for all epochs ->
+// published version (-> Recalibrate -> exact-statistics version).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <numeric>
+#include <ostream>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "bnserve/v1/trainer.grpc.pb.h"
+#include "client/bnctl/command_util.h"
+#include "client/bnctl/commands.h"
+#include "client/bnctl/dataset.h"
+
+namespace bnserve::client {
+namespace {
+
+// More classes than this is almost surely a regression target.
+constexpr int kMaxClasses = 10000;
+
+v1::Activation ActivationFromName(const std::string& name) {
+  if (name == "tanh") return v1::ACTIVATION_TANH;
+  if (name == "sigmoid") return v1::ACTIVATION_SIGMOID;
+  if (name == "identity") return v1::ACTIVATION_IDENTITY;
+  return v1::ACTIVATION_RELU;
+}
+
+// Follows the progress messages of one Train stream (called from the reader
+// thread only) and renders them on stderr: a progress bar on a terminal,
+// one plain line per epoch otherwise.
+class ProgressTracker {
+ public:
+  ProgressTracker(Io& io, bool classification, int epochs, int steps_per_epoch)
+      : io_(io),
+        classification_(classification),
+        epochs_(epochs),
+        steps_per_epoch_(steps_per_epoch) {}
+
+  void OnProgress(const v1::TrainProgress& p) {
+    if (p.published()) published_ = true;
+    last_version_ = p.last_published_version();
+    if (p.step() > last_step_) {
+      last_step_ = p.step();
+      const int64_t rows = std::max<int64_t>(1, p.examples_seen() - examples_);
+      examples_ = p.examples_seen();
+      ++steps_;
+      epoch_rows_ += static_cast<double>(rows);
+      epoch_loss_ += p.loss() * static_cast<double>(rows);
+      epoch_accuracy_ += p.accuracy() * static_cast<double>(rows);
+      examples_per_second_ = p.examples_per_second();
+      if (steps_ % steps_per_epoch_ == 0) EndEpoch();
+    }
+    if (io_.err_is_tty) {
+      DrawBar(/*force=*/false);
+    } else if (p.published() && steps_ % steps_per_epoch_ != 0) {
+      io_.err << "published version " << p.last_published_version()
+              << " at step " << p.step() << "\n";
+    }
+  }
+
+  // After the stream ended: the partial epoch (if the stream broke) counts
+  // as the last one; the bar gets its newline.
+  void Finish() {
+    if (epoch_rows_ > 0) EndEpoch();
+    if (io_.err_is_tty) {
+      DrawBar(/*force=*/true);
+      io_.err << "\n";
+    }
+    io_.err.flush();
+  }
+
+  bool published() const { return published_; }
+  int64_t last_version() const { return last_version_; }
+  int64_t steps() const { return steps_; }
+  int64_t examples() const { return examples_; }
+  double final_loss() const { return final_loss_; }
+  double final_accuracy() const { return final_accuracy_; }
+
+ private:
+  void EndEpoch() {
+    final_loss_ = epoch_loss_ / epoch_rows_;
+    final_accuracy_ = epoch_accuracy_ / epoch_rows_;
+    epoch_loss_ = epoch_accuracy_ = epoch_rows_ = 0.0;
+    const int64_t epoch = (steps_ + steps_per_epoch_ - 1) / steps_per_epoch_;
+    if (!io_.err_is_tty) {
+      io_.err << absl::StrFormat("epoch %d/%d  step %d  loss %.4f", epoch,
+                                 epochs_, steps_, final_loss_);
+      if (classification_) {
+        io_.err << absl::StrFormat("  accuracy %.4f", final_accuracy_);
+      }
+      io_.err << absl::StrFormat("  %.0f examples/s", examples_per_second_);
+      if (last_version_ > 0) io_.err << "  published v" << last_version_;
+      io_.err << "\n";
+      io_.err.flush();
+    }
+  }
+
+  void DrawBar(bool force) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!force && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
+    const int64_t total = int64_t{epochs_} * steps_per_epoch_;
+    const double fraction =
+        total > 0 ? std::min(1.0, static_cast<double>(steps_) / total) : 1.0;
+    constexpr int kWidth = 28;
+    const int filled = static_cast<int>(fraction * kWidth);
+    std::string bar(filled, '=');
+    if (filled < kWidth) bar += '>' + std::string(kWidth - filled - 1, ' ');
+    const int64_t epoch =
+        std::min<int64_t>(epochs_, steps_ / steps_per_epoch_ + 1);
+    // Running mean of the current epoch, or the last full epoch's.
+    const bool have_epoch = epoch_rows_ > 0;
+    const double loss = have_epoch ? epoch_loss_ / epoch_rows_ : final_loss_;
+    const double acc =
+        have_epoch ? epoch_accuracy_ / epoch_rows_ : final_accuracy_;
+    std::string line = absl::StrFormat(
+        "\r[%s] %3.0f%% epoch %d/%d step %d/%d loss %.4f", bar,
+        100.0 * fraction, epoch, epochs_, steps_, total, loss);
+    if (classification_) absl::StrAppendFormat(&line, " acc %.4f", acc);
+    absl::StrAppendFormat(&line, " %.0f ex/s", examples_per_second_);
+    if (last_version_ > 0) absl::StrAppend(&line, " v", last_version_);
+    io_.err << line << "\x1b[K";
+    io_.err.flush();
+  }
+
+  Io& io_;
+  const bool classification_;
+  const int epochs_;
+  const int steps_per_epoch_;
+  int64_t last_step_ = -1;
+  int64_t steps_ = 0;
+  int64_t examples_ = 0;
+  double epoch_rows_ = 0.0, epoch_loss_ = 0.0, epoch_accuracy_ = 0.0;
+  double final_loss_ = 0.0, final_accuracy_ = 0.0;
+  double examples_per_second_ = 0.0;
+  bool published_ = false;
+  int64_t last_version_ = 0;
+  std::chrono::steady_clock::time_point last_draw_{};
+};
+
+v1::CreateJobRequest MakeJobRequest(const TrainOptions& o,
+                                    const Dataset& dataset, int num_classes) {
+  const bool classification = o.task == "classification";
+  const bool from_scratch = !o.from_version && !o.from_label;
+  v1::CreateJobRequest req;
+  req.set_model(o.model);
+  v1::NetworkSpec* spec = req.mutable_spec();
+  spec->set_input_features(dataset.data.features);
+  spec->set_task(classification ? v1::TASK_CLASSIFICATION
+                                : v1::TASK_REGRESSION);
+  // When continuing, the stored model decides the number of classes (this
+  // file may lack the largest one); the trainer checks the labels.
+  if (from_scratch) spec->set_output_dim(classification ? num_classes : 1);
+  for (int width : o.hidden) spec->add_hidden(width);
+  spec->set_hidden_activation(ActivationFromName(o.activation));
+  spec->mutable_batch_norm()->set_momentum(o.bn_momentum);
+  v1::OptimizerSpec* opt = req.mutable_optimizer();
+  opt->set_kind(o.optimizer == "adam" ? v1::OptimizerSpec::ADAM
+                                      : v1::OptimizerSpec::SGD);
+  opt->set_learning_rate(o.lr);
+  if (o.momentum) opt->set_momentum(*o.momentum);
+  opt->set_weight_decay(o.weight_decay);
+  req.set_seed(o.seed);
+  req.mutable_publish()->set_every_n_steps(o.publish_every);
+  req.mutable_publish()->set_on_stream_close(true);
+  if (o.from_version) req.set_from_version(*o.from_version);
+  if (o.from_label) req.set_from_label(*o.from_label);
+  for (const std::string& name : dataset.data.feature_names) {
+    req.add_feature_names(name);
+  }
+  if (classification && from_scratch) {
+    for (int k = 0; k < num_classes; ++k) req.add_class_names(absl::StrCat(k));
+  }
+  return req;
+}
+
+}  // namespace
+
+absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
+  const bool classification = o.task == "classification";
+  absl::StatusOr<Dataset> dataset = LoadDataset(o.data, o.label_column);
+  if (!dataset.ok()) return dataset.status();
+  const LabeledData& data = dataset->data;
+  int num_classes = 0;
+  std::vector<int32_t> class_ids;
+  if (classification) {
+    absl::StatusOr<std::vector<int32_t>> ids =
+        ClassLabels(*dataset, kMaxClasses, &num_classes);
+    if (!ids.ok()) return ids.status();
+    class_ids = *std::move(ids);
+  }
+  absl::StatusOr<std::vector<int>> sizes = BatchSizes(data.rows, o.batch_size);
+  if (!sizes.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(o.data, ": ", sizes.status().message()));
+  }
+  absl::StatusOr<Connection> connection =
+      Connection::Open(o.common.connection);
+  if (!connection.ok()) return connection.status();
+  std::unique_ptr<v1::Trainer::Stub> stub =
+      v1::Trainer::NewStub(connection->channel());
+
+  v1::Job job;
+  {
+    grpc::ClientContext context;
+    connection->Prepare(&context, kUnaryTimeout);
+    grpc::Status status = stub->CreateJob(
+        &context, MakeJobRequest(o, *dataset, num_classes), &job);
+    if (!status.ok()) return RpcError(status, "creating the training job");
+  }
+  if (!o.common.json) {
+    io.err << "job " << job.job_id() << ": " << data.rows << " examples x "
+           << data.features << " features"
+           << (classification ? absl::StrCat(", ", num_classes, " classes")
+                              : std::string(", regression"))
+           << ", " << o.epochs << " epochs of " << sizes->size()
+           << " minibatches\n";
+  }
+
+  // One stream for all epochs: a writer (this thread) and a reader thread
+  // that follows the progress messages. Flow control is the backpressure.
+  ProgressTracker tracker(io, classification, o.epochs,
+                          static_cast<int>(sizes->size()));
+  grpc::ClientContext context;
+  connection->Prepare(&context);
+  std::unique_ptr<grpc::ClientReaderWriter<v1::TrainRequest, v1::TrainProgress>>
+      stream = stub->Train(&context);
+  std::thread reader([&] {
+    v1::TrainProgress progress;
+    while (stream->Read(&progress)) tracker.OnProgress(progress);
+  });
+  std::mt19937_64 rng(o.seed);
+  std::vector<int> order(data.rows);
+  std::iota(order.begin(), order.end(), 0);
+  bool first = true;
+  bool broken = false;
+  for (int epoch = 0; epoch < o.epochs && !broken; ++epoch) {
+    if (!o.no_shuffle) Shuffle(order, rng);
+    int begin = 0;
+    for (int size : *sizes) {
+      v1::TrainRequest request;
+      if (first) request.set_job_id(job.job_id());
+      first = false;
+      v1::Minibatch* batch = request.mutable_batch();
+      FillFeatures(data, order, begin, size, batch);
+      for (int i = begin; i < begin + size; ++i) {
+        if (classification) {
+          batch->add_labels(class_ids[order[i]]);
+        } else {
+          batch->add_targets(data.labels[order[i]]);
+        }
+      }
+      if (!stream->Write(request)) {
+        broken = true;  // the server ended the call; Finish() says why
+        break;
+      }
+      begin += size;
+    }
+  }
+  stream->WritesDone();
+  reader.join();
+  grpc::Status status = stream->Finish();
+  tracker.Finish();
+  if (!status.ok()) return RpcError(status, "training stream");
+
+  int64_t version = tracker.last_version();
+  if (version <= 0) {
+    // Older or differently configured trainers: ask the job.
+    grpc::ClientContext get_context;
+    connection->Prepare(&get_context, kUnaryTimeout);
+    v1::GetJobRequest get;
+    get.set_job_id(job.job_id());
+    v1::Job done;
+    grpc::Status s = stub->GetJob(&get_context, get, &done);
+    if (!s.ok()) return RpcError(s, "reading the job");
+    version = done.last_published_version();
+  }
+  if (version <= 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the trainer did not publish job ", job.job_id()));
+  }
+
+  nlohmann::json result = {{"model", o.model},
+                           {"job_id", job.job_id()},
+                           {"version", version},
+                           {"steps", tracker.steps()},
+                           {"examples", tracker.examples()},
+                           {"final_loss", tracker.final_loss()}};
+  if (classification) result["train_accuracy"] = tracker.final_accuracy();
+  if (!o.common.json) {
+    io.out << "published model " << o.model << " version " << version
+           << absl::StrFormat(" (steps %d, examples %d, final loss %.4f",
+                              tracker.steps(), tracker.examples(),
+                              tracker.final_loss());
+    if (classification) {
+      io.out << absl::StrFormat(", train accuracy %.4f",
+                                tracker.final_accuracy());
+    }
+    io.out << ")\n";
+    io.out.flush();
+  }
+
+  if (o.recalibrate) {
+    absl::StatusOr<v1::PublishResponse> recal = StreamRecalibration(
+        *connection, *stub, job.job_id(), *dataset, std::max(256, o.batch_size));
+    if (!recal.ok()) return recal.status();
+    result["recalibrated_version"] = recal->version();
+    result["recalibrated_examples"] = recal->stats_examples();
+    if (!o.common.json) {
+      io.out << "published model " << o.model << " version "
+             << recal->version()
+             << " with exact batch-norm statistics over "
+             << recal->stats_examples() << " examples\n";
+    }
+  }
+  if (o.common.json) PrintJson(io, result);
+  return 0;
+}
+
+}  // namespace bnserve::client
