@@ -1,11 +1,90 @@
 #!/usr/bin/env bash
-# The README's first command: install, build, and run the digits demo.
+# The README's first command: install, build, then the digits demo on the
+# embedded file store. Starts bnserve-trainer and bnserve-inference on
+# loopback ports with a temporary store, trains digits over RPC with bnctl,
+# predicts every test example one request at a time (first with the EMA
+# running statistics, then with exact recalibrated statistics), prints the
+# accuracies and latency percentiles, and stops both servers with SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
-bash scripts/build.sh
-# In-process for now: train [128, 64] on digits, predict each test example on
-# its own with the running statistics, print the accuracy.
-./build/tests/model/trainer_test --gtest_filter='*Digits*' \
-  --gtest_output=json:/tmp/bnserve-demo.json
-grep -o '"accuracy_ema": "[0-9.]*"' /tmp/bnserve-demo.json
+if [[ "${SKIP_BUILD:-}" != 1 ]]; then
+  bash scripts/install-deps.sh
+  TARGETS="bnserve-trainer bnserve-inference bnctl" bash scripts/build.sh
+fi
+build=${BUILD_DIR:-build}
+bnctl=$build/client/bnctl/bnctl
+work=$(mktemp -d /tmp/bnserve-demo.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+trainer_port=$(free_port)
+inference_port=$(free_port)
+
+echo "== store: $work/store (embedded file store)"
+"$build/server/trainer/bnserve-trainer" --host 127.0.0.1 --port "$trainer_port" \
+  --store "$work/store" 2>"$work/trainer.log" &
+pids+=($!)
+"$build/server/inference/bnserve-inference" --host 127.0.0.1 --port "$inference_port" \
+  --metrics_port 0 --store "$work/store" --models digits 2>"$work/inference.log" &
+pids+=($!)
+
+for _ in $(seq 100); do
+  "$bnctl" health --server "127.0.0.1:$trainer_port" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+echo "== training digits [128, 64] over gRPC (trainer 127.0.0.1:$trainer_port)"
+"$bnctl" train --trainer "127.0.0.1:$trainer_port" --model digits \
+  --data data/digits/train.csv --hidden 128,64 --epochs 15 --batch-size 64 \
+  --lr 0.05 --momentum 0.9 --seed 1 --recalibrate --json >"$work/train.json"
+ema_version=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$work/train.json")
+exact_version=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["recalibrated_version"])' "$work/train.json")
+
+for _ in $(seq 100); do
+  "$bnctl" health --server "127.0.0.1:$inference_port" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+echo "== predicting 450 test examples, one Predict RPC each (inference 127.0.0.1:$inference_port)"
+"$bnctl" predict --server "127.0.0.1:$inference_port" --model digits \
+  --data data/digits/test.csv --version "$ema_version" --json >"$work/ema.json"
+"$bnctl" predict --server "127.0.0.1:$inference_port" --model digits \
+  --data data/digits/test.csv --version "$exact_version" --json >"$work/exact.json"
+
+/usr/bin/python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+train = json.load(open(f"{work}/train.json"))
+ema = json.load(open(f"{work}/ema.json"))
+exact = json.load(open(f"{work}/exact.json"))
+print(f"trained: {train['steps']} steps, {train['examples']} examples, "
+      f"final loss {train['final_loss']:.4f}, train accuracy {train['train_accuracy']:.3f}")
+for name, r, v in (("EMA running statistics", ema, train["version"]),
+                   ("exact recalibrated statistics", exact, train["recalibrated_version"])):
+    lat = r["latency_us"]
+    print(f"version {v} ({name}): accuracy {r['accuracy']*100:.2f}% on {r['examples']} "
+          f"single-example requests; latency p50 {lat['p50']:.0f} us, "
+          f"p90 {lat['p90']:.0f} us, p99 {lat['p99']:.0f} us")
+if ema["accuracy"] < 0.95:
+    sys.exit("accuracy below 95%")
+PY
+
+echo "== stopping both servers with SIGTERM"
+for pid in "${pids[@]}"; do kill -TERM "$pid"; done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+pids=()
+if [[ $status -ne 0 ]]; then
+  echo "a server exited with status $status" >&2
+  cat "$work"/*.log >&2
+  exit 1
+fi
+echo "both servers exited cleanly"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds the whole project with AddressSanitizer + UndefinedBehaviorSanitizer
+# in ${BUILD_DIR:-build-asan} and runs the whole ctest suite under them.
+# Any ASan report, UBSan report or leak (outside the suppressed gRPC/protobuf
+# internals, see scripts/lsan.supp) fails the test that triggered it.
+#
+#   bash scripts/sanitize.sh            # build + every test
+#   bash scripts/sanitize.sh -L store   # extra arguments go to ctest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+build_dir=${BUILD_DIR:-build-asan}
+jobs=${JOBS:-$(nproc)}
+
+start=$SECONDS
+# -fno-sanitize-recover: a UBSan report aborts the test instead of scrolling
+# by in a passing test's log.
+cmake -S . -B "$build_dir" -G Ninja \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DBNSERVE_SANITIZE=address,undefined \
+  -DCMAKE_CXX_FLAGS="-fno-sanitize-recover=all" >/dev/null
+ninja -C "$build_dir" -j"$jobs"
+echo "sanitize.sh: build took $((SECONDS - start)) s"
+
+export ASAN_OPTIONS=detect_leaks=1:strict_init_order=1:detect_stack_use_after_return=1:check_initialization_order=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export LSAN_OPTIONS=suppressions=$root/scripts/lsan.supp:print_suppressions=0
+test_start=$SECONDS
+cd "$build_dir"
+ctest -j"$jobs" --output-on-failure --timeout 900 "$@"
+echo "sanitize.sh: tests took $((SECONDS - test_start)) s, total $((SECONDS - start)) s"
