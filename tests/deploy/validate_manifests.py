@@ -1,0 +1,331 @@
+#!/usr/bin/python3
+"""Static checks of the deployment files: Dockerfile, deploy/compose*.yaml and
+deploy/k8s/*.yaml.
+
+Every YAML file must parse, and the pieces must fit together: compose health
+checks probe the ports the services listen on, depends_on names existing
+services with health conditions; Kubernetes objects are well formed, Service
+selectors and target ports match a Deployment, the HPA scales an existing
+Deployment, env/volume references name objects that exist, the kustomization
+lists every manifest, probes point at declared container ports.
+
+Usage: validate_manifests.py [REPO_ROOT]   (default: two levels up)
+Exit 0 when all checks pass, 1 on failures (each printed), 77 when PyYAML is
+missing (Debian: python3-yaml).
+"""
+import os
+import re
+import sys
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover
+    print("SKIP: PyYAML is not installed (apt-get install python3-yaml)")
+    sys.exit(77)
+
+ROOT = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
+                       os.path.join(os.path.dirname(__file__), "..", ".."))
+DEPLOY = os.path.join(ROOT, "deploy")
+K8S = os.path.join(DEPLOY, "k8s")
+
+failures = []
+checks = 0
+
+
+def check(cond, message):
+    global checks
+    checks += 1
+    if not cond:
+        failures.append(message)
+    return cond
+
+
+def load_all(path):
+    with open(path, encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+# ------------------------------------------------------------------ Dockerfile
+def check_dockerfile():
+    path = os.path.join(ROOT, "Dockerfile")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    # Join continuation lines into instructions.
+    instructions = []
+    for line in re.sub(r"\\\n", " ", text).splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            instructions.append(line)
+    froms = [i.split()[1] for i in instructions if i.upper().startswith("FROM ")]
+    check(len(froms) >= 2, "Dockerfile: expected a multi-stage build")
+    check(any(re.search(r"debian:bookworm$", f) for f in froms),
+          "Dockerfile: builder should be FROM debian:bookworm")
+    check(froms and froms[-1].endswith("debian:bookworm-slim"),
+          "Dockerfile: runtime stage should be FROM debian:bookworm-slim")
+    check("scripts/install-deps.sh" in text,
+          "Dockerfile: builder must use scripts/install-deps.sh")
+    check(re.search(r"\bctest\b", text) is not None,
+          "Dockerfile: tests must run in the build stage")
+    users = [i.split()[1] for i in instructions if i.upper().startswith("USER ")]
+    check(users and not users[-1].startswith(("root", "0")),
+          "Dockerfile: the final USER must not be root")
+    exposed = set()
+    for i in instructions:
+        if i.upper().startswith("EXPOSE "):
+            exposed.update(p.split("/")[0] for p in i.split()[1:])
+    check({"50051", "50052", "9090"} <= exposed,
+          f"Dockerfile: EXPOSE 50051 50052 9090 (have {sorted(exposed)})")
+    check(any(i.upper().startswith("HEALTHCHECK ") for i in instructions),
+          "Dockerfile: HEALTHCHECK missing")
+    check(os.access(os.path.join(DEPLOY, "bnserve-healthcheck"), os.X_OK),
+          "deploy/bnserve-healthcheck must exist and be executable")
+    for binary in ("bnserve-trainer", "bnserve-inference", "bnctl"):
+        check(binary in text, f"Dockerfile: {binary} is not installed")
+    ignore = os.path.join(ROOT, ".dockerignore")
+    check(os.path.exists(ignore), ".dockerignore missing")
+    if os.path.exists(ignore):
+        with open(ignore, encoding="utf-8") as f:
+            entries = {l.strip() for l in f if l.strip() and not l.startswith("#")}
+        check(".git" in entries and any(e.startswith("build") for e in entries),
+              ".dockerignore must exclude .git and build trees")
+
+
+# ------------------------------------------------------------------ compose
+def host_port(mapping):
+    # "127.0.0.1:50052:50052" -> ("127.0.0.1", "50052", "50052")
+    parts = str(mapping).split(":")
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else (None, *parts[-2:])
+
+
+def check_compose():
+    main_path = os.path.join(DEPLOY, "compose.yaml")
+    docs = load_all(main_path)
+    if not check(len(docs) == 1 and isinstance(docs[0], dict),
+                 "compose.yaml: one mapping expected"):
+        return
+    compose = docs[0]
+    services = compose.get("services", {})
+    volumes = compose.get("volumes", {}) or {}
+    check({"redis", "trainer", "inference-1", "inference-2"} <= set(services),
+          f"compose.yaml: services are {sorted(services)}")
+    redis = services.get("redis", {})
+    cmd = " ".join(map(str, redis.get("command", [])))
+    check("--appendonly yes" in cmd, "compose.yaml: redis must run with --appendonly yes")
+    seen_ports = set()
+    for name, svc in services.items():
+        for p in svc.get("ports", []):
+            ip, published, _ = host_port(p)
+            check(ip == "127.0.0.1", f"compose.yaml: {name} publishes {p} beyond loopback")
+            check(published not in seen_ports, f"compose.yaml: host port {published} used twice")
+            seen_ports.add(published)
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            check(dep in services, f"compose.yaml: {name} depends on unknown {dep}")
+            check(cond.get("condition") == "service_healthy",
+                  f"compose.yaml: {name} -> {dep} should wait for service_healthy")
+        for v in svc.get("volumes", []):
+            source = str(v).split(":")[0]
+            if not source.startswith(("/", ".")):
+                check(source in volumes, f"compose.yaml: {name} uses undeclared volume {source}")
+        check("healthcheck" in svc, f"compose.yaml: {name} has no healthcheck")
+    check("bnserve-store" in volumes, "compose.yaml: the bnserve-store volume is missing")
+    for name in ("trainer", "inference-1", "inference-2"):
+        svc = services.get(name, {})
+        env = svc.get("environment", {})
+        check(str(env.get("BNSERVE_STORE", "")).startswith("redis://redis:6379"),
+              f"compose.yaml: {name} should use the redis store")
+        port = str(env.get("BNSERVE_PORT", ""))
+        test = svc.get("healthcheck", {}).get("test", [])
+        check(test[:3] == ["CMD", "bnctl", "health"] and f"localhost:{port}" in test,
+              f"compose.yaml: {name} healthcheck must be bnctl health on localhost:{port}")
+        targets = {host_port(p)[2] for p in svc.get("ports", [])}
+        check(port in targets, f"compose.yaml: {name} does not publish its port {port}")
+        check("redis" in (svc.get("depends_on") or {}),
+              f"compose.yaml: {name} should depend on redis")
+        check(svc.get("image") == services["trainer"].get("image"),
+              f"compose.yaml: {name} should use the same image as the trainer")
+
+    override_path = os.path.join(DEPLOY, "compose.file-store.yaml")
+    if check(os.path.exists(override_path), "compose.file-store.yaml missing"):
+        override = load_all(override_path)[0]
+        for name, svc in override.get("services", {}).items():
+            check(name in services, f"compose.file-store.yaml: unknown service {name}")
+            check(svc.get("environment", {}).get("BNSERVE_STORE", "").startswith("/"),
+                  f"compose.file-store.yaml: {name} should use a file store")
+            for v in svc.get("volumes", []):
+                check(str(v).split(":")[0] in volumes,
+                      f"compose.file-store.yaml: {name} volume {v} is not declared")
+
+
+# ------------------------------------------------------------------ k8s
+def container_ports(container):
+    ports = {}
+    for p in container.get("ports", []):
+        ports[p["containerPort"]] = p.get("name")
+    return ports
+
+
+def port_matches(ref, ports):
+    if isinstance(ref, int):
+        return ref in ports
+    return ref in ports.values()
+
+
+def check_k8s():
+    files = sorted(f for f in os.listdir(K8S) if f.endswith((".yaml", ".yml")))
+    objects = []
+    kustomization = None
+    for f in files:
+        for doc in load_all(os.path.join(K8S, f)):
+            if doc.get("kind") == "Kustomization":
+                kustomization = (f, doc)
+                continue
+            objects.append((f, doc))
+    by_kind = {}
+    for f, o in objects:
+        ok = check(all(k in o for k in ("apiVersion", "kind", "metadata")),
+                   f"k8s/{f}: object without apiVersion/kind/metadata")
+        if ok:
+            check("name" in o["metadata"], f"k8s/{f}: {o['kind']} without a name")
+            by_kind.setdefault(o["kind"], {})[o["metadata"].get("name")] = o
+            if o["kind"] != "Namespace":
+                check(o["metadata"].get("namespace") == "bnserve",
+                      f"k8s/{f}: {o['kind']}/{o['metadata'].get('name')} not in namespace bnserve")
+
+    if check(kustomization is not None, "k8s: kustomization.yaml missing"):
+        listed = set(kustomization[1].get("resources", []))
+        manifest_files = {f for f, _ in objects}
+        check(listed == manifest_files,
+              f"k8s/kustomization.yaml lists {sorted(listed)}, files are {sorted(manifest_files)}")
+
+    deployments = by_kind.get("Deployment", {})
+    for name in ("redis", "bnserve-trainer", "bnserve-inference"):
+        check(name in deployments, f"k8s: Deployment {name} missing")
+    for name in ("redis", "bnserve-trainer", "bnserve-inference"):
+        check(name in by_kind.get("Service", {}), f"k8s: Service {name} missing")
+    configmaps = by_kind.get("ConfigMap", {})
+    secrets = by_kind.get("Secret", {})
+    pvcs = by_kind.get("PersistentVolumeClaim", {})
+
+    for dname, d in deployments.items():
+        check(d["apiVersion"] == "apps/v1", f"k8s: Deployment {dname} apiVersion")
+        spec = d.get("spec", {})
+        selector = spec.get("selector", {}).get("matchLabels", {})
+        tmpl = spec.get("template", {})
+        labels = tmpl.get("metadata", {}).get("labels", {})
+        check(selector and all(labels.get(k) == v for k, v in selector.items()),
+              f"k8s: Deployment {dname} selector does not match its template labels")
+        pod = tmpl.get("spec", {})
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for v in volumes.values():
+            if "secret" in v:
+                check(v["secret"]["secretName"] in secrets,
+                      f"k8s: {dname} mounts unknown Secret {v['secret']['secretName']}")
+            if "configMap" in v:
+                check(v["configMap"]["name"] in configmaps,
+                      f"k8s: {dname} mounts unknown ConfigMap {v['configMap']['name']}")
+            if "persistentVolumeClaim" in v:
+                check(v["persistentVolumeClaim"]["claimName"] in pvcs,
+                      f"k8s: {dname} uses unknown PVC")
+        containers = pod.get("containers", [])
+        check(containers, f"k8s: Deployment {dname} has no containers")
+        for c in containers:
+            cname = f"{dname}/{c.get('name')}"
+            check("image" in c, f"k8s: {cname} has no image")
+            res = c.get("resources", {})
+            for part in ("requests", "limits"):
+                check({"cpu", "memory"} <= set(res.get(part, {})),
+                      f"k8s: {cname} needs cpu and memory {part}")
+            ports = container_ports(c)
+            for probe_name in ("readinessProbe", "livenessProbe"):
+                probe = c.get(probe_name)
+                if not check(probe is not None, f"k8s: {cname} has no {probe_name}"):
+                    continue
+                for kind in ("grpc", "tcpSocket", "httpGet"):
+                    if kind in probe:
+                        check(port_matches(probe[kind]["port"], ports),
+                              f"k8s: {cname} {probe_name} port {probe[kind]['port']} not declared")
+            for ef in c.get("envFrom", []):
+                if "configMapRef" in ef:
+                    check(ef["configMapRef"]["name"] in configmaps,
+                          f"k8s: {cname} envFrom unknown ConfigMap")
+                if "secretRef" in ef:
+                    check(ef["secretRef"]["name"] in secrets,
+                          f"k8s: {cname} envFrom unknown Secret")
+            mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+            for m in mounts:
+                check(m in volumes, f"k8s: {cname} mounts undeclared volume {m}")
+            env = {e["name"]: e for e in c.get("env", [])}
+            token = env.get("BNSERVE_TOKEN_FILE", {}).get("value")
+            if token:
+                secret_mounts = [mounts[n]["mountPath"] for n in mounts
+                                 if "secret" in volumes.get(n, {})]
+                check(any(token.startswith(p.rstrip("/") + "/") for p in secret_mounts),
+                      f"k8s: {cname} BNSERVE_TOKEN_FILE {token} is not in a mounted Secret")
+                key = os.path.basename(token)
+                secret_names = [volumes[n]["secret"]["secretName"] for n in mounts
+                                if "secret" in volumes.get(n, {})]
+                check(any(key in secrets[s].get("stringData", {}) or
+                          key in secrets[s].get("data", {}) for s in secret_names
+                          if s in secrets),
+                      f"k8s: {cname} token key {key} missing from its Secret")
+
+    trainer = deployments.get("bnserve-trainer")
+    if trainer:
+        c = trainer["spec"]["template"]["spec"]["containers"][0]
+        check(c.get("readinessProbe", {}).get("grpc", {}).get("port") == 50051,
+              "k8s: trainer readiness must be a native gRPC probe on 50051")
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        check("BNSERVE_TOKEN_FILE" in env, "k8s: trainer must read its token file")
+    inference = deployments.get("bnserve-inference")
+    if inference:
+        c = inference["spec"]["template"]["spec"]["containers"][0]
+        check(c.get("readinessProbe", {}).get("grpc", {}).get("port") == 50052,
+              "k8s: inference readiness must be a native gRPC probe on 50052")
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        check(env.get("BNSERVE_PORT") == "50052", "k8s: inference BNSERVE_PORT")
+
+    for sname, s in by_kind.get("Service", {}).items():
+        selector = s.get("spec", {}).get("selector", {})
+        targets = [d for d in deployments.values()
+                   if selector and all(d["spec"]["template"]["metadata"]["labels"].get(k) == v
+                                       for k, v in selector.items())]
+        if not check(targets, f"k8s: Service {sname} selects no Deployment"):
+            continue
+        ports = {}
+        for c in targets[0]["spec"]["template"]["spec"]["containers"]:
+            ports.update(container_ports(c))
+        for p in s["spec"].get("ports", []):
+            check(port_matches(p.get("targetPort", p["port"]), ports),
+                  f"k8s: Service {sname} targetPort {p.get('targetPort')} not a container port")
+
+    hpas = by_kind.get("HorizontalPodAutoscaler", {})
+    check(hpas, "k8s: no HorizontalPodAutoscaler")
+    for hname, h in hpas.items():
+        check(h["apiVersion"] == "autoscaling/v2", f"k8s: HPA {hname} must be autoscaling/v2")
+        ref = h["spec"]["scaleTargetRef"]
+        check(ref.get("kind") == "Deployment" and ref.get("name") in deployments,
+              f"k8s: HPA {hname} scales unknown {ref}")
+        check(1 <= h["spec"].get("minReplicas", 1) <= h["spec"]["maxReplicas"],
+              f"k8s: HPA {hname} replica bounds")
+        check(h["spec"].get("metrics"), f"k8s: HPA {hname} has no metrics")
+
+    cm = configmaps.get("bnserve-config", {})
+    check(str(cm.get("data", {}).get("BNSERVE_STORE", "")).startswith("redis://"),
+          "k8s: ConfigMap bnserve-config must set BNSERVE_STORE to Redis")
+    for key, value in cm.get("data", {}).items():
+        check(key.startswith("BNSERVE_") and isinstance(value, str),
+              f"k8s: ConfigMap key {key} must be a BNSERVE_* string")
+
+
+def main():
+    check_dockerfile()
+    check_compose()
+    check_k8s()
+    for f in failures:
+        print("FAIL:", f)
+    print(f"{checks - len(failures)} passed, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
