@@ -599,7 +599,7 @@ TEST_F(BnctlServerTest, PredictOneExample) {
   EXPECT_EQ(j["version"], 7);
   EXPECT_EQ(j["probabilities"].size(), 3u);
   Result text = RunBnctl({"predict", "--server", address_, "--model", "cls",
-                          "--features=-2,1,2"},
+                          "--features=-3,1,2"},
                          tmp_);
   ASSERT_EQ(text.code, 0) << text.err;
   EXPECT_THAT(text.out, HasSubstr("version 7: class 0"));
