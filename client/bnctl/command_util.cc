@@ -57,8 +57,9 @@ absl::Status RpcError(const grpc::Status& status, const std::string& doing) {
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
     absl::StrAppend(&message, " (is the server running at that address?)");
   }
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      doing.empty() ? message : absl::StrCat(doing, ": ", message));
+  return absl::Status(
+      static_cast<absl::StatusCode>(status.error_code()),
+      doing.empty() ? message : absl::StrCat(doing, ": ", message));
 }
 
 }  // namespace bnserve::client

@@ -43,9 +43,8 @@ absl::StatusOr<Dataset> ParseDataset(absl::string_view text,
                                      " (choose it with --label-column)"));
   }
   if (data->features < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": no feature columns besides '", label_column,
-                     "'"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": no feature columns besides '", label_column, "'"));
   }
   Dataset dataset;
   dataset.source = source;
@@ -90,10 +89,11 @@ absl::StatusOr<std::vector<int32_t>> ClassLabels(const Dataset& dataset,
     max_id = std::max(max_id, ids.back());
   }
   if (max_id < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        dataset.source, ": classification needs at least 2 classes, but the "
-                        "largest label is ",
-        max_id));
+    return absl::InvalidArgumentError(
+        absl::StrCat(dataset.source,
+                     ": classification needs at least 2 classes, but the "
+                     "largest label is ",
+                     max_id));
   }
   *num_classes = max_id + 1;
   return ids;

@@ -19,7 +19,7 @@ namespace bnserve::client {
 
 // A labelled CSV file with the line number of each data row.
 struct Dataset {
-  std::string source;    // the path, for messages
+  std::string source;  // the path, for messages
   std::string label_column;
   LabeledData data;
   std::vector<int> lines;  // data.rows 1-based line numbers

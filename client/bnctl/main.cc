@@ -117,8 +117,9 @@ int Main(int argc, char** argv) {
           ->add_option("--momentum", momentum,
                        "SGD momentum in [0, 1) (PyTorch's definition)")
           ->check(CLI::Range(0.0f, 0.999999f));
-  train_cmd->add_option("--weight-decay", train.weight_decay,
-                        "L2 penalty added to the gradient")
+  train_cmd
+      ->add_option("--weight-decay", train.weight_decay,
+                   "L2 penalty added to the gradient")
       ->check(CLI::Range(0.0f, 1e6f));
   train_cmd
       ->add_option("--bn-momentum", train.bn_momentum,
@@ -133,9 +134,9 @@ int Main(int argc, char** argv) {
   std::string from_label;
   CLI::Option* from_version_opt = train_cmd->add_option(
       "--from-version", from_version, "continue from this published version");
-  CLI::Option* from_label_opt = train_cmd->add_option(
-      "--from-label", from_label,
-      "continue from the version this label points at");
+  CLI::Option* from_label_opt =
+      train_cmd->add_option("--from-label", from_label,
+                            "continue from the version this label points at");
   from_version_opt->excludes(from_label_opt);
   train_cmd
       ->add_option("--publish-every", train.publish_every,
@@ -205,7 +206,8 @@ int Main(int argc, char** argv) {
   label_delete->add_option("--label", reg.label, "label name")->required();
 
   CLI::App* delete_cmd = app.add_subcommand(
-      "delete-version", "Delete a version (refused while a label points at it)");
+      "delete-version",
+      "Delete a version (refused while a label points at it)");
   AddConnection(delete_cmd, &reg.common, "--trainer", "localhost:50051",
                 "trainer");
   delete_cmd->add_option("--model", reg.model, "model name")->required();
@@ -263,9 +265,10 @@ int Main(int argc, char** argv) {
       "export",
       "Write a snapshot from a store as JSON (spec, parameters, running "
       "statistics and their provenance) that numpy/PyTorch can load");
-  export_cmd->add_option("--store", exp.store,
-                         "store URI: a directory, file:///abs/path, "
-                         "redis://host:port[/db]")
+  export_cmd
+      ->add_option("--store", exp.store,
+                   "store URI: a directory, file:///abs/path, "
+                   "redis://host:port[/db]")
       ->required();
   export_cmd->add_option("--model", exp.model, "model name")->required();
   int64_t export_version = 0;

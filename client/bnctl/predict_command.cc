@@ -41,8 +41,7 @@ class Predictor {
     connection_.Prepare(&context, kPredictTimeout);
     Answer answer;
     const auto start = std::chrono::steady_clock::now();
-    grpc::Status status =
-        stub_->Predict(&context, request_, &answer.response);
+    grpc::Status status = stub_->Predict(&context, request_, &answer.response);
     answer.latency_us = std::chrono::duration<double, std::micro>(
                             std::chrono::steady_clock::now() - start)
                             .count();
@@ -88,7 +87,8 @@ absl::StatusOr<int> PredictOne(const PredictOptions& o, Predictor& predictor,
   io.out << "model " << r.model() << " version " << r.version() << ": ";
   if (classification) {
     io.out << "class " << r.class_id();
-    if (!r.class_name().empty() && r.class_name() != absl::StrCat(r.class_id())) {
+    if (!r.class_name().empty() &&
+        r.class_name() != absl::StrCat(r.class_id())) {
       io.out << " (" << r.class_name() << ")";
     }
     const float p = r.class_id() >= 0 && r.class_id() < r.probabilities_size()
@@ -179,8 +179,7 @@ absl::StatusOr<int> PredictFile(const PredictOptions& o, Predictor& predictor,
 }  // namespace
 
 absl::StatusOr<int> RunPredict(const PredictOptions& o, Io& io) {
-  absl::StatusOr<Connection> connection =
-      Connection::Open(o.common.connection);
+  absl::StatusOr<Connection> connection = Connection::Open(o.common.connection);
   if (!connection.ok()) return connection.status();
   Predictor predictor(*connection, o);
   if (!o.features.empty()) return PredictOne(o, predictor, io);

@@ -101,8 +101,8 @@ absl::StatusOr<int> RunVersions(const RegistryOptions& o, Io& io) {
     for (const v1::VersionInfo& v : response.versions()) {
       versions.push_back(
           {{"version", v.version()},
-           {"labels", std::vector<std::string>(v.labels().begin(),
-                                               v.labels().end())}});
+           {"labels",
+            std::vector<std::string>(v.labels().begin(), v.labels().end())}});
     }
     PrintJson(io, {{"model", o.model}, {"versions", versions}});
   } else {
@@ -143,8 +143,8 @@ absl::StatusOr<int> RunLabelDelete(const RegistryOptions& o, Io& io) {
   request.set_model(o.model);
   request.set_label(o.label);
   v1::DeleteLabelResponse response;
-  absl::Status s = Call(*t, &v1::Trainer::Stub::DeleteLabel, request,
-                        &response, "deleting the label");
+  absl::Status s = Call(*t, &v1::Trainer::Stub::DeleteLabel, request, &response,
+                        "deleting the label");
   if (!s.ok()) return s;
   if (o.common.json) {
     PrintJson(io, {{"model", o.model}, {"label", o.label}, {"deleted", true}});
@@ -168,8 +168,7 @@ absl::StatusOr<int> RunDeleteVersion(const RegistryOptions& o, Io& io) {
     PrintJson(io,
               {{"model", o.model}, {"version", o.version}, {"deleted", true}});
   } else {
-    io.out << "model " << o.model << ": version " << o.version
-           << " deleted\n";
+    io.out << "model " << o.model << ": version " << o.version << " deleted\n";
   }
   return 0;
 }
@@ -190,8 +189,8 @@ absl::StatusOr<int> RunJobs(const RegistryOptions& o, Io& io) {
     v1::ListJobsRequest request;
     request.set_model(o.model);
     v1::ListJobsResponse response;
-    absl::Status s = Call(*t, &v1::Trainer::Stub::ListJobs, request,
-                          &response, "listing jobs");
+    absl::Status s = Call(*t, &v1::Trainer::Stub::ListJobs, request, &response,
+                          "listing jobs");
     if (!s.ok()) return s;
     jobs.assign(response.jobs().begin(), response.jobs().end());
   }
@@ -229,11 +228,12 @@ absl::StatusOr<int> RunPublish(const RegistryOptions& o, Io& io) {
   v1::PublishRequest request;
   request.set_job_id(o.job);
   v1::PublishResponse response;
-  absl::Status s = Call(*t, &v1::Trainer::Stub::Publish, request, &response,
-                        "publishing");
+  absl::Status s =
+      Call(*t, &v1::Trainer::Stub::Publish, request, &response, "publishing");
   if (!s.ok()) return s;
   if (o.common.json) {
-    PrintJson(io, {{"model", response.model()}, {"version", response.version()}});
+    PrintJson(io,
+              {{"model", response.model()}, {"version", response.version()}});
   } else {
     io.out << "published model " << response.model() << " version "
            << response.version() << "\n";
@@ -255,16 +255,14 @@ absl::StatusOr<int> RunRecalibrate(const RegistryOptions& o, Io& io) {
                    {"stats_examples", response->stats_examples()}});
   } else {
     io.out << "published model " << response->model() << " version "
-           << response->version()
-           << " with exact batch-norm statistics over "
+           << response->version() << " with exact batch-norm statistics over "
            << response->stats_examples() << " examples\n";
   }
   return 0;
 }
 
 absl::StatusOr<int> RunHealth(const HealthOptions& o, Io& io) {
-  absl::StatusOr<Connection> connection =
-      Connection::Open(o.common.connection);
+  absl::StatusOr<Connection> connection = Connection::Open(o.common.connection);
   if (!connection.ok()) return connection.status();
   std::unique_ptr<grpc::health::v1::Health::Stub> stub =
       grpc::health::v1::Health::NewStub(connection->channel());

@@ -15,10 +15,10 @@
 namespace bnserve::client {
 namespace {
 
-#define BNCTL_RETURN_IF_ERROR(expr)                  \
-  do {                                               \
-    ::absl::Status bnctl_status_ = (expr);           \
-    if (!bnctl_status_.ok()) return bnctl_status_;   \
+#define BNCTL_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    ::absl::Status bnctl_status_ = (expr);         \
+    if (!bnctl_status_.ok()) return bnctl_status_; \
   } while (0)
 
 using Json = SnapshotJson;
@@ -136,16 +136,16 @@ absl::Status ValidateBatchNorm(const std::string& p,
                                const v1::BatchNormLayer& bn, int width) {
   BNCTL_RETURN_IF_ERROR(CheckWidth(p + ".features", bn.features()));
   if (bn.features() != width) {
-    return Invalid(p, absl::StrCat("batch norm over ", bn.features(),
-                                   " features follows a layer of width ",
-                                   width));
+    return Invalid(p,
+                   absl::StrCat("batch norm over ", bn.features(),
+                                " features follows a layer of width ", width));
   }
   BNCTL_RETURN_IF_ERROR(CheckValues(p + ".gamma", bn.gamma(), width));
   BNCTL_RETURN_IF_ERROR(CheckValues(p + ".beta", bn.beta(), width));
   BNCTL_RETURN_IF_ERROR(
       CheckValues(p + ".running_mean", bn.running_mean(), width));
-  BNCTL_RETURN_IF_ERROR(CheckValues(p + ".running_var", bn.running_var(),
-                                    width, /*non_negative=*/true));
+  BNCTL_RETURN_IF_ERROR(CheckValues(p + ".running_var", bn.running_var(), width,
+                                    /*non_negative=*/true));
   if (!(bn.eps() > 0.0f) || !std::isfinite(bn.eps())) {
     return Invalid(p + ".eps", "must be a positive number");
   }
@@ -211,12 +211,12 @@ absl::Status ValidateSnapshot(const v1::Snapshot& s) {
         BNCTL_RETURN_IF_ERROR(CheckWidth(p + ".in", d.in()));
         BNCTL_RETURN_IF_ERROR(CheckWidth(p + ".out", d.out()));
         if (d.in() != width) {
-          return Invalid(p, absl::StrCat("dense input width ", d.in(),
-                                         " does not match the previous width ",
-                                         width));
+          return Invalid(
+              p, absl::StrCat("dense input width ", d.in(),
+                              " does not match the previous width ", width));
         }
-        BNCTL_RETURN_IF_ERROR(CheckValues(p + ".weight", d.weight(),
-                                          int64_t{d.in()} * d.out()));
+        BNCTL_RETURN_IF_ERROR(
+            CheckValues(p + ".weight", d.weight(), int64_t{d.in()} * d.out()));
         if (d.bias_size() != 0) {
           BNCTL_RETURN_IF_ERROR(CheckValues(p + ".bias", d.bias(), d.out()));
         }
@@ -236,9 +236,9 @@ absl::Status ValidateSnapshot(const v1::Snapshot& s) {
     }
   }
   if (width != s.output_dim()) {
-    return Invalid("layers", absl::StrCat("the network's output width ", width,
-                                          " does not match output_dim ",
-                                          s.output_dim()));
+    return Invalid("layers",
+                   absl::StrCat("the network's output width ", width,
+                                " does not match output_dim ", s.output_dim()));
   }
   return absl::OkStatus();
 }
@@ -315,9 +315,8 @@ Json ProvenanceToJson(const v1::Provenance& t) {
   }
   j["parent_version"] = t.parent_version();
   if (t.has_created()) {
-    const absl::Time created =
-        absl::FromUnixSeconds(t.created().seconds()) +
-        absl::Nanoseconds(t.created().nanos());
+    const absl::Time created = absl::FromUnixSeconds(t.created().seconds()) +
+                               absl::Nanoseconds(t.created().nanos());
     j["created"] =
         absl::FormatTime(absl::RFC3339_full, created, absl::UTCTimeZone());
   } else {
@@ -406,9 +405,9 @@ absl::StatusOr<const Json*> Require(const Json& obj, const std::string& path,
 absl::StatusOr<int64_t> IntValue(const Json& v, const std::string& path,
                                  int64_t min, int64_t max) {
   if (!v.is_number_integer()) {
-    return Invalid(path, absl::StrCat("expected an integer, got ",
-                                      v.is_number() ? "a fraction"
-                                                    : TypeName(v)));
+    return Invalid(path,
+                   absl::StrCat("expected an integer, got ",
+                                v.is_number() ? "a fraction" : TypeName(v)));
   }
   int64_t x = 0;
   if (v.is_number_unsigned()) {
@@ -421,8 +420,8 @@ absl::StatusOr<int64_t> IntValue(const Json& v, const std::string& path,
     x = v.get<int64_t>();
   }
   if (x < min || x > max) {
-    return Invalid(path, absl::StrCat("must be between ", min, " and ", max,
-                                      ", got ", x));
+    return Invalid(
+        path, absl::StrCat("must be between ", min, " and ", max, ", got ", x));
   }
   return x;
 }
@@ -483,8 +482,8 @@ absl::Status ReadFloats(const Json& v, const std::string& path,
                                       " numbers, got ", TypeName(v)));
   }
   if (static_cast<int64_t>(v.size()) != expected) {
-    return Invalid(path, absl::StrCat("has ", v.size(), " values, expected ",
-                                      expected));
+    return Invalid(
+        path, absl::StrCat("has ", v.size(), " values, expected ", expected));
   }
   out->Reserve(out->size() + static_cast<int>(expected));
   for (size_t i = 0; i < v.size(); ++i) {
@@ -500,8 +499,8 @@ absl::Status ReadStrings(const Json& obj, const std::string& key,
   const Json* v = Find(obj, key);
   if (v == nullptr || v->is_null()) return absl::OkStatus();
   if (!v->is_array()) {
-    return Invalid(key, absl::StrCat("expected an array of strings, got ",
-                                     TypeName(*v)));
+    return Invalid(
+        key, absl::StrCat("expected an array of strings, got ", TypeName(*v)));
   }
   for (size_t i = 0; i < v->size(); ++i) {
     if (!(*v)[i].is_string()) {
@@ -528,9 +527,9 @@ absl::StatusOr<Enum> EnumMember(
     if (v->is_string() && v->get<std::string>() == name) return value;
     quoted.push_back(absl::StrCat("\"", name, "\""));
   }
-  return Invalid(Join(path, key), absl::StrCat("expected one of ",
-                                               absl::StrJoin(quoted, ", "),
-                                               ", got ", v->dump()));
+  return Invalid(Join(path, key),
+                 absl::StrCat("expected one of ", absl::StrJoin(quoted, ", "),
+                              ", got ", v->dump()));
 }
 
 absl::Status ReadDense(const Json& j, const std::string& p, v1::DenseLayer* d) {
@@ -554,23 +553,25 @@ absl::Status ReadDense(const Json& j, const std::string& p, v1::DenseLayer* d) {
                                     "layout"));
   }
   for (int64_t r = 0; r < *out; ++r) {
-    BNCTL_RETURN_IF_ERROR(ReadFloats((**weight)[r], absl::StrCat(wp, "[", r, "]"),
-                                     *in, d->mutable_weight()));
+    BNCTL_RETURN_IF_ERROR(ReadFloats((**weight)[r],
+                                     absl::StrCat(wp, "[", r, "]"), *in,
+                                     d->mutable_weight()));
   }
   const Json* bias = Find(j, "bias");
   if (bias != nullptr && !bias->is_null()) {
-    BNCTL_RETURN_IF_ERROR(ReadFloats(*bias, p + ".bias", *out, d->mutable_bias()));
+    BNCTL_RETURN_IF_ERROR(
+        ReadFloats(*bias, p + ".bias", *out, d->mutable_bias()));
   }
   return absl::OkStatus();
 }
 
 absl::Status ReadBatchNorm(const Json& j, const std::string& p,
                            v1::BatchNormLayer* bn) {
-  BNCTL_RETURN_IF_ERROR(CheckObject(
-      j, p,
-      {"type", "features", "gamma", "beta", "running_mean", "running_var",
-       "eps", "momentum", "num_batches_tracked", "average", "variance",
-       "stats_source", "stats_examples"}));
+  BNCTL_RETURN_IF_ERROR(
+      CheckObject(j, p,
+                  {"type", "features", "gamma", "beta", "running_mean",
+                   "running_var", "eps", "momentum", "num_batches_tracked",
+                   "average", "variance", "stats_source", "stats_examples"}));
   absl::StatusOr<int64_t> n =
       IntMember(j, p, "features", 1, kMaxSnapshotWidth, std::nullopt);
   if (!n.ok()) return n.status();
@@ -579,10 +580,10 @@ absl::Status ReadBatchNorm(const Json& j, const std::string& p,
     const char* key;
     google::protobuf::RepeatedField<float>* out;
   };
-  for (const Field& f : {Field{"gamma", bn->mutable_gamma()},
-                         Field{"beta", bn->mutable_beta()},
-                         Field{"running_mean", bn->mutable_running_mean()},
-                         Field{"running_var", bn->mutable_running_var()}}) {
+  for (const Field& f :
+       {Field{"gamma", bn->mutable_gamma()}, Field{"beta", bn->mutable_beta()},
+        Field{"running_mean", bn->mutable_running_mean()},
+        Field{"running_var", bn->mutable_running_var()}}) {
     absl::StatusOr<const Json*> v = Require(j, p, f.key);
     if (!v.ok()) return v.status();
     BNCTL_RETURN_IF_ERROR(ReadFloats(**v, Join(p, f.key), *n, f.out));
@@ -605,11 +606,10 @@ absl::Status ReadBatchNorm(const Json& j, const std::string& p,
   if (!average.ok()) return average.status();
   bn->set_average(*average);
   absl::StatusOr<v1::VarianceEstimator> variance =
-      EnumMember<v1::VarianceEstimator>(
-          j, p, "variance",
-          {{"unbiased", v1::VARIANCE_UNBIASED},
-           {"biased", v1::VARIANCE_BIASED}},
-          v1::VARIANCE_UNBIASED);
+      EnumMember<v1::VarianceEstimator>(j, p, "variance",
+                                        {{"unbiased", v1::VARIANCE_UNBIASED},
+                                         {"biased", v1::VARIANCE_BIASED}},
+                                        v1::VARIANCE_UNBIASED);
   if (!variance.ok()) return variance.status();
   bn->set_variance(*variance);
   absl::StatusOr<v1::StatsSource> source = EnumMember<v1::StatsSource>(
@@ -640,13 +640,13 @@ absl::Status ReadLayer(const Json& j, const std::string& p, v1::Layer* layer) {
   }
   if (*type == "activation") {
     BNCTL_RETURN_IF_ERROR(CheckObject(j, p, {"type", "fn"}));
-    absl::StatusOr<v1::Activation> fn = EnumMember<v1::Activation>(
-        j, p, "fn",
-        {{"relu", v1::ACTIVATION_RELU},
-         {"tanh", v1::ACTIVATION_TANH},
-         {"sigmoid", v1::ACTIVATION_SIGMOID},
-         {"identity", v1::ACTIVATION_IDENTITY}},
-        std::nullopt);
+    absl::StatusOr<v1::Activation> fn =
+        EnumMember<v1::Activation>(j, p, "fn",
+                                   {{"relu", v1::ACTIVATION_RELU},
+                                    {"tanh", v1::ACTIVATION_TANH},
+                                    {"sigmoid", v1::ACTIVATION_SIGMOID},
+                                    {"identity", v1::ACTIVATION_IDENTITY}},
+                                   std::nullopt);
     if (!fn.ok()) return fn.status();
     layer->mutable_activation()->set_fn(*fn);
     return absl::OkStatus();
@@ -721,15 +721,15 @@ absl::StatusOr<v1::Snapshot> SnapshotFromJson(const SnapshotJson& j) {
   absl::StatusOr<std::string> model = StringMember(j, "", "model", "");
   if (!model.ok()) return model.status();
   s.set_model(*model);
-  absl::StatusOr<int64_t> version = IntMember(
-      j, "", "version", 0, std::numeric_limits<int64_t>::max(), 0);
+  absl::StatusOr<int64_t> version =
+      IntMember(j, "", "version", 0, std::numeric_limits<int64_t>::max(), 0);
   if (!version.ok()) return version.status();
   s.set_version(*version);
-  absl::StatusOr<v1::Task> task = EnumMember<v1::Task>(
-      j, "", "task",
-      {{"classification", v1::TASK_CLASSIFICATION},
-       {"regression", v1::TASK_REGRESSION}},
-      std::nullopt);
+  absl::StatusOr<v1::Task> task =
+      EnumMember<v1::Task>(j, "", "task",
+                           {{"classification", v1::TASK_CLASSIFICATION},
+                            {"regression", v1::TASK_REGRESSION}},
+                           std::nullopt);
   if (!task.ok()) return task.status();
   s.set_task(*task);
   absl::StatusOr<int64_t> input =
@@ -743,8 +743,8 @@ absl::StatusOr<v1::Snapshot> SnapshotFromJson(const SnapshotJson& j) {
   absl::StatusOr<const Json*> layers = Require(j, "", "layers");
   if (!layers.ok()) return layers.status();
   if (!(*layers)->is_array()) {
-    return Invalid("layers", absl::StrCat("expected an array, got ",
-                                          TypeName(**layers)));
+    return Invalid("layers",
+                   absl::StrCat("expected an array, got ", TypeName(**layers)));
   }
   int width = s.input_features();
   for (size_t i = 0; i < (*layers)->size(); ++i) {

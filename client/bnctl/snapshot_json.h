@@ -32,10 +32,11 @@
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "bnserve/v1/snapshot.pb.h"
 #include "nlohmann/json.hpp"
 

@@ -57,10 +57,10 @@ absl::StatusOr<int> RunExport(const ExportOptions& o, Io& io) {
   if (!snapshot.ok()) return snapshot.status();
   absl::StatusOr<std::string> text = SnapshotToJsonText(*snapshot);
   if (!text.ok()) {
-    return absl::Status(text.status().code(),
-                        absl::StrCat("model ", o.model, " version ",
-                                     snapshot->version(),
-                                     ": ", text.status().message()));
+    return absl::Status(
+        text.status().code(),
+        absl::StrCat("model ", o.model, " version ", snapshot->version(), ": ",
+                     text.status().message()));
   }
   if (o.output.empty() || o.output == "-") {
     io.out << *text;  // the snapshot itself is the one JSON object
@@ -81,8 +81,8 @@ absl::StatusOr<int> RunExport(const ExportOptions& o, Io& io) {
                    {"version", snapshot->version()},
                    {"path", o.output}});
   } else {
-    io.out << "exported model " << o.model << " version "
-           << snapshot->version() << " to " << o.output << "\n";
+    io.out << "exported model " << o.model << " version " << snapshot->version()
+           << " to " << o.output << "\n";
   }
   return 0;
 }

@@ -117,9 +117,9 @@ class ProgressTracker {
     const double loss = have_epoch ? epoch_loss_ / epoch_rows_ : final_loss_;
     const double acc =
         have_epoch ? epoch_accuracy_ / epoch_rows_ : final_accuracy_;
-    std::string line = absl::StrFormat(
-        "\r[%s] %3.0f%% epoch %d/%d step %d/%d loss %.4f", bar,
-        100.0 * fraction, epoch, epochs_, steps_, total, loss);
+    std::string line =
+        absl::StrFormat("\r[%s] %3.0f%% epoch %d/%d step %d/%d loss %.4f", bar,
+                        100.0 * fraction, epoch, epochs_, steps_, total, loss);
     if (classification_) absl::StrAppendFormat(&line, " acc %.4f", acc);
     absl::StrAppendFormat(&line, " %.0f ex/s", examples_per_second_);
     if (last_version_ > 0) absl::StrAppend(&line, " v", last_version_);
@@ -198,8 +198,7 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
     return absl::InvalidArgumentError(
         absl::StrCat(o.data, ": ", sizes.status().message()));
   }
-  absl::StatusOr<Connection> connection =
-      Connection::Open(o.common.connection);
+  absl::StatusOr<Connection> connection = Connection::Open(o.common.connection);
   if (!connection.ok()) return connection.status();
   std::unique_ptr<v1::Trainer::Stub> stub =
       v1::Trainer::NewStub(connection->channel());
@@ -305,14 +304,14 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
   }
 
   if (o.recalibrate) {
-    absl::StatusOr<v1::PublishResponse> recal = StreamRecalibration(
-        *connection, *stub, job.job_id(), *dataset, std::max(256, o.batch_size));
+    absl::StatusOr<v1::PublishResponse> recal =
+        StreamRecalibration(*connection, *stub, job.job_id(), *dataset,
+                            std::max(256, o.batch_size));
     if (!recal.ok()) return recal.status();
     result["recalibrated_version"] = recal->version();
     result["recalibrated_examples"] = recal->stats_examples();
     if (!o.common.json) {
-      io.out << "published model " << o.model << " version "
-             << recal->version()
+      io.out << "published model " << o.model << " version " << recal->version()
              << " with exact batch-norm statistics over "
              << recal->stats_examples() << " examples\n";
     }

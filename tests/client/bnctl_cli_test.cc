@@ -74,8 +74,7 @@ class TempDir {
  public:
   TempDir() {
     std::string tmpl =
-        (std::filesystem::temp_directory_path() / "bnctl_test.XXXXXX")
-            .string();
+        (std::filesystem::temp_directory_path() / "bnctl_test.XXXXXX").string();
     path_ = mkdtemp(tmpl.data());
   }
   ~TempDir() { std::filesystem::remove_all(path_); }
@@ -368,9 +367,9 @@ class BnctlServerTest : public ::testing::Test {
   void TearDown() override { server_->Shutdown(); }
 
   Result Train(std::vector<std::string> extra) {
-    std::vector<std::string> args = {"train",         "--trainer", address_,
-                                     "--model",       "m",         "--data",
-                                     tmp_ / "train.csv", "--batch-size", "4"};
+    std::vector<std::string> args = {
+        "train",  "--trainer",        address_,       "--model", "m",
+        "--data", tmp_ / "train.csv", "--batch-size", "4"};
     args.insert(args.end(), extra.begin(), extra.end());
     return RunBnctl(args, tmp_);
   }
@@ -385,10 +384,10 @@ class BnctlServerTest : public ::testing::Test {
 // --- train ---------------------------------------------------------------
 
 TEST_F(BnctlServerTest, TrainCreatesTheJobFromTheFlags) {
-  Result r = Train({"--json", "--hidden", "8,4", "--activation", "tanh",
-                    "--optimizer", "adam", "--lr", "0.005", "--weight-decay",
-                    "0.0001", "--bn-momentum", "0.05", "--seed", "42",
-                    "--epochs", "2"});
+  Result r =
+      Train({"--json", "--hidden", "8,4", "--activation", "tanh", "--optimizer",
+             "adam", "--lr", "0.005", "--weight-decay", "0.0001",
+             "--bn-momentum", "0.05", "--seed", "42", "--epochs", "2"});
   ASSERT_EQ(r.code, 0) << r.err;
   std::vector<v1::CreateJobRequest> jobs = trainer_.jobs();
   ASSERT_EQ(jobs.size(), 1u);
@@ -497,8 +496,8 @@ TEST_F(BnctlServerTest, TrainRecalibrateStreamsTheTrainingSet) {
 }
 
 TEST_F(BnctlServerTest, TrainPublishEveryAndContinueFromVersion) {
-  Result r = Train({"--publish-every", "5", "--from-version", "3",
-                    "--momentum", "0.5", "--json", "--epochs", "2"});
+  Result r = Train({"--publish-every", "5", "--from-version", "3", "--momentum",
+                    "0.5", "--json", "--epochs", "2"});
   ASSERT_EQ(r.code, 0) << r.err;
   const v1::CreateJobRequest job = trainer_.jobs().at(0);
   EXPECT_EQ(job.publish().every_n_steps(), 5);
@@ -516,9 +515,9 @@ TEST_F(BnctlServerTest, TrainPublishEveryAndContinueFromVersion) {
 }
 
 TEST_F(BnctlServerTest, TrainRegressionSendsTargets) {
-  Result r = RunBnctl({"train", "--trainer", address_, "--model", "r",
-                       "--data", tmp_ / "reg.csv", "--task", "regression",
-                       "--no-shuffle", "--epochs", "1", "--json"},
+  Result r = RunBnctl({"train", "--trainer", address_, "--model", "r", "--data",
+                       tmp_ / "reg.csv", "--task", "regression", "--no-shuffle",
+                       "--epochs", "1", "--json"},
                       tmp_);
   ASSERT_EQ(r.code, 0) << r.err;
   const v1::CreateJobRequest job = trainer_.jobs().at(0);
@@ -533,8 +532,8 @@ TEST_F(BnctlServerTest, TrainRegressionSendsTargets) {
 
 TEST_F(BnctlServerTest, TrainRejectsNonIntegerClassLabelsWithTheLine) {
   WriteFile(tmp_ / "bad.csv", "a,b,label\n1,2,0\n3,4,1.5\n5,6,1\n");
-  Result r = RunBnctl({"train", "--trainer", address_, "--model", "m",
-                       "--data", tmp_ / "bad.csv"},
+  Result r = RunBnctl({"train", "--trainer", address_, "--model", "m", "--data",
+                       tmp_ / "bad.csv"},
                       tmp_);
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: INVALID_ARGUMENT: "));
@@ -544,8 +543,8 @@ TEST_F(BnctlServerTest, TrainRejectsNonIntegerClassLabelsWithTheLine) {
 
 TEST_F(BnctlServerTest, TrainReportsBadCsvRowsWithTheLine) {
   WriteFile(tmp_ / "bad.csv", "a,b,label\n1,2,0\n3,x,1\n");
-  Result r = RunBnctl({"train", "--trainer", address_, "--model", "m",
-                       "--data", tmp_ / "bad.csv"},
+  Result r = RunBnctl({"train", "--trainer", address_, "--model", "m", "--data",
+                       tmp_ / "bad.csv"},
                       tmp_);
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("bad.csv:3: column 'b'"));
@@ -598,9 +597,9 @@ TEST_F(BnctlServerTest, PredictOneExample) {
   EXPECT_EQ(j["class_id"], 1);
   EXPECT_EQ(j["version"], 7);
   EXPECT_EQ(j["probabilities"].size(), 3u);
-  Result text = RunBnctl({"predict", "--server", address_, "--model", "cls",
-                          "--features=-3,1,2"},
-                         tmp_);
+  Result text = RunBnctl(
+      {"predict", "--server", address_, "--model", "cls", "--features=-3,1,2"},
+      tmp_);
   ASSERT_EQ(text.code, 0) << text.err;
   EXPECT_THAT(text.out, HasSubstr("version 7: class 0"));
 }
@@ -619,8 +618,8 @@ TEST_F(BnctlServerTest, PredictErrorsCarryTheGrpcCode) {
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: INVALID_ARGUMENT: "));
   EXPECT_THAT(r.err, HasSubstr("wide.csv:2: expected 3 features"));
-  r = RunBnctl({"predict", "--server", address_, "--model", "cls",
-                "--features", "1,x,3"},
+  r = RunBnctl({"predict", "--server", address_, "--model", "cls", "--features",
+                "1,x,3"},
                tmp_);
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: INVALID_ARGUMENT: feature 1"));
@@ -634,13 +633,13 @@ TEST_F(BnctlServerTest, TokenFileSendsTheBearerToken) {
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: UNAUTHENTICATED"));
   WriteFile(tmp_ / "token", "  s3cret\n");
-  r = RunBnctl({"predict", "--server", address_, "--model", "cls",
-                "--features", "1,2,3", "--token-file", tmp_ / "token"},
+  r = RunBnctl({"predict", "--server", address_, "--model", "cls", "--features",
+                "1,2,3", "--token-file", tmp_ / "token"},
                tmp_);
   EXPECT_EQ(r.code, 0) << r.err;
   WriteFile(tmp_ / "empty", "\n");
-  r = RunBnctl({"predict", "--server", address_, "--model", "cls",
-                "--features", "1,2,3", "--token-file", tmp_ / "empty"},
+  r = RunBnctl({"predict", "--server", address_, "--model", "cls", "--features",
+                "1,2,3", "--token-file", tmp_ / "empty"},
                tmp_);
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("is empty"));
@@ -654,8 +653,7 @@ TEST_F(BnctlServerTest, RegistryCommands) {
   Result r = RunBnctl(
       {"versions", "--trainer", address_, "--model", "m", "--json"}, tmp_);
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(r.json(),
-            Json::parse(R"({"model":"m","versions":[
+  EXPECT_EQ(r.json(), Json::parse(R"({"model":"m","versions":[
               {"version":1,"labels":["stable"]},{"version":2,"labels":[]}]})"));
   r = RunBnctl({"versions", "--trainer", address_, "--model", "m"}, tmp_);
   EXPECT_EQ(r.out, "1  stable\n2\n");
@@ -723,12 +721,13 @@ TEST(BnctlCliTest, EveryCommandHasHelp) {
   const std::vector<std::string> tls = {"--tls-ca", "--tls-cert", "--tls-key",
                                         "--token-file", "--json"};
   const std::vector<HelpCase> cases = {
-      {{"train"},
-       {"--trainer", "--model", "--data", "--label-column", "--task",
-        "--hidden", "--activation", "--epochs", "--batch-size", "--optimizer",
-        "--lr", "--momentum", "--weight-decay", "--bn-momentum", "--seed",
-        "--no-shuffle", "--from-version", "--from-label", "--publish-every",
-        "--recalibrate"}},
+      {{"train"}, {"--trainer",       "--model",        "--data",
+                   "--label-column",  "--task",         "--hidden",
+                   "--activation",    "--epochs",       "--batch-size",
+                   "--optimizer",     "--lr",           "--momentum",
+                   "--weight-decay",  "--bn-momentum",  "--seed",
+                   "--no-shuffle",    "--from-version", "--from-label",
+                   "--publish-every", "--recalibrate"}},
       {{"predict"},
        {"--server", "--model", "--features", "--data", "--version", "--label",
         "--label-column"}},
@@ -759,12 +758,14 @@ TEST(BnctlCliTest, EveryCommandHasHelp) {
     }
   }
   for (const HelpCase& c : std::vector<HelpCase>{
-           {{"export"}, {"--store", "--model", "--version", "--label",
-                         "--output", "--json"}},
+           {{"export"},
+            {"--store", "--model", "--version", "--label", "--output",
+             "--json"}},
            {{"import"}, {"--store", "--model", "--from", "--json"}},
            {{"label"}, {"set", "delete"}},
-           {{}, {"train", "predict", "versions", "label", "jobs", "cancel",
-                 "health", "export", "import", "publish", "recalibrate"}}}) {
+           {{},
+            {"train", "predict", "versions", "label", "jobs", "cancel",
+             "health", "export", "import", "publish", "recalibrate"}}}) {
     std::vector<std::string> args = c.command;
     args.push_back("--help");
     Result r = RunBnctl(args, tmp);
@@ -778,7 +779,7 @@ TEST(BnctlCliTest, UsageErrorsExitWithTwo) {
   const std::vector<std::vector<std::string>> cases = {
       {},
       {"bogus"},
-      {"train", "--data", "x.csv"},                       // no --model
+      {"train", "--data", "x.csv"},  // no --model
       {"train", "--model", "m", "--data", "x", "--task", "ranking"},
       {"train", "--model", "m", "--data", "x", "--batch-size", "1"},
       {"train", "--model", "m", "--data", "x", "--optimizer", "rmsprop"},
@@ -786,14 +787,14 @@ TEST(BnctlCliTest, UsageErrorsExitWithTwo) {
        "--from-label", "a"},
       {"train", "--model", "m", "--data", "x", "--hidden", "64,zero"},
       {"train", "--model", "m", "--data", "x", "--no-such-flag"},
-      {"predict", "--model", "m"},                        // nothing to predict
+      {"predict", "--model", "m"},  // nothing to predict
       {"predict", "--model", "m", "--features", "1", "--data", "x.csv"},
       {"predict", "--model", "m", "--features", "1", "--version", "1",
        "--label", "a"},
       {"label"},
-      {"label", "set", "--model", "m", "--label", "a"},   // no --version
+      {"label", "set", "--model", "m", "--label", "a"},  // no --version
       {"cancel"},
-      {"export", "--model", "m"},                         // no --store
+      {"export", "--model", "m"},                        // no --store
       {"import", "--store", "mem://x", "--model", "m"},  // no --from
   };
   for (const std::vector<std::string>& args : cases) {
@@ -834,14 +835,13 @@ TEST(BnctlCliTest, ImportThenExportThroughAFileStore) {
                       tmp);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.json(), Json::parse(R"({"model":"mlp","version":1})"));
-  r = RunBnctl({"import", "--store", store, "--model", "mlp", "--from",
-                tmp / "in.json"},
-               tmp);
+  r = RunBnctl(
+      {"import", "--store", store, "--model", "mlp", "--from", tmp / "in.json"},
+      tmp);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "imported model mlp version 2\n");
 
-  r = RunBnctl({"export", "--store", store, "--model", "mlp", "--version",
-                "1"},
+  r = RunBnctl({"export", "--store", store, "--model", "mlp", "--version", "1"},
                tmp);
   ASSERT_EQ(r.code, 0) << r.err;
   Json out = r.json();
@@ -866,9 +866,9 @@ TEST(BnctlCliTest, ImportRejectsInvalidSnapshots) {
   TempDir tmp;
   const std::string store = tmp / "store";
   WriteFile(tmp / "bad.json",
-            absl::StrReplaceAll(kSmallSnapshot,
-                                {{"\"running_var\": [1,2,3]",
-                                  "\"running_var\": [1,-2,3]"}}));
+            absl::StrReplaceAll(
+                kSmallSnapshot,
+                {{"\"running_var\": [1,2,3]", "\"running_var\": [1,-2,3]"}}));
   Result r = RunBnctl({"import", "--store", store, "--model", "mlp", "--from",
                        tmp / "bad.json"},
                       tmp);

@@ -20,8 +20,7 @@ TEST(ParseCsvTest, ParsesHeaderAndRows) {
 }
 
 TEST(ParseCsvTest, AcceptsCrLfBlankLinesAndSpaces) {
-  absl::StatusOr<CsvTable> t =
-      ParseCsv("x , y\r\n\r\n 1 , 2 \r\n\n3,4\r\n\n");
+  absl::StatusOr<CsvTable> t = ParseCsv("x , y\r\n\r\n 1 , 2 \r\n\n3,4\r\n\n");
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_THAT(t->header, ElementsAre("x", "y"));
   EXPECT_THAT(t->values, ElementsAre(1, 2, 3, 4));

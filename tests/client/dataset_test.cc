@@ -14,12 +14,12 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 TEST(DataRowLinesTest, SkipsHeaderAndBlankLines) {
-  EXPECT_THAT(DataRowLines("\na,b\n1,2\n\n3,4\r\n \n5,6"), ElementsAre(3, 5, 7));
+  EXPECT_THAT(DataRowLines("\na,b\n1,2\n\n3,4\r\n \n5,6"),
+              ElementsAre(3, 5, 7));
 }
 
 TEST(ParseDatasetTest, KeepsLineNumbersAndSplitsTheLabel) {
-  absl::StatusOr<Dataset> d =
-      ParseDataset("f0,y\n1,0\n\n2,1\n", "t.csv", "y");
+  absl::StatusOr<Dataset> d = ParseDataset("f0,y\n1,0\n\n2,1\n", "t.csv", "y");
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->data.rows, 2);
   EXPECT_EQ(d->data.features, 1);

@@ -218,8 +218,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"layer_type",
                 [](SnapshotJson& j) { j["layers"][2]["type"] = "conv"; },
                 "layers[2].type: unknown layer type \"conv\""},
-        BadCase{"layer_not_object",
-                [](SnapshotJson& j) { j["layers"][1] = 3; },
+        BadCase{"layer_not_object", [](SnapshotJson& j) { j["layers"][1] = 3; },
                 "layers[1]: expected an object"},
         BadCase{"layer_unknown_key",
                 [](SnapshotJson& j) { j["layers"][0]["bais"] = nullptr; },
@@ -262,20 +261,19 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"bn_short_gamma",
                 [](SnapshotJson& j) { j["layers"][1]["gamma"].erase(0); },
                 "layers[1].gamma: has 3 values, expected 4"},
-        BadCase{"bn_negative_var",
-                [](SnapshotJson& j) { j["layers"][1]["running_var"][2] = -1.0f; },
-                "layers[1].running_var[2]: must be >= 0"},
-        BadCase{"bn_eps",
-                [](SnapshotJson& j) { j["layers"][1]["eps"] = 0.0f; },
+        BadCase{
+            "bn_negative_var",
+            [](SnapshotJson& j) { j["layers"][1]["running_var"][2] = -1.0f; },
+            "layers[1].running_var[2]: must be >= 0"},
+        BadCase{"bn_eps", [](SnapshotJson& j) { j["layers"][1]["eps"] = 0.0f; },
                 "layers[1].eps: must be a positive number"},
         BadCase{"bn_momentum",
                 [](SnapshotJson& j) { j["layers"][1]["momentum"] = 1.5f; },
                 "layers[1].momentum: must be in (0, 1]"},
-        BadCase{"bn_tracked",
-                [](SnapshotJson& j) {
-                  j["layers"][1]["num_batches_tracked"] = -1;
-                },
-                "layers[1].num_batches_tracked: must be between 0"},
+        BadCase{
+            "bn_tracked",
+            [](SnapshotJson& j) { j["layers"][1]["num_batches_tracked"] = -1; },
+            "layers[1].num_batches_tracked: must be between 0"},
         BadCase{"bn_average",
                 [](SnapshotJson& j) { j["layers"][1]["average"] = "median"; },
                 "layers[1].average: expected one of \"ema\", \"cumulative\""},
@@ -356,8 +354,7 @@ TEST(SnapshotJsonTest, ExportRejectsAnInconsistentSnapshot) {
   EXPECT_THAT(SnapshotToJson(s).status().message(),
               HasSubstr("layers[1].running_mean[0]: must be finite"));
   s = MakeSnapshot();
-  s.mutable_layers(2)->mutable_activation()->set_fn(
-      v1::ACTIVATION_UNSPECIFIED);
+  s.mutable_layers(2)->mutable_activation()->set_fn(v1::ACTIVATION_UNSPECIFIED);
   EXPECT_FALSE(SnapshotToJson(s).ok());
   s = MakeSnapshot();
   s.add_layers();  // no kind
@@ -395,19 +392,17 @@ TEST(StoreTransferTest, ExportReadsLatestVersionOrLabel) {
   ASSERT_TRUE(stable.ok());
   EXPECT_EQ(stable->version(), 1);
 
-  EXPECT_EQ(ReadSnapshotForExport(*store, "digits", 9, std::nullopt)
-                .status()
-                .code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(
+      ReadSnapshotForExport(*store, "digits", 9, std::nullopt).status().code(),
+      absl::StatusCode::kNotFound);
   EXPECT_EQ(ReadSnapshotForExport(*store, "nope", std::nullopt, std::nullopt)
                 .status()
                 .code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(
-      ReadSnapshotForExport(*store, "../etc", std::nullopt, std::nullopt)
-          .status()
-          .code(),
-      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadSnapshotForExport(*store, "../etc", std::nullopt, std::nullopt)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(StoreTransferTest, ImportPublishesTheExportedSnapshot) {
