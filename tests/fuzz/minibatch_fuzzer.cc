@@ -1,0 +1,90 @@
+// The trainer's wire-to-model conversion (server::ToBatch) on any
+// v1::Minibatch, then model::Trainer::ValidateBatch and, for a batch that
+// passes, one training step on a tiny network. Declared shapes must be
+// checked against the values actually sent before anything is allocated.
+// The first input byte picks the task; the rest is the Minibatch.
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/strings/str_cat.h"
+#include "bnserve/v1/trainer.pb.h"
+#include "model/network.h"
+#include "model/trainer.h"
+#include "server/trainer/job_manager.h"
+#include "tests/fuzz/fuzz_models.h"
+
+using bnserve::fuzz::Fail;
+namespace model = bnserve::model;
+namespace v1 = bnserve::v1;
+
+namespace {
+
+model::Trainer MakeTrainer(v1::Task task) {
+  absl::StatusOr<model::Network> net =
+      model::Network::FromSnapshot(bnserve::fuzz::TinySnapshot(task));
+  if (!net.ok()) Fail("TinySnapshot", net.status().ToString());
+  absl::StatusOr<model::Trainer> trainer =
+      model::Trainer::Create(*std::move(net), model::OptimizerConfig{});
+  if (!trainer.ok()) Fail("Trainer::Create", trainer.status().ToString());
+  return *std::move(trainer);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  const v1::Task task =
+      data[0] & 1 ? v1::TASK_REGRESSION : v1::TASK_CLASSIFICATION;
+  const int output_dim =
+      task == v1::TASK_CLASSIFICATION ? bnserve::fuzz::kClasses
+                                      : bnserve::fuzz::kOutputs;
+  v1::Minibatch minibatch;
+  if (!minibatch.ParseFromArray(data + 1, static_cast<int>(size - 1))) {
+    return 0;
+  }
+  absl::StatusOr<model::Batch> batch =
+      bnserve::server::ToBatch(minibatch, task, output_dim);
+  if (!batch.ok()) {
+    if (!absl::IsInvalidArgument(batch.status())) {
+      Fail("ToBatch", batch.status().ToString());
+    }
+    return 0;
+  }
+  if (batch->features.rows() != minibatch.rows() ||
+      batch->features.cols() != minibatch.cols() ||
+      batch->features.size() != minibatch.features_size()) {
+    Fail("ToBatch", "features do not have the declared shape");
+  }
+  if (task == v1::TASK_REGRESSION &&
+      (batch->targets.rows() != minibatch.rows() ||
+       batch->targets.cols() != output_dim)) {
+    Fail("ToBatch", "targets do not have rows x outputs");
+  }
+
+  // Static: building a trainer per input would dominate the run time. Each
+  // Step changes it, which is fine: any valid state must accept any valid
+  // batch.
+  static model::Trainer classifier = MakeTrainer(v1::TASK_CLASSIFICATION);
+  static model::Trainer regressor = MakeTrainer(v1::TASK_REGRESSION);
+  model::Trainer& trainer =
+      task == v1::TASK_CLASSIFICATION ? classifier : regressor;
+  const absl::Status valid = trainer.ValidateBatch(*batch);
+  absl::StatusOr<model::StepResult> step = trainer.Step(*batch);
+  if (valid.ok() != step.ok()) {
+    Fail("Trainer::Step", absl::StrCat("ValidateBatch says ", valid.ToString(),
+                                       ", Step says ",
+                                       step.status().ToString()));
+  }
+  if (!valid.ok()) {
+    if (!absl::IsInvalidArgument(valid)) Fail("ValidateBatch", valid.ToString());
+    return 0;
+  }
+  if (step->examples != minibatch.rows()) {
+    Fail("Trainer::Step", "wrong example count");
+  }
+  // Fuzzed values can be huge: training may diverge. Start again from the
+  // tiny network rather than carry NaN parameters into later inputs.
+  if (!std::isfinite(step->loss)) trainer = MakeTrainer(task);
+  return 0;
+}
