@@ -29,11 +29,12 @@ COPY . .
 ARG BNSERVE_RUN_TESTS=1
 ARG BNSERVE_CTEST_ARGS=""
 # Release build with the tests, then the test suite (redis-server is installed
-# by install-deps.sh, so the Redis store tests run here too). ccache is kept
-# in a build cache mount between builds where the builder supports it.
+# by install-deps.sh, so the Redis store tests run here too). Warnings are
+# CI's job (-Werror there), not a reason to fail an image build. ccache is
+# kept in a build cache mount between builds where the builder supports it.
 RUN --mount=type=cache,target=/root/.cache/ccache \
     BUILD_TYPE=Release BUILD_DIR=/build bash scripts/build.sh \
-        -DBNSERVE_WERROR=ON \
+        -DBNSERVE_WERROR=OFF \
         -DBNSERVE_BUILD_TESTS=$([ "$BNSERVE_RUN_TESTS" = 1 ] && echo ON || echo OFF) \
  && if [ "$BNSERVE_RUN_TESTS" = 1 ]; then \
       cd /build && ctest --output-on-failure -j"$(nproc)" --timeout 600 $BNSERVE_CTEST_ARGS; \
@@ -52,6 +53,7 @@ FROM docker.io/library/debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libgrpc++1.51 libprotobuf32 libabsl20220623 libhiredis0.14 libssl3 \
+      libcpp-httplib0.11 \
       ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
