@@ -1,0 +1,460 @@
+// bench-loadgen: the project's load generator (callback-API gRPC client).
+//
+//   --mode=predict   unary bnserve.v1.Inference/Predict calls, one digits
+//                    test row each (cycled). Closed loop with --concurrency
+//                    calls always in flight, or open loop at --rate calls/s
+//                    (latency measured from each call's scheduled start, so
+//                    a stalled server is not hidden by coordinated
+//                    omission). Runs --warmup_s then --duration_s, or stops
+//                    after --requests calls. Prints one JSON line: qps,
+//                    p50/p99/p999 latency (us), ok and error counts and the
+//                    first error.
+//   --mode=frame     writes the h2load request body (gRPC length-prefixed
+//                    PredictRequest of test row 0) to --out.
+//   --mode=train     creates a job on the trainer at --target (digits
+//                    [128, 64], SGD lr 0.01 momentum 0.9, no publishing) and
+//                    streams --epochs epochs of --batch_size minibatches
+//                    through Train; --window bounds the minibatches sent
+//                    ahead of the progress replies (1 = lockstep, 0 =
+//                    only gRPC flow control). Prints examples/s.
+//   --mode=train_local  the same minibatches through model::Trainer in this
+//                    process (the in-process reference for --mode=train).
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "bench/bench_util.h"
+#include "bnserve/v1/inference.grpc.pb.h"
+#include "bnserve/v1/trainer.grpc.pb.h"
+#include "model/network.h"
+#include "model/trainer.h"
+
+ABSL_FLAG(std::string, mode, "predict", "predict | frame | train | train_local");
+ABSL_FLAG(std::string, target, "127.0.0.1:50052", "server host:port");
+ABSL_FLAG(std::string, model, "digits", "model name");
+ABSL_FLAG(std::string, data, "data/digits/test.csv",
+          "CSV (header, label last): test rows for predict, training rows "
+          "for train");
+ABSL_FLAG(int32_t, concurrency, 16, "closed loop: calls in flight");
+ABSL_FLAG(double, rate, 0, "open loop: calls per second (0 = closed loop)");
+ABSL_FLAG(int32_t, max_outstanding, 4096,
+          "open loop: calls in flight beyond which a call is dropped");
+ABSL_FLAG(int32_t, channels, 1, "gRPC channels (separate connections)");
+ABSL_FLAG(double, warmup_s, 1, "seconds before measuring");
+ABSL_FLAG(double, duration_s, 5, "seconds measured");
+ABSL_FLAG(int64_t, requests, 0,
+          "stop after this many calls instead (0 = use duration_s)");
+ABSL_FLAG(std::string, out, "h2load-body.bin", "frame: output file");
+ABSL_FLAG(int32_t, batch_size, 64, "train: minibatch rows");
+ABSL_FLAG(int32_t, epochs, 20, "train: epochs over the data");
+ABSL_FLAG(int32_t, window, 0,
+          "train: minibatches sent ahead of progress replies (0 = no limit)");
+
+namespace bnserve::bench {
+namespace {
+
+// ---------------------------------------------------------------- predict
+
+struct PredictRun {
+  std::vector<std::unique_ptr<v1::Inference::Stub>> stubs;
+  std::vector<v1::PredictRequest> requests;
+  bool closed_loop = true;
+  int64_t max_requests = 0;  // 0 = time-bound
+  int64_t measure_from = 0, measure_to = 0;  // ns, steady clock
+
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> issued{0};
+  std::atomic<int64_t> dropped{0};
+
+  absl::Mutex mu;
+  int64_t outstanding ABSL_GUARDED_BY(mu) = 0;
+  int64_t ok ABSL_GUARDED_BY(mu) = 0;
+  int64_t errors ABSL_GUARDED_BY(mu) = 0;
+  int64_t measured ABSL_GUARDED_BY(mu) = 0;
+  std::string first_error ABSL_GUARDED_BY(mu);
+  std::vector<int64_t> latencies ABSL_GUARDED_BY(mu);  // ns, measured calls
+  int64_t first_done = 0, last_done = 0;  // request-bound runs
+
+  void Issue(int64_t scheduled_ns);
+};
+
+class PredictCall final : public grpc::ClientUnaryReactor {
+ public:
+  PredictCall(PredictRun* run, int64_t index, int64_t scheduled_ns)
+      : run_(run), scheduled_(scheduled_ns) {
+    const v1::PredictRequest& request =
+        run->requests[index % run->requests.size()];
+    run->stubs[index % run->stubs.size()]->async()->Predict(
+        &context_, &request, &response_, this);
+    StartCall();
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    const int64_t end = NowNanos();
+    PredictRun* run = run_;
+    bool again = false;
+    {
+      absl::MutexLock lock(&run->mu);
+      --run->outstanding;
+      if (status.ok()) {
+        ++run->ok;
+      } else {
+        if (run->errors++ == 0) {
+          run->first_error = absl::StrFormat("%d: %s", status.error_code(),
+                                             status.error_message());
+        }
+      }
+      const bool in_window =
+          run->max_requests > 0
+              ? true
+              : (end >= run->measure_from && end < run->measure_to);
+      if (in_window) {
+        ++run->measured;
+        run->latencies.push_back(end - scheduled_);
+        if (run->first_done == 0) run->first_done = end;
+        run->last_done = end;
+      }
+      again = run->closed_loop && !run->stop.load();
+    }
+    if (again) run->Issue(NowNanos());
+    delete this;
+  }
+
+ private:
+  PredictRun* const run_;
+  const int64_t scheduled_;
+  grpc::ClientContext context_;
+  v1::PredictResponse response_;
+};
+
+void PredictRun::Issue(int64_t scheduled_ns) {
+  const int64_t index = issued.fetch_add(1);
+  if (max_requests > 0 && index >= max_requests) {
+    stop.store(true);
+    return;
+  }
+  {
+    absl::MutexLock lock(&mu);
+    ++outstanding;
+  }
+  new PredictCall(this, index, scheduled_ns);
+}
+
+std::vector<v1::PredictRequest> MakePredictRequests(const std::string& model,
+                                                    const Table& t) {
+  std::vector<v1::PredictRequest> requests(t.rows);
+  for (int r = 0; r < t.rows; ++r) {
+    requests[r].set_model(model);
+    const float* row = t.features.data() + static_cast<size_t>(r) * t.cols;
+    requests[r].mutable_features()->Add(row, row + t.cols);
+  }
+  return requests;
+}
+
+std::shared_ptr<grpc::Channel> Connect(const std::string& target, int i) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetInt("bnserve.bench.channel_index", i);  // distinct connections
+  args.SetMaxReceiveMessageSize(64 << 20);
+  auto channel = grpc::CreateCustomChannel(
+      target, grpc::InsecureChannelCredentials(), args);
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() +
+                                 std::chrono::seconds(10))) {
+    std::fprintf(stderr, "cannot connect to %s\n", target.c_str());
+    std::exit(1);
+  }
+  return channel;
+}
+
+int RunPredict() {
+  PredictRun run;
+  const Table t = ReadLabelledCsv(absl::GetFlag(FLAGS_data));
+  run.requests = MakePredictRequests(absl::GetFlag(FLAGS_model), t);
+  const std::string target = absl::GetFlag(FLAGS_target);
+  for (int i = 0; i < absl::GetFlag(FLAGS_channels); ++i) {
+    run.stubs.push_back(v1::Inference::NewStub(Connect(target, i)));
+  }
+  const double rate = absl::GetFlag(FLAGS_rate);
+  run.closed_loop = rate <= 0;
+  run.max_requests = absl::GetFlag(FLAGS_requests);
+  const int64_t start = NowNanos();
+  run.measure_from =
+      start + static_cast<int64_t>(absl::GetFlag(FLAGS_warmup_s) * 1e9);
+  run.measure_to = run.measure_from +
+                   static_cast<int64_t>(absl::GetFlag(FLAGS_duration_s) * 1e9);
+  const int64_t end = run.max_requests > 0 ? INT64_MAX : run.measure_to;
+
+  if (run.closed_loop) {
+    for (int i = 0; i < absl::GetFlag(FLAGS_concurrency); ++i) {
+      run.Issue(NowNanos());
+    }
+    while (!run.stop.load() && NowNanos() < end) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  } else {
+    const double interval = 1e9 / rate;
+    const int64_t max_out = absl::GetFlag(FLAGS_max_outstanding);
+    for (int64_t i = 0; !run.stop.load(); ++i) {
+      const int64_t at = start + static_cast<int64_t>(i * interval);
+      if (at >= end) break;
+      int64_t now = NowNanos();
+      while (now < at) {
+        if (at - now > 200000) {
+          std::this_thread::sleep_for(std::chrono::nanoseconds(at - now - 100000));
+        }
+        now = NowNanos();
+      }
+      bool full;
+      {
+        absl::MutexLock lock(&run.mu);
+        full = run.outstanding >= max_out;
+      }
+      if (full) {
+        run.dropped.fetch_add(1);
+      } else {
+        run.Issue(at);
+      }
+    }
+  }
+  run.stop.store(true);
+  {
+    absl::MutexLock lock(&run.mu);
+    run.mu.Await(absl::Condition(
+        +[](int64_t* n) { return *n == 0; }, &run.outstanding));
+  }
+  absl::MutexLock lock(&run.mu);
+  double seconds = absl::GetFlag(FLAGS_duration_s);
+  if (run.max_requests > 0) {
+    seconds = static_cast<double>(run.last_done - start) / 1e9;
+  }
+  const double qps = static_cast<double>(run.measured) / seconds;
+  std::vector<int64_t>& lat = run.latencies;
+  std::printf(
+      "{\"mode\": \"predict\", \"target\": \"%s\", \"concurrency\": %d, "
+      "\"rate\": %.0f, \"qps\": %.1f, \"p50_us\": %.1f, \"p99_us\": %.1f, "
+      "\"p999_us\": %.1f, \"measured\": %lld, \"ok\": %lld, \"errors\": "
+      "%lld, \"dropped\": %lld, \"first_error\": \"%s\"}\n",
+      target.c_str(), run.closed_loop ? absl::GetFlag(FLAGS_concurrency) : 0,
+      rate, qps, Quantile(lat, 0.5) / 1e3, Quantile(lat, 0.99) / 1e3,
+      Quantile(lat, 0.999) / 1e3, static_cast<long long>(run.measured),
+      static_cast<long long>(run.ok), static_cast<long long>(run.errors),
+      static_cast<long long>(run.dropped.load()), run.first_error.c_str());
+  return run.errors == 0 ? 0 : 1;
+}
+
+int RunFrame() {
+  const Table t = ReadLabelledCsv(absl::GetFlag(FLAGS_data));
+  const v1::PredictRequest request =
+      MakePredictRequests(absl::GetFlag(FLAGS_model), t)[0];
+  const std::string body = request.SerializeAsString();
+  std::string framed(5, '\0');
+  const uint32_t n = static_cast<uint32_t>(body.size());
+  framed[1] = static_cast<char>(n >> 24);
+  framed[2] = static_cast<char>(n >> 16);
+  framed[3] = static_cast<char>(n >> 8);
+  framed[4] = static_cast<char>(n);
+  framed += body;
+  std::ofstream(absl::GetFlag(FLAGS_out), std::ios::binary) << framed;
+  std::printf("{\"mode\": \"frame\", \"bytes\": %zu}\n", framed.size());
+  return 0;
+}
+
+// ------------------------------------------------------------------ train
+
+// Full minibatches of the data in file order (the remainder is dropped).
+std::vector<v1::Minibatch> MakeMinibatches(const Table& t, int b) {
+  std::vector<v1::Minibatch> out;
+  for (int start = 0; start + b <= t.rows; start += b) {
+    v1::Minibatch m;
+    m.set_rows(b);
+    m.set_cols(t.cols);
+    const float* p = t.features.data() + static_cast<size_t>(start) * t.cols;
+    m.mutable_features()->Add(p, p + static_cast<size_t>(b) * t.cols);
+    m.mutable_labels()->Add(t.labels.begin() + start,
+                            t.labels.begin() + start + b);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+class TrainStream final
+    : public grpc::ClientBidiReactor<v1::TrainRequest, v1::TrainProgress> {
+ public:
+  TrainStream(v1::Trainer::Stub* stub, std::vector<v1::TrainRequest> messages,
+              int64_t total, int window)
+      : messages_(std::move(messages)), total_(total), window_(window) {
+    stub->async()->Train(&context_, this);
+    StartRead(&progress_);
+    {
+      absl::MutexLock lock(&mu_);
+      MaybeWriteLocked();
+    }
+    StartCall();
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (ok) MaybeWriteLocked();
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    absl::MutexLock lock(&mu_);
+    ++received_;
+    last_loss_ = progress_.loss();
+    MaybeWriteLocked();
+    StartRead(&progress_);
+  }
+  void OnDone(const grpc::Status& status) override {
+    absl::MutexLock lock(&mu_);
+    status_ = status;
+    done_ = true;
+  }
+
+  grpc::Status Await() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&done_));
+    return status_;
+  }
+  double last_loss() {
+    absl::MutexLock lock(&mu_);
+    return last_loss_;
+  }
+
+ private:
+  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || writes_done_) return;
+    if (sent_ == total_) {
+      writes_done_ = true;
+      StartWritesDone();
+      return;
+    }
+    if (window_ > 0 && sent_ - received_ >= window_) return;
+    writing_ = true;
+    StartWrite(&messages_[sent_ % messages_.size()]);
+    ++sent_;
+  }
+
+  grpc::ClientContext context_;
+  const std::vector<v1::TrainRequest> messages_;
+  const int64_t total_;
+  const int window_;
+  v1::TrainProgress progress_;
+  absl::Mutex mu_;
+  int64_t sent_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t received_ ABSL_GUARDED_BY(mu_) = 0;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  double last_loss_ ABSL_GUARDED_BY(mu_) = 0;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+int RunTrain() {
+  const Table t = ReadLabelledCsv(absl::GetFlag(FLAGS_data));
+  const int b = absl::GetFlag(FLAGS_batch_size);
+  const std::vector<v1::Minibatch> batches = MakeMinibatches(t, b);
+  const int epochs = absl::GetFlag(FLAGS_epochs);
+  auto stub = v1::Trainer::NewStub(Connect(absl::GetFlag(FLAGS_target), 0));
+
+  v1::CreateJobRequest create;
+  create.set_model(absl::GetFlag(FLAGS_model));
+  *create.mutable_spec() = DigitsSpec({128, 64}, t.cols);
+  create.mutable_optimizer()->set_kind(v1::OptimizerSpec::SGD);
+  create.mutable_optimizer()->set_learning_rate(0.01f);
+  create.mutable_optimizer()->set_momentum(0.9f);
+  create.set_seed(42);
+  create.mutable_publish()->set_on_stream_close(false);
+  v1::Job job;
+  grpc::ClientContext create_context;
+  grpc::Status st = stub->CreateJob(&create_context, create, &job);
+  if (!st.ok()) {
+    std::fprintf(stderr, "CreateJob: %s\n", st.error_message().c_str());
+    return 1;
+  }
+  std::vector<v1::TrainRequest> messages(batches.size());
+  for (size_t i = 0; i < batches.size(); ++i) {
+    messages[i].set_job_id(job.job_id());
+    *messages[i].mutable_batch() = batches[i];
+  }
+  const int64_t total = static_cast<int64_t>(batches.size()) * epochs;
+  const int64_t start = NowNanos();
+  TrainStream stream(stub.get(), std::move(messages), total,
+                     absl::GetFlag(FLAGS_window));
+  st = stream.Await();
+  const double seconds = static_cast<double>(NowNanos() - start) / 1e9;
+  if (!st.ok()) {
+    std::fprintf(stderr, "Train: %s\n", st.error_message().c_str());
+    return 1;
+  }
+  std::printf(
+      "{\"mode\": \"train\", \"batch_size\": %d, \"window\": %d, "
+      "\"examples\": %lld, \"seconds\": %.4f, \"examples_per_s\": %.1f, "
+      "\"last_loss\": %.4f}\n",
+      b, absl::GetFlag(FLAGS_window), static_cast<long long>(total * b),
+      seconds, static_cast<double>(total * b) / seconds, stream.last_loss());
+  return 0;
+}
+
+int RunTrainLocal() {
+  const Table t = ReadLabelledCsv(absl::GetFlag(FLAGS_data));
+  const int b = absl::GetFlag(FLAGS_batch_size);
+  std::vector<model::Batch> batches;
+  for (const v1::Minibatch& m : MakeMinibatches(t, b)) {
+    model::Batch batch;
+    batch.features = Eigen::Map<const model::Matrix>(m.features().data(),
+                                                     m.rows(), m.cols());
+    batch.labels.assign(m.labels().begin(), m.labels().end());
+    batches.push_back(std::move(batch));
+  }
+  model::OptimizerConfig config;
+  config.learning_rate = 0.01f;
+  config.momentum = 0.9f;
+  auto net = model::Network::Create(DigitsSpec({128, 64}, t.cols), 42);
+  auto trainer = model::Trainer::Create(*std::move(net), config);
+  if (!trainer.ok()) return 1;
+  const int epochs = absl::GetFlag(FLAGS_epochs);
+  const int64_t start = NowNanos();
+  double loss = 0;
+  for (int e = 0; e < epochs; ++e) {
+    for (const model::Batch& batch : batches) {
+      auto r = trainer->Step(batch);
+      if (!r.ok()) return 1;
+      loss = r->loss;
+    }
+  }
+  const double seconds = static_cast<double>(NowNanos() - start) / 1e9;
+  const int64_t examples = static_cast<int64_t>(batches.size()) * epochs * b;
+  std::printf(
+      "{\"mode\": \"train_local\", \"batch_size\": %d, \"examples\": %lld, "
+      "\"seconds\": %.4f, \"examples_per_s\": %.1f, \"last_loss\": %.4f}\n",
+      b, static_cast<long long>(examples), seconds,
+      static_cast<double>(examples) / seconds, loss);
+  return 0;
+}
+
+}  // namespace
+}  // namespace bnserve::bench
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  if (mode == "predict") return bnserve::bench::RunPredict();
+  if (mode == "frame") return bnserve::bench::RunFrame();
+  if (mode == "train") return bnserve::bench::RunTrain();
+  if (mode == "train_local") return bnserve::bench::RunTrainLocal();
+  std::fprintf(stderr, "unknown --mode=%s\n", mode.c_str());
+  return 2;
+}

@@ -1,0 +1,135 @@
+// In-process compute benchmarks (Google Benchmark):
+//   BM_PredictFolded / BM_PredictUnfolded   one digits example through the
+//       [128, 64] network, batch norm folded into the dense layers or not;
+//   BM_PredictWidth/W                       folded, hidden [W, W]: the cost
+//       grows as W^2 (the W x W dense layer dominates);
+//   BM_TrainStep/B                          one SGD-momentum step of the
+//       digits [128, 64] network on a minibatch of B rows; items = examples.
+// Data: --digits_train / --digits_test (defaults: data/digits/*.csv relative
+// to the working directory), read before the benchmarks start.
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "bench/bench_util.h"
+#include "model/network.h"
+#include "model/trainer.h"
+
+namespace bnserve::bench {
+namespace {
+
+std::string g_train = "data/digits/train.csv";
+std::string g_test = "data/digits/test.csv";
+
+const Table& TestSet() {
+  static const Table* t = new Table(ReadLabelledCsv(g_test));
+  return *t;
+}
+const Table& TrainSet() {
+  static const Table* t = new Table(ReadLabelledCsv(g_train));
+  return *t;
+}
+
+model::Network MakeNetwork(const std::vector<int>& hidden) {
+  auto net = model::Network::Create(DigitsSpec(hidden), 42);
+  if (!net.ok()) {
+    std::fprintf(stderr, "%s\n", net.status().ToString().c_str());
+    std::exit(2);
+  }
+  return *std::move(net);
+}
+
+void RunPredict(benchmark::State& state, const model::Network& net) {
+  const Table& t = TestSet();
+  model::Workspace ws;
+  std::vector<float> out(net.output_dim());
+  int row = 0;
+  for (auto _ : state) {
+    net.Forward(t.features.data() + static_cast<size_t>(row) * t.cols,
+                out.data(), &ws);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+    if (++row == t.rows) row = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_PredictFolded(benchmark::State& state) {
+  const model::Network net = MakeNetwork({128, 64}).Folded();
+  RunPredict(state, net);
+}
+BENCHMARK(BM_PredictFolded);
+
+void BM_PredictUnfolded(benchmark::State& state) {
+  const model::Network net = MakeNetwork({128, 64});
+  RunPredict(state, net);
+}
+BENCHMARK(BM_PredictUnfolded);
+
+void BM_PredictWidth(benchmark::State& state) {
+  const int w = static_cast<int>(state.range(0));
+  const model::Network net = MakeNetwork({w, w}).Folded();
+  RunPredict(state, net);
+}
+BENCHMARK(BM_PredictWidth)->RangeMultiplier(2)->Range(64, 1024);
+
+void BM_TrainStep(benchmark::State& state) {
+  const int b = static_cast<int>(state.range(0));
+  const Table& t = TrainSet();
+  model::OptimizerConfig config;
+  config.kind = model::OptimizerConfig::Kind::kSgd;
+  config.learning_rate = 0.01f;
+  config.momentum = 0.9f;
+  auto trainer = model::Trainer::Create(MakeNetwork({128, 64}), config);
+  if (!trainer.ok()) {
+    state.SkipWithError(trainer.status().ToString().c_str());
+    return;
+  }
+  // Pre-built minibatches covering the training set (cycled).
+  std::vector<model::Batch> batches;
+  for (int start = 0; start + b <= t.rows || batches.empty();
+       start += b) {
+    model::Batch batch;
+    batch.features.resize(b, t.cols);
+    for (int r = 0; r < b; ++r) {
+      const int src = (start + r) % t.rows;
+      std::memcpy(batch.features.row(r).data(),
+                  t.features.data() + static_cast<size_t>(src) * t.cols,
+                  sizeof(float) * t.cols);
+      batch.labels.push_back(t.labels[src]);
+    }
+    batches.push_back(std::move(batch));
+  }
+  size_t i = 0;
+  for (auto _ : state) {
+    auto result = trainer->Step(batches[i]);
+    benchmark::DoNotOptimize(result);
+    if (++i == batches.size()) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations() * b);
+}
+BENCHMARK(BM_TrainStep)->RangeMultiplier(2)->Range(16, 1024);
+
+}  // namespace
+}  // namespace bnserve::bench
+
+int main(int argc, char** argv) {
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--digits_train=", 15) == 0) {
+      bnserve::bench::g_train = argv[i] + 15;
+    } else if (std::strncmp(argv[i], "--digits_test=", 14) == 0) {
+      bnserve::bench::g_test = argv[i] + 14;
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  int n = static_cast<int>(rest.size());
+  benchmark::Initialize(&n, rest.data());
+  if (benchmark::ReportUnrecognizedArguments(n, rest.data())) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
