@@ -1,0 +1,66 @@
+#include "server/trainer/trainer_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server_builder.h>
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "model/status_macros.h"
+
+namespace bnserve::server {
+
+absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
+    const TrainerServerOptions& options) {
+  std::unique_ptr<TrainerServer> s(new TrainerServer());
+  BNSERVE_ASSIGN_OR_RETURN(s->store_, store::OpenStore(options.store_uri));
+  BNSERVE_ASSIGN_OR_RETURN(TokenAuth auth,
+                           TokenAuth::FromFile(options.token_file));
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds,
+                           MakeServerCredentials(options.tls));
+  if (options.max_message_mb <= 0 || options.max_recalibration_mb <= 0) {
+    return absl::InvalidArgumentError(
+        "--max_message_mb and --max_recalibration_mb must be positive");
+  }
+  s->auth_enabled_ = auth.enabled();
+  s->jobs_ = std::make_unique<JobManager>(
+      s->store_.get(),
+      JobManagerOptions{.max_recalibration_bytes =
+                            int64_t{options.max_recalibration_mb} << 20});
+  s->service_ =
+      std::make_unique<TrainerService>(s->jobs_.get(), std::move(auth));
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen_address, creds, &s->port_);
+  builder.SetMaxReceiveMessageSize(options.max_message_mb << 20);
+  builder.SetMaxSendMessageSize(options.max_message_mb << 20);
+  builder.RegisterService(s->service_.get());
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen_address));
+  }
+  s->server_->GetHealthCheckService()->SetServingStatus(true);
+  return s;
+}
+
+TrainerServer::~TrainerServer() { Shutdown(absl::ZeroDuration()); }
+
+std::shared_ptr<grpc::Channel> TrainerServer::InProcessChannel() {
+  return server_->InProcessChannel({});
+}
+
+void TrainerServer::Shutdown(absl::Duration deadline) {
+  if (shut_down_ || server_ == nullptr) return;  // not started
+  shut_down_ = true;
+  jobs_->Shutdown();
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  server_->Shutdown(std::chrono::system_clock::now() +
+                    absl::ToChronoMilliseconds(deadline));
+  server_->Wait();
+}
+
+}  // namespace bnserve::server

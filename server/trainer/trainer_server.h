@@ -1,0 +1,64 @@
+// Assembles the trainer: store -> JobManager -> bnserve.v1.Trainer service,
+// grpc.health.v1.Health and reflection. main.cc only turns flags into these
+// options.
+#ifndef BNSERVE_SERVER_TRAINER_TRAINER_SERVER_H_
+#define BNSERVE_SERVER_TRAINER_TRAINER_SERVER_H_
+
+#include <grpcpp/server.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/common/server_setup.h"
+#include "server/trainer/job_manager.h"
+#include "server/trainer/trainer_service.h"
+#include "store/store.h"
+
+namespace bnserve::server {
+
+struct TrainerServerOptions {
+  // host:port; port 0 picks an ephemeral port.
+  std::string listen_address = "0.0.0.0:50051";
+  std::string store_uri = "bnserve-store";
+  TlsOptions tls;
+  // File with the bearer token clients must send; empty = no auth.
+  std::string token_file;
+  int max_message_mb = 64;
+  int max_recalibration_mb = 256;
+};
+
+// Thread-safe after Start; Shutdown may be called from any thread.
+class TrainerServer {
+ public:
+  // InvalidArgument for bad options (unreadable token/TLS files, bad store
+  // URI), Unavailable if the port cannot be bound.
+  static absl::StatusOr<std::unique_ptr<TrainerServer>> Start(
+      const TrainerServerOptions& options);
+  ~TrainerServer();
+
+  int port() const { return port_; }
+  std::string store_uri() const { return store_->uri(); }
+  bool auth_enabled() const { return auth_enabled_; }
+  std::shared_ptr<grpc::Channel> InProcessChannel();
+
+  // Refuses new jobs and streams, reports NOT_SERVING, gives calls in flight
+  // up to `deadline` to finish, then cancels them. Idempotent.
+  void Shutdown(absl::Duration deadline);
+
+ private:
+  TrainerServer() = default;
+
+  std::unique_ptr<store::SnapshotStore> store_;
+  std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<TrainerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool auth_enabled_ = false;
+  bool shut_down_ = false;
+};
+
+}  // namespace bnserve::server
+
+#endif  // BNSERVE_SERVER_TRAINER_TRAINER_SERVER_H_
