@@ -1,0 +1,183 @@
+#!/usr/bin/python3
+"""Fault: the trainer is killed with SIGKILL in the middle of a training
+stream and in the middle of a publish, repeatedly, while an inference server
+on the same file store serves Predict under load.
+
+Each round restarts the trainer if needed and starts `bnctl train`; rounds
+cycle through three kill moments:
+- in-publish: `--publish-every 1`; SIGKILL the moment a `.staging-*`
+  directory appears in the model directory, i.e. inside Publish, between the
+  staging mkdir and the rename that makes the version visible;
+- random: `--publish-every 1` (the trainer publishes after every step and
+  spends most of its time in Publish); SIGKILL 0-300 ms after a few publishes;
+- training: no publishing; SIGKILL 0-300 ms into a stream with steps done.
+After every kill:
+- every version directory in the store verifies, checked twice: in Python
+  (envelope parses, SHA-256 matches, model/version match) and for the newest
+  and a random sample with `bnctl export` (the product's reader);
+- version numbers are unique and nothing but versions and the store's own
+  hidden files is visible (leftover `.staging-*` directories, i.e. kills that
+  hit a publish between mkdir and rename, are counted and must vanish at the
+  next publish).
+At the end a fresh publish gets a higher version, the inference server
+answers with it, and the load saw zero failed Predict calls.
+
+Usage: trainer_kill_test.py BUILD_DIR [ROUNDS]   (env KILL_ROUNDS, KILL_SEED)
+"""
+import os
+import random
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import faultlib  # noqa: E402
+from faultlib import log, wait_until  # noqa: E402
+
+MODEL = "killed"
+
+
+def main():
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else int(
+        os.environ.get("KILL_ROUNDS", "12"))
+    seed = int(os.environ.get("KILL_SEED", str(int(time.time()))))
+    rng = random.Random(seed)
+    log(f"trainer_kill_test: {rounds} rounds, seed {seed}")
+    with faultlib.Env(sys.argv[1], "faults-kill") as env:
+        store = os.path.join(env.work, "store")
+        tport, iport = faultlib.free_port(), faultlib.free_port()
+        taddr, iaddr = f"127.0.0.1:{tport}", f"127.0.0.1:{iport}"
+        data = os.path.join(faultlib.REPO, "data/digits/train.csv")
+        xs, _ = faultlib.load_csv(
+            os.path.join(faultlib.REPO, "data/digits/test.csv"))
+
+        env.start_trainer(tport, store)
+        first = env.bnctl("train", "--trainer", taddr, "--model", MODEL,
+                          "--data", data, "--hidden", "64,32", "--epochs",
+                          "2", "--json")
+        log("baseline:", first.stdout.strip())
+        inference = env.start_inference(iport, store)
+        env.wait_health(iaddr, "inference", inference)
+        load = faultlib.Load(iaddr, MODEL, xs, threads=3, rate=150).start()
+
+        kinds = {"in-publish": 0, "random": 0, "training": 0}
+        staging_leftovers = 0
+        staging_seen = set()
+        verified = exported = 0
+        seen = set(faultlib.file_versions(store, MODEL))
+        try:
+            for r in range(rounds):
+                if not env.alive("trainer"):
+                    env.start_trainer(tport, store)
+                mode = ("in-publish", "random", "training")[r % 3]
+                publishing = mode != "training"
+                before = faultlib.file_versions(store, MODEL)
+                client = subprocess.Popen(
+                    [env.bnctl_bin, "train", "--trainer", taddr, "--model",
+                     MODEL, "--data", data, "--hidden", "64,32", "--epochs",
+                     "200", "--batch-size", "32", "--seed", str(r),
+                     "--publish-every", "1" if publishing else "0", "--json"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                    cwd=faultlib.REPO)
+                stub = env.trainer_stub(taddr)
+
+                def training():
+                    jobs = stub.ListJobs(env.tpb.ListJobsRequest(model=MODEL),
+                                         timeout=5).jobs
+                    return any(j.state == env.tpb.Job.TRAINING and
+                               j.steps > 2 for j in jobs)
+                wait_until(training, "a training stream with steps", 60)
+                if publishing:
+                    wait_until(lambda: len(faultlib.file_versions(
+                        store, MODEL)) > len(before) + 2,
+                        "publishes during the stream", 60)
+                if mode == "in-publish":
+                    # SIGKILL the moment a publish's staging directory
+                    # exists: between its mkdir and its rename.
+                    model_dir = os.path.join(store, MODEL)
+                    deadline = time.monotonic() + 20
+                    while time.monotonic() < deadline and not any(
+                            n.startswith(".staging-")
+                            for n in os.listdir(model_dir)):
+                        pass
+                    env.procs["trainer"].kill()
+                    env.procs["trainer"].wait(timeout=30)
+                else:
+                    time.sleep(rng.uniform(0.0, 0.3))
+                    env.kill("trainer")
+                out, err = client.communicate(timeout=60)
+                assert client.returncode != 0, (
+                    "bnctl train succeeded although its trainer was killed",
+                    out)
+                kinds[mode] += 1
+
+                # Consistency right after the kill, trainer still dead.
+                model_dir = os.path.join(store, MODEL)
+                names = os.listdir(model_dir)
+                staging = [n for n in names if n.startswith(".staging-")]
+                staging_leftovers += len(set(staging) - staging_seen)
+                staging_seen.update(staging)
+                unexpected = [n for n in names if not n.isdigit() and
+                              not n.startswith((".staging-", ".tmp-")) and
+                              n not in (".next_version", ".lock", ".labels")]
+                assert not unexpected, unexpected
+                versions = faultlib.file_versions(store, MODEL)
+                assert len(versions) == len(set(versions))
+                assert set(before) <= set(versions), "a version vanished"
+                if not publishing:
+                    assert versions == before, (
+                        "a stream without publishing created versions",
+                        before, versions)
+                for v in versions:
+                    if v in seen:
+                        continue
+                    problem = faultlib.verify_file_version(store, MODEL, v)
+                    assert problem is None, (v, problem)
+                    verified += 1
+                    seen.add(v)
+                new = [v for v in versions if v not in before]
+                sample = set(rng.sample(new, min(4, len(new))))
+                sample.add(versions[-1])
+                for v in sorted(sample):
+                    problem = env.export_ok(store, MODEL, v)
+                    assert problem is None, (v, problem)
+                    exported += 1
+                log(f"round {r + 1}/{rounds}: SIGKILL {mode}: bnctl exit {client.returncode} "
+                    f"({err.strip().splitlines()[-1][:90] if err else ''}); "
+                    f"{len(new)} new versions, newest {versions[-1]}, "
+                    f"staging dirs present: {len(staging)}; {load.ok} Predict "
+                    f"OK, {load.failed} failed")
+
+            # Recovery: a restarted trainer publishes a higher version, the
+            # leftovers are cleaned, and inference serves the new version.
+            env.start_trainer(tport, store)
+            newest = faultlib.file_versions(store, MODEL)[-1]
+            final = env.bnctl("train", "--trainer", taddr, "--model", MODEL,
+                              "--data", data, "--hidden", "64,32",
+                              "--epochs", "1", "--json")
+            import json
+            version = json.loads(final.stdout)["version"]
+            assert version > newest, (version, newest)
+            left = [n for n in os.listdir(os.path.join(store, MODEL))
+                    if n.startswith((".staging-", ".tmp-"))]
+            assert not left, ("leftovers after a publish", left)
+            assert faultlib.verify_file_version(store, MODEL, version) is None
+            wait_until(lambda: load.newest_version() >= version,
+                       f"inference answering with v{version}", 30)
+        finally:
+            load.stop()
+        log(load.summary())
+        load.check()
+        assert env.alive("inference"), "inference server died"
+        log(f"{rounds} SIGKILLs ({kinds['in-publish']} as soon as a staging "
+            f"directory appeared, {kinds['random']} at a random moment of a "
+            f"publish-every-step stream, {kinds['training']} in a plain "
+            f"training stream); {staging_leftovers} kills left a staging "
+            f"directory (killed inside Publish); {verified} versions "
+            f"verified in Python, {exported} exports with bnctl, all OK; "
+            f"final publish v{version} served")
+        print("1 passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()
