@@ -20,6 +20,7 @@
 //   --mode=train_local  the same minibatches through model::Trainer in this
 //                    process (the in-process reference for --mode=train).
 #include <grpcpp/grpcpp.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <cstdint>
@@ -408,6 +409,13 @@ int RunTrain() {
   return 0;
 }
 
+double CpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
 int RunTrainLocal() {
   const Table t = ReadLabelledCsv(absl::GetFlag(FLAGS_data));
   const int b = absl::GetFlag(FLAGS_batch_size);
@@ -427,6 +435,7 @@ int RunTrainLocal() {
   if (!trainer.ok()) return 1;
   const int epochs = absl::GetFlag(FLAGS_epochs);
   const int64_t start = NowNanos();
+  const double cpu0 = CpuSeconds();
   double loss = 0;
   for (int e = 0; e < epochs; ++e) {
     for (const model::Batch& batch : batches) {
@@ -436,11 +445,13 @@ int RunTrainLocal() {
     }
   }
   const double seconds = static_cast<double>(NowNanos() - start) / 1e9;
+  const double cpu = CpuSeconds() - cpu0;
   const int64_t examples = static_cast<int64_t>(batches.size()) * epochs * b;
   std::printf(
       "{\"mode\": \"train_local\", \"batch_size\": %d, \"examples\": %lld, "
-      "\"seconds\": %.4f, \"examples_per_s\": %.1f, \"last_loss\": %.4f}\n",
-      b, static_cast<long long>(examples), seconds,
+      "\"seconds\": %.4f, \"cpu_seconds\": %.4f, \"examples_per_s\": %.1f, "
+      "\"last_loss\": %.4f}\n",
+      b, static_cast<long long>(examples), seconds, cpu,
       static_cast<double>(examples) / seconds, loss);
   return 0;
 }
@@ -449,6 +460,7 @@ int RunTrainLocal() {
 }  // namespace bnserve::bench
 
 int main(int argc, char** argv) {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   absl::ParseCommandLine(argc, argv);
   const std::string mode = absl::GetFlag(FLAGS_mode);
   if (mode == "predict") return bnserve::bench::RunPredict();

@@ -13,6 +13,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "bnserve/v1/inference.grpc.pb.h"
 #include "server/common/server_setup.h"
 
@@ -69,6 +70,8 @@ int Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // As bnserve-inference does (Debian's Abseil has deadlock detection on).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   bnserve::server::BlockTerminationSignals();
   bnserve::server::ParseFlagsWithEnvironment(
       argc, argv, {"port", "host", "max_message_mb"});
