@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "server/common/server_setup.h"
 #include "server/inference/inference_server.h"
 
@@ -83,6 +84,9 @@ int Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Debian's Abseil is built with deadlock detection on: every Mutex lock
+  // (ours and gRPC's) would update a global lock graph. Off in the server.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   bnserve::server::BlockTerminationSignals();
   bnserve::server::ParseFlagsWithEnvironment(
       argc, argv,

@@ -107,9 +107,23 @@ class PythonClientTest(unittest.TestCase):
             [ARGS.server, "--host=127.0.0.1", "--port=%d" % cls.port,
              "--log_level=info"],
             stdout=cls.log, stderr=subprocess.STDOUT, env=env)
-        cls.channel = grpc.insecure_channel("127.0.0.1:%d" % cls.port)
-        health = health_pb2_grpc.HealthStub(cls.channel)
+        # Wait for the port first: a channel that fails to connect backs off
+        # for a second or more before trying again.
         deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", cls.port), 1).close()
+                break
+            except OSError:
+                if time.time() > deadline or cls.server.poll() is not None:
+                    raise RuntimeError("server did not listen:\n" +
+                                       cls.server_log())
+                time.sleep(0.02)
+        cls.channel = grpc.insecure_channel(
+            "127.0.0.1:%d" % cls.port,
+            options=[("grpc.initial_reconnect_backoff_ms", 50),
+                     ("grpc.max_reconnect_backoff_ms", 200)])
+        health = health_pb2_grpc.HealthStub(cls.channel)
         while True:
             try:
                 r = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
@@ -228,8 +242,12 @@ class PythonClientTest(unittest.TestCase):
             self.expected["version"])
 
     def test_5_sigterm_drains_and_exits_zero(self):
+        # Draining waits (up to 5 s) for clients to leave: close ours first.
+        self.channel.close()
+        start = time.time()
         self.server.send_signal(signal.SIGTERM)
         self.assertEqual(self.server.wait(timeout=30), 0)
+        self.assertLess(time.time() - start, 4)
         log = self.server_log()
         self.assertIn("listening on :%d" % self.port, log)
 
