@@ -22,6 +22,10 @@ namespace {
 // More classes than this is almost surely a regression target.
 constexpr int kMaxClasses = 10000;
 
+// Without a terminal: a line per epoch, and every this many steps within
+// long epochs.
+constexpr int64_t kPlainLineSteps = 500;
+
 v1::Activation ActivationFromName(const std::string& name) {
   if (name == "tanh") return v1::ACTIVATION_TANH;
   if (name == "sigmoid") return v1::ACTIVATION_SIGMOID;
@@ -52,7 +56,13 @@ class ProgressTracker {
       epoch_loss_ += p.loss() * static_cast<double>(rows);
       epoch_accuracy_ += p.accuracy() * static_cast<double>(rows);
       examples_per_second_ = p.examples_per_second();
-      if (steps_ % steps_per_epoch_ == 0) EndEpoch();
+      if (steps_ % steps_per_epoch_ == 0) {
+        EndEpoch();
+      } else if (!io_.err_is_tty && steps_ % kPlainLineSteps == 0) {
+        PlainLine(absl::StrFormat("epoch %d/%d", steps_ / steps_per_epoch_ + 1,
+                                  epochs_),
+                  epoch_loss_ / epoch_rows_, epoch_accuracy_ / epoch_rows_);
+      }
     }
     if (io_.err_is_tty) {
       DrawBar(/*force=*/false);
@@ -87,16 +97,20 @@ class ProgressTracker {
     epoch_loss_ = epoch_accuracy_ = epoch_rows_ = 0.0;
     const int64_t epoch = (steps_ + steps_per_epoch_ - 1) / steps_per_epoch_;
     if (!io_.err_is_tty) {
-      io_.err << absl::StrFormat("epoch %d/%d  step %d  loss %.4f", epoch,
-                                 epochs_, steps_, final_loss_);
-      if (classification_) {
-        io_.err << absl::StrFormat("  accuracy %.4f", final_accuracy_);
-      }
-      io_.err << absl::StrFormat("  %.0f examples/s", examples_per_second_);
-      if (last_version_ > 0) io_.err << "  published v" << last_version_;
-      io_.err << "\n";
-      io_.err.flush();
+      PlainLine(absl::StrFormat("epoch %d/%d", epoch, epochs_), final_loss_,
+                final_accuracy_);
     }
+  }
+
+  // One line for logs: where we are, the (running) epoch means, throughput.
+  void PlainLine(const std::string& where, double loss, double accuracy) {
+    io_.err << absl::StrFormat("%s  step %d  loss %.4f", where, steps_, loss);
+    if (classification_)
+      io_.err << absl::StrFormat("  accuracy %.4f", accuracy);
+    io_.err << absl::StrFormat("  %.0f examples/s", examples_per_second_);
+    if (last_version_ > 0) io_.err << "  published v" << last_version_;
+    io_.err << "\n";
+    io_.err.flush();
   }
 
   void DrawBar(bool force) {
