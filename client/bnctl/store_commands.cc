@@ -103,7 +103,8 @@ absl::StatusOr<int> RunImport(const ImportOptions& o, Io& io) {
   absl::StatusOr<int64_t> version = ImportSnapshotJson(**store, o.model, text);
   if (absl::IsInvalidArgument(version.status())) {
     return absl::Status(version.status().code(),
-                        absl::StrCat(o.from, ": ", version.status().message()));
+                        absl::StrCat(o.from == "-" ? "<stdin>" : o.from, ": ",
+                                     version.status().message()));
   }
   if (!version.ok()) return version.status();
   if (o.json) {
