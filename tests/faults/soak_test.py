@@ -1,0 +1,141 @@
+#!/usr/bin/python3
+"""Soak: a new version published every second while clients call Predict.
+
+One trainer and one inference server on a file store (SOAK_STORE=redis:
+on our own redis-server with AOF instead). A publisher trains two minibatches
+and publishes once per second; CLIENTS client threads call Predict (each at
+most RATE calls/s). The inference server's resident memory (VmRSS) is sampled
+every second. Checks, at the end:
+- zero failed Predict calls and zero failed publishes;
+- the server hot-reloaded: Predict answered with (nearly) every published
+  version, and with the last one at the end;
+- RSS flat: the median of the 5 samples ending at the end of the run is less
+  than 5% above the median of the 5 samples ending at the end of the warm-up
+  (the first max(15 s, 10%) of the run).
+
+Usage: soak_test.py BUILD_DIR
+  env SOAK_SECONDS (default 600: the 10-minute soak; ctest runs 45),
+      SOAK_CLIENTS (4), SOAK_RATE (100 per client), SOAK_STORE (file|redis),
+      SOAK_RSS_CSV (write the samples there)
+"""
+import os
+import statistics
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import faultlib  # noqa: E402
+from faultlib import log, wait_until  # noqa: E402
+
+MODEL = "soak"
+
+
+def main():
+    duration = float(os.environ.get("SOAK_SECONDS", "600"))
+    clients = int(os.environ.get("SOAK_CLIENTS", "4"))
+    rate = float(os.environ.get("SOAK_RATE", "100"))
+    kind = os.environ.get("SOAK_STORE", "file")
+    warmup = max(15.0, 0.1 * duration)
+    log(f"soak: {duration:.0f}s ({warmup:.0f}s warm-up), {clients} clients "
+        f"x {rate:.0f}/s, {kind} store, one publish per second")
+    with faultlib.Env(sys.argv[1], "faults-soak") as env:
+        tport, iport = faultlib.free_port(), faultlib.free_port()
+        taddr, iaddr = f"127.0.0.1:{tport}", f"127.0.0.1:{iport}"
+        if kind == "redis":
+            rport = faultlib.free_port()
+            env.start_redis(rport)
+            store = f"redis://127.0.0.1:{rport}/0"
+        else:
+            store = os.path.join(env.work, "store")
+        xs, ys = faultlib.load_csv(
+            os.path.join(faultlib.REPO, "data/digits/train.csv"))
+        xtest, _ = faultlib.load_csv(
+            os.path.join(faultlib.REPO, "data/digits/test.csv"))
+        env.start_trainer(tport, store)
+        stub = env.trainer_stub(taddr)
+        job = faultlib.create_job(env, stub, MODEL, [128, 64])
+        faultlib.train(stub, job, xs, ys, 10)
+        code, first, details = faultlib.publish(stub, job)
+        assert code == "OK", (code, details)
+        inference = env.start_inference(iport, store)
+        env.wait_health(iaddr, "inference", inference)
+        pid = inference.pid
+
+        load = faultlib.Load(iaddr, MODEL, xtest, threads=clients,
+                             rate=rate).start()
+        published = [first]
+        publish_failures = []
+        samples = []   # (t, inference RSS kB, trainer RSS kB)
+        start = time.monotonic()
+        next_publish = start + 1.0
+        next_report = start + 60.0
+        try:
+            while True:
+                now = time.monotonic()
+                if now - start >= duration:
+                    break
+                samples.append((now - start, faultlib.rss_kb(pid),
+                                faultlib.rss_kb(env.procs["trainer"].pid)))
+                if now >= next_publish:
+                    try:
+                        faultlib.train(stub, job, xs, ys, 2)
+                        code, version, details = faultlib.publish(stub, job)
+                    except env.grpc.RpcError as e:
+                        code, version, details = (e.code().name, 0,
+                                                  e.details())
+                    if code == "OK":
+                        published.append(version)
+                    else:
+                        publish_failures.append((code, details))
+                    next_publish += 1.0
+                if now >= next_report:
+                    log(f"{now - start:.0f}s: {len(published)} published, "
+                        f"{load.ok} Predict OK, {load.failed} failed, "
+                        f"RSS {samples[-1][1]} kB")
+                    next_report += 60.0
+                assert inference.poll() is None, "inference server died"
+                time.sleep(max(0.0, min(next_publish, start + duration) -
+                               time.monotonic()))
+            wait_until(lambda: load.newest_version() >= published[-1],
+                       f"inference answering with v{published[-1]}", 30)
+        finally:
+            load.stop()
+
+        csv = os.environ.get("SOAK_RSS_CSV")
+        if csv:
+            with open(csv, "w") as f:
+                f.write("seconds,inference_rss_kb,trainer_rss_kb\n")
+                for t, r, tr in samples:
+                    f.write(f"{t:.1f},{r},{tr}\n")
+
+        def median_before(t):
+            window = [r for s, r, _ in samples if s <= t][-5:]
+            return statistics.median(window)
+        rss_warm = median_before(warmup)
+        rss_end = median_before(duration)
+        rss_max = max(r for _, r, _ in samples)
+        rss_start = samples[0][1]
+        growth = (rss_end - rss_warm) / rss_warm
+        answered = set(load.versions)
+        missed = sorted(set(published) - answered)
+        log(load.summary())
+        log(f"{len(published)} versions published (v{published[0]}.."
+            f"v{published[-1]}), {len(publish_failures)} publish failures; "
+            f"Predict answered by {len(answered & set(published))} of them")
+        log(f"inference RSS: start {rss_start} kB, end of warm-up "
+            f"{rss_warm} kB, end {rss_end} kB, max {rss_max} kB, growth "
+            f"{growth * 100:+.2f}% (limit +5%); trainer RSS "
+            f"{samples[0][2]} -> {samples[-1][2]} kB")
+        load.check()
+        assert not publish_failures, publish_failures[:5]
+        assert len(published) >= 0.8 * duration, len(published)
+        # A reload takes milliseconds and clients ask hundreds of times a
+        # second: almost every version must have answered some request.
+        assert len(missed) <= max(2, 0.05 * len(published)), missed
+        assert growth < 0.05, f"RSS grew {growth * 100:.2f}%"
+        print("1 passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()
