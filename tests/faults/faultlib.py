@@ -287,6 +287,11 @@ def verify_file_version(root, model, version):
             data = f.read()
     except OSError as e:
         return f"unreadable: {e}"
+    return verify_envelope(data, model, version)
+
+
+def verify_envelope(data, model, version):
+    """None if `data` is a valid StoredSnapshot of model/version."""
     env = spb.StoredSnapshot()
     try:
         env.ParseFromString(data)

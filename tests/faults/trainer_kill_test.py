@@ -22,7 +22,14 @@ After every kill:
 At the end a fresh publish gets a higher version, the inference server
 answers with it, and the load saw zero failed Predict calls.
 
-Usage: trainer_kill_test.py BUILD_DIR [ROUNDS]   (env KILL_ROUNDS, KILL_SEED)
+KILL_STORE=redis runs the same on our own redis-server (AOF, fsync always):
+no in-publish rounds (a Redis publish has no staging step: the blob and the
+version index are written in one MULTI/EXEC), and the store is read with
+redis-cli: every indexed version has a verifying blob and no blob is
+unindexed.
+
+Usage: trainer_kill_test.py BUILD_DIR [ROUNDS]
+  env KILL_ROUNDS (12), KILL_SEED (time), KILL_STORE (file|redis)
 """
 import os
 import random
@@ -37,14 +44,78 @@ from faultlib import log, wait_until  # noqa: E402
 MODEL = "killed"
 
 
+class FileView:
+    """The file store as the test sees it, without the product's code."""
+
+    def __init__(self, root):
+        self.uri = root
+        self.model_dir = os.path.join(root, MODEL)
+
+    def versions(self):
+        return faultlib.file_versions(self.uri, MODEL)
+
+    def staging(self):
+        return [n for n in os.listdir(self.model_dir)
+                if n.startswith(".staging-")]
+
+    def unexpected(self):
+        return [n for n in os.listdir(self.model_dir) if not n.isdigit() and
+                not n.startswith((".staging-", ".tmp-")) and
+                n not in (".next_version", ".lock", ".labels")]
+
+    def verify(self, v):
+        return faultlib.verify_file_version(self.uri, MODEL, v)
+
+
+class RedisView:
+    """The Redis store read with redis-cli (keys: store/redis_store.h)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.uri = f"redis://127.0.0.1:{port}/0"
+
+    def cli(self, *args):
+        return subprocess.run(["redis-cli", "-p", str(self.port), "--raw",
+                               *args], capture_output=True,
+                              check=True).stdout
+
+    def versions(self):
+        out = self.cli("ZRANGE", f"bnserve:{{{MODEL}}}:versions", "0", "-1")
+        return sorted(int(x) for x in out.split())
+
+    def staging(self):
+        return []
+
+    def unexpected(self):
+        # Every blob is indexed and every indexed version has its blob.
+        blobs = {int(k.rsplit(b":", 1)[1]) for k in self.cli(
+            "KEYS", f"bnserve:{{{MODEL}}}:v:*").split()}
+        indexed = set(self.versions())
+        return sorted(blobs ^ indexed)
+
+    def verify(self, v):
+        data = self.cli("GET", f"bnserve:{{{MODEL}}}:v:{v}")[:-1]  # "\n"
+        return faultlib.verify_envelope(data, MODEL, v)
+
+
 def main():
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else int(
         os.environ.get("KILL_ROUNDS", "12"))
     seed = int(os.environ.get("KILL_SEED", str(int(time.time()))))
     rng = random.Random(seed)
-    log(f"trainer_kill_test: {rounds} rounds, seed {seed}")
+    log(f"trainer_kill_test: {rounds} rounds, seed {seed}, "
+        f"{os.environ.get('KILL_STORE', 'file')} store")
+    kind = os.environ.get("KILL_STORE", "file")
+    modes = (("in-publish", "random", "training") if kind == "file" else
+             ("random", "training"))
     with faultlib.Env(sys.argv[1], "faults-kill") as env:
-        store = os.path.join(env.work, "store")
+        if kind == "redis":
+            rport = faultlib.free_port()
+            env.start_redis(rport)
+            view = RedisView(rport)
+        else:
+            view = FileView(os.path.join(env.work, "store"))
+        store = view.uri
         tport, iport = faultlib.free_port(), faultlib.free_port()
         taddr, iaddr = f"127.0.0.1:{tport}", f"127.0.0.1:{iport}"
         data = os.path.join(faultlib.REPO, "data/digits/train.csv")
@@ -60,18 +131,18 @@ def main():
         env.wait_health(iaddr, "inference", inference)
         load = faultlib.Load(iaddr, MODEL, xs, threads=3, rate=150).start()
 
-        kinds = {"in-publish": 0, "random": 0, "training": 0}
+        kinds = {m: 0 for m in modes}
         staging_leftovers = 0
         staging_seen = set()
         verified = exported = 0
-        seen = set(faultlib.file_versions(store, MODEL))
+        seen = set(view.versions())
         try:
             for r in range(rounds):
                 if not env.alive("trainer"):
                     env.start_trainer(tport, store)
-                mode = ("in-publish", "random", "training")[r % 3]
+                mode = modes[r % len(modes)]
                 publishing = mode != "training"
-                before = faultlib.file_versions(store, MODEL)
+                before = view.versions()
                 client = subprocess.Popen(
                     [env.bnctl_bin, "train", "--trainer", taddr, "--model",
                      MODEL, "--data", data, "--hidden", "64,32", "--epochs",
@@ -88,17 +159,14 @@ def main():
                                j.steps > 2 for j in jobs)
                 wait_until(training, "a training stream with steps", 60)
                 if publishing:
-                    wait_until(lambda: len(faultlib.file_versions(
-                        store, MODEL)) > len(before) + 2,
+                    wait_until(lambda: len(view.versions()) >
+                               len(before) + 2,
                         "publishes during the stream", 60)
                 if mode == "in-publish":
                     # SIGKILL the moment a publish's staging directory
                     # exists: between its mkdir and its rename.
-                    model_dir = os.path.join(store, MODEL)
                     deadline = time.monotonic() + 20
-                    while time.monotonic() < deadline and not any(
-                            n.startswith(".staging-")
-                            for n in os.listdir(model_dir)):
+                    while time.monotonic() < deadline and not view.staging():
                         pass
                     env.procs["trainer"].kill()
                     env.procs["trainer"].wait(timeout=30)
@@ -112,16 +180,12 @@ def main():
                 kinds[mode] += 1
 
                 # Consistency right after the kill, trainer still dead.
-                model_dir = os.path.join(store, MODEL)
-                names = os.listdir(model_dir)
-                staging = [n for n in names if n.startswith(".staging-")]
+                staging = view.staging()
                 staging_leftovers += len(set(staging) - staging_seen)
                 staging_seen.update(staging)
-                unexpected = [n for n in names if not n.isdigit() and
-                              not n.startswith((".staging-", ".tmp-")) and
-                              n not in (".next_version", ".lock", ".labels")]
+                unexpected = view.unexpected()
                 assert not unexpected, unexpected
-                versions = faultlib.file_versions(store, MODEL)
+                versions = view.versions()
                 assert len(versions) == len(set(versions))
                 assert set(before) <= set(versions), "a version vanished"
                 if not publishing:
@@ -131,7 +195,7 @@ def main():
                 for v in versions:
                     if v in seen:
                         continue
-                    problem = faultlib.verify_file_version(store, MODEL, v)
+                    problem = view.verify(v)
                     assert problem is None, (v, problem)
                     verified += 1
                     seen.add(v)
@@ -151,17 +215,16 @@ def main():
             # Recovery: a restarted trainer publishes a higher version, the
             # leftovers are cleaned, and inference serves the new version.
             env.start_trainer(tport, store)
-            newest = faultlib.file_versions(store, MODEL)[-1]
+            newest = view.versions()[-1]
             final = env.bnctl("train", "--trainer", taddr, "--model", MODEL,
                               "--data", data, "--hidden", "64,32",
                               "--epochs", "1", "--json")
             import json
             version = json.loads(final.stdout)["version"]
             assert version > newest, (version, newest)
-            left = [n for n in os.listdir(os.path.join(store, MODEL))
-                    if n.startswith((".staging-", ".tmp-"))]
+            left = view.staging()
             assert not left, ("leftovers after a publish", left)
-            assert faultlib.verify_file_version(store, MODEL, version) is None
+            assert view.verify(version) is None
             wait_until(lambda: load.newest_version() >= version,
                        f"inference answering with v{version}", 30)
         finally:
@@ -169,7 +232,7 @@ def main():
         log(load.summary())
         load.check()
         assert env.alive("inference"), "inference server died"
-        log(f"{rounds} SIGKILLs ({kinds['in-publish']} as soon as a staging "
+        log(f"{rounds} SIGKILLs ({kinds.get('in-publish', 0)} as soon as a staging "
             f"directory appeared, {kinds['random']} at a random moment of a "
             f"publish-every-step stream, {kinds['training']} in a plain "
             f"training stream); {staging_leftovers} kills left a staging "
