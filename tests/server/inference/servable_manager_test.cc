@@ -159,21 +159,29 @@ TEST_F(ServableManagerTest, InvalidOrUnreadableNewVersionKeepsThePreviousOne) {
       layer.mutable_batch_norm()->set_running_var(0, -1);
   }
   const int64_t v2 = *publisher_->Publish(bad);
-  // A version the server reads as corrupt (DATA_LOSS from the checksum).
-  server_store_->FailNext(store::MemoryStore::Op::kRead,
-                          absl::DataLossError("checksum mismatch"), 1);
-  ASSERT_TRUE(Eventually([&] {
-    return metrics_.Render({}, true).find("load_failures_total{model=\"" +
-                                          model_ + "\"} 1") !=
-           std::string::npos;
-  }));
+  auto failures = [&](int n) {
+    return Eventually([&] {
+      return metrics_.Render({}, true).find(
+                 "load_failures_total{model=\"" + model_ + "\"} " +
+                 std::to_string(n)) != std::string::npos;
+    });
+  };
+  ASSERT_TRUE(failures(1));
   EXPECT_EQ(Served(*m, model_), 1);
   EXPECT_EQ(Served(*m, model_, Ver(v2)),
             -static_cast<int>(absl::StatusCode::kNotFound));
-  // The next good version is served; the refused one is never retried.
+  // A version the server reads as corrupt (DATA_LOSS from the checksum).
+  server_store_->FailNext(store::MemoryStore::Op::kRead,
+                          absl::DataLossError("checksum mismatch"), 1);
   const int64_t v3 = Publish(3);
-  ASSERT_TRUE(Eventually([&] { return Served(*m, model_) == v3; }));
-  EXPECT_THAT(m->LoadedVersions(model_), ElementsAre(v3));
+  ASSERT_TRUE(failures(2));
+  EXPECT_EQ(Served(*m, model_), 1);
+  // The next good version is served; the refused ones are never retried.
+  const int64_t v4 = Publish(4);
+  ASSERT_TRUE(Eventually([&] { return Served(*m, model_) == v4; }));
+  EXPECT_THAT(m->LoadedVersions(model_), ElementsAre(v4));
+  EXPECT_EQ(Served(*m, model_, Ver(v3)),
+            -static_cast<int>(absl::StatusCode::kNotFound));
 }
 
 TEST_F(ServableManagerTest, LabelsAreResolvedLoadedAndFollowed) {
