@@ -342,7 +342,9 @@ absl::StatusOr<std::shared_ptr<const Servable>> ServableManager::Get(
         options_.models.end();
     if (configured || it != models_.end()) {
       return absl::UnavailableError(absl::StrCat(
-          "model '", model, "' has no version loaded yet; retry later"));
+          "model '", model,
+          "' has no version loaded (still loading, or every version was "
+          "refused: see the server log); retry later"));
     }
     std::vector<std::string> names;
     for (const auto& [name, state] : models_) {
