@@ -278,7 +278,9 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
   reader.join();
   grpc::Status status = stream->Finish();
   tracker.Finish();
-  if (!status.ok()) return RpcError(status, "training stream");
+  if (!status.ok())
+    return RpcError(status,
+                    absl::StrCat("training stream of job ", job.job_id()));
 
   int64_t version = tracker.last_version();
   if (version <= 0) {

@@ -147,6 +147,11 @@ class FakeTrainer final : public v1::Trainer::Service {
           (b.labels_size() != b.rows() && b.targets_size() != b.rows())) {
         return {grpc::StatusCode::INVALID_ARGUMENT, "ragged minibatch"};
       }
+      for (int label : b.labels()) {
+        if (label == 99) {
+          return {grpc::StatusCode::INVALID_ARGUMENT, "label 99 is cursed"};
+        }
+      }
       record.batch_rows.push_back(b.rows());
       for (int r = 0; r < b.rows(); ++r) {
         record.row_ids.push_back(static_cast<int>(b.features(r * b.cols())));
@@ -548,6 +553,45 @@ TEST_F(BnctlServerTest, TrainReportsBadCsvRowsWithTheLine) {
                       tmp_);
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("bad.csv:3: column 'b'"));
+}
+
+TEST_F(BnctlServerTest, TrainStreamErrorsEndTheCommand) {
+  std::string csv = "a,label\n";
+  for (int i = 0; i < 200; ++i) absl::StrAppend(&csv, i, ",", i % 2, "\n");
+  absl::StrAppend(&csv, "7,99\n");
+  WriteFile(tmp_ / "cursed.csv", csv);
+  Result r = RunBnctl({"train", "--trainer", address_, "--model", "m", "--data",
+                       tmp_ / "cursed.csv", "--epochs", "50", "--json"},
+                      tmp_);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: INVALID_ARGUMENT: training stream of "
+                               "job job-1: label 99 is cursed"));
+  EXPECT_EQ(r.out, "");
+}
+
+TEST_F(BnctlServerTest, TrainDrawsAProgressBarOnATerminal) {
+  if (std::system("command -v script >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "script(1) not installed";
+  }
+  // script(1) runs bnctl on a pseudo-terminal: stderr is a tty.
+  std::string command;
+  for (const std::string& a :
+       {std::string(BNCTL_PATH), std::string("train"), std::string("--trainer"),
+        address_, std::string("--model"), std::string("m"),
+        std::string("--data"), tmp_ / "train.csv", std::string("--epochs"),
+        std::string("2")}) {
+    command += Quote(a) + " ";
+  }
+  const std::string out = tmp_ / "tty";
+  const std::string shell = "script -qec " + Quote(command) + " /dev/null >" +
+                            Quote(out) + " 2>&1 </dev/null";
+  ASSERT_EQ(std::system(shell.c_str()), 0) << ReadFile(out);
+  const std::string tty = ReadFile(out);
+  EXPECT_THAT(tty, HasSubstr("\r["));
+  EXPECT_THAT(tty, HasSubstr("100% epoch 2/2 step 2/2 loss"));
+  EXPECT_THAT(tty, HasSubstr("acc 0.7500"));
+  EXPECT_THAT(tty, HasSubstr("published model m version 1"));
+  EXPECT_THAT(tty, Not(HasSubstr("epoch 1/2  step")));  // no plain lines
 }
 
 // --- predict -------------------------------------------------------------
