@@ -8,6 +8,8 @@
 #   bash scripts/sanitize.sh -L store   # extra arguments go to ctest
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Relative paths in ccache keys, as scripts/build.sh: other clones share the cache.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD} CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
 root=$PWD
 build_dir=${BUILD_DIR:-build-asan}
 jobs=${JOBS:-$(nproc)}
