@@ -5,6 +5,7 @@
 // memory (VmRSS) and stops it with SIGTERM. Repeats --iterations times and
 // prints one JSON line: per-run times (ms) and RSS (KiB).
 #include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -18,8 +19,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -78,22 +77,24 @@ int Run(std::vector<char*> command) {
     while (!PortOpen(port) && NowNanos() - t0 < timeout_ns) {
       std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
-    auto stub = grpc::health::v1::Health::NewStub(
-        grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
-    while (!serving && NowNanos() - t0 < timeout_ns) {
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() +
-                           std::chrono::milliseconds(200));
-      grpc::health::v1::HealthCheckRequest request;
-      grpc::health::v1::HealthCheckResponse response;
-      if (stub->Check(&context, request, &response).ok() &&
-          response.status() ==
-              grpc::health::v1::HealthCheckResponse::SERVING) {
-        serving = true;
-      } else {
-        std::this_thread::sleep_for(std::chrono::microseconds(500));
+    {
+      auto stub = grpc::health::v1::Health::NewStub(
+          grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+      while (!serving && NowNanos() - t0 < timeout_ns) {
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() +
+                             std::chrono::milliseconds(200));
+        grpc::health::v1::HealthCheckRequest request;
+        grpc::health::v1::HealthCheckResponse response;
+        if (stub->Check(&context, request, &response).ok() &&
+            response.status() ==
+                grpc::health::v1::HealthCheckResponse::SERVING) {
+          serving = true;
+        } else {
+          std::this_thread::sleep_for(std::chrono::microseconds(500));
+        }
       }
-    }
+    }  // the channel closes before SIGTERM, so draining has nothing to wait for
     const int64_t t1 = NowNanos();
     const int64_t rss = RssKib(pid);
     kill(pid, SIGTERM);

@@ -12,6 +12,7 @@ Prints one JSON line per batch size: {"batch_size": B, "examples_per_s": X}.
 """
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
@@ -25,7 +26,12 @@ def main():
     p.add_argument("--batch_sizes", default="16,32,64,128,256,512,1024")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--min_time", type=float, default=1.0,
-                   help="seconds measured per batch size")
+                   help="CPU seconds measured per batch size")
+    p.add_argument("--serve", action="store_true",
+                   help="after --batch_sizes, read 'BATCH MIN_TIME' lines "
+                   "from stdin and answer each with one JSON line (lets "
+                   "bench/run alternate with bench-model without paying "
+                   "the torch import every time)")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -36,7 +42,7 @@ def main():
     y_all = torch.from_numpy(table[:, -1].astype(np.int64))
     rows = x_all.shape[0]
 
-    for b in [int(s) for s in args.batch_sizes.split(",")]:
+    def measure(b, min_time):
         model = nn.Sequential(
             nn.Linear(64, 128, bias=False), nn.BatchNorm1d(128), nn.ReLU(),
             nn.Linear(128, 64, bias=False), nn.BatchNorm1d(64), nn.ReLU(),
@@ -67,7 +73,7 @@ def main():
                 step(steps)
                 steps += 1
             cpu = time.process_time() - c0
-            if cpu >= args.min_time:
+            if cpu >= min_time:
                 break
         wall = time.perf_counter() - t0
         # examples_per_s uses process CPU time, as Google Benchmark's
@@ -77,6 +83,13 @@ def main():
                           "examples_per_s": steps * b / cpu,
                           "examples_per_s_wall": steps * b / wall}),
               flush=True)
+
+    for b in [int(s) for s in args.batch_sizes.split(",") if s]:
+        measure(b, args.min_time)
+    if args.serve:
+        for line in sys.stdin:
+            b, min_time = line.split()
+            measure(int(b), float(min_time))
 
 
 if __name__ == "__main__":
