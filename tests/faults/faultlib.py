@@ -332,6 +332,7 @@ class Load:
         self.failure_samples = []
         self.versions = {}       # version -> count
         self.max_latency = 0.0
+        self.slow = []           # (latency s, wall-clock start), the worst
         self.last_ok = time.monotonic()
         self.max_gap = 0.0       # longest time without any OK answer
         self.lock = threading.Lock()
@@ -365,6 +366,9 @@ class Load:
                     self.versions[r.version] = self.versions.get(
                         r.version, 0) + 1
                     self.max_latency = max(self.max_latency, t1 - t0)
+                    if t1 - t0 > 0.1:
+                        self.slow.append((t1 - t0, time.time() - (t1 - t0)))
+                        self.slow = sorted(self.slow, reverse=True)[:5]
                     self.max_gap = max(self.max_gap, t1 - self.last_ok)
                     self.last_ok = t1
             except grpc.RpcError as e:
@@ -405,7 +409,11 @@ class Load:
                 f"({self.ok / max(self.elapsed, 1e-9):.0f}/s), "
                 f"max latency {self.max_latency * 1000:.1f} ms, longest gap "
                 f"without an answer {self.max_gap * 1000:.0f} ms, "
-                f"{len(self.versions)} versions answered")
+                f"{len(self.versions)} versions answered; slowest calls "
+                "started at " + ", ".join(
+                    time.strftime("%H:%M:%S", time.localtime(t)) +
+                    f".{int(t * 1000) % 1000:03d} ({d * 1000:.0f} ms)"
+                    for d, t in self.slow[:3]))
 
     def check(self):
         assert self.ok > 0, "no Predict succeeded"
