@@ -127,7 +127,10 @@ class PredictCall final : public grpc::ClientUnaryReactor {
         if (run->first_done == 0) run->first_done = end;
         run->last_done = end;
       }
+      // The next call is reserved under the lock, so the main thread never
+      // sees zero calls outstanding while one is about to start.
       again = run->closed_loop && !run->stop.load();
+      if (again) ++run->outstanding;
     }
     if (again) run->Issue(NowNanos());
     delete this;
@@ -140,15 +143,14 @@ class PredictCall final : public grpc::ClientUnaryReactor {
   v1::PredictResponse response_;
 };
 
+// Starts one call; the caller has already counted it in `outstanding`.
 void PredictRun::Issue(int64_t scheduled_ns) {
   const int64_t index = issued.fetch_add(1);
   if (max_requests > 0 && index >= max_requests) {
-    stop.store(true);
-    return;
-  }
-  {
     absl::MutexLock lock(&mu);
-    ++outstanding;
+    stop.store(true);
+    --outstanding;
+    return;
   }
   new PredictCall(this, index, scheduled_ns);
 }
@@ -199,6 +201,10 @@ int RunPredict() {
 
   if (run.closed_loop) {
     for (int i = 0; i < absl::GetFlag(FLAGS_concurrency); ++i) {
+      {
+        absl::MutexLock lock(&run.mu);
+        ++run.outstanding;
+      }
       run.Issue(NowNanos());
     }
     while (!run.stop.load() && NowNanos() < end) {
@@ -221,6 +227,7 @@ int RunPredict() {
       {
         absl::MutexLock lock(&run.mu);
         full = run.outstanding >= max_out;
+        if (!full) ++run.outstanding;
       }
       if (full) {
         run.dropped.fetch_add(1);
@@ -229,9 +236,9 @@ int RunPredict() {
       }
     }
   }
-  run.stop.store(true);
   {
     absl::MutexLock lock(&run.mu);
+    run.stop.store(true);
     run.mu.Await(absl::Condition(
         +[](int64_t* n) { return *n == 0; }, &run.outstanding));
   }
