@@ -41,6 +41,21 @@ def wait_until(predicate, what, timeout=30.0, interval=0.05):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def server_predict_latency(metrics_port):
+    """{le: cumulative count} of the inference server's own Predict latency
+    histogram (Prometheus text from /metrics)."""
+    import urllib.request
+    text = urllib.request.urlopen(
+        f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    buckets = {}
+    for line in text.splitlines():
+        if (line.startswith("bnserve_inference_request_duration_seconds_bucket")
+                and 'Predict"' in line and "Batch" not in line):
+            le = line.split('le="')[1].split('"')[0]
+            buckets[le] = buckets.get(le, 0) + int(float(line.split()[-1]))
+    return buckets
+
+
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -144,10 +159,11 @@ class Env:
         self.wait_health(f"127.0.0.1:{port}", name, proc)
         return proc
 
-    def start_inference(self, port, store, name="inference", extra=()):
+    def start_inference(self, port, store, name="inference", extra=(),
+                        metrics_port=0):
         return self.start(name, [self.inference_bin, "--host", "127.0.0.1",
-                                 "--port", str(port), "--metrics_port", "0",
-                                 "--store", store, *extra])
+                                 "--port", str(port), "--metrics_port",
+                                 str(metrics_port), "--store", store, *extra])
 
     def health(self, addr):
         return subprocess.run([self.bnctl_bin, "health", "--server", addr],

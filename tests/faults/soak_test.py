@@ -58,7 +58,8 @@ def main():
         faultlib.train(stub, job, xs, ys, 10)
         code, first, details = faultlib.publish(stub, job)
         assert code == "OK", (code, details)
-        inference = env.start_inference(iport, store)
+        mport = faultlib.free_port()
+        inference = env.start_inference(iport, store, metrics_port=mport)
         env.wait_health(iaddr, "inference", inference)
         pid = inference.pid
 
@@ -120,6 +121,13 @@ def main():
         answered = set(load.versions)
         missed = sorted(set(published) - answered)
         log(load.summary())
+        buckets = faultlib.server_predict_latency(mport)
+        if buckets:
+            total = buckets.get("+Inf", 0)
+            log("server-side Predict latency (its /metrics histogram): "
+                f"{total} calls, " + ", ".join(
+                    f"{total - buckets[le]} over {float(le) * 1000:g} ms"
+                    for le in ("0.01", "0.1", "1") if le in buckets))
         log(f"{len(published)} versions published (v{published[0]}.."
             f"v{published[-1]}), {len(publish_failures)} publish failures; "
             f"Predict answered by {len(answered & set(published))} of them")
