@@ -37,13 +37,13 @@ RUN --mount=type=cache,target=/root/.cache/ccache \
         -DBNSERVE_WERROR=OFF \
         -DBNSERVE_BUILD_TESTS=$([ "$BNSERVE_RUN_TESTS" = 1 ] && echo ON || echo OFF) \
  && if [ "$BNSERVE_RUN_TESTS" = 1 ]; then \
-      cd /build && ctest --output-on-failure -j"$(nproc)" --timeout 600 $BNSERVE_CTEST_ARGS; \
+      (cd /build && ctest --output-on-failure -j"$(nproc)" --timeout 600 $BNSERVE_CTEST_ARGS); \
     fi \
  && mkdir -p /out \
  && install -m 0755 -s /build/server/trainer/bnserve-trainer \
                        /build/server/inference/bnserve-inference \
                        /build/client/bnctl/bnctl /out/ \
- && install -m 0755 deploy/bnserve-healthcheck /out/
+ && install -m 0755 /src/deploy/bnserve-healthcheck /out/
 
 ############################ runtime ############################
 FROM docker.io/library/debian:bookworm-slim
