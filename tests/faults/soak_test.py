@@ -12,6 +12,9 @@ every second. Checks, at the end:
 - RSS flat: the median of the 5 samples ending at the end of the run is less
   than 5% above the median of the 5 samples ending at the end of the warm-up
   (the first max(15 s, 10%) of the run).
+It also prints the inference server's own Predict latency histogram (from
+its /metrics endpoint) beside the latency the clients saw, to tell a slow
+server from a saturated machine.
 
 Usage: soak_test.py BUILD_DIR
   env SOAK_SECONDS (default 600: the 10-minute soak; ctest runs 45),
