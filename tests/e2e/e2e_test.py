@@ -123,9 +123,9 @@ def main():
         # 2. diabetes regression.
         reg = bnctl("train", "--trainer", trainer_addr, "--model", "diabetes",
                     "--data", "data/diabetes/train.csv", "--task",
-                    "regression", "--hidden", "16", "--optimizer", "adam",
-                    "--lr", "0.01", "--epochs", "250", "--batch-size", "32",
-                    "--seed", "3", "--json")
+                    "regression", "--hidden", "32", "--optimizer", "adam",
+                    "--lr", "0.003", "--weight-decay", "0.001", "--epochs",
+                    "300", "--batch-size", "32", "--seed", "3", "--json")
         wait_until(lambda: subprocess.run(
             [BNCTL, "predict", "--server", server_addr, "--model", "diabetes",
              "--features", ",".join(["0"] * 10)],
