@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 
 namespace bnserve::inference {
 namespace {
@@ -200,6 +201,11 @@ absl::Status MetricsHttpServer::Start(const std::string& host, int port) {
     port_ = port;
   }
   thread_ = std::thread([this] { http_->listen_after_bind(); });
+  // Stop() only works once the accept loop runs: wait for it.
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (!http_->is_running() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
   return absl::OkStatus();
 }
 
