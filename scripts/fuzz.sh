@@ -54,6 +54,7 @@ for t in "${targets[@]}"; do
         -artifact_prefix="$artifacts/")
   [[ -f $root/tests/fuzz/$t.dict ]] && args+=(-dict="$root/tests/fuzz/$t.dict")
   log=$work/$t.log
+  touch "$log.start"
   echo "== $t: ${seconds} s from $seeds seeds"
   rc=0
   "$root/$build_dir/tests/fuzz/${t}_fuzzer" "${args[@]}" "$corpus" >"$log" 2>&1 || rc=$?
@@ -61,7 +62,8 @@ for t in "${targets[@]}"; do
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
   units=$(ls "$corpus" | wc -l)
-  findings=$(grep -cE '^==[0-9]+==ERROR|^SUMMARY: (Address|Undefined|Leak)Sanitizer|FUZZ INVARIANT VIOLATED|ERROR: libFuzzer' "$log" || true)
+  # libFuzzer writes one crash-/leak-/timeout-/oom- file per finding.
+  findings=$(find "$artifacts" -type f -newer "$log.start" | wc -l)
   if ((rc != 0)); then
     failed+=("$t")
     echo "-- $t FAILED (exit $rc); log tail:"
