@@ -107,9 +107,8 @@ void ServableManager::Loop() {
         watch_ = std::move(watch).value();
         full = true;
       } else {
-        Log(LogLevel::kWarning,
-            absl::StrCat("cannot watch store ", store_->uri(), ": ",
-                         watch.status().ToString()));
+        log_failure(absl::StrCat("cannot watch store ", store_->uri(), ": ",
+                                 watch.status().ToString()));
         retry_full = retry_pending = true;
       }
     }
@@ -163,8 +162,7 @@ absl::Status ServableManager::SyncAll() {
   if (models.empty()) {
     BNSERVE_ASSIGN_OR_RETURN(std::vector<std::string> listed,
                              store_->ListModels());
-    known_ = std::set<std::string>(listed.begin(), listed.end());
-    models = known_;
+    models.insert(listed.begin(), listed.end());
     // Models that disappeared from the store are reconciled (unloaded) too.
     absl::ReaderMutexLock lock(&mu_);
     for (const auto& [name, state] : models_) models.insert(name);

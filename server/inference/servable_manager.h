@@ -136,8 +136,7 @@ class ServableManager {
   absl::Mutex sync_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   // Versions refused for good (corrupt or invalid), per model.
   std::map<std::string, std::set<int64_t>> failed_ ABSL_GUARDED_BY(sync_mu_);
-  // Models found in the store at the last successful full listing.
-  std::set<std::string> known_ ABSL_GUARDED_BY(sync_mu_);
+  // Whether a full reconciliation with the store has succeeded once.
   bool listed_ ABSL_GUARDED_BY(sync_mu_) = false;
 
   // What requests read.
