@@ -29,5 +29,14 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export LSAN_OPTIONS=suppressions=$root/scripts/lsan.supp:print_suppressions=0
 test_start=$SECONDS
 cd "$build_dir"
-ctest -j"$jobs" --output-on-failure --timeout 900 "$@"
+# The soak test asserts that the inference server's RSS stays flat, which
+# ASan's quarantine (up to 256 MiB of freed memory held back to catch
+# use-after-free) makes impossible; it runs on its own with a small
+# quarantine, still under ASan, UBSan and LSan.
+soak='^faults_soak_short$'
+status=0
+ctest -j"$jobs" --output-on-failure --timeout 900 -E "$soak" "$@" || status=$?
+ASAN_OPTIONS=$ASAN_OPTIONS:quarantine_size_mb=8 \
+  ctest --output-on-failure --timeout 900 -R "$soak" "$@" || status=$?
 echo "sanitize.sh: tests took $((SECONDS - test_start)) s, total $((SECONDS - start)) s"
+exit "$status"
