@@ -98,6 +98,17 @@ class Env:
         self.mounts = []
         self._stubs()
 
+    def sanitizers(self):
+        """The build's BNSERVE_SANITIZE value ("" for a normal build)."""
+        try:
+            with open(os.path.join(self.build, "CMakeCache.txt")) as f:
+                for line in f:
+                    if line.startswith("BNSERVE_SANITIZE:"):
+                        return line.split("=", 1)[1].strip()
+        except OSError:
+            pass
+        return ""
+
     # -- lifecycle ---------------------------------------------------------
 
     def __enter__(self):
