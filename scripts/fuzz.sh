@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD} CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
 root=$PWD
 build_dir=${BUILD_DIR:-build-fuzz}
+[[ $build_dir = /* ]] || build_dir=$root/$build_dir
 seconds=${FUZZ_SECONDS:-60}
 jobs=${JOBS:-$(nproc)}
 all_targets=(snapshot envelope csv store_uri minibatch inference)
@@ -45,7 +46,7 @@ failed=()
 summary=()
 for t in "${targets[@]}"; do
   corpus=$work/corpus/$t
-  artifacts=$root/$build_dir/fuzz-artifacts/$t
+  artifacts=$build_dir/fuzz-artifacts/$t
   mkdir -p "$corpus" "$artifacts"
   cp "$root/tests/fuzz/corpus/$t/"* "$corpus/"
   seeds=$(ls "$corpus" | wc -l)
@@ -57,7 +58,7 @@ for t in "${targets[@]}"; do
   touch "$log.start"
   echo "== $t: ${seconds} s from $seeds seeds"
   rc=0
-  "$root/$build_dir/tests/fuzz/${t}_fuzzer" "${args[@]}" "$corpus" >"$log" 2>&1 || rc=$?
+  "$build_dir/tests/fuzz/${t}_fuzzer" "${args[@]}" "$corpus" >"$log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)

@@ -21,13 +21,14 @@ cd "$(dirname "$0")/.."
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD} CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
 root=$PWD
 build_dir=${BUILD_DIR:-build-tsan}
+[[ $build_dir = /* ]] || build_dir=$root/$build_dir
 jobs=${JOBS:-$(nproc)}
 targets=(${TSAN_TARGETS:-job_manager_test store_conformance_test servable_manager_test hot_reload_test store_follow_test})
 tests=${TSAN_TESTS:-'^(JobManagerTest|.*StoreConformanceTest|ServableManagerTest|HotReloadTest|StoreFollowTest)\.'}
 
 start=$SECONDS
 mkdir -p "$build_dir"
-shim=$root/$build_dir/absl_mutex_tsan.o
+shim=$build_dir/absl_mutex_tsan.o
 # Deliberately not -fsanitize=thread: see the comment in the file.
 c++ -std=c++20 -O1 -g -fPIC -Wall -Wextra -Werror \
   -c tests/tsan/absl_mutex_tsan.cc -o "$shim"
