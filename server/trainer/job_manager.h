@@ -74,7 +74,6 @@ class TrainingSession {
   std::string job_id_;
   absl::Time started_;
   int64_t examples_ = 0;
-  bool finished_ = false;
 };
 
 // Accumulates recalibration examples for one job (bounded by
