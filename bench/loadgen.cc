@@ -42,7 +42,8 @@
 #include "model/network.h"
 #include "model/trainer.h"
 
-ABSL_FLAG(std::string, mode, "predict", "predict | frame | train | train_local");
+ABSL_FLAG(std::string, mode, "predict",
+          "predict | frame | train | train_local");
 ABSL_FLAG(std::string, target, "127.0.0.1:50052", "server host:port");
 ABSL_FLAG(std::string, model, "digits", "model name");
 ABSL_FLAG(std::string, data, "data/digits/test.csv",
@@ -72,7 +73,7 @@ struct PredictRun {
   std::vector<std::unique_ptr<v1::Inference::Stub>> stubs;
   std::vector<v1::PredictRequest> requests;
   bool closed_loop = true;
-  int64_t max_requests = 0;  // 0 = time-bound
+  int64_t max_requests = 0;                  // 0 = time-bound
   int64_t measure_from = 0, measure_to = 0;  // ns, steady clock
 
   std::atomic<bool> stop{false};
@@ -86,7 +87,7 @@ struct PredictRun {
   int64_t measured ABSL_GUARDED_BY(mu) = 0;
   std::string first_error ABSL_GUARDED_BY(mu);
   std::vector<int64_t> latencies ABSL_GUARDED_BY(mu);  // ns, measured calls
-  int64_t first_done = 0, last_done = 0;  // request-bound runs
+  int64_t first_done = 0, last_done = 0;               // request-bound runs
 
   void Issue(int64_t scheduled_ns);
 };
@@ -97,8 +98,8 @@ class PredictCall final : public grpc::ClientUnaryReactor {
       : run_(run), scheduled_(scheduled_ns) {
     const v1::PredictRequest& request =
         run->requests[index % run->requests.size()];
-    run->stubs[index % run->stubs.size()]->async()->Predict(
-        &context_, &request, &response_, this);
+    run->stubs[index % run->stubs.size()]->async()->Predict(&context_, &request,
+                                                            &response_, this);
     StartCall();
   }
 
@@ -224,7 +225,8 @@ int RunPredict() {
       int64_t now = NowNanos();
       while (now < at) {
         if (at - now > 200000) {
-          std::this_thread::sleep_for(std::chrono::nanoseconds(at - now - 100000));
+          std::this_thread::sleep_for(
+              std::chrono::nanoseconds(at - now - 100000));
         }
         now = NowNanos();
       }

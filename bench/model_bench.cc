@@ -89,8 +89,7 @@ void BM_TrainStep(benchmark::State& state) {
   }
   // Pre-built minibatches covering the training set (cycled).
   std::vector<model::Batch> batches;
-  for (int start = 0; start + b <= t.rows || batches.empty();
-       start += b) {
+  for (int start = 0; start + b <= t.rows || batches.empty(); start += b) {
     model::Batch batch;
     batch.features.resize(b, t.cols);
     for (int r = 0; r < b; ++r) {

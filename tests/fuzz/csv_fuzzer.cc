@@ -26,9 +26,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int cols = table->cols();
   if (cols < 1 || table->rows < 0 ||
       table->values.size() != static_cast<size_t>(table->rows) * cols) {
-    Fail("ParseCsv", absl::StrCat("inconsistent table: ", table->rows, " x ",
-                                  cols, " with ", table->values.size(),
-                                  " values"));
+    Fail("ParseCsv",
+         absl::StrCat("inconsistent table: ", table->rows, " x ", cols,
+                      " with ", table->values.size(), " values"));
   }
   std::set<std::string> names;
   for (const std::string& name : table->header) {

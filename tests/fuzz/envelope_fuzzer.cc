@@ -5,8 +5,9 @@
 //   odd:  the rest is parsed as an envelope whose SHA-256 is then fixed up,
 //         and decoded for the model and version it names, so the fuzzer
 //         reaches the snapshot parsing and the name/version checks behind
-//         the checksum (bit 1 set: decoded for "m" version 1 instead). A decoded snapshot is then validated as a reader
-//         would (Network::FromSnapshot) and must re-encode.
+//         the checksum (bit 1 set: decoded for "m" version 1 instead). A
+//         decoded snapshot is then validated as a reader would
+//         (Network::FromSnapshot) and must re-encode.
 #include <openssl/sha.h>
 
 #include <cstddef>
@@ -35,8 +36,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     unsigned char digest[SHA256_DIGEST_LENGTH];
     SHA256(reinterpret_cast<const unsigned char*>(envelope.snapshot().data()),
            envelope.snapshot().size(), digest);
-    envelope.set_sha256(std::string(reinterpret_cast<char*>(digest),
-                                    sizeof(digest)));
+    envelope.set_sha256(
+        std::string(reinterpret_cast<char*>(digest), sizeof(digest)));
     if (!(data[0] & 2)) {
       model = envelope.model();
       version = envelope.version();

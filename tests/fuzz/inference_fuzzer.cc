@@ -49,7 +49,8 @@ Env* Setup() {
   for (auto [task, copies] : {std::pair{v1::TASK_CLASSIFICATION, 2},
                               std::pair{v1::TASK_REGRESSION, 1}}) {
     for (int i = 0; i < copies; ++i) {
-      absl::StatusOr<int64_t> v = store->Publish(bnserve::fuzz::TinySnapshot(task));
+      absl::StatusOr<int64_t> v =
+          store->Publish(bnserve::fuzz::TinySnapshot(task));
       if (!v.ok()) Fail("Publish", v.status().ToString());
     }
   }
@@ -102,8 +103,7 @@ void CheckInferResponse(const kserve::ModelInferRequest& request,
   for (int i = 0; i < response.outputs_size(); ++i) {
     const auto& out = response.outputs(i);
     const int64_t n = Product(out.shape());
-    if (out.shape_size() < 1 ||
-        out.shape(0) != request.inputs(0).shape(0)) {
+    if (out.shape_size() < 1 || out.shape(0) != request.inputs(0).shape(0)) {
       Fail("ModelInfer", "output rows differ from input rows");
     }
     const int64_t width = out.datatype() == "INT64" ? 8 : 4;
@@ -139,7 +139,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       v1::PredictResponse response;
       if (!request.ParseFromArray(bytes, n)) return 0;
       if (!keep_name) request.set_model(model);
-      const grpc::Status s = env->inference->Predict(&context, request, &response);
+      const grpc::Status s =
+          env->inference->Predict(&context, request, &response);
       CheckStatus("Predict", s);
       if (s.ok() && response.outputs_size() !=
                         (response.model() == "clf" ? bnserve::fuzz::kClasses

@@ -85,7 +85,8 @@ void Minibatches() {
   for (int i = 0; i < 4; ++i) clf.add_labels(i % bnserve::fuzz::kClasses);
   Write("minibatch", "classification", std::string(1, '\0'), clf);
   v1::Minibatch reg = Batch(3, kFeatures);
-  for (int i = 0; i < 3 * bnserve::fuzz::kOutputs; ++i) reg.add_targets(0.5f * i);
+  for (int i = 0; i < 3 * bnserve::fuzz::kOutputs; ++i)
+    reg.add_targets(0.5f * i);
   Write("minibatch", "regression", "\x01", reg);
   v1::Minibatch huge;
   huge.set_rows(std::numeric_limits<int32_t>::max());

@@ -36,9 +36,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const v1::Task task =
       data[0] & 1 ? v1::TASK_REGRESSION : v1::TASK_CLASSIFICATION;
-  const int output_dim =
-      task == v1::TASK_CLASSIFICATION ? bnserve::fuzz::kClasses
-                                      : bnserve::fuzz::kOutputs;
+  const int output_dim = task == v1::TASK_CLASSIFICATION
+                             ? bnserve::fuzz::kClasses
+                             : bnserve::fuzz::kOutputs;
   v1::Minibatch minibatch;
   if (!minibatch.ParseFromArray(data + 1, static_cast<int>(size - 1))) {
     return 0;
@@ -72,12 +72,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::Status valid = trainer.ValidateBatch(*batch);
   absl::StatusOr<model::StepResult> step = trainer.Step(*batch);
   if (valid.ok() != step.ok()) {
-    Fail("Trainer::Step", absl::StrCat("ValidateBatch says ", valid.ToString(),
-                                       ", Step says ",
-                                       step.status().ToString()));
+    Fail("Trainer::Step",
+         absl::StrCat("ValidateBatch says ", valid.ToString(), ", Step says ",
+                      step.status().ToString()));
   }
   if (!valid.ok()) {
-    if (!absl::IsInvalidArgument(valid)) Fail("ValidateBatch", valid.ToString());
+    if (!absl::IsInvalidArgument(valid))
+      Fail("ValidateBatch", valid.ToString());
     return 0;
   }
   if (step->examples != minibatch.rows()) {

@@ -22,8 +22,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::StatusOr<Network> net = Network::FromSnapshot(snapshot);
   if (!net.ok()) {
     if (!absl::IsInvalidArgument(net.status())) {
-      Fail("FromSnapshot", absl::StrCat("unexpected code: ",
-                                        net.status().ToString()));
+      Fail("FromSnapshot",
+           absl::StrCat("unexpected code: ", net.status().ToString()));
     }
     return 0;
   }

@@ -22,7 +22,9 @@ std::string Esc(std::string_view s) {
   return absl::CEscape(absl::string_view(s.data(), s.size()));
 }
 
-bool IsAlpha(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'); }
+bool IsAlpha(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
 bool ReferenceName(std::string_view s, bool letter_first) {
@@ -44,8 +46,8 @@ void CheckName(std::string_view s, bool label) {
     Fail(what, status.ToString());
   }
   if (status.ok() != ReferenceName(s, label)) {
-    Fail(what, absl::StrCat(status.ok() ? "accepted" : "refused", " '",
-                            Esc(s), "'"));
+    Fail(what,
+         absl::StrCat(status.ok() ? "accepted" : "refused", " '", Esc(s), "'"));
   }
   if (status.ok() && (s == "." || s == ".." ||
                       s.find_first_of(std::string_view("/\\\0", 3)) !=

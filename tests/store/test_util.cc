@@ -32,8 +32,8 @@ bnserve::v1::Snapshot MakeSnapshot(const std::string& model, int weights,
   dense->set_in(4);
   dense->set_out(weights / 4 > 0 ? weights / 4 : 1);
   for (int i = 0; i < weights; ++i) {
-    dense->add_weight(
-        static_cast<float>((int64_t{i} * 7919 + tag) % 1000) / 1000.0f);
+    dense->add_weight(static_cast<float>((int64_t{i} * 7919 + tag) % 1000) /
+                      1000.0f);
   }
   auto* bn = s.add_layers()->mutable_batch_norm();
   bn->set_features(2);

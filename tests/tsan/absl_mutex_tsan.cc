@@ -37,8 +37,8 @@
 // The mangled names below spell Debian's inline namespace, absl::debian3.
 #define BNSERVE_STR2(x) #x
 #define BNSERVE_STR(x) BNSERVE_STR2(x)
-static_assert(std::string_view(BNSERVE_STR(ABSL_OPTION_INLINE_NAMESPACE_NAME)) ==
-                  "debian3",
+static_assert(std::string_view(
+                  BNSERVE_STR(ABSL_OPTION_INLINE_NAMESPACE_NAME)) == "debian3",
               "update the mangled absl symbol names for this Abseil build");
 
 namespace {
@@ -55,7 +55,7 @@ Fn Real(const char* symbol) {
 }
 
 // The library's implementation of a member function, resolved once.
-#define BNSERVE_REAL(Ret, symbol, ...)                               \
+#define BNSERVE_REAL(Ret, symbol, ...) \
   static const auto real = Real<Ret (*)(__VA_ARGS__)>(symbol)
 
 void Acquire(const void* mu) { __tsan_acquire(const_cast<void*>(mu)); }
@@ -78,8 +78,8 @@ bool EvalAnnotated(Annotated* a) {
 }  // namespace
 
 // Declares `wrapped`, a Condition that evaluates `cond` with annotations.
-#define BNSERVE_WRAP(cond)                       \
-  Annotated annotated{&(cond), this};            \
+#define BNSERVE_WRAP(cond)                             \
+  Annotated annotated{&(cond), this};                  \
   const Condition wrapped(&EvalAnnotated, &annotated); \
   Release(&annotated)
 
@@ -133,8 +133,7 @@ void Mutex::LockWhen(const Condition& cond) {
 }
 
 void Mutex::ReaderLockWhen(const Condition& cond) {
-  BNSERVE_REAL(void,
-               "_ZN4absl7debian35Mutex14ReaderLockWhenERKNS0_9ConditionE",
+  BNSERVE_REAL(void, "_ZN4absl7debian35Mutex14ReaderLockWhenERKNS0_9ConditionE",
                Mutex*, const Condition&);
   BNSERVE_WRAP(cond);
   real(this, wrapped);
@@ -153,8 +152,7 @@ bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
   return met;
 }
 
-bool Mutex::ReaderLockWhenWithTimeout(const Condition& cond,
-                                      Duration timeout) {
+bool Mutex::ReaderLockWhenWithTimeout(const Condition& cond, Duration timeout) {
   BNSERVE_REAL(
       bool,
       "_ZN4absl7debian35Mutex25ReaderLockWhenWithTimeoutERKNS0_9ConditionENS0_"
@@ -201,10 +199,10 @@ void Mutex::Await(const Condition& cond) {
 }
 
 bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
-  BNSERVE_REAL(
-      bool,
-      "_ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE",
-      Mutex*, const Condition&, Duration);
+  BNSERVE_REAL(bool,
+               "_ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_"
+               "8DurationE",
+               Mutex*, const Condition&, Duration);
   BNSERVE_WRAP(cond);
   Release(this);
   const bool met = real(this, wrapped, timeout);
