@@ -33,11 +33,12 @@ shim=$build_dir/absl_mutex_tsan.o
 c++ -std=c++20 -O1 -g -fPIC -Wall -Wextra -Werror \
   -c tests/tsan/absl_mutex_tsan.cc -o "$shim"
 # -fsanitize=thread in the linker flags too: CMake's compiler check links a
-# plain test program with these flags, and the shim needs the TSan runtime.
+# plain test program with these flags, and the shim needs the TSan runtime
+# and Abseil's synchronization library.
 cmake -S . -B "$build_dir" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DBNSERVE_SANITIZE=thread \
-  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread $shim -ldl" >/dev/null
+  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread $shim -labsl_synchronization -ldl" >/dev/null
 ninja -C "$build_dir" -j"$jobs" "${targets[@]}"
 echo "tsan.sh: build took $((SECONDS - start)) s"
 
