@@ -394,13 +394,7 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
     job_->last_published_step = trainer.steps();
     progress.set_published(true);
   }
-  progress.set_step(trainer.steps());
-  progress.set_loss(result.loss);
-  progress.set_accuracy(result.accuracy);
-  const double seconds = absl::ToDoubleSeconds(absl::Now() - started_);
-  progress.set_examples_per_second(seconds > 0 ? examples_ / seconds : 0.0);
-  progress.set_examples_seen(trainer.examples_seen());
-  progress.set_last_published_version(job_->last_published);
+  FillProgress(&progress);
   return progress;
 }
 
@@ -422,14 +416,19 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Finish() {
     job_->last_published_step = trainer.steps();
     progress.set_published(true);
   }
-  progress.set_step(trainer.steps());
-  progress.set_loss(job_->last_loss);
-  progress.set_accuracy(job_->last_accuracy);
-  const double seconds = absl::ToDoubleSeconds(absl::Now() - started_);
-  progress.set_examples_per_second(seconds > 0 ? examples_ / seconds : 0.0);
-  progress.set_examples_seen(trainer.examples_seen());
-  progress.set_last_published_version(job_->last_published);
+  FillProgress(&progress);
   return progress;
+}
+
+void TrainingSession::FillProgress(v1::TrainProgress* progress) const {
+  const model::Trainer& trainer = *job_->trainer;
+  progress->set_step(trainer.steps());
+  progress->set_loss(job_->last_loss);
+  progress->set_accuracy(job_->last_accuracy);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - started_);
+  progress->set_examples_per_second(seconds > 0 ? examples_ / seconds : 0.0);
+  progress->set_examples_seen(trainer.examples_seen());
+  progress->set_last_published_version(job_->last_published);
 }
 
 absl::Status RecalibrationSession::Add(const v1::Minibatch& minibatch) {

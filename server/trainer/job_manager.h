@@ -68,6 +68,9 @@ class TrainingSession {
  private:
   friend class JobManager;
   TrainingSession(JobManager* manager, std::shared_ptr<internal::JobState> job);
+  // Step, loss, accuracy, throughput and last version of the job, with
+  // job_->mu held by the caller.
+  void FillProgress(v1::TrainProgress* progress) const;
 
   JobManager* manager_;
   std::shared_ptr<internal::JobState> job_;
