@@ -7,6 +7,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/server_builder.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -20,6 +21,9 @@
 ABSL_FLAG(int32_t, port, 50052, "gRPC port (0 = pick a free one)");
 ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on");
 ABSL_FLAG(int32_t, max_message_mb, 64, "largest gRPC message, in MiB");
+ABSL_FLAG(int32_t, busy_ns, 0,
+          "diagnostic: spin this long in every Predict (what handler time "
+          "costs in throughput)");
 
 namespace {
 
@@ -32,10 +36,19 @@ class NoopInference final : public bnserve::v1::Inference::CallbackService {
       grpc::CallbackServerContext* context,
       const bnserve::v1::PredictRequest* /*request*/,
       bnserve::v1::PredictResponse* /*response*/) override {
+    if (busy_ns_ > 0) {
+      const auto end =
+          std::chrono::steady_clock::now() + std::chrono::nanoseconds(busy_ns_);
+      while (std::chrono::steady_clock::now() < end) {
+      }
+    }
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
+
+ private:
+  const int busy_ns_ = absl::GetFlag(FLAGS_busy_ns);
 };
 
 int Run() {
@@ -74,6 +87,6 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   bnserve::server::BlockTerminationSignals();
   bnserve::server::ParseFlagsWithEnvironment(
-      argc, argv, {"port", "host", "max_message_mb"});
+      argc, argv, {"port", "host", "max_message_mb", "busy_ns"});
   return Run();
 }

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "model/dense_kernel.h"
 #include "model/moments.h"
 #include "model/status_macros.h"
 
@@ -304,10 +305,8 @@ void Network::Forward(const float* x, float* out, Workspace* ws) const {
   std::copy(x, x + width, cur);
   for (const Layer& layer : layers_) {
     if (const auto* d = std::get_if<Dense>(&layer)) {
-      Eigen::Map<const Eigen::VectorXf> in(cur, width);
-      Eigen::Map<Eigen::VectorXf> o(next, d->out());
-      o.noalias() = d->weight * in;
-      if (d->has_bias()) o += d->bias.transpose();
+      DenseForward(d->weight.data(), d->has_bias() ? d->bias.data() : nullptr,
+                   cur, next, d->out(), width);
       std::swap(cur, next);
       width = d->out();
     } else if (const auto* bn = std::get_if<BatchNorm>(&layer)) {
