@@ -27,8 +27,14 @@ DriftMonitor::DriftMonitor(const model::Network* network, int sample_every,
 
 void DriftMonitor::MaybeSample(const float* x) {
   if (sample_every_ <= 0 || !has_batch_norm_) return;
-  const uint64_t n = seen_.fetch_add(1, std::memory_order_relaxed);
-  if (n % static_cast<uint64_t>(sample_every_) != 0) return;
+  // A per-thread countdown rather than one shared counter: the hot path
+  // touches no cache line that other serving threads write.
+  thread_local int countdown = 0;
+  if (countdown > 0) {
+    --countdown;
+    return;
+  }
+  countdown = sample_every_ - 1;
   if (!mu_.TryLock()) return;
   UpdateLocked(x);
   mu_.Unlock();

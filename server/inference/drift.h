@@ -20,7 +20,6 @@
 #ifndef BNSERVE_SERVER_INFERENCE_DRIFT_H_
 #define BNSERVE_SERVER_INFERENCE_DRIFT_H_
 
-#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -45,7 +44,12 @@ class DriftMonitor {
   DriftMonitor(const model::Network* network, int sample_every, double alpha);
 
   // Counts one served example `x` (input_features() finite values) and,
-  // for 1 in sample_every of them, updates the statistics.
+  // for 1 in sample_every of them, updates the statistics. The count is kept
+  // per calling thread (each thread samples its first example and then every
+  // sample_every-th it serves, whatever the monitor), and a sample is
+  // skipped rather than waited for when another thread holds the
+  // statistics: the serving hot path never blocks here and writes no shared
+  // cache line except when it samples.
   void MaybeSample(const float* x);
 
   // Updates the statistics with `x` unconditionally (blocking).
@@ -69,7 +73,6 @@ class DriftMonitor {
   const int sample_every_;
   const double alpha_;
   const bool has_batch_norm_;
-  std::atomic<uint64_t> seen_{0};
   mutable absl::Mutex mu_;
   int64_t samples_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<LayerEma> layers_ ABSL_GUARDED_BY(mu_);

@@ -40,6 +40,34 @@ void Header(std::string* out, absl::string_view name, absl::string_view type,
 
 }  // namespace
 
+Metrics::Metrics() = default;
+Metrics::~Metrics() = default;
+
+Metrics::MethodStats* Metrics::Find(absl::string_view method) const {
+  const int n = method_count_.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    MethodStats* m = methods_[i].load(std::memory_order_relaxed);
+    if (m->name == method) return m;
+  }
+  return nullptr;
+}
+
+Metrics::MethodStats* Metrics::FindOrAdd(absl::string_view method) {
+  if (MethodStats* m = Find(method)) return m;
+  absl::MutexLock lock(&mu_);
+  if (MethodStats* m = Find(method)) return m;  // added meanwhile
+  const int n = method_count_.load(std::memory_order_relaxed);
+  if (n == kMaxMethods) {
+    // Full (the services have far fewer methods): the last slot is "other".
+    return methods_[kMaxMethods - 1].load(std::memory_order_relaxed);
+  }
+  owned_.push_back(std::make_unique<MethodStats>(
+      n == kMaxMethods - 1 ? "other" : std::string(method)));
+  methods_[n].store(owned_.back().get(), std::memory_order_relaxed);
+  method_count_.store(n + 1, std::memory_order_release);
+  return owned_.back().get();
+}
+
 void Metrics::RecordRequest(absl::string_view method, grpc::StatusCode code,
                             absl::Duration latency) {
   const double seconds = absl::ToDoubleSeconds(latency);
@@ -47,15 +75,31 @@ void Metrics::RecordRequest(absl::string_view method, grpc::StatusCode code,
   while (bucket < kLatencyBuckets.size() && seconds > kLatencyBuckets[bucket]) {
     ++bucket;
   }
-  absl::MutexLock lock(&mu_);
-  ++requests_[{std::string(method), static_cast<int>(code)}];
-  auto it = latency_.find(method);
-  if (it == latency_.end())
-    it = latency_.emplace(std::string(method), Histogram()).first;
-  Histogram& h = it->second;
-  ++h.counts[bucket];
-  h.sum += seconds;
-  ++h.count;
+  int c = static_cast<int>(code);
+  if (c < 0 || c >= kCodes) c = grpc::StatusCode::UNKNOWN;
+  const int64_t nanos = absl::ToInt64Nanoseconds(latency);
+  static std::atomic<unsigned> next_shard{0};
+  thread_local const unsigned shard =
+      next_shard.fetch_add(1, std::memory_order_relaxed) % kShards;
+  Shard& s = FindOrAdd(method)->shards[shard];
+  s.codes[c].fetch_add(1, std::memory_order_relaxed);
+  s.buckets[bucket].fetch_add(1, std::memory_order_relaxed);
+  s.sum_nanos.fetch_add(nanos > 0 ? static_cast<uint64_t>(nanos) : 0,
+                        std::memory_order_relaxed);
+}
+
+Metrics::Totals Metrics::Sum(const MethodStats& m) {
+  Totals t;
+  for (const Shard& s : m.shards) {
+    for (int i = 0; i < kCodes; ++i) {
+      t.codes[i] += s.codes[i].load(std::memory_order_relaxed);
+    }
+    for (int i = 0; i < kBuckets; ++i) {
+      t.buckets[i] += s.buckets[i].load(std::memory_order_relaxed);
+    }
+    t.sum_nanos += s.sum_nanos.load(std::memory_order_relaxed);
+  }
+  return t;
 }
 
 void Metrics::RecordLoad(const std::string& model) {
@@ -70,43 +114,56 @@ void Metrics::RecordLoadFailure(const std::string& model) {
 
 uint64_t Metrics::RequestCount(absl::string_view method,
                                grpc::StatusCode code) const {
-  absl::MutexLock lock(&mu_);
-  auto it = requests_.find({std::string(method), static_cast<int>(code)});
-  return it == requests_.end() ? 0 : it->second;
+  const MethodStats* m = Find(method);
+  const int c = static_cast<int>(code);
+  if (m == nullptr || c < 0 || c >= kCodes) return 0;
+  return Sum(*m).codes[c];
 }
 
 std::string Metrics::Render(
     const std::vector<std::shared_ptr<const Servable>>& loaded,
     bool ready) const {
   std::string out;
+  // Methods by name, each with its summed shards (a scrape may see a request
+  // counted in one series and not yet in another; Prometheus tolerates it).
+  std::map<std::string, Totals> methods;
+  const int n = method_count_.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    const MethodStats* m = methods_[i].load(std::memory_order_relaxed);
+    methods.emplace(m->name, Sum(*m));
+  }
+  Header(&out, "requests_total", "counter",
+         "Requests by gRPC method and status code.");
+  for (const auto& [method, t] : methods) {
+    for (int c = 0; c < kCodes; ++c) {
+      if (t.codes[c] == 0) continue;
+      absl::StrAppend(
+          &out, kPrefix, "requests_total{method=\"", Escape(method),
+          "\",code=\"",
+          absl::StatusCodeToString(static_cast<absl::StatusCode>(c)), "\"} ",
+          t.codes[c], "\n");
+    }
+  }
+  Header(&out, "request_duration_seconds", "histogram",
+         "Request latency in the handler, by gRPC method.");
+  for (const auto& [method, t] : methods) {
+    uint64_t cumulative = 0;
+    for (int i = 0; i < kBuckets; ++i) {
+      cumulative += t.buckets[i];
+      absl::StrAppend(
+          &out, kPrefix, "request_duration_seconds_bucket{method=\"",
+          Escape(method), "\",le=\"",
+          i < static_cast<int>(kLatencyBuckets.size()) ? Num(kLatencyBuckets[i])
+                                                       : "+Inf",
+          "\"} ", cumulative, "\n");
+    }
+    absl::StrAppend(&out, kPrefix, "request_duration_seconds_sum{method=\"",
+                    Escape(method), "\"} ", Num(t.sum_nanos * 1e-9), "\n",
+                    kPrefix, "request_duration_seconds_count{method=\"",
+                    Escape(method), "\"} ", cumulative, "\n");
+  }
   {
     absl::MutexLock lock(&mu_);
-    Header(&out, "requests_total", "counter",
-           "Requests by gRPC method and status code.");
-    for (const auto& [key, n] : requests_) {
-      absl::StrAppend(
-          &out, kPrefix, "requests_total{method=\"", Escape(key.first),
-          "\",code=\"",
-          absl::StatusCodeToString(static_cast<absl::StatusCode>(key.second)),
-          "\"} ", n, "\n");
-    }
-    Header(&out, "request_duration_seconds", "histogram",
-           "Request latency in the handler, by gRPC method.");
-    for (const auto& [method, h] : latency_) {
-      uint64_t cumulative = 0;
-      for (size_t i = 0; i <= kLatencyBuckets.size(); ++i) {
-        cumulative += h.counts[i];
-        absl::StrAppend(
-            &out, kPrefix, "request_duration_seconds_bucket{method=\"",
-            Escape(method), "\",le=\"",
-            i < kLatencyBuckets.size() ? Num(kLatencyBuckets[i]) : "+Inf",
-            "\"} ", cumulative, "\n");
-      }
-      absl::StrAppend(&out, kPrefix, "request_duration_seconds_sum{method=\"",
-                      Escape(method), "\"} ", Num(h.sum), "\n", kPrefix,
-                      "request_duration_seconds_count{method=\"",
-                      Escape(method), "\"} ", h.count, "\n");
-    }
     Header(&out, "model_reloads_total", "counter",
            "Versions loaded (verified, folded, warmed up and swapped in).");
     for (const auto& [model, n] : reloads_) {

@@ -52,6 +52,17 @@ class Metrics {
       0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
       0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1.0};
 
+  Metrics();
+  ~Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // Counts one finished request. Lock-free and allocation-free once the
+  // method has been seen: a few relaxed atomic adds on counters sharded by
+  // thread, so concurrent requests do not contend on one cache line (the
+  // serving hot path calls this for every request). The first request of a
+  // method registers it under a mutex. At most kMaxMethods distinct method
+  // names are kept; further ones are counted as method "other".
   void RecordRequest(absl::string_view method, grpc::StatusCode code,
                      absl::Duration latency);
   void RecordLoad(const std::string& model);
@@ -62,20 +73,46 @@ class Metrics {
   std::string Render(const std::vector<std::shared_ptr<const Servable>>& loaded,
                      bool ready) const;
 
-  // For tests.
+  // Requests of `method` that ended with `code` so far.
   uint64_t RequestCount(absl::string_view method, grpc::StatusCode code) const;
 
+  static constexpr int kMaxMethods = 32;
+
  private:
-  struct Histogram {
-    std::array<uint64_t, kLatencyBuckets.size() + 1> counts{};  // last: +Inf
-    double sum = 0;
-    uint64_t count = 0;
+  static constexpr int kCodes = 17;  // grpc::StatusCode 0..16
+  static constexpr int kBuckets = kLatencyBuckets.size() + 1;  // last: +Inf
+  static constexpr int kShards = 8;
+
+  // One thread's share of a method's counters (threads are spread over the
+  // shards round-robin), on cache lines of its own.
+  struct alignas(64) Shard {
+    std::array<std::atomic<uint64_t>, kCodes> codes{};
+    std::array<std::atomic<uint64_t>, kBuckets> buckets{};
+    std::atomic<uint64_t> sum_nanos{0};
+  };
+  struct MethodStats {
+    explicit MethodStats(std::string n) : name(std::move(n)) {}
+    const std::string name;
+    std::array<Shard, kShards> shards;
+  };
+  // The summed shards of one method.
+  struct Totals {
+    std::array<uint64_t, kCodes> codes{};
+    std::array<uint64_t, kBuckets> buckets{};
+    uint64_t sum_nanos = 0;
   };
 
+  MethodStats* Find(absl::string_view method) const;
+  MethodStats* FindOrAdd(absl::string_view method);
+  static Totals Sum(const MethodStats& m);
+
+  // methods_[0, method_count_) are set and never change; a slot is written
+  // (under mu_) before method_count_ is raised past it.
+  std::array<std::atomic<MethodStats*>, kMaxMethods> methods_{};
+  std::atomic<int> method_count_{0};
+
   mutable absl::Mutex mu_;
-  std::map<std::pair<std::string, int>, uint64_t> requests_
-      ABSL_GUARDED_BY(mu_);
-  std::map<std::string, Histogram, std::less<>> latency_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<MethodStats>> owned_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> reloads_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> load_failures_ ABSL_GUARDED_BY(mu_);
 };

@@ -342,6 +342,30 @@ TEST(DriftMonitorTest, MeasuresShiftAndVarianceRatioOfBatchNormInputs) {
   EXPECT_GT(stats[1].variance_ratio, 0);
 }
 
+// 1 in sample_every served examples per thread enters the statistics, the
+// thread's first one included; other threads keep their own count.
+TEST(DriftMonitorTest, SamplesOneInNPerServingThread) {
+  const v1::Snapshot snapshot = MakeSnapshot("drift", 5);
+  auto servable = *Servable::Create(snapshot, DriftOptions{0, 0.01});
+  const model::Network& net = servable->unfolded();
+  DriftMonitor monitor(&net, 4, 0.01);
+  std::vector<float> x(net.input_features(), 0.5f);
+  auto serve = [&](int n) {
+    std::thread([&, n] {
+      for (int i = 0; i < n; ++i) monitor.MaybeSample(x.data());
+    }).join();
+  };
+  serve(1);
+  EXPECT_EQ(monitor.samples(), 1);
+  serve(40);  // a fresh thread: examples 1, 5, ..., 37
+  EXPECT_EQ(monitor.samples(), 11);
+  serve(3);
+  EXPECT_EQ(monitor.samples(), 12);
+  DriftMonitor off(&net, 0, 0.01);
+  for (int i = 0; i < 10; ++i) off.MaybeSample(x.data());
+  EXPECT_EQ(off.samples(), 0);
+}
+
 TEST(ServableTest, RefusesInvalidSnapshotsAndMatchesTheModelLibrary) {
   v1::Snapshot s = MakeSnapshot("m", 9);
   auto servable = Servable::Create(s);
