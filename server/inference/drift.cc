@@ -4,6 +4,8 @@
 #include <cmath>
 #include <variant>
 
+#include "model/dense_kernel.h"
+
 namespace bnserve::inference {
 
 DriftMonitor::DriftMonitor(const model::Network* network, int sample_every,
@@ -20,6 +22,13 @@ DriftMonitor::DriftMonitor(const model::Network* network, int sample_every,
       ema.layer = static_cast<int>(i);
       ema.mean.assign(bn->features(), 0.0);
       ema.var.assign(bn->features(), 0.0);
+      ema.scale.resize(bn->features());
+      ema.shift.resize(bn->features());
+      for (int j = 0; j < bn->features(); ++j) {
+        ema.scale[j] =
+            bn->gamma[j] / std::sqrt(bn->running_var[j] + bn->config.eps);
+        ema.shift[j] = bn->beta[j] - bn->running_mean[j] * ema.scale[j];
+      }
       layers_.push_back(std::move(ema));
     }
   }
@@ -59,13 +68,12 @@ void DriftMonitor::UpdateLocked(const float* x) {
   size_t bn_index = 0;
   for (const model::Layer& layer : network_->layers()) {
     if (const auto* d = std::get_if<model::Dense>(&layer)) {
-      Eigen::Map<const Eigen::VectorXf> in(cur.data(), width);
-      Eigen::Map<Eigen::VectorXf> o(next.data(), d->out());
-      o.noalias() = d->weight * in;
-      if (d->has_bias()) o += d->bias.transpose();
+      model::DenseForward(d->weight.data(),
+                          d->has_bias() ? d->bias.data() : nullptr, cur.data(),
+                          next.data(), d->out(), width);
       std::swap(cur, next);
       width = d->out();
-    } else if (const auto* bn = std::get_if<model::BatchNorm>(&layer)) {
+    } else if (std::holds_alternative<model::BatchNorm>(layer)) {
       LayerEma& ema = layers_[bn_index++];
       for (int j = 0; j < width; ++j) {
         // Exponentially weighted mean and variance (West's update).
@@ -73,10 +81,10 @@ void DriftMonitor::UpdateLocked(const float* x) {
         const double incr = a * diff;
         ema.mean[j] += incr;
         ema.var[j] = (1.0 - a) * (ema.var[j] + diff * incr);
-        cur[j] = bn->gamma[j] * (cur[j] - bn->running_mean[j]) /
-                     std::sqrt(bn->running_var[j] + bn->config.eps) +
-                 bn->beta[j];
+        cur[j] = ema.scale[j] * cur[j] + ema.shift[j];
       }
+      // Nothing after the last batch-norm layer feeds the statistics.
+      if (bn_index == layers_.size()) break;
     } else {
       model::ApplyActivation(std::get<model::ActivationLayer>(layer).fn,
                              cur.data(), width);

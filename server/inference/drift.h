@@ -67,6 +67,9 @@ class DriftMonitor {
   struct LayerEma {
     int layer = 0;
     std::vector<double> mean, var;
+    // The layer's inference transform scale * z + shift, precomputed (set
+    // by the constructor, then read-only).
+    std::vector<float> scale, shift;
   };
 
   const model::Network* const network_;

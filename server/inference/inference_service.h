@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "bnserve/v1/inference.grpc.pb.h"
 #include "server/common/auth.h"
+#include "server/inference/message_pool.h"
 #include "server/inference/metrics.h"
 #include "server/inference/servable_manager.h"
 
@@ -25,7 +26,9 @@ class InferenceService final : public v1::Inference::CallbackService {
  public:
   InferenceService(const ServableManager* manager,
                    const server::TokenAuth* auth, Metrics* metrics)
-      : manager_(manager), auth_(auth), metrics_(metrics) {}
+      : manager_(manager), auth_(auth), metrics_(metrics) {
+    SetMessageAllocatorFor_Predict(&predict_messages_);
+  }
 
   grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* context,
                                     const v1::PredictRequest* request,
@@ -56,6 +59,8 @@ class InferenceService final : public v1::Inference::CallbackService {
   const ServableManager* const manager_;
   const server::TokenAuth* const auth_;
   Metrics* const metrics_;
+  // Predict's request/response pairs are recycled (see message_pool.h).
+  RecyclingAllocator<v1::PredictRequest, v1::PredictResponse> predict_messages_;
 };
 
 // Softmax of `n` values in place (numerically stable); returns the argmax.

@@ -202,6 +202,34 @@ TEST_F(InferenceServerTest, PredictEqualsTheModelLibraryInferenceOutput) {
   EXPECT_EQ(resp.probabilities_size(), 0);
 }
 
+// Predict's messages are recycled between calls (message_pool.h): answers
+// of alternating classification and regression calls, and of an error in
+// between, must carry nothing over from the call before.
+TEST_F(InferenceServerTest, RecycledPredictMessagesCarryNothingOver) {
+  StartServer();
+  const std::vector<float> xc = RandomFeatures(4, 11);
+  const std::vector<float> xr = RandomFeatures(5, 12);
+  for (int i = 0; i < 40; ++i) {
+    v1::PredictResponse resp;
+    if (i % 3 == 2) {
+      // Wrong width: an error, whose half-built response must not leak.
+      grpc::Status st = Predict(PredictRequest(clf_, xr), &resp);
+      EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+      continue;
+    }
+    const bool clf = i % 3 == 0;
+    ASSERT_TRUE(
+        Predict(PredictRequest(clf ? clf_ : reg_, clf ? xc : xr), &resp).ok());
+    EXPECT_EQ(resp.model(), clf ? clf_ : reg_);
+    EXPECT_EQ(resp.outputs_size(), clf ? 3 : 2) << i;
+    EXPECT_EQ(resp.probabilities_size(), clf ? 3 : 0) << i;
+    EXPECT_EQ(resp.class_name().empty(), !clf) << i;
+    ExpectClose(
+        {resp.outputs().begin(), resp.outputs().end()},
+        ReferenceOutputs(clf ? clf_snapshot_ : reg_snapshot_, clf ? xc : xr));
+  }
+}
+
 TEST_F(InferenceServerTest, PredictPinsAVersionOrALabel) {
   v1::Snapshot v2 = MakeSnapshot(clf_, 22);
   ASSERT_EQ(*publisher_->Publish(v2), 2);
