@@ -3,6 +3,8 @@
 //       [128, 64] network, batch norm folded into the dense layers or not;
 //   BM_PredictWidth/W                       folded, hidden [W, W]: the cost
 //       grows as W^2 (the W x W dense layer dominates);
+//   BM_DenseKernelGeneric / BM_DenseKernelAvx2   the digits dense layers
+//       through the portable and the AVX2+FMA single-example kernels;
 //   BM_TrainStep/B                          one SGD-momentum step of the
 //       digits [128, 64] network on a minibatch of B rows; items = examples.
 // Data: --digits_train / --digits_test (defaults: data/digits/*.csv relative
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "model/dense_kernel.h"
 #include "model/network.h"
 #include "model/trainer.h"
 
@@ -74,6 +77,37 @@ void BM_PredictWidth(benchmark::State& state) {
   RunPredict(state, net);
 }
 BENCHMARK(BM_PredictWidth)->RangeMultiplier(2)->Range(64, 1024);
+
+// The single-example dense kernels side by side on the digits layer shapes
+// (64 -> 128, 128 -> 64, 64 -> 10, one call each): the runtime-dispatched
+// AVX2+FMA kernel and the portable Eigen one.
+template <bool kAvx2>
+void BM_DenseKernel(benchmark::State& state) {
+  if (kAvx2 && !model::internal::CpuHasAvx2Fma()) {
+    state.SkipWithError("CPU without AVX2+FMA");
+    return;
+  }
+  const int shapes[3][2] = {{128, 64}, {64, 128}, {10, 64}};
+  std::vector<std::vector<float>> w, b;
+  for (const auto& s : shapes) {
+    w.emplace_back(static_cast<size_t>(s[0]) * s[1], 0.01f);
+    b.emplace_back(s[0], 0.1f);
+  }
+  std::vector<float> x(128, 0.5f), y(128);
+  auto kernel = kAvx2 ? &model::internal::DenseForwardAvx2
+                      : &model::internal::DenseForwardGeneric;
+  for (auto _ : state) {
+    for (int i = 0; i < 3; ++i) {
+      kernel(w[i].data(), b[i].data(), x.data(), y.data(), shapes[i][0],
+             shapes[i][1]);
+    }
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_DenseKernel<false>)->Name("BM_DenseKernelGeneric");
+BENCHMARK(BM_DenseKernel<true>)->Name("BM_DenseKernelAvx2");
 
 void BM_TrainStep(benchmark::State& state) {
   const int b = static_cast<int>(state.range(0));

@@ -14,7 +14,7 @@ packages=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev redis-server
   python3 python3-numpy python3-torch python3-grpcio python3-grpc-tools
-  nghttp2-client procps openssl clang-14 libclang-rt-14-dev gnuplot-nox
+  nghttp2-client procps openssl clang-14 libclang-rt-14-dev gnuplot-nox valgrind
   python3-yaml
 )
 missing=()
