@@ -59,37 +59,110 @@ grpc::Status TrainerService::CancelJob(grpc::ServerContext* context,
   });
 }
 
-grpc::Status TrainerService::Train(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<v1::TrainProgress, v1::TrainRequest>* stream) {
-  return Handle(auth_, context, [&]() -> absl::Status {
-    v1::TrainRequest request;
-    if (!stream->Read(&request)) return absl::OkStatus();  // empty stream
-    if (request.job_id().empty()) {
-      return absl::InvalidArgumentError(
-          "the first message of a training stream must name the job_id");
+namespace {
+
+// One Train stream: read a minibatch, step, write its progress, read the
+// next; when the client half-closes, finish the session (policy publish) and
+// write the closing progress. Exactly one read or write is outstanding at a
+// time, so the reactions never run concurrently (OnCancel does nothing: the
+// outstanding operation then fails and ends the stream).
+class TrainReactor final
+    : public grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainProgress> {
+ public:
+  TrainReactor(JobManager* jobs, grpc::CallbackServerContext* context,
+               const absl::Status& auth)
+      : jobs_(jobs), context_(context) {
+    if (!auth.ok()) {
+      End(auth);
+      return;
     }
-    BNSERVE_ASSIGN_OR_RETURN(std::unique_ptr<TrainingSession> session,
-                             jobs_->OpenTrainingSession(request.job_id()));
-    do {
-      if (!request.job_id().empty() && request.job_id() != session->job_id()) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      ClientDone();
+      return;
+    }
+    absl::Status st = StepOne();
+    if (!st.ok()) {
+      End(st);
+      return;
+    }
+    StartWrite(&progress_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      End(absl::CancelledError("the client went away"));
+    } else if (closing_) {
+      End(absl::OkStatus());
+    } else {
+      StartRead(&request_);
+    }
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status StepOne() {
+    if (session_ == nullptr) {
+      if (request_.job_id().empty()) {
         return absl::InvalidArgumentError(
-            absl::StrCat("a training stream serves one job: got ",
-                         request.job_id(), " after ", session->job_id()));
+            "the first message of a training stream must name the job_id");
       }
-      BNSERVE_ASSIGN_OR_RETURN(v1::TrainProgress progress,
-                               session->Step(request.batch()));
-      if (!stream->Write(progress)) {
-        return absl::CancelledError("the client went away");
-      }
-    } while (stream->Read(&request));
-    if (context->IsCancelled()) {
-      return absl::CancelledError("the training stream was cancelled");
+      BNSERVE_ASSIGN_OR_RETURN(session_,
+                               jobs_->OpenTrainingSession(request_.job_id()));
+    } else if (!request_.job_id().empty() &&
+               request_.job_id() != session_->job_id()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a training stream serves one job: got ",
+                       request_.job_id(), " after ", session_->job_id()));
     }
-    BNSERVE_ASSIGN_OR_RETURN(v1::TrainProgress last, session->Finish());
-    stream->Write(last);
+    BNSERVE_ASSIGN_OR_RETURN(progress_, session_->Step(request_.batch()));
     return absl::OkStatus();
-  });
+  }
+
+  // The client closed its side (or the call was cancelled).
+  void ClientDone() {
+    if (context_->IsCancelled()) {
+      End(absl::CancelledError("the training stream was cancelled"));
+      return;
+    }
+    if (session_ == nullptr) {  // an empty stream
+      End(absl::OkStatus());
+      return;
+    }
+    absl::StatusOr<v1::TrainProgress> last = session_->Finish();
+    if (!last.ok()) {
+      End(last.status());
+      return;
+    }
+    progress_ = *std::move(last);
+    closing_ = true;
+    StartWrite(&progress_);
+  }
+
+  // Releases the job (another stream may open it as soon as the client sees
+  // the status), then finishes the call.
+  void End(const absl::Status& status) {
+    session_.reset();
+    Finish(ToGrpcStatus(status));
+  }
+
+  JobManager* const jobs_;
+  grpc::CallbackServerContext* const context_;
+  std::unique_ptr<TrainingSession> session_;
+  v1::TrainRequest request_;
+  v1::TrainProgress progress_;
+  bool closing_ = false;
+};
+
+}  // namespace
+
+grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainProgress>*
+TrainerService::Train(grpc::CallbackServerContext* context) {
+  return new TrainReactor(jobs_, context, auth_.Check(*context));
 }
 
 grpc::Status TrainerService::Publish(grpc::ServerContext* context,

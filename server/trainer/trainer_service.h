@@ -1,7 +1,10 @@
 // gRPC handlers of bnserve.v1.Trainer: each checks the bearer token, calls
 // the JobManager or the store, and converts the status with ToGrpcStatus.
-// Uses the synchronous API (one thread per open stream): training and
-// publishing are CPU- and fsync-bound, not latency-critical per message.
+// The unary and client-streaming methods use the synchronous API (they are
+// rare and fsync-bound). Train, the per-minibatch hot path, uses the
+// callback API: a reactor steps each minibatch on the gRPC thread that
+// delivered it, instead of a blocked handler thread woken once per message.
+// A long step (a large minibatch) occupies that gRPC thread meanwhile.
 //
 // Thread-safe: gRPC calls the handlers concurrently.
 #ifndef BNSERVE_SERVER_TRAINER_TRAINER_SERVICE_H_
@@ -13,7 +16,8 @@
 
 namespace bnserve::server {
 
-class TrainerService final : public v1::Trainer::Service {
+class TrainerService final
+    : public v1::Trainer::WithCallbackMethod_Train<v1::Trainer::Service> {
  public:
   // `jobs` must outlive the service.
   TrainerService(JobManager* jobs, TokenAuth auth)
@@ -31,10 +35,8 @@ class TrainerService final : public v1::Trainer::Service {
   grpc::Status CancelJob(grpc::ServerContext* context,
                          const v1::CancelJobRequest* request,
                          v1::Job* response) override;
-  grpc::Status Train(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<v1::TrainProgress, v1::TrainRequest>* stream)
-      override;
+  grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainProgress>* Train(
+      grpc::CallbackServerContext* context) override;
   grpc::Status Publish(grpc::ServerContext* context,
                        const v1::PublishRequest* request,
                        v1::PublishResponse* response) override;
