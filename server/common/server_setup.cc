@@ -119,6 +119,11 @@ void BlockTerminationSignals() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
+void PrepareServerProcess() {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  BlockTerminationSignals();
+}
+
 int WaitForTerminationSignal() {
   sigset_t set;
   sigemptyset(&set);

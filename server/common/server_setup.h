@@ -50,6 +50,12 @@ void Log(LogLevel level, absl::string_view message);
 void BlockTerminationSignals();
 int WaitForTerminationSignal();
 
+// The first call of a server's main(): turns Abseil's mutex deadlock
+// detection off (Debian's Abseil is built with it on, so every Mutex lock,
+// ours and gRPC's, would update a global lock graph: ~3% of a serving
+// process's CPU) and blocks the termination signals (see above).
+void PrepareServerProcess();
+
 }  // namespace bnserve::server
 
 #endif  // BNSERVE_SERVER_COMMON_SERVER_SETUP_H_

@@ -9,7 +9,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/mutex.h"
 #include "server/common/server_setup.h"
 #include "server/inference/inference_server.h"
 
@@ -84,10 +83,7 @@ int Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Debian's Abseil is built with deadlock detection on: every Mutex lock
-  // (ours and gRPC's) would update a global lock graph. Off in the server.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  bnserve::server::BlockTerminationSignals();
+  bnserve::server::PrepareServerProcess();
   bnserve::server::ParseFlagsWithEnvironment(
       argc, argv,
       {"port", "host", "metrics_port", "store", "models", "versions_to_keep",

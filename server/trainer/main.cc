@@ -4,7 +4,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "server/common/server_setup.h"
 #include "server/trainer/trainer_server.h"
 
@@ -29,10 +28,7 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 
 int main(int argc, char** argv) {
   using namespace bnserve::server;  // NOLINT
-  // Debian's Abseil is built with deadlock detection on: every Mutex lock
-  // (ours and gRPC's) would update a global lock graph. Off in the server.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  BlockTerminationSignals();
+  PrepareServerProcess();
   ParseFlagsWithEnvironment(
       argc, argv,
       {"host", "port", "store", "tls_cert", "tls_key", "tls_client_ca",
