@@ -78,12 +78,17 @@ void UpdateRunningStatistics(BatchNorm* bn, const BatchNormCache& cache,
   bn->stats_examples = bn->num_batches_tracked;
 }
 
+void InferenceScaleShift(const BatchNorm& bn, RowVector* scale,
+                         RowVector* shift) {
+  *scale = (bn.gamma.array() * (bn.running_var.array() + bn.config.eps).rsqrt())
+               .matrix();
+  *shift = bn.beta - bn.running_mean.cwiseProduct(*scale);
+}
+
 void BatchNormForwardInference(const BatchNorm& bn, const Matrix& z,
                                Matrix* out) {
-  const RowVector scale =
-      (bn.gamma.array() * (bn.running_var.array() + bn.config.eps).rsqrt())
-          .matrix();
-  const RowVector shift = bn.beta - bn.running_mean.cwiseProduct(scale);
+  RowVector scale, shift;
+  InferenceScaleShift(bn, &scale, &shift);
   *out = z;
   out->array().rowwise() *= scale.array();
   out->rowwise() += shift;

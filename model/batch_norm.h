@@ -75,6 +75,12 @@ void BatchNormBackward(const BatchNorm& bn, const BatchNormCache& cache,
 // increments num_batches_tracked and applies the EMA (or cumulative average).
 void UpdateRunningStatistics(BatchNorm* bn, const BatchNormCache& cache, int m);
 
+// The inference transform as one affine map per unit: z_out = scale * z +
+// shift, with scale = gamma / sqrt(running_var + eps) and shift = beta -
+// running_mean * scale.
+void InferenceScaleShift(const BatchNorm& bn, RowVector* scale,
+                         RowVector* shift);
+
 // Inference-mode forward with the running statistics (any number of rows,
 // rows independent).
 void BatchNormForwardInference(const BatchNorm& bn, const Matrix& z,

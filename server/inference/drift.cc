@@ -4,6 +4,7 @@
 #include <cmath>
 #include <variant>
 
+#include "model/batch_norm.h"
 #include "model/dense_kernel.h"
 
 namespace bnserve::inference {
@@ -22,13 +23,7 @@ DriftMonitor::DriftMonitor(const model::Network* network, int sample_every,
       ema.layer = static_cast<int>(i);
       ema.mean.assign(bn->features(), 0.0);
       ema.var.assign(bn->features(), 0.0);
-      ema.scale.resize(bn->features());
-      ema.shift.resize(bn->features());
-      for (int j = 0; j < bn->features(); ++j) {
-        ema.scale[j] =
-            bn->gamma[j] / std::sqrt(bn->running_var[j] + bn->config.eps);
-        ema.shift[j] = bn->beta[j] - bn->running_mean[j] * ema.scale[j];
-      }
+      model::InferenceScaleShift(*bn, &ema.scale, &ema.shift);
       layers_.push_back(std::move(ema));
     }
   }

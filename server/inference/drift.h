@@ -69,7 +69,7 @@ class DriftMonitor {
     std::vector<double> mean, var;
     // The layer's inference transform scale * z + shift, precomputed (set
     // by the constructor, then read-only).
-    std::vector<float> scale, shift;
+    model::RowVector scale, shift;
   };
 
   const model::Network* const network_;
