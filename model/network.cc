@@ -6,48 +6,11 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "model/dense_kernel.h"
 #include "model/moments.h"
 #include "model/status_macros.h"
 
 namespace bnserve::model {
 namespace {
-
-absl::StatusOr<BatchNormConfig> ResolveBatchNormSpec(
-    const v1::BatchNormSpec& spec) {
-  BatchNormConfig config;
-  if (spec.momentum() != 0.0f) config.momentum = spec.momentum();
-  if (spec.eps() != 0.0f) config.eps = spec.eps();
-  if (!(config.momentum > 0.0f && config.momentum <= 1.0f)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "batch-norm momentum must be in (0, 1] (weight of the new value, "
-        "PyTorch convention; Keras momentum 0.99 is 0.01 here), got ",
-        spec.momentum()));
-  }
-  if (!(config.eps > 0.0f) || !std::isfinite(config.eps)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("batch-norm eps must be positive, got ", spec.eps()));
-  }
-  if (spec.average() != v1::AVERAGE_MODE_UNSPECIFIED) {
-    if (!v1::AverageMode_IsValid(spec.average())) {
-      return absl::InvalidArgumentError("unknown batch-norm average mode");
-    }
-    config.average = spec.average();
-  }
-  if (spec.variance() != v1::VARIANCE_ESTIMATOR_UNSPECIFIED) {
-    if (!v1::VarianceEstimator_IsValid(spec.variance())) {
-      return absl::InvalidArgumentError(
-          "unknown batch-norm variance estimator");
-    }
-    config.variance = spec.variance();
-  }
-  return config;
-}
-
-bool KnownActivation(v1::Activation fn) {
-  return fn == v1::ACTIVATION_RELU || fn == v1::ACTIVATION_TANH ||
-         fn == v1::ACTIVATION_SIGMOID || fn == v1::ACTIVATION_IDENTITY;
-}
 
 absl::Status CheckWidth(const char* what, int64_t width) {
   if (width <= 0 || width > kMaxWidth) {
@@ -57,6 +20,69 @@ absl::Status CheckWidth(const char* what, int64_t width) {
   return absl::OkStatus();
 }
 
+// [F] or, when `dims` has 3 entries, the image [C, H, W] (C * H * W must be
+// `features`).
+absl::StatusOr<Shape> InputShape(
+    int64_t features, const google::protobuf::RepeatedField<int32_t>& dims) {
+  BNSERVE_RETURN_IF_ERROR(CheckWidth("input_features", features));
+  if (dims.empty()) return Shape::Flat(static_cast<int>(features));
+  if (dims.size() != 3) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input_shape must be [C, H, W], got ", dims.size(), " dimensions"));
+  }
+  BNSERVE_RETURN_IF_ERROR(CheckRange("input_shape[0]", dims[0], 1, kMaxWidth));
+  BNSERVE_RETURN_IF_ERROR(
+      CheckRange("input_shape[1]", dims[1], 1, kMaxSpatial));
+  BNSERVE_RETURN_IF_ERROR(
+      CheckRange("input_shape[2]", dims[2], 1, kMaxSpatial));
+  const Shape shape = Shape::Image(dims[0], dims[1], dims[2]);
+  if (shape.size() != features) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input_shape ", shape.ToString(), " has ", shape.size(),
+        " values but input_features is ", features));
+  }
+  return shape;
+}
+
+absl::Status CheckTask(v1::Task task, int64_t output_dim) {
+  if (task != v1::TASK_CLASSIFICATION && task != v1::TASK_REGRESSION) {
+    return absl::InvalidArgumentError(
+        "task must be classification or regression");
+  }
+  BNSERVE_RETURN_IF_ERROR(CheckWidth("output_dim", output_dim));
+  if (task == v1::TASK_CLASSIFICATION && output_dim < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "classification needs at least 2 classes, got ", output_dim));
+  }
+  return absl::OkStatus();
+}
+
+// Names are optional; when present there is one per feature or class.
+absl::Status CheckNames(const v1::Snapshot& s) {
+  if (s.feature_names_size() != 0 &&
+      s.feature_names_size() != s.input_features()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "feature_names: has ", s.feature_names_size(),
+        " names, expected none or input_features = ", s.input_features()));
+  }
+  if (s.class_names_size() == 0) return absl::OkStatus();
+  if (s.task() != v1::TASK_CLASSIFICATION) {
+    return absl::InvalidArgumentError(
+        "classes: only a classification model has classes");
+  }
+  if (s.class_names_size() != s.output_dim()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "classes: has ", s.class_names_size(),
+        " names, expected none or output_dim = ", s.output_dim()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WithPath(int layer, const absl::Status& s) {
+  return absl::Status(s.code(),
+                      absl::StrCat("layers[", layer, "]: ", s.message()));
+}
+
 // Expands the hidden-layer shorthand into explicit layers.
 absl::StatusOr<std::vector<v1::LayerSpec>> ExpandSpec(
     const v1::NetworkSpec& spec) {
@@ -64,21 +90,29 @@ absl::StatusOr<std::vector<v1::LayerSpec>> ExpandSpec(
     return absl::InvalidArgumentError(
         "give either explicit layers or the hidden-layer shorthand, not both");
   }
+  if (spec.layers_size() > kMaxLayers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "at most ", kMaxLayers, " layers, got ", spec.layers_size()));
+  }
   if (spec.layers_size() > 0) {
     return std::vector<v1::LayerSpec>(spec.layers().begin(),
                                       spec.layers().end());
+  }
+  if (spec.hidden_size() > kMaxLayers / 3) {
+    return absl::InvalidArgumentError("too many hidden layers");
   }
   v1::Activation act = spec.hidden_activation() == v1::ACTIVATION_UNSPECIFIED
                            ? v1::ACTIVATION_RELU
                            : spec.hidden_activation();
   std::vector<v1::LayerSpec> layers;
+  v1::LayerSpec bn;
+  *bn.mutable_batch_norm() = spec.batch_norm();
+  if (spec.input_norm()) layers.push_back(bn);
   for (int units : spec.hidden()) {
     v1::LayerSpec dense;
     dense.mutable_dense()->set_units(units);
     dense.mutable_dense()->set_bias(false);
     layers.push_back(dense);
-    v1::LayerSpec bn;
-    *bn.mutable_batch_norm() = spec.batch_norm();
     layers.push_back(bn);
     v1::LayerSpec activation;
     activation.set_activation(act);
@@ -91,239 +125,202 @@ absl::StatusOr<std::vector<v1::LayerSpec>> ExpandSpec(
   return layers;
 }
 
-absl::Status CheckFinite(const char* what, int layer, const float* data,
-                         int64_t size) {
-  for (int64_t i = 0; i < size; ++i) {
-    if (!std::isfinite(data[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("layer ", layer, ": ", what, "[", i, "] is not finite"));
+// Whether the first nonlinearity after layer i (before the next layer with
+// weights) is relu.
+bool ReluNext(const std::vector<v1::LayerSpec>& specs, size_t i) {
+  for (size_t j = i + 1; j < specs.size(); ++j) {
+    if (specs[j].has_dense() || specs[j].has_conv2d()) return false;
+    if (specs[j].kind_case() == v1::LayerSpec::kActivation) {
+      return specs[j].activation() == v1::ACTIVATION_RELU;
     }
   }
-  return absl::OkStatus();
+  return false;
 }
 
 }  // namespace
 
-void ApplyActivation(v1::Activation fn, float* data, Eigen::Index size) {
-  Eigen::Map<Eigen::ArrayXf> a(data, size);
-  switch (fn) {
-    case v1::ACTIVATION_RELU:
-      // A plain loop the compiler turns into vector max instructions (about
-      // 4x fewer instructions than Eigen's NaN-aware max on this path).
-      for (Eigen::Index i = 0; i < size; ++i) {
-        data[i] = data[i] > 0.0f ? data[i] : 0.0f;
-      }
-      break;
-    case v1::ACTIVATION_TANH:
-      a = a.tanh();
-      break;
-    case v1::ACTIVATION_SIGMOID:
-      a = 1.0f / (1.0f + (-a).exp());
-      break;
-    default:
-      break;
-  }
+Network::Network(const Network& other)
+    : task_(other.task_),
+      input_features_(other.input_features_),
+      output_dim_(other.output_dim_),
+      shapes_(other.shapes_),
+      scratch_size_(other.scratch_size_) {
+  layers_.reserve(other.layers_.size());
+  for (const auto& l : other.layers_) layers_.push_back(l->Clone());
+}
+
+Network& Network::operator=(const Network& other) {
+  if (this != &other) *this = Network(other);
+  return *this;
 }
 
 absl::StatusOr<Network> Network::Create(const v1::NetworkSpec& spec,
                                         uint64_t seed) {
   Network net;
-  if (spec.task() != v1::TASK_CLASSIFICATION &&
-      spec.task() != v1::TASK_REGRESSION) {
-    return absl::InvalidArgumentError(
-        "task must be classification or regression");
-  }
+  BNSERVE_RETURN_IF_ERROR(CheckTask(spec.task(), spec.output_dim()));
   net.task_ = spec.task();
-  BNSERVE_RETURN_IF_ERROR(CheckWidth("input_features", spec.input_features()));
-  BNSERVE_RETURN_IF_ERROR(CheckWidth("output_dim", spec.output_dim()));
-  if (net.task_ == v1::TASK_CLASSIFICATION && spec.output_dim() < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "classification needs at least 2 classes, got ", spec.output_dim()));
-  }
-  net.input_features_ = spec.input_features();
   net.output_dim_ = spec.output_dim();
+  BNSERVE_ASSIGN_OR_RETURN(
+      Shape shape, InputShape(spec.input_features(), spec.input_shape()));
+  net.input_features_ = spec.input_features();
+  net.shapes_.push_back(shape);
   BNSERVE_ASSIGN_OR_RETURN(std::vector<v1::LayerSpec> specs, ExpandSpec(spec));
-
   std::mt19937_64 rng(seed);
-  int width = net.input_features_;
   for (size_t i = 0; i < specs.size(); ++i) {
-    const v1::LayerSpec& ls = specs[i];
-    switch (ls.kind_case()) {
-      case v1::LayerSpec::kDense: {
-        const int units = ls.dense().units();
-        BNSERVE_RETURN_IF_ERROR(
-            CheckWidth(absl::StrCat("layer ", i, " units").c_str(), units));
-        // He init when the next nonlinearity is relu, Xavier otherwise.
-        bool relu_next = false;
-        for (size_t j = i + 1; j < specs.size(); ++j) {
-          if (specs[j].has_dense()) break;
-          if (specs[j].kind_case() == v1::LayerSpec::kActivation) {
-            relu_next = specs[j].activation() == v1::ACTIVATION_RELU;
-            break;
-          }
-        }
-        Dense dense;
-        dense.weight.resize(units, width);
-        if (relu_next) {
-          std::normal_distribution<float> dist(
-              0.0f, std::sqrt(2.0f / static_cast<float>(width)));
-          for (Eigen::Index k = 0; k < dense.weight.size(); ++k) {
-            dense.weight.data()[k] = dist(rng);
-          }
-        } else {
-          const float limit =
-              std::sqrt(6.0f / static_cast<float>(width + units));
-          std::uniform_real_distribution<float> dist(-limit, limit);
-          for (Eigen::Index k = 0; k < dense.weight.size(); ++k) {
-            dense.weight.data()[k] = dist(rng);
-          }
-        }
-        if (ls.dense().bias()) dense.bias = RowVector::Zero(units);
-        net.layers_.push_back(std::move(dense));
-        width = units;
-        break;
-      }
-      case v1::LayerSpec::kBatchNorm: {
-        BNSERVE_ASSIGN_OR_RETURN(BatchNormConfig config,
-                                 ResolveBatchNormSpec(ls.batch_norm()));
-        net.layers_.push_back(BatchNorm::Create(width, config));
-        break;
-      }
-      case v1::LayerSpec::kActivation:
-        if (!KnownActivation(ls.activation())) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("layer ", i, ": unknown activation"));
-        }
-        net.layers_.push_back(ActivationLayer{ls.activation()});
-        break;
-      default:
-        return absl::InvalidArgumentError(
-            absl::StrCat("layer ", i, " has no kind"));
+    const int li = static_cast<int>(i);
+    const LayerKind* kind = FindLayerKind(specs[i].kind_case());
+    if (kind == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layers[", i, "] has no kind"));
     }
+    const LayerInit init{&rng, ReluNext(specs, i)};
+    absl::StatusOr<std::unique_ptr<Layer>> layer =
+        kind->from_spec(specs[i], shape, init);
+    if (!layer.ok()) return WithPath(li, layer.status());
+    absl::StatusOr<Shape> out = (*layer)->OutputShape(shape);
+    if (!out.ok()) return WithPath(li, out.status());
+    shape = *out;
+    net.layers_.push_back(*std::move(layer));
   }
-  if (specs.empty() || !std::holds_alternative<Dense>(net.layers_.back()) ||
-      width != net.output_dim_) {
+  if (specs.empty() || net.layers_.back()->As<Dense>() == nullptr ||
+      shape.spatial || shape.channels != net.output_dim_) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the last layer must be Dense with output_dim = ", net.output_dim_,
+        "the last layer must be dense with output_dim = ", net.output_dim_,
         " units"));
   }
+  BNSERVE_RETURN_IF_ERROR(net.Validate());
   return net;
 }
 
-absl::Status Network::ValidateAndSetShape() {
-  if (task_ != v1::TASK_CLASSIFICATION && task_ != v1::TASK_REGRESSION) {
-    return absl::InvalidArgumentError(
-        "snapshot task must be classification or regression");
-  }
-  BNSERVE_RETURN_IF_ERROR(CheckWidth("input_features", input_features_));
-  BNSERVE_RETURN_IF_ERROR(CheckWidth("output_dim", output_dim_));
-  if (task_ == v1::TASK_CLASSIFICATION && output_dim_ < 2) {
-    return absl::InvalidArgumentError(
-        "classification snapshot needs at least 2 classes");
-  }
+absl::Status Network::Validate() {
+  BNSERVE_RETURN_IF_ERROR(CheckTask(task_, output_dim_));
   if (layers_.empty()) {
-    return absl::InvalidArgumentError("snapshot has no layers");
+    return absl::InvalidArgumentError("the network has no layers");
   }
-  int width = input_features_;
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    const int li = static_cast<int>(i);
-    if (const auto* d = std::get_if<Dense>(&layers_[i])) {
-      if (d->in() != width) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("layer ", i, ": dense input width ", d->in(),
-                         " does not match the previous width ", width));
-      }
-      BNSERVE_RETURN_IF_ERROR(
-          CheckFinite("weight", li, d->weight.data(), d->weight.size()));
-      BNSERVE_RETURN_IF_ERROR(
-          CheckFinite("bias", li, d->bias.data(), d->bias.size()));
-      width = d->out();
-    } else if (const auto* bn = std::get_if<BatchNorm>(&layers_[i])) {
-      if (bn->features() != width) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("layer ", i, ": batch norm over ", bn->features(),
-                         " features follows a layer of width ", width));
-      }
-      BNSERVE_RETURN_IF_ERROR(
-          CheckFinite("gamma", li, bn->gamma.data(), bn->gamma.size()));
-      BNSERVE_RETURN_IF_ERROR(
-          CheckFinite("beta", li, bn->beta.data(), bn->beta.size()));
-      BNSERVE_RETURN_IF_ERROR(CheckFinite("running_mean", li,
-                                          bn->running_mean.data(),
-                                          bn->running_mean.size()));
-      BNSERVE_RETURN_IF_ERROR(CheckFinite(
-          "running_var", li, bn->running_var.data(), bn->running_var.size()));
-      if ((bn->running_var.array() < 0.0f).any()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("layer ", i, ": running_var has a negative entry"));
-      }
-      if (!(bn->config.eps > 0.0f) || !std::isfinite(bn->config.eps)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("layer ", i, ": eps must be positive"));
-      }
-      if (!(bn->config.momentum > 0.0f && bn->config.momentum <= 1.0f)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("layer ", i, ": momentum must be in (0, 1]"));
-      }
-      if (bn->num_batches_tracked < 0 || bn->stats_examples < 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("layer ", i, ": negative statistics counts"));
-      }
-    } else {
-      const auto& act = std::get<ActivationLayer>(layers_[i]);
-      if (!KnownActivation(act.fn)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("layer ", i, ": unknown activation ", act.fn));
-      }
+  if (shapes_.empty()) {
+    return absl::InternalError("input shape not set before validation");
+  }
+  shapes_.resize(1);
+  scratch_size_ = 0;
+  Shape shape = shapes_[0];
+  for (int i = 0; i < num_layers(); ++i) {
+    absl::StatusOr<Shape> out = layers_[i]->OutputShape(shape);
+    if (!out.ok()) return WithPath(i, out.status());
+    if (out->size() < 1 || out->size() > kMaxActivationValues) {
+      return WithPath(i, absl::InvalidArgumentError(absl::StrCat(
+                             "output ", out->ToString(), " is empty or has "
+                             "more than ",
+                             kMaxActivationValues, " values")));
     }
+    scratch_size_ = std::max(scratch_size_, layers_[i]->ScratchSize(shape));
+    shape = *out;
+    shapes_.push_back(shape);
   }
-  if (width != output_dim_) {
+  if (shape.spatial || shape.channels != output_dim_) {
     return absl::InvalidArgumentError(
-        absl::StrCat("the network's output width ", width,
-                     " does not match output_dim ", output_dim_));
+        absl::StrCat("the network's output ", shape.ToString(),
+                     " does not match output_dim ", output_dim_,
+                     shape.spatial ? ": end with flatten and dense" : ""));
   }
   return absl::OkStatus();
 }
 
-int Network::max_width() const {
-  int w = input_features_;
-  for (const Layer& layer : layers_) {
-    if (const auto* d = std::get_if<Dense>(&layer)) w = std::max(w, d->out());
+absl::StatusOr<Network> Network::FromSnapshot(const v1::Snapshot& snapshot) {
+  Network net;
+  net.task_ = snapshot.task();
+  net.input_features_ = snapshot.input_features();
+  net.output_dim_ = snapshot.output_dim();
+  BNSERVE_RETURN_IF_ERROR(CheckTask(net.task_, net.output_dim_));
+  BNSERVE_ASSIGN_OR_RETURN(
+      Shape shape,
+      InputShape(snapshot.input_features(), snapshot.input_shape()));
+  net.shapes_.push_back(shape);
+  if (snapshot.layers_size() > kMaxLayers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "at most ", kMaxLayers, " layers, got ", snapshot.layers_size()));
   }
+  for (int i = 0; i < snapshot.layers_size(); ++i) {
+    BNSERVE_ASSIGN_OR_RETURN(
+        std::unique_ptr<Layer> layer,
+        LayerFromProto(snapshot.layers(i), absl::StrCat("layers[", i, "]")));
+    net.layers_.push_back(std::move(layer));
+  }
+  BNSERVE_RETURN_IF_ERROR(net.Validate());
+  BNSERVE_RETURN_IF_ERROR(CheckNames(snapshot));
+  return net;
+}
+
+v1::Snapshot Network::ToSnapshot() const {
+  v1::Snapshot s;
+  s.set_task(task_);
+  s.set_input_features(input_features_);
+  s.set_output_dim(output_dim_);
+  if (input_shape().spatial) {
+    s.add_input_shape(input_shape().channels);
+    s.add_input_shape(input_shape().height);
+    s.add_input_shape(input_shape().width);
+  }
+  for (const auto& layer : layers_) layer->ToProto(s.add_layers());
+  return s;
+}
+
+int64_t Network::max_width() const {
+  int64_t w = 0;
+  for (const Shape& s : shapes_) w = std::max(w, s.size());
   return w;
 }
 
-int Network::num_batch_norm_layers() const {
-  return static_cast<int>(std::count_if(
-      layers_.begin(), layers_.end(),
-      [](const Layer& l) { return std::holds_alternative<BatchNorm>(l); }));
+int64_t Network::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& l : layers_) n += l->num_parameters();
+  return n;
 }
 
-void Network::Forward(const float* x, float* out, Workspace* ws) const {
+std::vector<std::string> Network::Describe() const {
+  std::vector<std::string> out;
+  for (int i = 0; i < num_layers(); ++i) {
+    out.push_back(absl::StrCat(layers_[i]->Describe(), " -> ",
+                               shapes_[i + 1].ToString()));
+  }
+  return out;
+}
+
+int Network::num_batch_norm_layers() const {
+  return static_cast<int>(
+      std::count_if(layers_.begin(), layers_.end(),
+                    [](const std::unique_ptr<Layer>& l) {
+                      return l->As<BatchNorm>() != nullptr;
+                    }));
+}
+
+const float* Network::ForwardPrefix(const float* x, int end, Workspace* ws,
+                                    ForwardObserver* observer) const {
   const size_t need = static_cast<size_t>(max_width());
   if (ws->a.size() < need) ws->a.resize(need);
   if (ws->b.size() < need) ws->b.resize(need);
+  if (ws->scratch.size() < static_cast<size_t>(scratch_size_)) {
+    ws->scratch.resize(static_cast<size_t>(scratch_size_));
+  }
   float* cur = ws->a.data();
   float* next = ws->b.data();
-  int width = input_features_;
-  std::copy(x, x + width, cur);
-  for (const Layer& layer : layers_) {
-    if (const auto* d = std::get_if<Dense>(&layer)) {
-      DenseForward(d->weight.data(), d->has_bias() ? d->bias.data() : nullptr,
-                   cur, next, d->out(), width);
-      std::swap(cur, next);
-      width = d->out();
-    } else if (const auto* bn = std::get_if<BatchNorm>(&layer)) {
-      Eigen::Map<Eigen::ArrayXf> z(cur, width);
-      z = bn->gamma.transpose().array() *
-              (z - bn->running_mean.transpose().array()) /
-              (bn->running_var.transpose().array() + bn->config.eps).sqrt() +
-          bn->beta.transpose().array();
+  std::copy(x, x + input_features_, cur);
+  for (int i = 0; i < end; ++i) {
+    if (observer != nullptr) observer->OnLayerInput(i, shapes_[i], cur);
+    const Layer& layer = *layers_[i];
+    if (layer.in_place()) {
+      layer.Forward(shapes_[i], cur, cur, ws->scratch.data());
     } else {
-      ApplyActivation(std::get<ActivationLayer>(layer).fn, cur, width);
+      layer.Forward(shapes_[i], cur, next, ws->scratch.data());
+      std::swap(cur, next);
     }
   }
-  std::copy(cur, cur + width, out);
+  return cur;
+}
+
+void Network::Forward(const float* x, float* out, Workspace* ws,
+                      ForwardObserver* observer) const {
+  const float* y = ForwardPrefix(x, num_layers(), ws, observer);
+  std::copy(y, y + output_dim_, out);
 }
 
 absl::StatusOr<std::vector<float>> Network::Predict(
@@ -358,30 +355,40 @@ Network Network::Folded() const {
   folded.task_ = task_;
   folded.input_features_ = input_features_;
   folded.output_dim_ = output_dim_;
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    const auto* d = std::get_if<Dense>(&layers_[i]);
-    const BatchNorm* bn = i + 1 < layers_.size()
-                              ? std::get_if<BatchNorm>(&layers_[i + 1])
-                              : nullptr;
-    if (d == nullptr || bn == nullptr) {
-      folded.layers_.push_back(layers_[i]);
+  folded.shapes_.push_back(input_shape());
+  for (int i = 0; i < num_layers(); ++i) {
+    const BatchNorm* bn = layers_[i]->As<BatchNorm>();
+    if (bn == nullptr) {
+      folded.layers_.push_back(layers_[i]->Clone());
       continue;
     }
-    const Eigen::RowVectorXd s =
-        bn->gamma.cast<double>().array() /
-        (bn->running_var.cast<double>().array() + bn->config.eps).sqrt();
-    Eigen::RowVectorXd b = Eigen::RowVectorXd::Zero(d->out());
-    if (d->has_bias()) b = d->bias.cast<double>();
-    Dense f;
-    f.weight =
-        (s.transpose().asDiagonal() * d->weight.cast<double>()).cast<float>();
-    f.bias = (s.array() * (b - bn->running_mean.cast<double>()).array() +
-              bn->beta.cast<double>().array())
-                 .matrix()
-                 .cast<float>();
-    folded.layers_.push_back(std::move(f));
-    ++i;  // the batch norm is folded in
+    RowVector scale, shift;
+    InferenceScaleShift(*bn, &scale, &shift);
+    std::unique_ptr<Layer> merged;
+    // Into the layer before it (whose input shape is shapes_[i - 1]) ...
+    if (i > 0 && !folded.layers_.empty() &&
+        layers_[i - 1]->As<BatchNorm>() == nullptr) {
+      merged = folded.layers_.back()->AbsorbFollowing(shapes_[i - 1], scale,
+                                                      shift);
+      if (merged != nullptr) {
+        folded.layers_.back() = std::move(merged);
+        continue;
+      }
+    }
+    // ... or else into the layer after it (input normalization).
+    if (i + 1 < num_layers()) {
+      merged = layers_[i + 1]->AbsorbPreceding(shapes_[i + 1], scale, shift);
+      if (merged != nullptr) {
+        folded.layers_.push_back(std::move(merged));
+        ++i;
+        continue;
+      }
+    }
+    folded.layers_.push_back(bn->Clone());
   }
+  // Folding keeps every shape; a failure here is a bug in a layer kind.
+  absl::Status s = folded.Validate();
+  if (!s.ok()) return *this;
   return folded;
 }
 
@@ -398,29 +405,33 @@ absl::Status Network::Recalibrate(const Matrix& x) {
   if (!x.allFinite()) {
     return absl::InvalidArgumentError("recalibration data contains NaN or Inf");
   }
-  Matrix cur = x;
-  Matrix next;
-  for (Layer& layer : layers_) {
-    if (auto* d = std::get_if<Dense>(&layer)) {
-      next.noalias() = cur * d->weight.transpose();
-      if (d->has_bias()) next.rowwise() += d->bias;
-      std::swap(cur, next);
-    } else if (auto* bn = std::get_if<BatchNorm>(&layer)) {
-      Moments moments(bn->features());
-      moments.Add(cur);
-      bn->running_mean = moments.mean().cast<float>();
-      bn->running_var = (bn->config.variance == v1::VARIANCE_BIASED
-                             ? moments.BiasedVariance()
-                             : moments.UnbiasedVariance())
-                            .cast<float>();
-      bn->stats_source = v1::STATS_SOURCE_EXACT;
-      bn->stats_examples = moments.count();
-      BatchNormForwardInference(*bn, cur, &next);
-      std::swap(cur, next);
-    } else {
-      ApplyActivation(std::get<ActivationLayer>(layer).fn, cur.data(),
-                      cur.size());
+  constexpr int64_t kChunkValues = 1 << 16;
+  Workspace ws;
+  for (int b = 0; b < num_layers(); ++b) {
+    BatchNorm* bn = layers_[b]->As<BatchNorm>();
+    if (bn == nullptr) continue;
+    const int channels = bn->features();
+    const int64_t plane = shapes_[b].plane();
+    // Rows of `chunk` are the values at one position: plane rows per example.
+    const int64_t rows = std::max<int64_t>(plane, kChunkValues / channels);
+    Matrix chunk(rows - rows % plane, channels);
+    Moments moments(channels);
+    int64_t filled = 0;
+    for (Eigen::Index r = 0; r < x.rows(); ++r) {
+      const float* z = ForwardPrefix(x.row(r).data(), b, &ws, nullptr);
+      for (int c = 0; c < channels; ++c) {
+        for (int64_t k = 0; k < plane; ++k) {
+          chunk(filled + k, c) = z[c * plane + k];
+        }
+      }
+      filled += plane;
+      if (filled == chunk.rows()) {
+        moments.Add(chunk);
+        filled = 0;
+      }
     }
+    if (filled > 0) moments.Add(chunk.topRows(filled));
+    bn->SetExactStatistics(moments, x.rows());
   }
   return absl::OkStatus();
 }

@@ -1,30 +1,12 @@
 #include "model/trainer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 
 namespace bnserve::model {
-namespace {
-
-// Calls f(param, grad, size) for every parameter tensor in a fixed order.
-template <typename F>
-void ForEachParameter(std::vector<Layer>& layers,
-                      std::vector<LayerGradient>& grads, F f) {
-  for (size_t i = 0; i < layers.size(); ++i) {
-    if (auto* d = std::get_if<Dense>(&layers[i])) {
-      f(d->weight.data(), grads[i].weight.data(), d->weight.size());
-      if (d->has_bias())
-        f(d->bias.data(), grads[i].bias.data(), d->bias.size());
-    } else if (auto* bn = std::get_if<BatchNorm>(&layers[i])) {
-      f(bn->gamma.data(), grads[i].gamma.data(), bn->gamma.size());
-      f(bn->beta.data(), grads[i].beta.data(), bn->beta.size());
-    }
-  }
-}
-
-}  // namespace
 
 absl::StatusOr<Trainer> Trainer::Create(Network network,
                                         const OptimizerConfig& config) {
@@ -101,91 +83,55 @@ absl::Status Trainer::ValidateBatch(const Batch& batch) const {
 }
 
 double Trainer::ForwardBackward(const Batch& batch, double* accuracy) {
-  std::vector<Layer>& layers = network_.mutable_layers();
-  const size_t n = layers.size();
+  const int n = network_.num_layers();
   activations_.resize(n + 1);
   caches_.resize(n);
   grads_.resize(n);
   activations_[0] = batch.features;
-  for (size_t i = 0; i < n; ++i) {
-    const Matrix& in = activations_[i];
-    Matrix& out = activations_[i + 1];
-    if (const auto* d = std::get_if<Dense>(&layers[i])) {
-      out.noalias() = in * d->weight.transpose();
-      if (d->has_bias()) out.rowwise() += d->bias;
-    } else if (const auto* bn = std::get_if<BatchNorm>(&layers[i])) {
-      // Cannot fail: ValidateBatch checked the row count and widths follow
-      // from the validated network.
-      BatchNormForwardTrain(*bn, in, &out, &caches_[i]).IgnoreError();
-    } else {
-      out = in;
-      ApplyActivation(std::get<ActivationLayer>(layers[i]).fn, out.data(),
-                      out.size());
-    }
+  for (int i = 0; i < n; ++i) {
+    network_.layer(i).ForwardTrain(network_.shape(i), activations_[i],
+                                   &activations_[i + 1], &caches_[i]);
   }
-
-  // Head: loss and its gradient with respect to the raw outputs.
-  const Matrix& y = activations_[n];
-  const Eigen::Index m = y.rows();
   Matrix d;
-  double loss = 0.0;
-  *accuracy = 0.0;
-  if (network_.task() == v1::TASK_CLASSIFICATION) {
-    d.resize(m, y.cols());
-    int correct = 0;
-    for (Eigen::Index r = 0; r < m; ++r) {
-      const float mx = y.row(r).maxCoeff();
-      Eigen::Index best = 0;
-      y.row(r).maxCoeff(&best);
-      d.row(r) = (y.row(r).array() - mx).exp().matrix();
-      const float sum = d.row(r).sum();
-      d.row(r) /= sum;
-      const int label = batch.labels[r];
-      loss -= std::log(std::max(static_cast<double>(d(r, label)), 1e-30));
-      d(r, label) -= 1.0f;
-      if (best == label) ++correct;
-    }
-    d /= static_cast<float>(m);
-    loss /= static_cast<double>(m);
-    *accuracy = static_cast<double>(correct) / static_cast<double>(m);
-  } else {
-    d = y - batch.targets;
-    loss = d.cast<double>().array().square().mean();
-    d *= 2.0f / static_cast<float>(d.size());
-  }
-
-  for (size_t k = n; k-- > 0;) {
-    LayerGradient& g = grads_[k];
-    if (const auto* dense = std::get_if<Dense>(&layers[k])) {
-      g.weight.noalias() = d.transpose() * activations_[k];
-      if (dense->has_bias()) g.bias = d.colwise().sum();
-      if (k > 0) {
-        Matrix prev;
-        prev.noalias() = d * dense->weight;
-        d = std::move(prev);
-      }
-    } else if (const auto* bn = std::get_if<BatchNorm>(&layers[k])) {
-      Matrix dz;
-      BatchNormBackward(*bn, caches_[k], d, &dz, &g.gamma, &g.beta);
-      d = std::move(dz);
-    } else {
-      const Matrix& out = activations_[k + 1];
-      switch (std::get<ActivationLayer>(layers[k]).fn) {
-        case v1::ACTIVATION_RELU:
-          d = (out.array() > 0.0f).select(d, 0.0f);
-          break;
-        case v1::ACTIVATION_TANH:
-          d.array() *= 1.0f - out.array().square();
-          break;
-        case v1::ACTIVATION_SIGMOID:
-          d.array() *= out.array() * (1.0f - out.array());
-          break;
-        default:
-          break;
-      }
-    }
+  const double loss = Head(batch, activations_[n], &d, accuracy);
+  Matrix dx;
+  for (int k = n; k-- > 0;) {
+    network_.layer(k).Backward(network_.shape(k), activations_[k],
+                               activations_[k + 1], d, caches_[k],
+                               k > 0 ? &dx : nullptr, &grads_[k]);
+    if (k > 0) std::swap(d, dx);
   }
   return loss;
+}
+
+double Trainer::Head(const Batch& batch, const Matrix& y, Matrix* d,
+                     double* accuracy) const {
+  const Eigen::Index m = y.rows();
+  double loss = 0.0;
+  *accuracy = 0.0;
+  if (network_.task() != v1::TASK_CLASSIFICATION) {
+    *d = y - batch.targets;
+    loss = d->cast<double>().array().square().mean();
+    *d *= 2.0f / static_cast<float>(d->size());
+    return loss;
+  }
+  d->resize(m, y.cols());
+  int correct = 0;
+  for (Eigen::Index r = 0; r < m; ++r) {
+    const float mx = y.row(r).maxCoeff();
+    Eigen::Index best = 0;
+    y.row(r).maxCoeff(&best);
+    d->row(r) = (y.row(r).array() - mx).exp().matrix();
+    const float sum = d->row(r).sum();
+    d->row(r) /= sum;
+    const int label = batch.labels[r];
+    loss -= std::log(std::max(static_cast<double>((*d)(r, label)), 1e-30));
+    (*d)(r, label) -= 1.0f;
+    if (best == label) ++correct;
+  }
+  *d /= static_cast<float>(m);
+  *accuracy = static_cast<double>(correct) / static_cast<double>(m);
+  return loss / static_cast<double>(m);
 }
 
 void Trainer::ApplyOptimizer() {
@@ -198,9 +144,7 @@ void Trainer::ApplyOptimizer() {
       adam ? static_cast<float>(1.0 - std::pow(config_.beta1, t)) : 1.0f;
   const float bc2 =
       adam ? static_cast<float>(1.0 - std::pow(config_.beta2, t)) : 1.0f;
-  ForEachParameter(
-      network_.mutable_layers(), grads_,
-      [&](float* p, const float* g, Eigen::Index size) {
+  auto update = [&](float* p, const float* g, Eigen::Index size) {
         if (moment1_.size() <= index) {
           moment1_.emplace_back(size, 0.0f);
           moment2_.emplace_back(adam ? size : 0, 0.0f);
@@ -222,11 +166,17 @@ void Trainer::ApplyOptimizer() {
               (lr / bc1) * m1 / (m2.sqrt() / std::sqrt(bc2) + config_.adam_eps);
         }
         ++index;
-      });
+      };
+  for (int i = 0; i < network_.num_layers(); ++i) {
+    const std::vector<ParamRef> params = network_.mutable_layer(i).Parameters();
+    for (size_t j = 0; j < params.size(); ++j) {
+      update(params[j].data, grads_[i][j].data(), params[j].size);
+    }
+  }
 }
 
 absl::StatusOr<double> Trainer::ComputeGradients(
-    const Batch& batch, std::vector<LayerGradient>* grads) {
+    const Batch& batch, std::vector<LayerGradients>* grads) {
   if (absl::Status s = ValidateBatch(batch); !s.ok()) return s;
   double accuracy = 0.0;
   const double loss = ForwardBackward(batch, &accuracy);
@@ -239,11 +189,8 @@ absl::StatusOr<StepResult> Trainer::Step(const Batch& batch) {
   StepResult result;
   result.loss = ForwardBackward(batch, &result.accuracy);
   const int m = static_cast<int>(batch.features.rows());
-  std::vector<Layer>& layers = network_.mutable_layers();
-  for (size_t i = 0; i < layers.size(); ++i) {
-    if (auto* bn = std::get_if<BatchNorm>(&layers[i])) {
-      UpdateRunningStatistics(bn, caches_[i], m);
-    }
+  for (int i = 0; i < network_.num_layers(); ++i) {
+    network_.mutable_layer(i).AfterStep(caches_[i]);
   }
   ++steps_;
   examples_seen_ += m;

@@ -46,14 +46,6 @@ struct StepResult {
   int examples = 0;       // rows in the minibatch
 };
 
-// Per-layer gradients, index-aligned with Network::layers(); only the
-// members that apply to the layer's kind are set.
-struct LayerGradient {
-  Matrix weight;
-  RowVector bias;
-  RowVector gamma;
-  RowVector beta;
-};
 
 class Trainer {
  public:
@@ -73,9 +65,10 @@ class Trainer {
   absl::StatusOr<StepResult> Step(const Batch& batch);
 
   // Loss of a train-mode forward pass and its gradient with respect to every
-  // parameter, without changing anything (for gradient checks).
-  absl::StatusOr<double> ComputeGradients(const Batch& batch,
-                                          std::vector<LayerGradient>* grads);
+  // parameter (per layer, per tensor in Layer::Parameters() order), without
+  // changing anything (for gradient checks).
+  absl::StatusOr<double> ComputeGradients(
+      const Batch& batch, std::vector<LayerGradients>* grads);
 
   const Network& network() const { return network_; }
   Network& mutable_network() { return network_; }
@@ -89,6 +82,9 @@ class Trainer {
   // Forward + backward; fills activations_/caches_/grads_; returns loss and
   // writes accuracy.
   double ForwardBackward(const Batch& batch, double* accuracy);
+  // The loss of the raw outputs `y` and its gradient with respect to them.
+  double Head(const Batch& batch, const Matrix& y, Matrix* d,
+              double* accuracy) const;
   void ApplyOptimizer();
 
   Network network_;
@@ -97,8 +93,8 @@ class Trainer {
   int64_t examples_seen_ = 0;
   // Scratch reused across steps.
   std::vector<Matrix> activations_;
-  std::vector<BatchNormCache> caches_;
-  std::vector<LayerGradient> grads_;
+  std::vector<LayerCache> caches_;
+  std::vector<LayerGradients> grads_;
   // Optimizer state, one buffer per parameter tensor in visiting order.
   std::vector<std::vector<float>> moment1_;
   std::vector<std::vector<float>> moment2_;

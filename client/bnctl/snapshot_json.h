@@ -1,4 +1,4 @@
-// The snapshot export/import format of DESIGN.md section 5: one JSON object
+// The snapshot export/import format of docs/DESIGN.md section 5: one JSON object
 // that numpy and PyTorch can load, written by `bnctl export` and read by
 // `bnctl import`.
 //
@@ -15,18 +15,22 @@
 //    "stats_source": "ema"|"cumulative"|"exact", "stats_examples"}
 //   {"type": "activation", "fn": "relu"|"tanh"|"sigmoid"|"identity"}
 //
+// plus conv2d, max_pool2d, avg_pool2d and flatten (see each layer's header
+// in model/), and an optional "input_shape": [C, H, W].
+//
 // Numbers are float32 and are written in their shortest round-trip form, so
 // export -> import reproduces every parameter bit for bit.
 //
-// Reading validates everything: the format tag, known keys only, types,
-// layer kinds, every shape (dense `in` must match the previous width, batch
-// norm `features` the width it normalizes, the last width `output_dim`),
-// finite values, non-negative running variances, eps > 0, momentum in (0, 1]
-// and non-negative counts. Errors are InvalidArgument naming the JSON path,
-// e.g. `layers[2].running_var[5]: must be >= 0`.
+// Each layer kind reads and writes its own JSON (model/<kind>.cc); this file
+// owns the top-level document (format tag, names, provenance). Reading
+// validates everything through the model's one validation path
+// (model::Network::FromSnapshot): the format tag, known keys only, types,
+// layer kinds, every shape, finite values, non-negative running variances,
+// eps > 0, momentum in (0, 1] and non-negative counts. Errors are
+// InvalidArgument naming the JSON path, e.g.
+// `layers[2].running_var[5]: must be >= 0`.
 //
-// Depends on the generated snapshot messages only. Pure functions,
-// thread-safe.
+// Pure functions, thread-safe.
 #ifndef BNSERVE_CLIENT_BNCTL_SNAPSHOT_JSON_H_
 #define BNSERVE_CLIENT_BNCTL_SNAPSHOT_JSON_H_
 
@@ -38,23 +42,17 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "bnserve/v1/snapshot.pb.h"
-#include "nlohmann/json.hpp"
+#include "model/json_util.h"
 
 namespace bnserve::client {
 
 // JSON with float32 numbers and keys kept in insertion order.
-using SnapshotJson =
-    nlohmann::basic_json<nlohmann::ordered_map, std::vector, std::string, bool,
-                         std::int64_t, std::uint64_t, float>;
+using SnapshotJson = model::Json;
 
 inline constexpr char kSnapshotFormat[] = "bnserve.snapshot.v1";
 
-// Largest layer width accepted (the model library's limit).
-inline constexpr int kMaxSnapshotWidth = 1 << 16;
-
-// Checks a snapshot message with the same rules the JSON reader applies
-// (task, widths, layer kinds, shapes, finite values, ranges).
-// InvalidArgument naming the layer otherwise.
+// Checks a snapshot message with the model's validation
+// (model::Network::FromSnapshot). InvalidArgument naming the layer otherwise.
 absl::Status ValidateSnapshot(const v1::Snapshot& snapshot);
 
 // Converts a snapshot to the export format. InvalidArgument when the

@@ -2,12 +2,43 @@
 
 #include <algorithm>
 #include <cmath>
-#include <variant>
 
 #include "model/batch_norm.h"
-#include "model/dense_kernel.h"
 
 namespace bnserve::inference {
+
+class DriftMonitor::Tap final : public model::ForwardObserver {
+ public:
+  Tap(std::vector<LayerEma>* layers, double a) : layers_(layers), a_(a) {}
+  void OnLayerInput(int layer, const model::Shape& shape,
+                    const float* z) override {
+    if (next_ >= layers_->size() || (*layers_)[next_].layer != layer) return;
+    LayerEma& ema = (*layers_)[next_++];
+    const int64_t plane = shape.plane();
+    for (int c = 0; c < shape.channels; ++c) {
+      // This example's mean and biased variance over the channel's values
+      // (one value for a flat input), merged into the exponentially
+      // weighted mean and variance (West's update; var_b = 0 for one value).
+      const float* zc = z + c * plane;
+      double mean_b = 0, var_b = 0;
+      for (int64_t k = 0; k < plane; ++k) mean_b += zc[k];
+      mean_b /= static_cast<double>(plane);
+      for (int64_t k = 0; k < plane; ++k) {
+        var_b += (zc[k] - mean_b) * (zc[k] - mean_b);
+      }
+      var_b /= static_cast<double>(plane);
+      const double diff = mean_b - ema.mean[c];
+      const double incr = a_ * diff;
+      ema.mean[c] += incr;
+      ema.var[c] = (1.0 - a_) * (ema.var[c] + diff * incr) + a_ * var_b;
+    }
+  }
+
+ private:
+  std::vector<LayerEma>* const layers_;
+  const double a_;
+  size_t next_ = 0;
+};
 
 DriftMonitor::DriftMonitor(const model::Network* network, int sample_every,
                            double alpha)
@@ -16,14 +47,12 @@ DriftMonitor::DriftMonitor(const model::Network* network, int sample_every,
       alpha_(alpha),
       has_batch_norm_(network->num_batch_norm_layers() > 0) {
   absl::MutexLock lock(&mu_);
-  const auto& layers = network_->layers();
-  for (size_t i = 0; i < layers.size(); ++i) {
-    if (const auto* bn = std::get_if<model::BatchNorm>(&layers[i])) {
+  for (int i = 0; i < network_->num_layers(); ++i) {
+    if (const auto* bn = network_->layer_as<model::BatchNorm>(i)) {
       LayerEma ema;
-      ema.layer = static_cast<int>(i);
+      ema.layer = i;
       ema.mean.assign(bn->features(), 0.0);
       ema.var.assign(bn->features(), 0.0);
-      model::InferenceScaleShift(*bn, &ema.scale, &ema.shift);
       layers_.push_back(std::move(ema));
     }
   }
@@ -52,39 +81,14 @@ void DriftMonitor::Sample(const float* x) {
 void DriftMonitor::UpdateLocked(const float* x) {
   if (layers_.empty()) return;
   // Per-thread scratch: grows once, then no allocation.
-  thread_local std::vector<float> cur, next;
-  const size_t need = static_cast<size_t>(network_->max_width());
-  if (cur.size() < need) cur.resize(need);
-  if (next.size() < need) next.resize(need);
-  int width = network_->input_features();
-  std::copy(x, x + width, cur.begin());
-  ++samples_;
-  const double a = std::max(alpha_, 1.0 / static_cast<double>(samples_));
-  size_t bn_index = 0;
-  for (const model::Layer& layer : network_->layers()) {
-    if (const auto* d = std::get_if<model::Dense>(&layer)) {
-      model::DenseForward(d->weight.data(),
-                          d->has_bias() ? d->bias.data() : nullptr, cur.data(),
-                          next.data(), d->out(), width);
-      std::swap(cur, next);
-      width = d->out();
-    } else if (std::holds_alternative<model::BatchNorm>(layer)) {
-      LayerEma& ema = layers_[bn_index++];
-      for (int j = 0; j < width; ++j) {
-        // Exponentially weighted mean and variance (West's update).
-        const double diff = cur[j] - ema.mean[j];
-        const double incr = a * diff;
-        ema.mean[j] += incr;
-        ema.var[j] = (1.0 - a) * (ema.var[j] + diff * incr);
-        cur[j] = ema.scale[j] * cur[j] + ema.shift[j];
-      }
-      // Nothing after the last batch-norm layer feeds the statistics.
-      if (bn_index == layers_.size()) break;
-    } else {
-      model::ApplyActivation(std::get<model::ActivationLayer>(layer).fn,
-                             cur.data(), width);
-    }
+  thread_local model::Workspace ws;
+  thread_local std::vector<float> out;
+  if (out.size() < static_cast<size_t>(network_->output_dim())) {
+    out.resize(network_->output_dim());
   }
+  ++samples_;
+  Tap tap(&layers_, std::max(alpha_, 1.0 / static_cast<double>(samples_)));
+  network_->Forward(x, out.data(), &ws, &tap);
 }
 
 int64_t DriftMonitor::samples() const {
@@ -97,7 +101,7 @@ std::vector<DriftLayerStats> DriftMonitor::Stats() const {
   std::vector<DriftLayerStats> out;
   if (samples_ == 0) return out;
   for (const LayerEma& ema : layers_) {
-    const auto& bn = std::get<model::BatchNorm>(network_->layers()[ema.layer]);
+    const auto& bn = *network_->layer_as<model::BatchNorm>(ema.layer);
     DriftLayerStats s;
     s.layer = ema.layer;
     s.features = bn.features();

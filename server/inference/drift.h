@@ -1,11 +1,14 @@
 // Live-traffic drift of the batch-norm inputs of one loaded version.
 //
 // The folded serving network has no BatchNorm layers left, so drift is
-// measured on a side path: 1 in `sample_every` served examples is walked
-// through the UNFOLDED network, and for every BatchNorm layer an exponential
-// moving average of the per-unit mean and variance of the layer's input (the
-// pre-normalization values z) is kept. For the first 1/alpha samples the
-// weight is 1/n (an exact running mean/variance), then alpha.
+// measured on a side path: 1 in `sample_every` served examples is run
+// through the UNFOLDED network's own forward pass (Network::Forward with an
+// observer), and for every BatchNorm layer an exponential moving average of
+// the per-channel mean and variance of the layer's input (the
+// pre-normalization values z; all H*W values of a channel for an image) is
+// kept. For the first 1/alpha samples the weight is 1/n (an exact running
+// mean/variance), then alpha. A batch norm over the raw inputs (input
+// normalization) watches the raw features themselves.
 //
 // Compared with the snapshot's running statistics, per layer:
 //   mean shift      (mean_live - running_mean) / sqrt(running_var + eps),
@@ -67,10 +70,9 @@ class DriftMonitor {
   struct LayerEma {
     int layer = 0;
     std::vector<double> mean, var;
-    // The layer's inference transform scale * z + shift, precomputed (set
-    // by the constructor, then read-only).
-    model::RowVector scale, shift;
   };
+  // Feeds each batch-norm layer's input into its EMA during a forward pass.
+  class Tap;
 
   const model::Network* const network_;
   const int sample_every_;

@@ -15,6 +15,16 @@
 namespace bnserve::inference {
 namespace {
 
+// [N, F], or [N, C, H, W] for a model whose input is an image [C, H, W]
+// (the same values in C, H, W row-major order).
+bool ShapeMatches(const ::inference::ModelInferRequest::InferInputTensor& input,
+                  const model::Shape& shape) {
+  if (input.shape_size() == 2) return input.shape(1) == shape.size();
+  return shape.spatial && input.shape_size() == 4 &&
+         input.shape(1) == shape.channels && input.shape(2) == shape.height &&
+         input.shape(3) == shape.width;
+}
+
 using ::inference::InferTensorContents;
 using ::inference::ModelInferRequest;
 using ::inference::ModelInferResponse;
@@ -109,7 +119,14 @@ absl::Status KServeService::DoModelMetadata(
   in->set_name(kInputName);
   in->set_datatype("FP32");
   in->add_shape(-1);
-  in->add_shape(servable->input_features());
+  const model::Shape& shape = servable->input_shape();
+  if (shape.spatial) {
+    in->add_shape(shape.channels);
+    in->add_shape(shape.height);
+    in->add_shape(shape.width);
+  } else {
+    in->add_shape(servable->input_features());
+  }
   auto add_output = [&](const char* name, const char* datatype, bool with_d) {
     auto* out = response->add_outputs();
     out->set_name(name);
@@ -145,11 +162,15 @@ absl::Status KServeService::DoModelInfer(
                      input.datatype(), "'; this model takes FP32"));
   }
   // Shape first: nothing is allocated for a shape the model cannot take.
-  if (input.shape_size() != 2 || input.shape(1) != f) {
+  if (!ShapeMatches(input, servable->input_shape())) {
+    const model::Shape& in = servable->input_shape();
     return absl::InvalidArgumentError(absl::StrCat(
         "input '", input.name(), "' has shape [",
         absl::StrJoin(input.shape(), ","), "]; model '", servable->model(),
-        "' version ", servable->version(), " takes [N,", f, "]"));
+        "' version ", servable->version(), " takes [N,", f, "]",
+        in.spatial ? absl::StrCat(" or [N,", in.channels, ",", in.height, ",",
+                                  in.width, "]")
+                   : ""));
   }
   const int64_t rows = input.shape(0);
   if (rows < 1) {

@@ -3,7 +3,6 @@
 #include <cmath>
 #include <cstring>
 #include <utility>
-#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -22,18 +21,6 @@ absl::StatusOr<std::shared_ptr<const Servable>> Servable::Create(
     const v1::Snapshot& snapshot, const DriftOptions& drift) {
   BNSERVE_ASSIGN_OR_RETURN(model::Network unfolded,
                            model::Network::FromSnapshot(snapshot));
-  if (snapshot.feature_names_size() != 0 &&
-      snapshot.feature_names_size() != unfolded.input_features()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "snapshot has ", snapshot.feature_names_size(), " feature names for ",
-        unfolded.input_features(), " input features"));
-  }
-  if (snapshot.class_names_size() != 0 &&
-      snapshot.class_names_size() != unfolded.output_dim()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("snapshot has ", snapshot.class_names_size(),
-                     " class names for ", unfolded.output_dim(), " outputs"));
-  }
   model::Network folded = unfolded.Folded();
   v1::Snapshot info = snapshot;
   info.clear_layers();

@@ -32,8 +32,8 @@ struct DriftOptions {
 
 class Servable {
  public:
-  // Validates the snapshot (Network::FromSnapshot plus name counts), folds
-  // batch norm into the dense layers and runs one warm-up example (zeros)
+  // Validates the snapshot (Network::FromSnapshot, names included), folds
+  // batch norm into the dense and conv2d layers and runs one warm-up example (zeros)
   // whose outputs must be finite. InvalidArgument names the problem.
   static absl::StatusOr<std::shared_ptr<const Servable>> Create(
       const v1::Snapshot& snapshot, const DriftOptions& drift = {});
@@ -46,6 +46,8 @@ class Servable {
   v1::Task task() const { return folded_.task(); }
   bool classification() const { return task() == v1::TASK_CLASSIFICATION; }
   int input_features() const { return folded_.input_features(); }
+  // [F], or [C, H, W] for an image model.
+  const model::Shape& input_shape() const { return folded_.input_shape(); }
   int output_dim() const { return folded_.output_dim(); }
   // The snapshot without its layer parameters: names, task, provenance.
   const v1::Snapshot& info() const { return info_; }

@@ -88,21 +88,12 @@ v1::NetworkSpec DescribeNetwork(const model::Network& net) {
   spec.set_input_features(net.input_features());
   spec.set_task(net.task());
   spec.set_output_dim(net.output_dim());
-  for (const model::Layer& layer : net.layers()) {
-    v1::LayerSpec* ls = spec.add_layers();
-    if (const auto* d = std::get_if<model::Dense>(&layer)) {
-      ls->mutable_dense()->set_units(d->out());
-      ls->mutable_dense()->set_bias(d->has_bias());
-    } else if (const auto* bn = std::get_if<model::BatchNorm>(&layer)) {
-      v1::BatchNormSpec* b = ls->mutable_batch_norm();
-      b->set_momentum(bn->config.momentum);
-      b->set_eps(bn->config.eps);
-      b->set_average(bn->config.average);
-      b->set_variance(bn->config.variance);
-    } else {
-      ls->set_activation(std::get<model::ActivationLayer>(layer).fn);
-    }
+  if (net.input_shape().spatial) {
+    spec.add_input_shape(net.input_shape().channels);
+    spec.add_input_shape(net.input_shape().height);
+    spec.add_input_shape(net.input_shape().width);
   }
+  for (const auto& layer : net.layers()) layer->ToSpec(spec.add_layers());
   return spec;
 }
 

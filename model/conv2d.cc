@@ -1,0 +1,339 @@
+#include "model/conv2d.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "model/status_macros.h"
+
+namespace bnserve::model {
+namespace {
+
+// Writes the kernel windows of one example `x` (shape `in`) as the columns
+// of a patch x (oh * ow) block starting at `cols`, rows `ld` floats apart.
+void Im2Col(const float* x, const Shape& in, const Window2d& w, int oh, int ow,
+            float* cols, int64_t ld) {
+  const int H = in.height, W = in.width;
+  int64_t row = 0;
+  for (int c = 0; c < in.channels; ++c) {
+    const float* xc = x + int64_t{c} * H * W;
+    for (int i = 0; i < w.kernel_h; ++i) {
+      for (int j = 0; j < w.kernel_w; ++j, ++row) {
+        float* dst = cols + row * ld;
+        for (int oy = 0; oy < oh; ++oy) {
+          const int iy = oy * w.stride_h - w.pad_h + i;
+          float* d = dst + int64_t{oy} * ow;
+          if (iy < 0 || iy >= H) {
+            std::fill(d, d + ow, 0.0f);
+            continue;
+          }
+          const float* src = xc + int64_t{iy} * W;
+          for (int ox = 0; ox < ow; ++ox) {
+            const int ix = ox * w.stride_w - w.pad_w + j;
+            d[ox] = (ix >= 0 && ix < W) ? src[ix] : 0.0f;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The adjoint of Im2Col: adds each column entry back onto the input
+// position it was read from.
+void Col2Im(const float* cols, int64_t ld, const Shape& in, const Window2d& w,
+            int oh, int ow, float* dx) {
+  const int H = in.height, W = in.width;
+  int64_t row = 0;
+  for (int c = 0; c < in.channels; ++c) {
+    float* xc = dx + int64_t{c} * H * W;
+    for (int i = 0; i < w.kernel_h; ++i) {
+      for (int j = 0; j < w.kernel_w; ++j, ++row) {
+        const float* src = cols + row * ld;
+        for (int oy = 0; oy < oh; ++oy) {
+          const int iy = oy * w.stride_h - w.pad_h + i;
+          if (iy < 0 || iy >= H) continue;
+          float* d = xc + int64_t{iy} * W;
+          const float* s = src + int64_t{oy} * ow;
+          for (int ox = 0; ox < ow; ++ox) {
+            const int ix = ox * w.stride_w - w.pad_w + j;
+            if (ix >= 0 && ix < W) d[ix] += s[ox];
+          }
+        }
+      }
+    }
+  }
+}
+
+Window2d WindowFromProto(const v1::Conv2dLayer& p) {
+  return Window2d{p.kernel_h(), p.kernel_w(), p.stride_h(),
+                  p.stride_w(), p.pad_h(),    p.pad_w()};
+}
+
+absl::Status CheckSizes(const std::string& path, int64_t in_channels,
+                        int64_t out_channels, const Window2d& w) {
+  BNSERVE_RETURN_IF_ERROR(
+      CheckRange(path + ".in_channels", in_channels, 1, kMaxWidth));
+  BNSERVE_RETURN_IF_ERROR(
+      CheckRange(path + ".out_channels", out_channels, 1, kMaxWidth));
+  if (absl::Status s = w.CheckRanges(false); !s.ok()) {
+    return json::Invalid(path, s.message());
+  }
+  const int64_t n = out_channels * in_channels * w.kernel_h * w.kernel_w;
+  if (n > kMaxLayerParameters) {
+    return json::Invalid(path, absl::StrCat("the kernel has ", n,
+                                            " weights, more than the limit "
+                                            "of ",
+                                            kMaxLayerParameters));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Layer>> Conv2d::FromProto(
+    const v1::Layer& proto, const std::string& path) {
+  const v1::Conv2dLayer& p = proto.conv2d();
+  const Window2d w = WindowFromProto(p);
+  BNSERVE_RETURN_IF_ERROR(
+      CheckSizes(path, p.in_channels(), p.out_channels(), w));
+  auto conv = std::make_unique<Conv2d>();
+  conv->in_channels = p.in_channels();
+  conv->window = w;
+  conv->weight.resize(p.out_channels(), conv->patch());
+  BNSERVE_RETURN_IF_ERROR(CopyFloats(p.weight(), conv->weight.size(),
+                                     path + ".weight (K x C x kh x kw)",
+                                     conv->weight.data()));
+  if (p.bias_size() != 0) {
+    conv->bias.resize(p.out_channels());
+    BNSERVE_RETURN_IF_ERROR(CopyFloats(p.bias(), p.out_channels(),
+                                       path + ".bias", conv->bias.data()));
+  }
+  return conv;
+}
+
+absl::StatusOr<std::unique_ptr<Layer>> Conv2d::FromJson(
+    const Json& j, const std::string& p) {
+  BNSERVE_RETURN_IF_ERROR(json::CheckObject(
+      j, p,
+      {"type", "in_channels", "out_channels", "kernel_size", "stride",
+       "padding", "weight", "bias"}));
+  BNSERVE_ASSIGN_OR_RETURN(
+      int64_t c, json::IntMember(j, p, "in_channels", 1, kMaxWidth, {}));
+  BNSERVE_ASSIGN_OR_RETURN(
+      int64_t k, json::IntMember(j, p, "out_channels", 1, kMaxWidth, {}));
+  BNSERVE_ASSIGN_OR_RETURN(Window2d w, Window2d::FromJson(j, p, false));
+  BNSERVE_RETURN_IF_ERROR(CheckSizes(p, c, k, w));
+  BNSERVE_ASSIGN_OR_RETURN(const Json* weight, json::Require(j, p, "weight"));
+  std::vector<float> values;
+  BNSERVE_RETURN_IF_ERROR(json::ReadNestedFloats(
+      *weight, p + ".weight", {k, c, w.kernel_h, w.kernel_w},
+      absl::StrCat(k, " x ", c, " x ", w.kernel_h, " x ", w.kernel_w,
+                   " nested lists (out_channels, in_channels, kh, kw: "
+                   "PyTorch Conv2d.weight)"),
+      &values));
+  auto conv = std::make_unique<Conv2d>();
+  conv->in_channels = static_cast<int>(c);
+  conv->window = w;
+  conv->weight = Eigen::Map<const Matrix>(values.data(), k, conv->patch());
+  const Json* bias = json::Find(j, "bias");
+  if (bias != nullptr && !bias->is_null()) {
+    std::vector<float> b;
+    BNSERVE_RETURN_IF_ERROR(json::ReadFloats(*bias, p + ".bias", k, &b));
+    conv->bias = Eigen::Map<const RowVector>(b.data(), k);
+  }
+  return conv;
+}
+
+absl::StatusOr<std::unique_ptr<Layer>> Conv2d::FromSpec(
+    const v1::LayerSpec& spec, const Shape& in, const LayerInit& init) {
+  const v1::Conv2dSpec& s = spec.conv2d();
+  Window2d w{s.kernel_h(),
+             s.kernel_w() == 0 ? s.kernel_h() : s.kernel_w(),
+             s.stride_h() == 0 ? 1 : s.stride_h(),
+             s.stride_w() == 0 ? (s.stride_h() == 0 ? 1 : s.stride_h())
+                               : s.stride_w(),
+             s.pad_h(),
+             s.pad_w()};
+  BNSERVE_RETURN_IF_ERROR(CheckSizes("conv2d", in.channels, s.out_channels(), w));
+  BNSERVE_RETURN_IF_ERROR(w.Apply(in, false, "conv2d").status());
+  auto conv = std::make_unique<Conv2d>();
+  conv->in_channels = in.channels;
+  conv->window = w;
+  conv->weight.resize(s.out_channels(), conv->patch());
+  const int64_t kk = int64_t{w.kernel_h} * w.kernel_w;
+  InitWeights(init, conv->patch(), s.out_channels() * kk, conv->weight.data(),
+              conv->weight.size());
+  if (s.bias()) conv->bias = RowVector::Zero(s.out_channels());
+  return conv;
+}
+
+absl::StatusOr<Shape> Conv2d::OutputShape(const Shape& in) const {
+  BNSERVE_ASSIGN_OR_RETURN(Shape out, window.Apply(in, false, "conv2d"));
+  if (in.channels != in_channels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("conv2d over ", in_channels, " input channels follows ",
+                     in.ToString()));
+  }
+  if (weight.cols() != patch() || (has_bias() && bias.size() != weight.rows())) {
+    return absl::InvalidArgumentError("weight or bias of the wrong size");
+  }
+  out.channels = out_channels();
+  if (out.size() > kMaxActivationValues) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("output ", out.ToString(), " has more than ",
+                     kMaxActivationValues, " values"));
+  }
+  BNSERVE_RETURN_IF_ERROR(CheckFinite("weight", weight.data(), weight.size()));
+  BNSERVE_RETURN_IF_ERROR(CheckFinite("bias", bias.data(), bias.size()));
+  return out;
+}
+
+std::string Conv2d::Describe() const {
+  return absl::StrCat("conv2d ", in_channels, "->", out_channels(), " ",
+                      window.Describe(), has_bias() ? "" : " (no bias)");
+}
+
+int64_t Conv2d::ScratchSize(const Shape& in) const {
+  return patch() * window.OutHeight(in.height) * window.OutWidth(in.width);
+}
+
+void Conv2d::Forward(const Shape& in, const float* x, float* y,
+                     float* scratch) const {
+  const int oh = window.OutHeight(in.height), ow = window.OutWidth(in.width);
+  const int64_t n = int64_t{oh} * ow;
+  Im2Col(x, in, window, oh, ow, scratch, n);
+  Eigen::Map<Matrix> out(y, out_channels(), n);
+  out.noalias() = weight * Eigen::Map<const Matrix>(scratch, patch(), n);
+  if (has_bias()) out.colwise() += bias.transpose();
+}
+
+void Conv2d::ForwardTrain(const Shape& in, const Matrix& x, Matrix* y,
+                          LayerCache* cache) const {
+  const int oh = window.OutHeight(in.height), ow = window.OutWidth(in.width);
+  const int64_t n = int64_t{oh} * ow;
+  const Eigen::Index m = x.rows();
+  Matrix& cols = cache->a;
+  cols.resize(patch(), m * n);
+  for (Eigen::Index r = 0; r < m; ++r) {
+    Im2Col(x.row(r).data(), in, window, oh, ow, cols.data() + r * n, m * n);
+  }
+  Matrix out;
+  out.noalias() = weight * cols;  // K x (m * n)
+  if (has_bias()) out.colwise() += bias.transpose();
+  y->resize(m, out_channels() * n);
+  for (Eigen::Index r = 0; r < m; ++r) {
+    for (int k = 0; k < out_channels(); ++k) {
+      y->row(r).segment(k * n, n) = out.row(k).segment(r * n, n);
+    }
+  }
+}
+
+void Conv2d::Backward(const Shape& in, const Matrix&, const Matrix&,
+                      const Matrix& dy, const LayerCache& cache, Matrix* dx,
+                      LayerGradients* grads) const {
+  const int oh = window.OutHeight(in.height), ow = window.OutWidth(in.width);
+  const int64_t n = int64_t{oh} * ow;
+  const Eigen::Index m = dy.rows();
+  Matrix d(out_channels(), m * n);  // dL/d(W * cols)
+  for (Eigen::Index r = 0; r < m; ++r) {
+    for (int k = 0; k < out_channels(); ++k) {
+      d.row(k).segment(r * n, n) = dy.row(r).segment(k * n, n);
+    }
+  }
+  grads->resize(has_bias() ? 2 : 1);
+  (*grads)[0].resize(weight.size());
+  Eigen::Map<Matrix>((*grads)[0].data(), weight.rows(), weight.cols())
+      .noalias() = d * cache.a.transpose();
+  if (has_bias()) (*grads)[1] = d.rowwise().sum();
+  if (dx == nullptr) return;
+  Matrix dcols;
+  dcols.noalias() = weight.transpose() * d;
+  dx->setZero(m, in.size());
+  for (Eigen::Index r = 0; r < m; ++r) {
+    Col2Im(dcols.data() + r * n, m * n, in, window, oh, ow, dx->row(r).data());
+  }
+}
+
+std::vector<ParamRef> Conv2d::Parameters() {
+  std::vector<ParamRef> params = {{weight.data(), weight.size()}};
+  if (has_bias()) params.push_back({bias.data(), bias.size()});
+  return params;
+}
+
+std::unique_ptr<Layer> Conv2d::AbsorbFollowing(const Shape&,
+                                               const RowVector& scale,
+                                               const RowVector& shift) const {
+  const Eigen::RowVectorXd s = scale.cast<double>();
+  Eigen::RowVectorXd b = Eigen::RowVectorXd::Zero(out_channels());
+  if (has_bias()) b = bias.cast<double>();
+  auto f = std::make_unique<Conv2d>(*this);
+  f->weight =
+      (s.transpose().asDiagonal() * weight.cast<double>()).cast<float>();
+  f->bias = (s.array() * b.array() + shift.cast<double>().array())
+                .matrix()
+                .cast<float>();
+  return f;
+}
+
+std::unique_ptr<Layer> Conv2d::AbsorbPreceding(const Shape&,
+                                               const RowVector& scale,
+                                               const RowVector& shift) const {
+  if (window.pad_h != 0 || window.pad_w != 0) return nullptr;
+  // Each input channel's scale and shift, repeated over its kh * kw taps.
+  const int64_t taps = int64_t{window.kernel_h} * window.kernel_w;
+  Eigen::VectorXd s(patch()), t(patch());
+  for (int c = 0; c < in_channels; ++c) {
+    s.segment(c * taps, taps).setConstant(scale(c));
+    t.segment(c * taps, taps).setConstant(shift(c));
+  }
+  const Eigen::MatrixXd w = weight.cast<double>();
+  Eigen::VectorXd b = Eigen::VectorXd::Zero(out_channels());
+  if (has_bias()) b = bias.cast<double>().transpose();
+  auto f = std::make_unique<Conv2d>(*this);
+  f->weight = (w * s.asDiagonal()).cast<float>();
+  f->bias = (b + w * t).transpose().cast<float>();
+  return f;
+}
+
+void Conv2d::ToProto(v1::Layer* out) const {
+  v1::Conv2dLayer* p = out->mutable_conv2d();
+  p->set_in_channels(in_channels);
+  p->set_out_channels(out_channels());
+  p->set_kernel_h(window.kernel_h);
+  p->set_kernel_w(window.kernel_w);
+  p->set_stride_h(window.stride_h);
+  p->set_stride_w(window.stride_w);
+  p->set_pad_h(window.pad_h);
+  p->set_pad_w(window.pad_w);
+  p->mutable_weight()->Assign(weight.data(), weight.data() + weight.size());
+  p->mutable_bias()->Assign(bias.data(), bias.data() + bias.size());
+}
+
+Json Conv2d::ToJson() const {
+  Json j = Json::object();
+  j["type"] = type();
+  j["in_channels"] = in_channels;
+  j["out_channels"] = out_channels();
+  window.ToJson(&j);
+  j["weight"] = json::NestedFloatArray(
+      weight.data(),
+      {out_channels(), in_channels, window.kernel_h, window.kernel_w});
+  j["bias"] = has_bias() ? json::FloatArray(bias.data(), bias.size())
+                         : Json(nullptr);
+  return j;
+}
+
+void Conv2d::ToSpec(v1::LayerSpec* out) const {
+  v1::Conv2dSpec* s = out->mutable_conv2d();
+  s->set_out_channels(out_channels());
+  s->set_kernel_h(window.kernel_h);
+  s->set_kernel_w(window.kernel_w);
+  s->set_stride_h(window.stride_h);
+  s->set_stride_w(window.stride_w);
+  s->set_pad_h(window.pad_h);
+  s->set_pad_w(window.pad_w);
+  s->set_bias(has_bias());
+}
+
+}  // namespace bnserve::model
