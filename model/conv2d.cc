@@ -102,7 +102,7 @@ absl::StatusOr<std::unique_ptr<Layer>> Conv2d::FromProto(
   conv->window = w;
   conv->weight.resize(p.out_channels(), conv->patch());
   BNSERVE_RETURN_IF_ERROR(CopyFloats(p.weight(), conv->weight.size(),
-                                     path + ".weight (K x C x kh x kw)",
+                                     path + ".weight",
                                      conv->weight.data()));
   if (p.bias_size() != 0) {
     conv->bias.resize(p.out_channels());

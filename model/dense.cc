@@ -31,7 +31,7 @@ absl::StatusOr<std::unique_ptr<Layer>> Dense::FromProto(
   d->weight.resize(pd.out(), pd.in());
   BNSERVE_RETURN_IF_ERROR(CopyFloats(
       pd.weight(), int64_t{pd.in()} * pd.out(),
-      path + ".weight (out x in)", d->weight.data()));
+      path + ".weight", d->weight.data()));
   if (pd.bias_size() != 0) {
     d->bias.resize(pd.out());
     BNSERVE_RETURN_IF_ERROR(

@@ -78,9 +78,14 @@ absl::Status CheckNames(const v1::Snapshot& s) {
   return absl::OkStatus();
 }
 
+// Prefixes a layer's error with its path: "layers[2].eps: ..." when the
+// message starts with a field name, "layers[2]: ..." otherwise.
 absl::Status WithPath(int layer, const absl::Status& s) {
-  return absl::Status(s.code(),
-                      absl::StrCat("layers[", layer, "]: ", s.message()));
+  const absl::string_view m = s.message();
+  const size_t field_end = m.find_first_of(":[ ");
+  const bool field = field_end != absl::string_view::npos && m[field_end] != ' ';
+  return absl::Status(s.code(), absl::StrCat("layers[", layer, "]",
+                                             field ? "." : ": ", m));
 }
 
 // Expands the hidden-layer shorthand into explicit layers.
@@ -195,7 +200,7 @@ absl::StatusOr<Network> Network::Create(const v1::NetworkSpec& spec,
 absl::Status Network::Validate() {
   BNSERVE_RETURN_IF_ERROR(CheckTask(task_, output_dim_));
   if (layers_.empty()) {
-    return absl::InvalidArgumentError("the network has no layers");
+    return absl::InvalidArgumentError("layers: no layers");
   }
   if (shapes_.empty()) {
     return absl::InternalError("input shape not set before validation");

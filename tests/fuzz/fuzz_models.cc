@@ -19,8 +19,8 @@ v1::Snapshot TinySnapshot(v1::Task task, const std::string& model) {
   absl::StatusOr<model::Network> net = model::Network::Create(spec, 42);
   if (!net.ok()) Fail("TinySnapshot", net.status().ToString());
   float k = 0.25f;
-  for (model::Layer& layer : net->mutable_layers()) {
-    if (auto* bn = std::get_if<model::BatchNorm>(&layer)) {
+  for (int i = 0; i < net->num_layers(); ++i) {
+    if (auto* bn = net->mutable_layer_as<model::BatchNorm>(i)) {
       for (int j = 0; j < bn->features(); ++j, k += 0.125f) {
         bn->running_mean[j] = k - 1.0f;
         bn->running_var[j] = 0.5f + k;

@@ -47,13 +47,13 @@ Network TrainedSmallNetwork(uint64_t seed = 3) {
 TEST(NetworkTest, ShorthandBuildsDenseBatchNormActivationLayers) {
   Network net = *Network::Create(SmallSpec(), 1);
   ASSERT_EQ(net.layers().size(), 7u);
-  EXPECT_TRUE(std::holds_alternative<Dense>(net.layers()[0]));
-  EXPECT_FALSE(std::get<Dense>(net.layers()[0]).has_bias());
-  EXPECT_TRUE(std::holds_alternative<BatchNorm>(net.layers()[1]));
-  EXPECT_TRUE(std::holds_alternative<ActivationLayer>(net.layers()[2]));
-  EXPECT_TRUE(std::get<Dense>(net.layers()[6]).has_bias());
+  EXPECT_TRUE((net.layer_as<Dense>(0) != nullptr));
+  EXPECT_FALSE(net.layer_as<Dense>(0)->has_bias());
+  EXPECT_TRUE((net.layer_as<BatchNorm>(1) != nullptr));
+  EXPECT_TRUE((net.layer_as<ActivationLayer>(2) != nullptr));
+  EXPECT_TRUE(net.layer_as<Dense>(6)->has_bias());
   EXPECT_EQ(net.num_batch_norm_layers(), 2);
-  const auto& bn = std::get<BatchNorm>(net.layers()[1]);
+  const auto& bn = *net.layer_as<BatchNorm>(1);
   EXPECT_EQ(bn.running_mean, RowVector::Zero(8));
   EXPECT_EQ(bn.running_var, RowVector::Ones(8));
   EXPECT_FLOAT_EQ(bn.config.momentum, 0.1f);
@@ -64,10 +64,10 @@ TEST(NetworkTest, SameSeedSameWeightsOtherSeedOtherWeights) {
   Network a = *Network::Create(SmallSpec(), 42);
   Network b = *Network::Create(SmallSpec(), 42);
   Network c = *Network::Create(SmallSpec(), 43);
-  EXPECT_EQ(std::get<Dense>(a.layers()[0]).weight,
-            std::get<Dense>(b.layers()[0]).weight);
-  EXPECT_NE(std::get<Dense>(a.layers()[0]).weight,
-            std::get<Dense>(c.layers()[0]).weight);
+  EXPECT_EQ(a.layer_as<Dense>(0)->weight,
+            b.layer_as<Dense>(0)->weight);
+  EXPECT_NE(a.layer_as<Dense>(0)->weight,
+            c.layer_as<Dense>(0)->weight);
 }
 
 TEST(NetworkTest, InvalidSpecsAreRejected) {
@@ -101,7 +101,7 @@ TEST(NetworkTest, InferenceUsesRunningStatistics) {
   // Changing only the running statistics changes the prediction exactly as
   // the inference formula says: shifting running_mean of the last BN by d
   // shifts its output by -gamma * d / sqrt(var + eps).
-  auto& bn = std::get<BatchNorm>(net.mutable_layers()[4]);
+  auto& bn = *net.mutable_layer_as<BatchNorm>(4);
   bn.running_mean.array() += 1.0f;
   Matrix after = net.PredictBatch(x);
   EXPECT_GT((after - before).norm(), 1e-3);
@@ -164,11 +164,11 @@ TEST(NetworkTest, RecalibrationSetsExactPopulationStatistics) {
   ASSERT_TRUE(net.Recalibrate(x).ok());
   // Independent check in double: walk the layers by hand.
   Eigen::MatrixXd cur = x.cast<double>();
-  for (const Layer& layer : net.layers()) {
-    if (const auto* d = std::get_if<Dense>(&layer)) {
+  for (const auto& layer : net.layers()) {
+    if (const auto* d = layer->As<Dense>()) {
       cur = cur * d->weight.cast<double>().transpose();
       if (d->has_bias()) cur.rowwise() += d->bias.cast<double>();
-    } else if (const auto* bn = std::get_if<BatchNorm>(&layer)) {
+    } else if (const auto* bn = layer->As<BatchNorm>()) {
       Eigen::RowVectorXd mean = cur.colwise().mean();
       Eigen::RowVectorXd var =
           (cur.rowwise() - mean).array().square().colwise().sum() /
@@ -208,8 +208,8 @@ TEST(NetworkTest, SnapshotRoundTripIsExact) {
   Network back = *Network::FromSnapshot(parsed);
   Matrix x = RandomMatrix(10, 6, 3);
   EXPECT_EQ(back.PredictBatch(x), net.PredictBatch(x));
-  const auto& bn0 = std::get<BatchNorm>(net.layers()[1]);
-  const auto& bn1 = std::get<BatchNorm>(back.layers()[1]);
+  const auto& bn0 = *net.layer_as<BatchNorm>(1);
+  const auto& bn1 = *back.layer_as<BatchNorm>(1);
   EXPECT_EQ(bn1.running_var, bn0.running_var);
   EXPECT_EQ(bn1.num_batches_tracked, 20);
   EXPECT_EQ(bn1.stats_source, v1::STATS_SOURCE_EMA);

@@ -46,8 +46,8 @@ TEST(TrainerTest, GradientsMatchFiniteDifferences) {
     Network net =
         *Network::Create(Spec(4, 3, {5, 4}, v1::ACTIVATION_TANH, task), 7);
     // Non-trivial gamma/beta so their gradients are exercised.
-    for (Layer& l : net.mutable_layers()) {
-      if (auto* bn = std::get_if<BatchNorm>(&l)) {
+    for (int i = 0; i < net.num_layers(); ++i) {
+      if (auto* bn = net.mutable_layer_as<BatchNorm>(i)) {
         bn->gamma = RowVector::LinSpaced(bn->features(), 0.5f, 1.5f);
         bn->beta = RowVector::LinSpaced(bn->features(), -0.3f, 0.3f);
       }
@@ -55,7 +55,7 @@ TEST(TrainerTest, GradientsMatchFiniteDifferences) {
     Trainer trainer = *Trainer::Create(net, {});
     Batch batch{
         RandomMatrix(6, 4, 1), {0, 1, 2, 1, 0, 2}, RandomMatrix(6, 3, 2)};
-    std::vector<LayerGradient> grads;
+    std::vector<LayerGradients> grads;
     ASSERT_TRUE(trainer.ComputeGradients(batch, &grads).ok());
 
     int checked = 0;
@@ -64,7 +64,7 @@ TEST(TrainerTest, GradientsMatchFiniteDifferences) {
       for (Eigen::Index k = 0; k < n; ++k) {
         const float saved = p[k];
         const float h = 1e-2f;
-        std::vector<LayerGradient> unused;
+        std::vector<LayerGradients> unused;
         p[k] = saved + h;
         const double plus = *trainer.ComputeGradients(batch, &unused);
         p[k] = saved - h;
@@ -76,18 +76,13 @@ TEST(TrainerTest, GradientsMatchFiniteDifferences) {
         ++checked;
       }
     };
-    std::vector<Layer>& layers = trainer.mutable_network().mutable_layers();
-    for (size_t i = 0; i < layers.size(); ++i) {
-      if (auto* d = std::get_if<Dense>(&layers[i])) {
-        check(d->weight.data(), grads[i].weight.data(), d->weight.size(),
-              "weight");
-        if (d->has_bias()) {
-          check(d->bias.data(), grads[i].bias.data(), d->bias.size(), "bias");
-        }
-      } else if (auto* bn = std::get_if<BatchNorm>(&layers[i])) {
-        check(bn->gamma.data(), grads[i].gamma.data(), bn->gamma.size(),
-              "gamma");
-        check(bn->beta.data(), grads[i].beta.data(), bn->beta.size(), "beta");
+    Network& trained = trainer.mutable_network();
+    for (int i = 0; i < trained.num_layers(); ++i) {
+      const std::vector<ParamRef> params = trained.mutable_layer(i).Parameters();
+      ASSERT_EQ(grads[i].size(), params.size());
+      for (size_t j = 0; j < params.size(); ++j) {
+        check(params[j].data, grads[i][j].data(), params[j].size,
+              trained.layer(i).type());
       }
     }
     EXPECT_EQ(checked, 4 * 5 + 5 * 2 + 5 * 4 + 4 * 2 + 4 * 3 + 3);
@@ -99,9 +94,9 @@ Network TorchNetwork(const std::vector<float>& w1, const std::vector<float>& w2,
                      const std::vector<float>& b2) {
   Network net = *Network::Create(
       Spec(4, 3, {5}, v1::ACTIVATION_RELU, v1::TASK_CLASSIFICATION), 1);
-  std::get<Dense>(net.mutable_layers()[0]).weight = FromVector(w1, 5);
-  std::get<Dense>(net.mutable_layers()[3]).weight = FromVector(w2, 3);
-  std::get<Dense>(net.mutable_layers()[3]).bias = FromVector(b2, 1);
+  net.mutable_layer_as<Dense>(0)->weight = FromVector(w1, 5);
+  net.mutable_layer_as<Dense>(3)->weight = FromVector(w2, 3);
+  net.mutable_layer_as<Dense>(3)->bias = FromVector(b2, 1);
   return net;
 }
 
@@ -131,15 +126,15 @@ void ExpectTorchParity(const OptimizerConfig& config,
     StepResult r = *trainer.Step(batch);
     EXPECT_NEAR(r.loss, losses[step], 1e-5) << "step " << step;
   }
-  const auto& layers = trainer.network().layers();
-  const auto& bn = std::get<BatchNorm>(layers[1]);
-  ExpectNear(std::get<Dense>(layers[0]).weight, after[0], "W1");
+  const Network& net = trainer.network();
+  const auto& bn = *net.layer_as<BatchNorm>(1);
+  ExpectNear(net.layer_as<Dense>(0)->weight, after[0], "W1");
   ExpectNear(bn.gamma, after[1], "gamma");
   ExpectNear(bn.beta, after[2], "beta");
   ExpectNear(bn.running_mean, after[3], "running_mean");
   ExpectNear(bn.running_var, after[4], "running_var");
-  ExpectNear(std::get<Dense>(layers[3]).weight, after[5], "W2");
-  ExpectNear(std::get<Dense>(layers[3]).bias, after[6], "b2");
+  ExpectNear(net.layer_as<Dense>(3)->weight, after[5], "W2");
+  ExpectNear(net.layer_as<Dense>(3)->bias, after[6], "b2");
   EXPECT_EQ(bn.num_batches_tracked, 3);
 }
 

@@ -308,8 +308,8 @@ TEST(DriftMonitorTest, MeasuresShiftAndVarianceRatioOfBatchNormInputs) {
   auto servable = *Servable::Create(snapshot, DriftOptions{0, 0.01});
   const model::Network& net = servable->unfolded();
   DriftMonitor monitor(&net, 1, 1e-4);
-  const auto& dense = std::get<model::Dense>(net.layers()[0]);
-  const auto& bn = std::get<model::BatchNorm>(net.layers()[1]);
+  const auto& dense = *net.layer_as<model::Dense>(0);
+  const auto& bn = *net.layer_as<model::BatchNorm>(1);
   const int n = 200, units = bn.features();
   std::vector<double> sum(units, 0), sum2(units, 0);
   for (int i = 0; i < n; ++i) {

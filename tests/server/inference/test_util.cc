@@ -25,8 +25,8 @@ v1::Snapshot MakeSnapshot(const std::string& model, uint64_t seed,
   std::uniform_real_distribution<float> mean(-1.0f, 1.0f);
   std::uniform_real_distribution<float> var(0.2f, 3.0f);
   std::uniform_real_distribution<float> gamma(0.5f, 1.5f);
-  for (model::Layer& layer : net.mutable_layers()) {
-    if (auto* bn = std::get_if<model::BatchNorm>(&layer)) {
+  for (int i = 0; i < net.num_layers(); ++i) {
+    if (auto* bn = net.mutable_layer_as<model::BatchNorm>(i)) {
       for (int j = 0; j < bn->features(); ++j) {
         bn->running_mean[j] = mean(rng);
         bn->running_var[j] = var(rng);

@@ -232,13 +232,13 @@ TEST_F(JobManagerTest, RecalibrationPublishesExactStatisticsWithinTheLimit) {
   // (expected already holds exact stats; recompute from the EMA network.)
   ASSERT_TRUE(jobs.Publish(job.job_id()).ok());
   model::Network ema = *model::Network::FromSnapshot(*store_->Read("recal", 2));
-  EXPECT_EQ(std::get<model::BatchNorm>(ema.layers()[1]).stats_source,
+  EXPECT_EQ(ema.layer_as<model::BatchNorm>(1)->stats_source,
             v1::STATS_SOURCE_EMA);
   ASSERT_TRUE(ema.Recalibrate(Eigen::Map<const model::Matrix>(
                                   all.features().data(), 50, 4))
                   .ok());
-  EXPECT_EQ(std::get<model::BatchNorm>(ema.layers()[1]).running_var,
-            std::get<model::BatchNorm>(expected.layers()[1]).running_var);
+  EXPECT_EQ(ema.layer_as<model::BatchNorm>(1)->running_var,
+            expected.layer_as<model::BatchNorm>(1)->running_var);
 
   auto too_much = *jobs.OpenRecalibration(job.job_id());
   ASSERT_TRUE(too_much->Add(RandomBatch(60, 1)).ok());
