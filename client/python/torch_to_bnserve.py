@@ -5,7 +5,7 @@ Supported: an nn.Sequential of nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Tanh,
 nn.Sigmoid and nn.Identity (nn.Dropout is skipped: it is the identity at
 inference; a final nn.Softmax/nn.LogSoftmax is skipped for classification,
 where bnserve's softmax is implied by the task). The format is the one of
-DESIGN.md section 5, written by `bnctl export`:
+docs/DESIGN.md section 3.3, written by `bnctl export`:
 
   * Linear.weight is stored as is ([out][in]), Linear.bias or null;
   * BatchNorm1d keeps gamma (weight), beta (bias), running_mean,

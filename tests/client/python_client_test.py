@@ -108,7 +108,7 @@ class PredictPyTest(unittest.TestCase):
 
 
 def numpy_forward(snapshot, x):
-    """Inference mode, exactly as DESIGN.md section 1 states it."""
+    """Inference mode, exactly as docs/DESIGN.md section 1.3 states it."""
     h = np.asarray(x, dtype=np.float64)
     for layer in snapshot["layers"]:
         if layer["type"] == "dense":

@@ -59,7 +59,8 @@ def load_csv(path):
 
 
 def forward(export, x):
-    """Inference-mode forward pass of an exported snapshot (DESIGN.md 5)."""
+    """Inference-mode forward pass of an exported snapshot
+    (docs/DESIGN.md section 3.3)."""
     h = x.astype(np.float64)
     for layer in export["layers"]:
         if layer["type"] == "dense":
