@@ -102,6 +102,226 @@ network_reference(
 network_reference(
     "kAdam", lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=1e-3))
 
+# ===========================================================================
+# Convolutional networks and input normalization (issue 13). Each section
+# below reseeds, so the numbers above do not depend on it.
+# ===========================================================================
+F = torch.nn.functional
+
+
+def emit_model(prefix, net):
+    """Emits every parameter of `net` as {prefix}P{i} in parameters() order."""
+    for i, p in enumerate(net.parameters()):
+        emit(f"{prefix}P{i}", p)
+
+
+def emit_grads(prefix, net):
+    for i, p in enumerate(net.parameters()):
+        emit(f"{prefix}G{i}", p.grad)
+
+
+def batch_norms(net):
+    return [m for m in net.modules()
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+
+
+def randomize_bn_affine(net):
+    with torch.no_grad():
+        for bn in batch_norms(net):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.3, 0.3)
+
+
+def exact_recalibration(net, x):
+    """bnserve's exact recalibration: for each batch norm in order, the
+    per-channel population mean and unbiased variance (n = N*H*W - 1) of its
+    input over all of `x`, computed in eval mode with the earlier batch norms
+    already recalibrated. Statistics accumulated in float64."""
+    net.eval()
+    layers = list(net)
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, (torch.nn.BatchNorm1d,
+                                      torch.nn.BatchNorm2d)):
+                continue
+            z = x
+            for prev in layers[:i]:
+                z = prev(z)
+            z = z.double()
+            if z.dim() == 4:  # N, C, H, W -> values per channel
+                z = z.transpose(0, 1).reshape(z.shape[1], -1)
+            else:
+                z = z.transpose(0, 1)
+            layer.running_mean.copy_(z.mean(dim=1).float())
+            layer.running_var.copy_(z.var(dim=1, unbiased=True).float())
+
+
+# --- A CNN on 2x7x7 images --------------------------------------------------
+# conv 3x3 s1 p1 (no bias) -> BN2d -> relu -> maxpool 2 (7 -> 3, floor) ->
+# conv 2x2 s2 p1 (bias) -> BN2d -> relu -> avgpool 2 s1 p1 (2 -> 3,
+# count_include_pad) -> flatten -> linear 45 -> 3.
+def make_cnn(momentum):
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, stride=1, padding=1, bias=False),
+        torch.nn.BatchNorm2d(4, momentum=momentum),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(4, 5, 2, stride=2, padding=1, bias=True),
+        torch.nn.BatchNorm2d(5, momentum=momentum),
+        torch.nn.ReLU(),
+        torch.nn.AvgPool2d(2, stride=1, padding=1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(45, 3),
+    )
+
+
+torch.manual_seed(1313)
+cnn = make_cnn(0.1)
+randomize_bn_affine(cnn)
+cnn_cum = make_cnn(None)
+cnn_cum.load_state_dict(cnn.state_dict())
+emit_model("kCnn", cnn)
+cnn_rows = 6
+cnn_batches = [torch.randn(cnn_rows, 2, 7, 7) * 1.5 + 0.3 for _ in range(3)]
+cnn_labels = [torch.randint(0, 3, (cnn_rows,)) for _ in range(3)]
+for step in range(3):
+    emit(f"kCnnX{step}", cnn_batches[step])
+    emit_int(f"kCnnLabels{step}", cnn_labels[step].tolist())
+# Train-mode forward and backward of the first minibatch, before any update.
+cnn.train()
+probe_net = make_cnn(0.1)
+probe_net.load_state_dict(cnn.state_dict())
+probe_net.train()
+logits = probe_net(cnn_batches[0])
+loss = F.cross_entropy(logits, cnn_labels[0])
+loss.backward()
+emit("kCnnTrainLogits0", logits.detach())
+emit("kCnnTrainLoss0", [loss.item()])
+emit_grads("kCnn", probe_net)
+# Three SGD steps, EMA (momentum 0.1) and cumulative (momentum=None).
+for prefix, net in (("kCnnEma", cnn), ("kCnnCum", cnn_cum)):
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    net.train()
+    losses = []
+    for step in range(3):
+        opt.zero_grad()
+        loss = F.cross_entropy(net(cnn_batches[step]), cnn_labels[step])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    emit(f"{prefix}Losses", losses)
+    emit_model(f"{prefix}After", net)
+    for j, bn in enumerate(batch_norms(net)):
+        emit(f"{prefix}RunMean{j}", bn.running_mean)
+        emit(f"{prefix}RunVar{j}", bn.running_var)
+cnn.eval()
+cnn_probe = torch.randn(4, 2, 7, 7) * 1.5 + 0.3
+emit("kCnnEvalX", cnn_probe)
+with torch.no_grad():
+    emit("kCnnEvalOut", cnn(cnn_probe))
+# Exact recalibration of the EMA-trained network over 20 examples.
+cnn_recal = torch.randn(20, 2, 7, 7) * 2.0 - 0.5
+emit("kCnnRecalX", cnn_recal)
+exact_recalibration(cnn, cnn_recal)
+for j, bn in enumerate(batch_norms(cnn)):
+    emit(f"kCnnRecalMean{j}", bn.running_mean)
+    emit(f"kCnnRecalVar{j}", bn.running_var)
+with torch.no_grad():
+    emit("kCnnRecalEvalOut", cnn(cnn_probe))
+
+
+# --- Input normalization ------------------------------------------------------
+def train_three_steps(prefix, net, xs, labels):
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    net.train()
+    losses = []
+    for step in range(3):
+        opt.zero_grad()
+        out = net(xs[step])
+        loss = F.cross_entropy(out, labels[step])
+        if step == 0:
+            emit(f"{prefix}TrainLogits0", out.detach())
+        loss.backward()
+        if step == 0:
+            emit_grads(prefix, net)
+        opt.step()
+        losses.append(loss.item())
+    emit(f"{prefix}Losses", losses)
+    emit_model(f"{prefix}After", net)
+    for j, bn in enumerate(batch_norms(net)):
+        emit(f"{prefix}RunMean{j}", bn.running_mean)
+        emit(f"{prefix}RunVar{j}", bn.running_var)
+
+
+# BatchNorm1d over 5 raw features of very different scales, then the
+# hidden-layer shorthand's Linear(no bias) -> BN -> relu -> Linear.
+torch.manual_seed(1414)
+scales = torch.tensor([1.0, 10.0, 100.0, 0.1, 1000.0])
+offsets = torch.tensor([0.0, -50.0, 300.0, 1.0, 2000.0])
+inorm = torch.nn.Sequential(
+    torch.nn.BatchNorm1d(5),
+    torch.nn.Linear(5, 6, bias=False),
+    torch.nn.BatchNorm1d(6),
+    torch.nn.ReLU(),
+    torch.nn.Linear(6, 3),
+)
+randomize_bn_affine(inorm)
+emit_model("kInNorm", inorm)
+xs = [torch.randn(8, 5) * scales + offsets for _ in range(3)]
+labels = [torch.randint(0, 3, (8,)) for _ in range(3)]
+for step in range(3):
+    emit(f"kInNormX{step}", xs[step])
+    emit_int(f"kInNormLabels{step}", labels[step].tolist())
+train_three_steps("kInNorm", inorm, xs, labels)
+inorm.eval()
+probe = torch.randn(4, 5) * scales + offsets
+emit("kInNormEvalX", probe)
+with torch.no_grad():
+    emit("kInNormEvalOut", inorm(probe))
+inorm_recal = torch.randn(30, 5) * scales + offsets
+emit("kInNormRecalX", inorm_recal)
+exact_recalibration(inorm, inorm_recal)
+for j, bn in enumerate(batch_norms(inorm)):
+    emit(f"kInNormRecalMean{j}", bn.running_mean)
+    emit(f"kInNormRecalVar{j}", bn.running_var)
+with torch.no_grad():
+    emit("kInNormRecalEvalOut", inorm(probe))
+
+# BatchNorm2d first over raw 2x5x5 images -> conv 3x3 (no padding, no bias)
+# -> BN2d -> relu -> flatten -> linear 27 -> 2.
+torch.manual_seed(1515)
+img_scale = torch.tensor([20.0, 0.05]).view(1, 2, 1, 1)
+img_offset = torch.tensor([100.0, -3.0]).view(1, 2, 1, 1)
+inorm2d = torch.nn.Sequential(
+    torch.nn.BatchNorm2d(2),
+    torch.nn.Conv2d(2, 3, 3, bias=False),
+    torch.nn.BatchNorm2d(3),
+    torch.nn.ReLU(),
+    torch.nn.Flatten(),
+    torch.nn.Linear(27, 2),
+)
+randomize_bn_affine(inorm2d)
+emit_model("kInNorm2d", inorm2d)
+xs = [torch.randn(5, 2, 5, 5) * img_scale + img_offset for _ in range(3)]
+labels = [torch.randint(0, 2, (5,)) for _ in range(3)]
+for step in range(3):
+    emit(f"kInNorm2dX{step}", xs[step])
+    emit_int(f"kInNorm2dLabels{step}", labels[step].tolist())
+train_three_steps("kInNorm2d", inorm2d, xs, labels)
+inorm2d.eval()
+probe = torch.randn(3, 2, 5, 5) * img_scale + img_offset
+emit("kInNorm2dEvalX", probe)
+with torch.no_grad():
+    emit("kInNorm2dEvalOut", inorm2d(probe))
+inorm2d_recal = torch.randn(12, 2, 5, 5) * img_scale + img_offset
+emit("kInNorm2dRecalX", inorm2d_recal)
+exact_recalibration(inorm2d, inorm2d_recal)
+for j, bn in enumerate(batch_norms(inorm2d)):
+    emit(f"kInNorm2dRecalMean{j}", bn.running_mean)
+    emit(f"kInNorm2dRecalVar{j}", bn.running_var)
+with torch.no_grad():
+    emit("kInNorm2dRecalEvalOut", inorm2d(probe))
+
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                     "torch_reference.inc")
 with open(path, "w") as f:
