@@ -45,8 +45,7 @@ void ForwardTrainSpatial(const BatchNorm& bn, const Matrix& z, Matrix* out,
   for (int c = 0; c < channels; ++c) {
     const auto block = Block(z, c, plane);
     const double mean = block.cast<double>().sum() / n;
-    const double var =
-        (block.cast<double>().array() - mean).square().sum() / n;
+    const double var = (block.cast<double>().array() - mean).square().sum() / n;
     cache->mean(c) = static_cast<float>(mean);
     cache->var(c) = static_cast<float>(var);
     const float inv_std = 1.0f / std::sqrt(cache->var(c) + bn.config.eps);
@@ -75,10 +74,10 @@ BatchNorm BatchNorm::Create(int features, const BatchNormConfig& config) {
 
 void BatchNorm::SetExactStatistics(const Moments& moments, int64_t examples) {
   running_mean = moments.mean().cast<float>();
-  running_var = (config.variance == v1::VARIANCE_BIASED
-                     ? moments.BiasedVariance()
-                     : moments.UnbiasedVariance())
-                    .cast<float>();
+  running_var =
+      (config.variance == v1::VARIANCE_BIASED ? moments.BiasedVariance()
+                                              : moments.UnbiasedVariance())
+          .cast<float>();
   stats_source = v1::STATS_SOURCE_EXACT;
   stats_examples = examples;
 }
@@ -196,11 +195,12 @@ void BatchNormForwardInference(const BatchNorm& bn, const Matrix& z,
 
 absl::StatusOr<Shape> BatchNorm::OutputShape(const Shape& in) const {
   if (features() != in.channels) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "batch norm over ", features(),
-        in.spatial ? " channels follows a layer of " : " features follows a "
-                                                        "layer of width ",
-        in.channels, in.spatial ? " channels" : ""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch norm over ", features(),
+                     in.spatial ? " channels follows a layer of "
+                                : " features follows a "
+                                  "layer of width ",
+                     in.channels, in.spatial ? " channels" : ""));
   }
   const int64_t c = features();
   if (beta.size() != c || running_mean.size() != c || running_var.size() != c) {
@@ -330,11 +330,9 @@ absl::StatusOr<std::unique_ptr<Layer>> BatchNorm::FromProto(
       CopyFloats(pb.gamma(), c, path + ".gamma", bn->gamma.data()));
   BNSERVE_RETURN_IF_ERROR(
       CopyFloats(pb.beta(), c, path + ".beta", bn->beta.data()));
-  BNSERVE_RETURN_IF_ERROR(CopyFloats(pb.running_mean(), c,
-                                     path + ".running_mean",
-                                     bn->running_mean.data()));
-  BNSERVE_RETURN_IF_ERROR(CopyFloats(pb.running_var(), c,
-                                     path + ".running_var",
+  BNSERVE_RETURN_IF_ERROR(CopyFloats(
+      pb.running_mean(), c, path + ".running_mean", bn->running_mean.data()));
+  BNSERVE_RETURN_IF_ERROR(CopyFloats(pb.running_var(), c, path + ".running_var",
                                      bn->running_var.data()));
   bn->config.momentum = pb.momentum();
   bn->config.eps = pb.eps();
@@ -395,26 +393,24 @@ absl::StatusOr<std::unique_ptr<Layer>> BatchNorm::FromJson(
           j, p, "average",
           {{"ema", v1::AVERAGE_EMA}, {"cumulative", v1::AVERAGE_CUMULATIVE}},
           v1::AVERAGE_EMA));
-  BNSERVE_ASSIGN_OR_RETURN(
-      bn->config.variance,
-      json::EnumMember<v1::VarianceEstimator>(
-          j, p, "variance",
-          {{"unbiased", v1::VARIANCE_UNBIASED}, {"biased", v1::VARIANCE_BIASED}},
-          v1::VARIANCE_UNBIASED));
-  BNSERVE_ASSIGN_OR_RETURN(
-      bn->stats_source,
-      json::EnumMember<v1::StatsSource>(
-          j, p, "stats_source",
-          {{"ema", v1::STATS_SOURCE_EMA},
-           {"cumulative", v1::STATS_SOURCE_CUMULATIVE},
-           {"exact", v1::STATS_SOURCE_EXACT}},
-          bn->config.average == v1::AVERAGE_CUMULATIVE
-              ? v1::STATS_SOURCE_CUMULATIVE
-              : v1::STATS_SOURCE_EMA));
-  BNSERVE_ASSIGN_OR_RETURN(
-      bn->stats_examples,
-      json::IntMember(j, p, "stats_examples", 0, kMaxCount,
-                      bn->num_batches_tracked));
+  BNSERVE_ASSIGN_OR_RETURN(bn->config.variance,
+                           json::EnumMember<v1::VarianceEstimator>(
+                               j, p, "variance",
+                               {{"unbiased", v1::VARIANCE_UNBIASED},
+                                {"biased", v1::VARIANCE_BIASED}},
+                               v1::VARIANCE_UNBIASED));
+  BNSERVE_ASSIGN_OR_RETURN(bn->stats_source,
+                           json::EnumMember<v1::StatsSource>(
+                               j, p, "stats_source",
+                               {{"ema", v1::STATS_SOURCE_EMA},
+                                {"cumulative", v1::STATS_SOURCE_CUMULATIVE},
+                                {"exact", v1::STATS_SOURCE_EXACT}},
+                               bn->config.average == v1::AVERAGE_CUMULATIVE
+                                   ? v1::STATS_SOURCE_CUMULATIVE
+                                   : v1::STATS_SOURCE_EMA));
+  BNSERVE_ASSIGN_OR_RETURN(bn->stats_examples,
+                           json::IntMember(j, p, "stats_examples", 0, kMaxCount,
+                                           bn->num_batches_tracked));
   return bn;
 }
 
@@ -423,8 +419,8 @@ void BatchNorm::ToProto(v1::Layer* out) const {
   pb->set_features(features());
   pb->mutable_gamma()->Assign(gamma.data(), gamma.data() + gamma.size());
   pb->mutable_beta()->Assign(beta.data(), beta.data() + beta.size());
-  pb->mutable_running_mean()->Assign(
-      running_mean.data(), running_mean.data() + running_mean.size());
+  pb->mutable_running_mean()->Assign(running_mean.data(),
+                                     running_mean.data() + running_mean.size());
   pb->mutable_running_var()->Assign(running_var.data(),
                                     running_var.data() + running_var.size());
   pb->set_momentum(config.momentum);
@@ -442,7 +438,8 @@ Json BatchNorm::ToJson() const {
   j["features"] = features();
   j["gamma"] = json::FloatArray(gamma.data(), gamma.size());
   j["beta"] = json::FloatArray(beta.data(), beta.size());
-  j["running_mean"] = json::FloatArray(running_mean.data(), running_mean.size());
+  j["running_mean"] =
+      json::FloatArray(running_mean.data(), running_mean.size());
   j["running_var"] = json::FloatArray(running_var.data(), running_var.size());
   j["eps"] = config.eps;
   j["momentum"] = config.momentum;

@@ -88,9 +88,7 @@ class BatchNorm final : public Layer {
   }
   absl::StatusOr<Shape> OutputShape(const Shape& in) const override;
   std::string Describe() const override;
-  int64_t num_parameters() const override {
-    return gamma.size() + beta.size();
-  }
+  int64_t num_parameters() const override { return gamma.size() + beta.size(); }
   bool in_place() const override { return true; }
   void Forward(const Shape& in, const float* x, float* y,
                float* scratch) const override;

@@ -102,8 +102,7 @@ absl::StatusOr<std::unique_ptr<Layer>> Conv2d::FromProto(
   conv->window = w;
   conv->weight.resize(p.out_channels(), conv->patch());
   BNSERVE_RETURN_IF_ERROR(CopyFloats(p.weight(), conv->weight.size(),
-                                     path + ".weight",
-                                     conv->weight.data()));
+                                     path + ".weight", conv->weight.data()));
   if (p.bias_size() != 0) {
     conv->bias.resize(p.out_channels());
     BNSERVE_RETURN_IF_ERROR(CopyFloats(p.bias(), p.out_channels(),
@@ -112,12 +111,12 @@ absl::StatusOr<std::unique_ptr<Layer>> Conv2d::FromProto(
   return conv;
 }
 
-absl::StatusOr<std::unique_ptr<Layer>> Conv2d::FromJson(
-    const Json& j, const std::string& p) {
-  BNSERVE_RETURN_IF_ERROR(json::CheckObject(
-      j, p,
-      {"type", "in_channels", "out_channels", "kernel_size", "stride",
-       "padding", "weight", "bias"}));
+absl::StatusOr<std::unique_ptr<Layer>> Conv2d::FromJson(const Json& j,
+                                                        const std::string& p) {
+  BNSERVE_RETURN_IF_ERROR(
+      json::CheckObject(j, p,
+                        {"type", "in_channels", "out_channels", "kernel_size",
+                         "stride", "padding", "weight", "bias"}));
   BNSERVE_ASSIGN_OR_RETURN(
       int64_t c, json::IntMember(j, p, "in_channels", 1, kMaxWidth, {}));
   BNSERVE_ASSIGN_OR_RETURN(
@@ -148,14 +147,15 @@ absl::StatusOr<std::unique_ptr<Layer>> Conv2d::FromJson(
 absl::StatusOr<std::unique_ptr<Layer>> Conv2d::FromSpec(
     const v1::LayerSpec& spec, const Shape& in, const LayerInit& init) {
   const v1::Conv2dSpec& s = spec.conv2d();
-  Window2d w{s.kernel_h(),
-             s.kernel_w() == 0 ? s.kernel_h() : s.kernel_w(),
-             s.stride_h() == 0 ? 1 : s.stride_h(),
-             s.stride_w() == 0 ? (s.stride_h() == 0 ? 1 : s.stride_h())
-                               : s.stride_w(),
-             s.pad_h(),
-             s.pad_w()};
-  BNSERVE_RETURN_IF_ERROR(CheckSizes("conv2d", in.channels, s.out_channels(), w));
+  Window2d w{
+      s.kernel_h(),
+      s.kernel_w() == 0 ? s.kernel_h() : s.kernel_w(),
+      s.stride_h() == 0 ? 1 : s.stride_h(),
+      s.stride_w() == 0 ? (s.stride_h() == 0 ? 1 : s.stride_h()) : s.stride_w(),
+      s.pad_h(),
+      s.pad_w()};
+  BNSERVE_RETURN_IF_ERROR(
+      CheckSizes("conv2d", in.channels, s.out_channels(), w));
   BNSERVE_RETURN_IF_ERROR(w.Apply(in, false, "conv2d").status());
   auto conv = std::make_unique<Conv2d>();
   conv->in_channels = in.channels;
@@ -171,18 +171,26 @@ absl::StatusOr<std::unique_ptr<Layer>> Conv2d::FromSpec(
 absl::StatusOr<Shape> Conv2d::OutputShape(const Shape& in) const {
   BNSERVE_ASSIGN_OR_RETURN(Shape out, window.Apply(in, false, "conv2d"));
   if (in.channels != in_channels) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("conv2d over ", in_channels, " input channels follows ",
-                     in.ToString()));
+    return absl::InvalidArgumentError(absl::StrCat("conv2d over ", in_channels,
+                                                   " input channels follows ",
+                                                   in.ToString()));
   }
-  if (weight.cols() != patch() || (has_bias() && bias.size() != weight.rows())) {
+  if (weight.cols() != patch() ||
+      (has_bias() && bias.size() != weight.rows())) {
     return absl::InvalidArgumentError("weight or bias of the wrong size");
   }
   out.channels = out_channels();
-  if (out.size() > kMaxActivationValues) {
+  if (out.size() > kMaxActivationValues ||
+      ScratchSize(in) > kMaxActivationValues) {
     return absl::InvalidArgumentError(
-        absl::StrCat("output ", out.ToString(), " has more than ",
+        absl::StrCat("output ", out.ToString(), " or its im2col matrix (",
+                     ScratchSize(in), " values) has more than ",
                      kMaxActivationValues, " values"));
+  }
+  if (ScratchSize(in) * out_channels() > kMaxLayerOps) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "one example needs ", ScratchSize(in) * out_channels(),
+        " multiply-adds, more than the limit of ", kMaxLayerOps));
   }
   BNSERVE_RETURN_IF_ERROR(CheckFinite("weight", weight.data(), weight.size()));
   BNSERVE_RETURN_IF_ERROR(CheckFinite("bias", bias.data(), bias.size()));
@@ -319,8 +327,8 @@ Json Conv2d::ToJson() const {
   j["weight"] = json::NestedFloatArray(
       weight.data(),
       {out_channels(), in_channels, window.kernel_h, window.kernel_w});
-  j["bias"] = has_bias() ? json::FloatArray(bias.data(), bias.size())
-                         : Json(nullptr);
+  j["bias"] =
+      has_bias() ? json::FloatArray(bias.data(), bias.size()) : Json(nullptr);
   return j;
 }
 

@@ -29,9 +29,8 @@ absl::StatusOr<std::unique_ptr<Layer>> Dense::FromProto(
   BNSERVE_RETURN_IF_ERROR(CheckDims(path, pd.in(), pd.out()));
   auto d = std::make_unique<Dense>();
   d->weight.resize(pd.out(), pd.in());
-  BNSERVE_RETURN_IF_ERROR(CopyFloats(
-      pd.weight(), int64_t{pd.in()} * pd.out(),
-      path + ".weight", d->weight.data()));
+  BNSERVE_RETURN_IF_ERROR(CopyFloats(pd.weight(), int64_t{pd.in()} * pd.out(),
+                                     path + ".weight", d->weight.data()));
   if (pd.bias_size() != 0) {
     d->bias.resize(pd.out());
     BNSERVE_RETURN_IF_ERROR(
@@ -40,8 +39,8 @@ absl::StatusOr<std::unique_ptr<Layer>> Dense::FromProto(
   return d;
 }
 
-absl::StatusOr<std::unique_ptr<Layer>> Dense::FromJson(
-    const Json& j, const std::string& p) {
+absl::StatusOr<std::unique_ptr<Layer>> Dense::FromJson(const Json& j,
+                                                       const std::string& p) {
   BNSERVE_RETURN_IF_ERROR(
       json::CheckObject(j, p, {"type", "in", "out", "weight", "bias"}));
   BNSERVE_ASSIGN_OR_RETURN(int64_t in,
@@ -72,9 +71,9 @@ absl::StatusOr<std::unique_ptr<Layer>> Dense::FromSpec(
   const int units = spec.dense().units();
   BNSERVE_RETURN_IF_ERROR(CheckRange("units", units, 1, kMaxWidth));
   if (in.spatial) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "dense needs a flat input, got the image ", in.ToString(),
-        ": add a flatten layer before it"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("dense needs a flat input, got the image ", in.ToString(),
+                     ": add a flatten layer before it"));
   }
   BNSERVE_RETURN_IF_ERROR(CheckDims("dense", in.channels, units));
   auto d = std::make_unique<Dense>();
@@ -86,9 +85,9 @@ absl::StatusOr<std::unique_ptr<Layer>> Dense::FromSpec(
 
 absl::StatusOr<Shape> Dense::OutputShape(const Shape& in) const {
   if (in.spatial) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "dense needs a flat input, got the image ", in.ToString(),
-        ": add a flatten layer before it"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("dense needs a flat input, got the image ", in.ToString(),
+                     ": add a flatten layer before it"));
   }
   if (this->in() != in.channels) {
     return absl::InvalidArgumentError(
@@ -159,7 +158,8 @@ std::unique_ptr<Layer> Dense::AbsorbPreceding(const Shape&,
   if (has_bias()) b = bias.cast<double>().transpose();
   auto f = std::make_unique<Dense>();
   f->weight = (w * scale.cast<double>().asDiagonal()).cast<float>();
-  f->bias = (b + w * shift.cast<double>().transpose()).transpose().cast<float>();
+  f->bias =
+      (b + w * shift.cast<double>().transpose()).transpose().cast<float>();
   return f;
 }
 
@@ -177,8 +177,8 @@ Json Dense::ToJson() const {
   j["in"] = in();
   j["out"] = out();
   j["weight"] = json::NestedFloatArray(weight.data(), {out(), in()});
-  j["bias"] = has_bias() ? json::FloatArray(bias.data(), bias.size())
-                         : Json(nullptr);
+  j["bias"] =
+      has_bias() ? json::FloatArray(bias.data(), bias.size()) : Json(nullptr);
   return j;
 }
 

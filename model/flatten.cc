@@ -11,8 +11,8 @@ absl::StatusOr<std::unique_ptr<Layer>> Flatten::FromProto(const v1::Layer&,
   return std::make_unique<Flatten>();
 }
 
-absl::StatusOr<std::unique_ptr<Layer>> Flatten::FromJson(
-    const Json& j, const std::string& p) {
+absl::StatusOr<std::unique_ptr<Layer>> Flatten::FromJson(const Json& j,
+                                                         const std::string& p) {
   BNSERVE_RETURN_IF_ERROR(json::CheckObject(j, p, {"type"}));
   return std::make_unique<Flatten>();
 }
@@ -32,8 +32,7 @@ absl::StatusOr<Shape> Flatten::OutputShape(const Shape& in) const {
   return Shape::Flat(static_cast<int>(in.size()));
 }
 
-void Flatten::Forward(const Shape& in, const float* x, float* y,
-                      float*) const {
+void Flatten::Forward(const Shape& in, const float* x, float* y, float*) const {
   if (y != x) std::copy(x, x + in.size(), y);
 }
 

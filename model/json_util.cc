@@ -93,7 +93,8 @@ absl::StatusOr<std::pair<int, int>> IntPairMember(
     return std::make_pair(static_cast<int>(*a), static_cast<int>(*a));
   }
   if (!v->is_array() || v->size() != 2) {
-    return Invalid(p, absl::StrCat("expected [height, width], got ", v->dump()));
+    return Invalid(p,
+                   absl::StrCat("expected [height, width], got ", v->dump()));
   }
   absl::StatusOr<int64_t> a = IntValue((*v)[0], p + "[0]", min, max);
   if (!a.ok()) return a.status();
@@ -168,16 +169,16 @@ absl::Status ReadNested(const Json& v, const std::string& path,
     return Invalid(path, absl::StrCat("expected ", what));
   }
   for (int64_t i = 0; i < dims[level]; ++i) {
-    absl::Status s = ReadNested(v[static_cast<size_t>(i)],
-                                absl::StrCat(path, "[", i, "]"), dims,
-                                level + 1, what, out);
+    absl::Status s =
+        ReadNested(v[static_cast<size_t>(i)], absl::StrCat(path, "[", i, "]"),
+                   dims, level + 1, what, out);
     if (!s.ok()) return s;
   }
   return absl::OkStatus();
 }
 
-Json Nested(const float* values, const std::vector<int64_t>& dims,
-            size_t level, int64_t* offset) {
+Json Nested(const float* values, const std::vector<int64_t>& dims, size_t level,
+            int64_t* offset) {
   if (level + 1 == dims.size()) {
     Json row = FloatArray(values + *offset, dims[level]);
     *offset += dims[level];

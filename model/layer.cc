@@ -52,18 +52,18 @@ absl::StatusOr<std::unique_ptr<Layer>> LayerFromProto(const v1::Layer& proto,
 absl::StatusOr<std::unique_ptr<Layer>> LayerFromJson(const Json& j,
                                                      const std::string& path) {
   if (!j.is_object()) {
-    return json::Invalid(path,
-                         absl::StrCat("expected an object, got ", j.type_name()));
+    return json::Invalid(
+        path, absl::StrCat("expected an object, got ", j.type_name()));
   }
   absl::StatusOr<std::string> type =
       json::StringMember(j, path, "type", std::nullopt);
   if (!type.ok()) return type.status();
   const LayerKind* kind = FindLayerKind(*type);
   if (kind == nullptr) {
-    return json::Invalid(path + ".type",
-                         absl::StrCat("unknown layer type \"", *type,
-                                      "\" (expected one of: ", KnownTypes(),
-                                      ")"));
+    return json::Invalid(
+        path + ".type",
+        absl::StrCat("unknown layer type \"", *type,
+                     "\" (expected one of: ", KnownTypes(), ")"));
   }
   return kind->from_json(j, path);
 }
@@ -88,8 +88,7 @@ absl::Status CheckRange(const std::string& what, int64_t v, int64_t min,
 }
 
 absl::Status CopyFloats(const google::protobuf::RepeatedField<float>& field,
-                        int64_t expected, const std::string& what,
-                        float* out) {
+                        int64_t expected, const std::string& what, float* out) {
   if (field.size() != expected) {
     return absl::InvalidArgumentError(absl::StrCat(
         what, ": has ", field.size(), " values, expected ", expected));

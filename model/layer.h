@@ -36,10 +36,10 @@ namespace bnserve::model {
 // What one layer's training forward keeps for its backward pass and for the
 // running-statistics update. Each kind uses the members it needs.
 struct LayerCache {
-  Matrix a;                    // e.g. im2col columns, normalized values
+  Matrix a;                      // e.g. im2col columns, normalized values
   RowVector mean, var, inv_std;  // batch statistics (batch norm)
-  std::vector<int32_t> index;  // e.g. max-pool argmax positions
-  int64_t count = 0;           // values per channel behind the statistics
+  std::vector<int32_t> index;    // e.g. max-pool argmax positions
+  int64_t count = 0;             // values per channel behind the statistics
 };
 
 // One trainable tensor: `size` contiguous floats.
@@ -145,8 +145,8 @@ struct LayerKind {
   // kKindNotSet when the kind has no spec (cannot be created fresh).
   v1::LayerSpec::KindCase spec_case;
   // Decoders check every size before allocating; `path` prefixes errors.
-  absl::StatusOr<std::unique_ptr<Layer>> (*from_proto)(
-      const v1::Layer& proto, const std::string& path);
+  absl::StatusOr<std::unique_ptr<Layer>> (*from_proto)(const v1::Layer& proto,
+                                                       const std::string& path);
   absl::StatusOr<std::unique_ptr<Layer>> (*from_json)(const Json& json,
                                                       const std::string& path);
   // A fresh layer for input shape `in`.

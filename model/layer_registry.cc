@@ -9,10 +9,10 @@
 
 namespace bnserve::model {
 
-#define BNSERVE_LAYER_KIND(Class, type, proto_case, spec_case)          \
-  LayerKind {                                                           \
-    type, v1::Layer::proto_case, v1::LayerSpec::spec_case,              \
-        &Class::FromProto, &Class::FromJson, &Class::FromSpec           \
+#define BNSERVE_LAYER_KIND(Class, type, proto_case, spec_case)                \
+  LayerKind {                                                                 \
+    type, v1::Layer::proto_case, v1::LayerSpec::spec_case, &Class::FromProto, \
+        &Class::FromJson, &Class::FromSpec                                    \
   }
 
 const std::vector<LayerKind>& LayerKinds() {

@@ -14,8 +14,12 @@ inline constexpr int kMaxWidth = 1 << 16;
 // Largest image height or width, and the largest kernel, stride or padding.
 inline constexpr int kMaxSpatial = 1 << 12;
 // Largest number of values in one example's activation at any layer
-// (C * H * W): bounds the per-thread inference workspace (64 MiB).
-inline constexpr int64_t kMaxActivationValues = int64_t{1} << 24;
+// (C * H * W), and in a conv2d layer's im2col scratch: bounds the
+// per-thread inference workspace (16 MiB per buffer).
+inline constexpr int64_t kMaxActivationValues = int64_t{1} << 22;
+// Largest number of multiply-adds (or window reads) of one layer for one
+// example: bounds the work a single request can ask for.
+inline constexpr int64_t kMaxLayerOps = int64_t{1} << 28;
 // Largest number of parameters in one layer (1 GiB of float32).
 inline constexpr int64_t kMaxLayerParameters = int64_t{1} << 28;
 // Largest number of layers in a network.

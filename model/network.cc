@@ -37,9 +37,9 @@ absl::StatusOr<Shape> InputShape(
       CheckRange("input_shape[2]", dims[2], 1, kMaxSpatial));
   const Shape shape = Shape::Image(dims[0], dims[1], dims[2]);
   if (shape.size() != features) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input_shape ", shape.ToString(), " has ", shape.size(),
-        " values but input_features is ", features));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input_shape ", shape.ToString(), " has ", shape.size(),
+                     " values but input_features is ", features));
   }
   return shape;
 }
@@ -71,9 +71,9 @@ absl::Status CheckNames(const v1::Snapshot& s) {
         "classes: only a classification model has classes");
   }
   if (s.class_names_size() != s.output_dim()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "classes: has ", s.class_names_size(),
-        " names, expected none or output_dim = ", s.output_dim()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("classes: has ", s.class_names_size(),
+                     " names, expected none or output_dim = ", s.output_dim()));
   }
   return absl::OkStatus();
 }
@@ -83,9 +83,10 @@ absl::Status CheckNames(const v1::Snapshot& s) {
 absl::Status WithPath(int layer, const absl::Status& s) {
   const absl::string_view m = s.message();
   const size_t field_end = m.find_first_of(":[ ");
-  const bool field = field_end != absl::string_view::npos && m[field_end] != ' ';
-  return absl::Status(s.code(), absl::StrCat("layers[", layer, "]",
-                                             field ? "." : ": ", m));
+  const bool field =
+      field_end != absl::string_view::npos && m[field_end] != ' ';
+  return absl::Status(
+      s.code(), absl::StrCat("layers[", layer, "]", field ? "." : ": ", m));
 }
 
 // Expands the hidden-layer shorthand into explicit layers.
@@ -212,10 +213,11 @@ absl::Status Network::Validate() {
     absl::StatusOr<Shape> out = layers_[i]->OutputShape(shape);
     if (!out.ok()) return WithPath(i, out.status());
     if (out->size() < 1 || out->size() > kMaxActivationValues) {
-      return WithPath(i, absl::InvalidArgumentError(absl::StrCat(
-                             "output ", out->ToString(), " is empty or has "
-                             "more than ",
-                             kMaxActivationValues, " values")));
+      return WithPath(i, absl::InvalidArgumentError(
+                             absl::StrCat("output ", out->ToString(),
+                                          " is empty or has "
+                                          "more than ",
+                                          kMaxActivationValues, " values")));
     }
     scratch_size_ = std::max(scratch_size_, layers_[i]->ScratchSize(shape));
     shape = *out;
@@ -236,9 +238,8 @@ absl::StatusOr<Network> Network::FromSnapshot(const v1::Snapshot& snapshot) {
   net.input_features_ = snapshot.input_features();
   net.output_dim_ = snapshot.output_dim();
   BNSERVE_RETURN_IF_ERROR(CheckTask(net.task_, net.output_dim_));
-  BNSERVE_ASSIGN_OR_RETURN(
-      Shape shape,
-      InputShape(snapshot.input_features(), snapshot.input_shape()));
+  BNSERVE_ASSIGN_OR_RETURN(Shape shape, InputShape(snapshot.input_features(),
+                                                   snapshot.input_shape()));
   net.shapes_.push_back(shape);
   if (snapshot.layers_size() > kMaxLayers) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -291,11 +292,10 @@ std::vector<std::string> Network::Describe() const {
 }
 
 int Network::num_batch_norm_layers() const {
-  return static_cast<int>(
-      std::count_if(layers_.begin(), layers_.end(),
-                    [](const std::unique_ptr<Layer>& l) {
-                      return l->As<BatchNorm>() != nullptr;
-                    }));
+  return static_cast<int>(std::count_if(layers_.begin(), layers_.end(),
+                                        [](const std::unique_ptr<Layer>& l) {
+                                          return l->As<BatchNorm>() != nullptr;
+                                        }));
 }
 
 const float* Network::ForwardPrefix(const float* x, int end, Workspace* ws,
@@ -373,8 +373,8 @@ Network Network::Folded() const {
     // Into the layer before it (whose input shape is shapes_[i - 1]) ...
     if (i > 0 && !folded.layers_.empty() &&
         layers_[i - 1]->As<BatchNorm>() == nullptr) {
-      merged = folded.layers_.back()->AbsorbFollowing(shapes_[i - 1], scale,
-                                                      shift);
+      merged =
+          folded.layers_.back()->AbsorbFollowing(shapes_[i - 1], scale, shift);
       if (merged != nullptr) {
         folded.layers_.back() = std::move(merged);
         continue;

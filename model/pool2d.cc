@@ -99,7 +99,14 @@ absl::StatusOr<Window2d> Pool2d::WindowFromSpec(const v1::Pool2dSpec& s,
 }
 
 absl::StatusOr<Shape> Pool2d::OutputShape(const Shape& in) const {
-  return window.Apply(in, true, type());
+  BNSERVE_ASSIGN_OR_RETURN(Shape out, window.Apply(in, true, type()));
+  const int64_t reads = out.size() * window.kernel_h * window.kernel_w;
+  if (reads > kMaxLayerOps) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("one example needs ", reads,
+                     " window reads, more than the limit of ", kMaxLayerOps));
+  }
+  return out;
 }
 
 std::string Pool2d::Describe() const {
@@ -159,10 +166,10 @@ absl::StatusOr<std::unique_ptr<Layer>> MaxPool2d::FromSpec(
 
 void MaxPool2d::Forward(const Shape& in, const float* x, float* y,
                         float*) const {
-  ForEachWindow(in, window, [&](int64_t o, int yb, int ye, int xb, int xe,
-                                int64_t base) {
-    y[o] = WindowMax(x, in.width, yb, ye, xb, xe, base, nullptr);
-  });
+  ForEachWindow(in, window,
+                [&](int64_t o, int yb, int ye, int xb, int xe, int64_t base) {
+                  y[o] = WindowMax(x, in.width, yb, ye, xb, xe, base, nullptr);
+                });
 }
 
 void MaxPool2d::ForwardTrain(const Shape& in, const Matrix& x, Matrix* y,
@@ -175,10 +182,11 @@ void MaxPool2d::ForwardTrain(const Shape& in, const Matrix& x, Matrix* y,
     const float* xr = x.row(r).data();
     float* yr = y->row(r).data();
     int32_t* arg = cache->index.data() + r * n;
-    ForEachWindow(in, window, [&](int64_t o, int yb, int ye, int xb, int xe,
-                                  int64_t base) {
-      yr[o] = WindowMax(xr, in.width, yb, ye, xb, xe, base, arg + o);
-    });
+    ForEachWindow(in, window,
+                  [&](int64_t o, int yb, int ye, int xb, int xe, int64_t base) {
+                    yr[o] =
+                        WindowMax(xr, in.width, yb, ye, xb, xe, base, arg + o);
+                  });
   }
 }
 
@@ -221,11 +229,12 @@ absl::StatusOr<std::unique_ptr<Layer>> AvgPool2d::FromSpec(
 
 void AvgPool2d::Forward(const Shape& in, const float* x, float* y,
                         float*) const {
-  const float inv = 1.0f / static_cast<float>(window.kernel_h * window.kernel_w);
-  ForEachWindow(in, window, [&](int64_t o, int yb, int ye, int xb, int xe,
-                                int64_t base) {
-    y[o] = WindowSum(x, in.width, yb, ye, xb, xe, base) * inv;
-  });
+  const float inv =
+      1.0f / static_cast<float>(window.kernel_h * window.kernel_w);
+  ForEachWindow(in, window,
+                [&](int64_t o, int yb, int ye, int xb, int xe, int64_t base) {
+                  y[o] = WindowSum(x, in.width, yb, ye, xb, xe, base) * inv;
+                });
 }
 
 void AvgPool2d::ForwardTrain(const Shape& in, const Matrix& x, Matrix* y,
@@ -242,17 +251,19 @@ void AvgPool2d::Backward(const Shape& in, const Matrix&, const Matrix&,
                          LayerGradients*) const {
   if (dx == nullptr) return;
   dx->setZero(dy.rows(), in.size());
-  const float inv = 1.0f / static_cast<float>(window.kernel_h * window.kernel_w);
+  const float inv =
+      1.0f / static_cast<float>(window.kernel_h * window.kernel_w);
   for (Eigen::Index r = 0; r < dy.rows(); ++r) {
     const float* d = dy.row(r).data();
     float* dxr = dx->row(r).data();
-    ForEachWindow(in, window, [&](int64_t o, int yb, int ye, int xb, int xe,
-                                  int64_t base) {
-      const float g = d[o] * inv;
-      for (int yy = yb; yy < ye; ++yy) {
-        for (int xx = xb; xx < xe; ++xx) dxr[base + int64_t{yy} * in.width + xx] += g;
-      }
-    });
+    ForEachWindow(in, window,
+                  [&](int64_t o, int yb, int ye, int xb, int xe, int64_t base) {
+                    const float g = d[o] * inv;
+                    for (int yy = yb; yy < ye; ++yy) {
+                      for (int xx = xb; xx < xe; ++xx)
+                        dxr[base + int64_t{yy} * in.width + xx] += g;
+                    }
+                  });
   }
 }
 

@@ -145,28 +145,28 @@ void Trainer::ApplyOptimizer() {
   const float bc2 =
       adam ? static_cast<float>(1.0 - std::pow(config_.beta2, t)) : 1.0f;
   auto update = [&](float* p, const float* g, Eigen::Index size) {
-        if (moment1_.size() <= index) {
-          moment1_.emplace_back(size, 0.0f);
-          moment2_.emplace_back(adam ? size : 0, 0.0f);
-        }
-        Eigen::Map<Eigen::ArrayXf> param(p, size);
-        Eigen::Map<const Eigen::ArrayXf> grad(g, size);
-        Eigen::Map<Eigen::ArrayXf> m1(moment1_[index].data(), size);
-        if (!adam) {
-          // PyTorch SGD: g += wd * p; buf = momentum * buf + g; p -= lr * buf
-          // (the first step's buf is g, which momentum * 0 + g equals).
-          m1 = config_.momentum * m1 + grad + wd * param;
-          param -= lr * m1;
-        } else {
-          Eigen::Map<Eigen::ArrayXf> m2(moment2_[index].data(), size);
-          const Eigen::ArrayXf gd = grad + wd * param;
-          m1 = config_.beta1 * m1 + (1.0f - config_.beta1) * gd;
-          m2 = config_.beta2 * m2 + (1.0f - config_.beta2) * gd.square();
-          param -=
-              (lr / bc1) * m1 / (m2.sqrt() / std::sqrt(bc2) + config_.adam_eps);
-        }
-        ++index;
-      };
+    if (moment1_.size() <= index) {
+      moment1_.emplace_back(size, 0.0f);
+      moment2_.emplace_back(adam ? size : 0, 0.0f);
+    }
+    Eigen::Map<Eigen::ArrayXf> param(p, size);
+    Eigen::Map<const Eigen::ArrayXf> grad(g, size);
+    Eigen::Map<Eigen::ArrayXf> m1(moment1_[index].data(), size);
+    if (!adam) {
+      // PyTorch SGD: g += wd * p; buf = momentum * buf + g; p -= lr * buf
+      // (the first step's buf is g, which momentum * 0 + g equals).
+      m1 = config_.momentum * m1 + grad + wd * param;
+      param -= lr * m1;
+    } else {
+      Eigen::Map<Eigen::ArrayXf> m2(moment2_[index].data(), size);
+      const Eigen::ArrayXf gd = grad + wd * param;
+      m1 = config_.beta1 * m1 + (1.0f - config_.beta1) * gd;
+      m2 = config_.beta2 * m2 + (1.0f - config_.beta2) * gd.square();
+      param -=
+          (lr / bc1) * m1 / (m2.sqrt() / std::sqrt(bc2) + config_.adam_eps);
+    }
+    ++index;
+  };
   for (int i = 0; i < network_.num_layers(); ++i) {
     const std::vector<ParamRef> params = network_.mutable_layer(i).Parameters();
     for (size_t j = 0; j < params.size(); ++j) {

@@ -46,7 +46,6 @@ struct StepResult {
   int examples = 0;       // rows in the minibatch
 };
 
-
 class Trainer {
  public:
   // InvalidArgument for a non-positive learning rate or out-of-range
@@ -67,8 +66,8 @@ class Trainer {
   // Loss of a train-mode forward pass and its gradient with respect to every
   // parameter (per layer, per tensor in Layer::Parameters() order), without
   // changing anything (for gradient checks).
-  absl::StatusOr<double> ComputeGradients(
-      const Batch& batch, std::vector<LayerGradients>* grads);
+  absl::StatusOr<double> ComputeGradients(const Batch& batch,
+                                          std::vector<LayerGradients>* grads);
 
   const Network& network() const { return network_; }
   Network& mutable_network() { return network_; }

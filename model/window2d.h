@@ -18,8 +18,12 @@ struct Window2d {
   int stride_h = 1, stride_w = 1;
   int pad_h = 0, pad_w = 0;
 
-  int OutHeight(int h) const { return (h + 2 * pad_h - kernel_h) / stride_h + 1; }
-  int OutWidth(int w) const { return (w + 2 * pad_w - kernel_w) / stride_w + 1; }
+  int OutHeight(int h) const {
+    return (h + 2 * pad_h - kernel_h) / stride_h + 1;
+  }
+  int OutWidth(int w) const {
+    return (w + 2 * pad_w - kernel_w) / stride_w + 1;
+  }
 
   // Checks the ranges (kernel and stride >= 1, padding >= 0, all at most
   // kMaxSpatial; pooling also needs padding <= kernel / 2 as PyTorch does)
@@ -36,8 +40,9 @@ struct Window2d {
   // Reads "kernel_size", "stride" (default: `default_stride`, or the kernel
   // when it is null) and "padding" (default 0); each an [h, w] pair or one
   // integer.
-  static absl::StatusOr<Window2d> FromJson(
-      const Json& j, const std::string& path, bool stride_defaults_to_kernel);
+  static absl::StatusOr<Window2d> FromJson(const Json& j,
+                                           const std::string& path,
+                                           bool stride_defaults_to_kernel);
   void ToJson(Json* j) const;
 };
 

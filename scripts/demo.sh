@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The README's first command: install, build, then the digits demo on the
 # embedded file store. Starts bnserve-trainer and bnserve-inference on
-# loopback ports with a temporary store, trains digits over RPC with bnctl,
-# predicts every test example one request at a time (first with the EMA
-# running statistics, then with exact recalibrated statistics), prints the
-# accuracies and latency percentiles, and stops both servers with SIGTERM.
+# loopback ports with a temporary store, trains two networks on digits over
+# RPC with bnctl (an MLP [128, 64] with input normalization, and a small
+# convolutional network on the 1x8x8 images), predicts every test example
+# one request at a time with each (first with the EMA running statistics,
+# then with exact recalibrated statistics), prints the accuracies and
+# latency percentiles, and stops both servers with SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${SKIP_BUILD:-}" != 1 ]]; then
@@ -33,7 +35,7 @@ echo "== store: $work/store (embedded file store)"
   --store "$work/store" 2>"$work/trainer.log" &
 pids+=($!)
 "$build/server/inference/bnserve-inference" --host 127.0.0.1 --port "$inference_port" \
-  --metrics_port 0 --store "$work/store" --models digits 2>"$work/inference.log" &
+  --metrics_port 0 --store "$work/store" --models digits,digits_cnn 2>"$work/inference.log" &
 pids+=($!)
 
 for _ in $(seq 100); do
@@ -45,8 +47,13 @@ echo "== training digits [128, 64] over gRPC (trainer 127.0.0.1:$trainer_port)"
 "$bnctl" train --trainer "127.0.0.1:$trainer_port" --model digits \
   --data data/digits/train.csv --hidden 128,64 --epochs 15 --batch-size 64 \
   --lr 0.05 --momentum 0.9 --seed 1 --recalibrate --json >"$work/train.json"
-ema_version=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$work/train.json")
-exact_version=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["recalibrated_version"])' "$work/train.json")
+
+cnn_layers=conv:16:3:p1,bn,relu,maxpool:2,conv:32:3:p1,bn,relu,maxpool:2,flatten,dense:64,bn,relu
+echo "== training digits_cnn as 1x8x8 images over gRPC: $cnn_layers"
+"$bnctl" train --trainer "127.0.0.1:$trainer_port" --model digits_cnn \
+  --data data/digits/train.csv --input-shape 1,8,8 --layers "$cnn_layers" \
+  --epochs 40 --batch-size 64 --lr 0.01 --momentum 0.9 --seed 1 \
+  --recalibrate --json >"$work/train_cnn.json"
 
 for _ in $(seq 100); do
   "$bnctl" health --server "127.0.0.1:$inference_port" >/dev/null 2>&1 && break
@@ -54,27 +61,36 @@ for _ in $(seq 100); do
 done
 
 echo "== predicting 450 test examples, one Predict RPC each (inference 127.0.0.1:$inference_port)"
-"$bnctl" predict --server "127.0.0.1:$inference_port" --model digits \
-  --data data/digits/test.csv --version "$ema_version" --json >"$work/ema.json"
-"$bnctl" predict --server "127.0.0.1:$inference_port" --model digits \
-  --data data/digits/test.csv --version "$exact_version" --json >"$work/exact.json"
+for model in digits digits_cnn; do
+  train_json=$work/train.json
+  [[ $model = digits_cnn ]] && train_json=$work/train_cnn.json
+  for stats in version recalibrated_version; do
+    v=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$train_json" "$stats")
+    "$bnctl" predict --server "127.0.0.1:$inference_port" --model "$model" \
+      --data data/digits/test.csv --version "$v" --json >"$work/$model.$stats.json"
+  done
+done
 
 /usr/bin/python3 - "$work" <<'PY'
 import json, sys
 work = sys.argv[1]
-train = json.load(open(f"{work}/train.json"))
-ema = json.load(open(f"{work}/ema.json"))
-exact = json.load(open(f"{work}/exact.json"))
-print(f"trained: {train['steps']} steps, {train['examples']} examples, "
-      f"final loss {train['final_loss']:.4f}, train accuracy {train['train_accuracy']:.3f}")
-for name, r, v in (("EMA running statistics", ema, train["version"]),
-                   ("exact recalibrated statistics", exact, train["recalibrated_version"])):
-    lat = r["latency_us"]
-    print(f"version {v} ({name}): accuracy {r['accuracy']*100:.2f}% on {r['examples']} "
-          f"single-example requests; latency p50 {lat['p50']:.0f} us, "
-          f"p90 {lat['p90']:.0f} us, p99 {lat['p99']:.0f} us")
-if ema["accuracy"] < 0.95:
-    sys.exit("accuracy below 95%")
+failed = []
+for model, train_file, floor in (("digits", "train.json", 0.95),
+                                 ("digits_cnn", "train_cnn.json", 0.975)):
+    train = json.load(open(f"{work}/{train_file}"))
+    print(f"{model}: {train['steps']} steps, {train['examples']} examples, "
+          f"final loss {train['final_loss']:.4f}, train accuracy {train['train_accuracy']:.3f}")
+    for name, stats in (("EMA running statistics", "version"),
+                        ("exact recalibrated statistics", "recalibrated_version")):
+        r = json.load(open(f"{work}/{model}.{stats}.json"))
+        lat = r["latency_us"]
+        print(f"  version {train[stats]} ({name}): accuracy {r['accuracy']*100:.2f}% on "
+              f"{r['examples']} single-example requests; latency p50 {lat['p50']:.0f} us, "
+              f"p90 {lat['p90']:.0f} us, p99 {lat['p99']:.0f} us")
+        if r["accuracy"] < floor:
+            failed.append(f"{model} {name}: {r['accuracy']*100:.2f}% < {floor*100:.1f}%")
+if failed:
+    sys.exit("accuracy too low: " + "; ".join(failed))
 PY
 
 echo "== stopping both servers with SIGTERM"

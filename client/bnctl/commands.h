@@ -44,6 +44,12 @@ struct TrainOptions {
   std::string label_column = "label";
   std::string task = "classification";  // or "regression"
   std::vector<int> hidden = {128, 64};
+  // Explicit layers (client/bnctl/layer_syntax.h) instead of --hidden.
+  std::string layers;
+  // "C,H,W": the CSV's feature columns hold an image in C, H, W order.
+  std::string input_shape;
+  // --hidden shorthand only: no batch norm over the raw inputs.
+  bool no_input_norm = false;
   std::string activation = "relu";  // relu | tanh | sigmoid | identity
   int epochs = 10;
   int batch_size = 64;

@@ -95,6 +95,20 @@ int Main(int argc, char** argv) {
                    "hidden widths, each Dense -> BatchNorm -> activation")
       ->delimiter(',')
       ->check(CLI::Range(1, 1 << 16));
+  CLI::Option* layers_opt = train_cmd->add_option(
+      "--layers", train.layers,
+      "explicit hidden layers instead of --hidden, e.g. "
+      "conv:16:3:p1,bn,relu,maxpool:2,flatten,dense:64,bn,relu (tokens: "
+      "conv:OUT:K[:sS][:pP], dense:N, bn, relu|tanh|sigmoid|identity, "
+      "maxpool:K[:sS][:pP], avgpool:K[:sS][:pP], flatten; the output layer "
+      "is added)");
+  layers_opt->excludes("--hidden");
+  train_cmd->add_option("--input-shape", train.input_shape,
+                        "C,H,W: the feature columns are an image in C, H, W "
+                        "order (needed by conv and pooling layers)");
+  train_cmd->add_flag("--no-input-norm", train.no_input_norm,
+                      "with --hidden: no batch norm over the raw input "
+                      "features (by default one normalizes them)");
   train_cmd->add_option("--activation", train.activation, "hidden activation")
       ->check(CLI::IsMember({"relu", "tanh", "sigmoid", "identity"}));
   train_cmd->add_option("--epochs", train.epochs, "passes over the data")

@@ -55,9 +55,10 @@ Json ProvenanceToJson(const v1::Provenance& t) {
 
 absl::Status ReadProvenance(const Json& j, v1::Provenance* t) {
   const std::string p = "training";
-  BNSERVE_RETURN_IF_ERROR(json::CheckObject(j, p,
-                                    {"job_id", "step", "examples_seen", "loss",
-                                     "parent_version", "created", "origin"}));
+  BNSERVE_RETURN_IF_ERROR(
+      json::CheckObject(j, p,
+                        {"job_id", "step", "examples_seen", "loss",
+                         "parent_version", "created", "origin"}));
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   absl::StatusOr<std::string> job = json::StringMember(j, p, "job_id", "");
   if (!job.ok()) return job.status();
@@ -65,7 +66,8 @@ absl::Status ReadProvenance(const Json& j, v1::Provenance* t) {
   absl::StatusOr<int64_t> step = json::IntMember(j, p, "step", 0, kMax, 0);
   if (!step.ok()) return step.status();
   t->set_step(*step);
-  absl::StatusOr<int64_t> seen = json::IntMember(j, p, "examples_seen", 0, kMax, 0);
+  absl::StatusOr<int64_t> seen =
+      json::IntMember(j, p, "examples_seen", 0, kMax, 0);
   if (!seen.ok()) return seen.status();
   t->set_examples_seen(*seen);
   const Json* loss = json::Find(j, "loss");
@@ -87,7 +89,7 @@ absl::Status ReadProvenance(const Json& j, v1::Provenance* t) {
     std::string err;
     if (!absl::ParseTime(absl::RFC3339_full, *created, &time, &err)) {
       return json::Invalid(p + ".created",
-                     absl::StrCat("not an RFC 3339 time: ", err));
+                           absl::StrCat("not an RFC 3339 time: ", err));
     }
     const int64_t seconds = absl::ToUnixSeconds(time);
     t->mutable_created()->set_seconds(seconds);
@@ -107,8 +109,7 @@ absl::Status ValidateSnapshot(const v1::Snapshot& snapshot) {
 }
 
 absl::StatusOr<SnapshotJson> SnapshotToJson(const v1::Snapshot& s) {
-  BNSERVE_ASSIGN_OR_RETURN(model::Network net,
-                           model::Network::FromSnapshot(s));
+  BNSERVE_ASSIGN_OR_RETURN(model::Network net, model::Network::FromSnapshot(s));
   Json j = Json::object();
   j["format"] = kSnapshotFormat;
   j["model"] = s.model();
@@ -162,13 +163,14 @@ absl::Status ReadInputShape(const Json& j, v1::Snapshot* s) {
   const Json* shape = json::Find(j, "input_shape");
   if (shape == nullptr || shape->is_null()) return absl::OkStatus();
   if (!shape->is_array() || shape->size() != 3) {
-    return json::Invalid("input_shape",
-                         absl::StrCat("expected [C, H, W], got ", shape->dump()));
+    return json::Invalid(
+        "input_shape", absl::StrCat("expected [C, H, W], got ", shape->dump()));
   }
   for (size_t i = 0; i < 3; ++i) {
     BNSERVE_ASSIGN_OR_RETURN(
-        int64_t v, json::IntValue((*shape)[i], absl::StrCat("input_shape[", i, "]"),
-                                  1, model::kMaxWidth));
+        int64_t v,
+        json::IntValue((*shape)[i], absl::StrCat("input_shape[", i, "]"), 1,
+                       model::kMaxWidth));
     s->add_input_shape(static_cast<int32_t>(v));
   }
   return absl::OkStatus();
@@ -181,8 +183,8 @@ absl::Status ReadLayers(const Json& j, v1::Snapshot* s) {
         "layers", absl::StrCat("expected an array, got ", layers->type_name()));
   }
   if (layers->size() > static_cast<size_t>(model::kMaxLayers)) {
-    return json::Invalid("layers", absl::StrCat("more than ", model::kMaxLayers,
-                                                " layers"));
+    return json::Invalid(
+        "layers", absl::StrCat("more than ", model::kMaxLayers, " layers"));
   }
   for (size_t i = 0; i < layers->size(); ++i) {
     BNSERVE_ASSIGN_OR_RETURN(
@@ -218,9 +220,8 @@ absl::StatusOr<v1::Snapshot> SnapshotFromJson(const SnapshotJson& j) {
   BNSERVE_ASSIGN_OR_RETURN(*s.mutable_model(),
                            json::StringMember(j, "", "model", ""));
   BNSERVE_ASSIGN_OR_RETURN(
-      int64_t version,
-      json::IntMember(j, "", "version", 0, std::numeric_limits<int64_t>::max(),
-                      0));
+      int64_t version, json::IntMember(j, "", "version", 0,
+                                       std::numeric_limits<int64_t>::max(), 0));
   s.set_version(version);
   BNSERVE_ASSIGN_OR_RETURN(
       v1::Task task,
@@ -229,9 +230,9 @@ absl::StatusOr<v1::Snapshot> SnapshotFromJson(const SnapshotJson& j) {
                                   {"regression", v1::TASK_REGRESSION}},
                                  std::nullopt));
   s.set_task(task);
-  BNSERVE_ASSIGN_OR_RETURN(
-      int64_t input, json::IntMember(j, "", "input_features", 1,
-                                     model::kMaxWidth, std::nullopt));
+  BNSERVE_ASSIGN_OR_RETURN(int64_t input,
+                           json::IntMember(j, "", "input_features", 1,
+                                           model::kMaxWidth, std::nullopt));
   s.set_input_features(static_cast<int32_t>(input));
   BNSERVE_RETURN_IF_ERROR(ReadInputShape(j, &s));
   BNSERVE_RETURN_IF_ERROR(

@@ -1,6 +1,6 @@
-// The snapshot export/import format of docs/DESIGN.md section 5: one JSON object
-// that numpy and PyTorch can load, written by `bnctl export` and read by
-// `bnctl import`.
+// The snapshot export/import format of docs/DESIGN.md section 3.3: one JSON
+// object that numpy and PyTorch can load, written by `bnctl export` and read
+// by `bnctl import`.
 //
 //   {"format": "bnserve.snapshot.v1", "model", "version", "task",
 //    "input_features", "output_dim", "feature_names", "classes",

@@ -1,4 +1,4 @@
-// bnctl export / import: snapshots as the JSON of DESIGN.md section 5.
+// bnctl export / import: snapshots as the JSON of docs/DESIGN.md section 3.3.
 //
 // Layering exception: unlike every other bnctl command these do not talk to
 // a server; they read and publish snapshots directly in a store (`--store

@@ -15,6 +15,8 @@
 #include "client/bnctl/command_util.h"
 #include "client/bnctl/commands.h"
 #include "client/bnctl/dataset.h"
+#include "client/bnctl/layer_syntax.h"
+#include "model/status_macros.h"
 
 namespace bnserve::client {
 namespace {
@@ -156,8 +158,39 @@ class ProgressTracker {
   std::chrono::steady_clock::time_point last_draw_{};
 };
 
-v1::CreateJobRequest MakeJobRequest(const TrainOptions& o,
-                                    const Dataset& dataset, int num_classes) {
+// The architecture: --layers or the --hidden shorthand, and --input-shape
+// checked against the CSV's feature columns.
+absl::Status SetArchitecture(const TrainOptions& o, const Dataset& dataset,
+                             v1::NetworkSpec* spec) {
+  if (!o.input_shape.empty()) {
+    BNSERVE_ASSIGN_OR_RETURN(std::vector<int> dims,
+                             ParseInputShape(o.input_shape));
+    const int64_t values = int64_t{dims[0]} * dims[1] * dims[2];
+    if (values != dataset.data.features) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--input-shape ", o.input_shape, " has ", values, " values but ",
+          o.data, " has ", dataset.data.features, " feature columns"));
+    }
+    for (int d : dims) spec->add_input_shape(d);
+  }
+  if (o.layers.empty()) {
+    for (int width : o.hidden) spec->add_hidden(width);
+    spec->set_hidden_activation(ActivationFromName(o.activation));
+    spec->set_input_norm(!o.no_input_norm);
+    return absl::OkStatus();
+  }
+  BNSERVE_ASSIGN_OR_RETURN(std::vector<v1::LayerSpec> layers,
+                           ParseLayers(o.layers, spec->batch_norm()));
+  for (v1::LayerSpec& l : layers) *spec->add_layers() = std::move(l);
+  v1::LayerSpec* head = spec->add_layers();
+  head->mutable_dense()->set_units(spec->output_dim());
+  head->mutable_dense()->set_bias(true);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::CreateJobRequest> MakeJobRequest(const TrainOptions& o,
+                                                    const Dataset& dataset,
+                                                    int num_classes) {
   const bool classification = o.task == "classification";
   const bool from_scratch = !o.from_version && !o.from_label;
   v1::CreateJobRequest req;
@@ -169,9 +202,8 @@ v1::CreateJobRequest MakeJobRequest(const TrainOptions& o,
   // When continuing, the stored model decides the number of classes (this
   // file may lack the largest one); the trainer checks the labels.
   if (from_scratch) spec->set_output_dim(classification ? num_classes : 1);
-  for (int width : o.hidden) spec->add_hidden(width);
-  spec->set_hidden_activation(ActivationFromName(o.activation));
   spec->mutable_batch_norm()->set_momentum(o.bn_momentum);
+  BNSERVE_RETURN_IF_ERROR(SetArchitecture(o, dataset, spec));
   v1::OptimizerSpec* opt = req.mutable_optimizer();
   opt->set_kind(o.optimizer == "adam" ? v1::OptimizerSpec::ADAM
                                       : v1::OptimizerSpec::SGD);
@@ -212,6 +244,9 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
     return absl::InvalidArgumentError(
         absl::StrCat(o.data, ": ", sizes.status().message()));
   }
+  absl::StatusOr<v1::CreateJobRequest> request =
+      MakeJobRequest(o, *dataset, num_classes);
+  if (!request.ok()) return request.status();
   absl::StatusOr<Connection> connection = Connection::Open(o.common.connection);
   if (!connection.ok()) return connection.status();
   std::unique_ptr<v1::Trainer::Stub> stub =
@@ -221,8 +256,7 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
   {
     grpc::ClientContext context;
     connection->Prepare(&context, kUnaryTimeout);
-    grpc::Status status = stub->CreateJob(
-        &context, MakeJobRequest(o, *dataset, num_classes), &job);
+    grpc::Status status = stub->CreateJob(&context, *request, &job);
     if (!status.ok()) return RpcError(status, "creating the training job");
   }
   if (!o.common.json) {

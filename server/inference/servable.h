@@ -33,8 +33,8 @@ struct DriftOptions {
 class Servable {
  public:
   // Validates the snapshot (Network::FromSnapshot, names included), folds
-  // batch norm into the dense and conv2d layers and runs one warm-up example (zeros)
-  // whose outputs must be finite. InvalidArgument names the problem.
+  // batch norm into the dense and conv2d layers and runs one warm-up example
+  // (zeros) whose outputs must be finite. InvalidArgument names the problem.
   static absl::StatusOr<std::shared_ptr<const Servable>> Create(
       const v1::Snapshot& snapshot, const DriftOptions& drift = {});
 
