@@ -15,6 +15,7 @@
 #include "bnserve/v1/store.pb.h"
 #include "bnserve/v1/trainer.pb.h"
 #include "inference/grpc_service.pb.h"
+#include "model/network.h"
 #include "store/envelope.h"
 #include "tests/fuzz/fuzz_models.h"
 
@@ -54,6 +55,42 @@ void Snapshots() {
   nan.mutable_layers(1)->mutable_batch_norm()->set_running_var(
       0, std::numeric_limits<float>::quiet_NaN());
   Write("snapshot", "nan_running_var", "", nan);
+  // Every layer kind: input normalization, conv2d, pooling, flatten.
+  v1::NetworkSpec spec;
+  spec.set_task(v1::TASK_CLASSIFICATION);
+  spec.set_input_features(2 * 5 * 5);
+  for (int d : {2, 5, 5}) spec.add_input_shape(d);
+  spec.set_output_dim(3);
+  auto add = [&spec]() { return spec.add_layers(); };
+  add()->mutable_batch_norm();
+  v1::Conv2dSpec* conv = add()->mutable_conv2d();
+  conv->set_out_channels(3);
+  conv->set_kernel_h(3);
+  conv->set_pad_h(1);
+  conv->set_pad_w(1);
+  add()->mutable_batch_norm();
+  add()->set_activation(v1::ACTIVATION_RELU);
+  add()->mutable_max_pool2d()->set_kernel_h(2);
+  v1::Pool2dSpec* avg = add()->mutable_avg_pool2d();
+  avg->set_kernel_h(2);
+  avg->set_stride_h(1);
+  avg->set_pad_h(1);
+  avg->set_pad_w(1);
+  add()->mutable_flatten();
+  v1::DenseSpec* head = add()->mutable_dense();
+  head->set_units(3);
+  head->set_bias(true);
+  absl::StatusOr<bnserve::model::Network> cnn =
+      bnserve::model::Network::Create(spec, 7);
+  if (!cnn.ok()) Fail("Network::Create", cnn.status().ToString());
+  Write("snapshot", "cnn", "", cnn->ToSnapshot());
+  // A conv kernel larger than the padded input and a stride of 0.
+  v1::Snapshot big_kernel = cnn->ToSnapshot();
+  big_kernel.mutable_layers(1)->mutable_conv2d()->set_kernel_h(1 << 20);
+  Write("snapshot", "cnn_big_kernel", "", big_kernel);
+  v1::Snapshot stride0 = cnn->ToSnapshot();
+  stride0.mutable_layers(4)->mutable_max_pool2d()->set_stride_h(0);
+  Write("snapshot", "cnn_stride_0", "", stride0);
 }
 
 void Envelopes() {
