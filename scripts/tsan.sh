@@ -39,10 +39,23 @@ tests=${TSAN_TESTS:-'^(JobManagerTest|.*StoreConformanceTest|ServableManagerTest
 
 start=$SECONDS
 mkdir -p "$build_dir"
-shim=$build_dir/absl_mutex_tsan.o
-# Deliberately not -fsanitize=thread: see the comment in the file.
-clang++-14 -std=c++20 -O1 -g -fPIC -Wall -Wextra -Werror \
-  -c tests/tsan/absl_mutex_tsan.cc -o "$shim"
+# The annotation shims (tests/tsan/*.cc), deliberately not -fsanitize=thread:
+# see the comments in the files. Their content hash is in the object's name:
+# an edited shim changes the linker flags, so every test is relinked.
+shims=()
+for shim in absl_mutex_tsan grpc_tag_tsan; do
+  hash=$(sha1sum "tests/tsan/$shim.cc" | cut -c1-12)
+  mkdir -p "$build_dir/shims"
+  obj=$build_dir/shims/$shim-$hash.o
+  [[ -f $obj ]] || clang++-14 -std=c++20 -O1 -g -fPIC -Wall -Wextra -Werror \
+    -c "tests/tsan/$shim.cc" -o "$obj"
+  shims+=("$obj")
+done
+# grpc_tag_tsan.cc interposes grpc_call_start_batch and finds gRPC's
+# callback-tag functions by name: export them from the executables.
+exports=-Wl,--export-dynamic-symbol=grpc_call_start_batch
+exports+=,--export-dynamic-symbol=_ZN4grpc8internal22CallbackWithSuccessTag9StaticRunEP29grpc_completion_queue_functori
+exports+=,--export-dynamic-symbol=_ZN4grpc8internal21CallbackWithStatusTag9StaticRunEP29grpc_completion_queue_functori
 # The ignorelist under the spelling -fsanitize-blacklist, the one ccache 4.7
 # knows: it then hashes the file's contents (an edit rebuilds instead of
 # hitting stale objects); clang-14 takes it as an alias of
@@ -59,13 +72,13 @@ fi
 # BNSERVE_WERROR=OFF: clang warns where gcc (the project's compiler) does
 # not (as scripts/fuzz.sh); the gcc builds keep -Werror.
 # -fsanitize=thread in the linker flags too: CMake's compiler check links a
-# plain test program with these flags, and the shim needs the TSan runtime
+# plain test program with these flags, and the shims need the TSan runtime
 # and Abseil's synchronization library.
 CC=clang-14 CXX=clang++-14 cmake -S . -B "$build_dir" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DBNSERVE_SANITIZE=thread -DBNSERVE_WERROR=OFF \
   -DCMAKE_CXX_FLAGS="-fsanitize-blacklist=$ignorelist" \
-  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread $shim -labsl_synchronization -ldl" >/dev/null
+  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread ${shims[*]} $exports -labsl_synchronization -ldl" >/dev/null
 ninja -C "$build_dir" -j"$jobs" "${targets[@]}"
 echo "tsan.sh: build took $((SECONDS - start)) s"
 
