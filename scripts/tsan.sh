@@ -19,7 +19,12 @@
 #    code hands objects across threads through it. tests/tsan/ignorelist.txt
 #    (clang's -fsanitize-ignorelist) compiles the gRPC headers' functions
 #    without load/store checks, exactly as libgrpc itself; their atomics are
-#    still instrumented, project code fully (see the file).
+#    still instrumented, project code fully (see the file). The hand-off
+#    itself, a batch started with grpc_call_start_batch happening before the
+#    callback libgrpc runs when it completes, is annotated by
+#    tests/tsan/grpc_tag_tsan.cc (release/acquire on the callback tag), which
+#    orders what the ignorelist cannot reach: the libstdc++ code gRPC's
+#    inline functions call out of line (std::function, std::atomic).
 #  - ignore_noninstrumented_modules=1: memory accesses made by interceptors
 #    (memcpy, sendmsg, new/delete) on behalf of the uninstrumented libraries
 #    (libgrpc's lock-free queues, Abseil's deadlock graph) are not checked;
