@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Builds the whole project with AddressSanitizer + UndefinedBehaviorSanitizer
-# in ${BUILD_DIR:-build-asan} and runs the whole ctest suite under them.
+# in ${BUILD_DIR:-build-asan} and runs the ctest suite under them, except the
+# tests labelled `long` (the fault-injection and soak tests, tests/faults/):
+# they run for a fixed time or wait on process restarts, so under ASan they
+# cost minutes of CI time and check the same code paths as the rest; CI runs
+# them in its normal-build stage. SANITIZE_LONG=1 includes them.
 # Any ASan report, UBSan report or leak (outside the suppressed gRPC/protobuf
 # internals, see scripts/lsan.supp) fails the test that triggered it.
 #
-#   bash scripts/sanitize.sh            # build + every test
-#   bash scripts/sanitize.sh -L store   # extra arguments go to ctest
+#   bash scripts/sanitize.sh                   # build + every test but `long`
+#   SANITIZE_LONG=1 bash scripts/sanitize.sh   # build + every test
+#   bash scripts/sanitize.sh -L store          # extra arguments go to ctest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Relative paths in ccache keys, as scripts/build.sh: other clones share the cache.
@@ -29,9 +34,11 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export LSAN_OPTIONS=suppressions=$root/scripts/lsan.supp:print_suppressions=0
 test_start=$SECONDS
 cd "$build_dir"
-# (faults_soak_short skips its RSS-flat check in a sanitizer build: ASan's
+# (With SANITIZE_LONG=1, faults_soak_short skips its RSS-flat check: ASan's
 # quarantine holds up to 256 MiB of freed memory; LSan checks leaks here.)
+select=(-LE long)
+[[ ${SANITIZE_LONG:-0} = 1 ]] && select=()
 status=0
-ctest -j"$jobs" --output-on-failure --timeout 900 "$@" || status=$?
+ctest -j"$jobs" --output-on-failure --timeout 900 "${select[@]}" "$@" || status=$?
 echo "sanitize.sh: tests took $((SECONDS - test_start)) s, total $((SECONDS - start)) s"
 exit "$status"

@@ -2,6 +2,7 @@
 // strict version-directory parsing, clean-up of abandoned staging dirs.
 #include "store/file_store.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -132,15 +133,38 @@ TEST(FileStoreTest, CrashConsistencyUnderSigkill) {
   std::uniform_int_distribution<int> delay_us(0, 60000);
   std::set<int64_t> seen;
   for (int i = 0; i < kKills; ++i) {
+    // The random moment is counted from the child's first completed publish
+    // (it writes one byte to `first`), not from fork: on a loaded machine a
+    // child may not get to run for the whole delay, and the rounds would
+    // then test nothing.
+    int first[2];
+    ASSERT_EQ(pipe(first), 0);
     const pid_t child = ForkChild([&] {
+      close(first[0]);
       auto store = FileStore::Open(dir.path());
       if (!store.ok()) return false;
       for (int64_t tag = 0;; ++tag) {
-        (void)(*store)->Publish(MakeSnapshot("m", 64 * 1024, tag));
+        const bool ok =
+            (*store)->Publish(MakeSnapshot("m", 64 * 1024, tag)).ok();
+        if (ok && first[1] >= 0) {
+          const char byte = 1;
+          if (write(first[1], &byte, 1) != 1) return false;
+          close(first[1]);
+          first[1] = -1;
+        }
       }
     });
     ASSERT_GT(child, 0);
-    usleep(static_cast<useconds_t>(5000 + delay_us(rng)));
+    close(first[1]);
+    pollfd published{.fd = first[0], .events = POLLIN};
+    // A hang guard, not a timing requirement.
+    ASSERT_EQ(poll(&published, 1, 60'000), 1)
+        << "round " << i << ": the child did not publish within 60 s";
+    char byte = 0;
+    ASSERT_EQ(read(first[0], &byte, 1), 1)
+        << "round " << i << ": the child died before its first publish";
+    close(first[0]);
+    usleep(static_cast<useconds_t>(delay_us(rng)));
     kill(child, SIGKILL);
     int status;
     ASSERT_EQ(waitpid(child, &status, 0), child);
@@ -156,7 +180,8 @@ TEST(FileStoreTest, CrashConsistencyUnderSigkill) {
   }
   auto store = *FileStore::Open(dir.path());
   auto versions = *store->ListVersions("m");
-  EXPECT_GE(versions.size(), 10u) << "the child made too little progress";
+  // At least one completed publish per round (see above).
+  EXPECT_GE(versions.size(), static_cast<size_t>(kKills));
   EXPECT_EQ(std::set<int64_t>(versions.begin(), versions.end()), seen);
   auto next = store->Publish(MakeSnapshot("m"));
   ASSERT_TRUE(next.ok()) << next.status();

@@ -2,10 +2,15 @@
 // versions (and one invalid one) are published. No request may fail, every
 // answer must come from a version that was published and must equal that
 // version's model-library output, and each client must only ever move
-// forward to newer versions.
+// forward to newer versions. Each valid version is published only after the
+// previous one went live and every client got an answer from it: the test
+// waits for events (deadlines are hang guards), so a loaded machine makes it
+// slower, never red. How fast a version goes live is measured by the
+// benchmarks, not asserted here.
 #include <grpcpp/create_channel.h>
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -56,11 +61,14 @@ TEST(HotReloadTest, NoRequestFailsWhileVersionsArePublished) {
       grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
                           grpc::InsecureChannelCredentials());
 
+  constexpr int kClients = 4;
   std::atomic<bool> stop{false};
   std::atomic<int64_t> ok{0}, failed{0}, wrong{0}, backwards{0};
+  // Per client: the version of its latest answer.
+  std::vector<std::atomic<int64_t>> latest(kClients);
   std::vector<std::thread> clients;
-  std::vector<std::set<int64_t>> seen(4);
-  for (int t = 0; t < 4; ++t) {
+  std::vector<std::set<int64_t>> seen(kClients);
+  for (int t = 0; t < kClients; ++t) {
     clients.emplace_back([&, t] {
       auto stub = v1::Inference::NewStub(channel);
       v1::PredictRequest req;
@@ -82,6 +90,7 @@ TEST(HotReloadTest, NoRequestFailsWhileVersionsArePublished) {
         seen[t].insert(resp.version());
         if (resp.version() < last) ++backwards;
         last = resp.version();
+        latest[t] = last;
         std::vector<float> want;
         {
           absl::MutexLock lock(&mu);
@@ -98,7 +107,30 @@ TEST(HotReloadTest, NoRequestFailsWhileVersionsArePublished) {
     });
   }
 
-  int64_t last_version = 0;
+  auto newest = [&] {
+    auto s = (*server)->manager().Get(model);
+    return s.ok() ? (*s)->version() : 0;
+  };
+  // Waits until `done` holds; the deadline only guards against a hang.
+  auto wait_for = [](const std::function<bool()>& done) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (!done() && absl::Now() < deadline) {
+      absl::SleepFor(absl::Microseconds(200));
+    }
+    return done();
+  };
+  // Waits until version `v` is served and every client has received it.
+  auto wait_served_to_all = [&](int64_t v) {
+    EXPECT_TRUE(wait_for([&] { return newest() >= v; }))
+        << "version " << v << " did not go live";
+    for (int t = 0; t < kClients; ++t) {
+      EXPECT_TRUE(wait_for([&] { return latest[t].load() >= v || failed; }))
+          << "client " << t << " never answered from version " << v;
+    }
+  };
+
+  wait_served_to_all(1);
+  std::vector<int64_t> valid = {1};
   for (int i = 0; i < 30; ++i) {
     absl::SleepFor(absl::Milliseconds(15));
     if (i == 10) {
@@ -109,31 +141,30 @@ TEST(HotReloadTest, NoRequestFailsWhileVersionsArePublished) {
       ASSERT_TRUE(publisher->Publish(bad).ok());
       continue;
     }
-    last_version = publish(100 + i);
+    const int64_t v = publish(100 + i);
+    valid.push_back(v);
+    wait_served_to_all(v);
   }
-  // The newest version goes live within 100 ms.
-  const absl::Time deadline = absl::Now() + absl::Milliseconds(100);
-  auto newest = [&] {
-    auto s = (*server)->manager().Get(model);
-    return s.ok() ? (*s)->version() : 0;
-  };
-  while (newest() != last_version && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(1));
-  }
+  const int64_t last_version = valid.back();
   EXPECT_EQ(newest(), last_version);
-  absl::SleepFor(absl::Milliseconds(50));
   stop = true;
   for (auto& c : clients) c.join();
 
   EXPECT_EQ(failed.load(), 0);
   EXPECT_EQ(wrong.load(), 0) << "answers that differ from their version";
   EXPECT_EQ(backwards.load(), 0);
-  EXPECT_GT(ok.load(), 100);
+  // Every client was answered by every valid version (it moves forward only,
+  // and each version was live until the client had been answered by it), so
+  // each one reloaded 29 times under its own requests, and never saw the
+  // invalid version 12.
+  const std::set<int64_t> want(valid.begin(), valid.end());
+  ASSERT_EQ(want.size(), 30u);
+  for (int t = 0; t < kClients; ++t) {
+    EXPECT_EQ(seen[t], want) << "client " << t;
+  }
   std::set<int64_t> all;
   for (const auto& s : seen) all.insert(s.begin(), s.end());
   EXPECT_EQ(all.count(12), 0u) << "the invalid version was served";
-  EXPECT_EQ(all.count(last_version), 1u);
-  EXPECT_GT(all.size(), 5u) << "clients saw too few reloads";
   std::printf("%lld requests, %zu distinct versions answered\n",
               static_cast<long long>(ok.load()), all.size());
   (*server)->Shutdown(absl::Seconds(2));
