@@ -293,6 +293,18 @@ int Network::max_width() const {
   return w;
 }
 
+int64_t Network::parameter_count() const {
+  int64_t n = 0;
+  for (const Layer& layer : layers_) {
+    if (const auto* d = std::get_if<Dense>(&layer)) {
+      n += int64_t{d->weight.size()} + int64_t{d->bias.size()};
+    } else if (const auto* bn = std::get_if<BatchNorm>(&layer)) {
+      n += int64_t{4} * bn->features();
+    }
+  }
+  return n;
+}
+
 int Network::num_batch_norm_layers() const {
   return static_cast<int>(std::count_if(
       layers_.begin(), layers_.end(),

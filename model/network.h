@@ -71,6 +71,10 @@ class Network {
   std::vector<Layer>& mutable_layers() { return layers_; }
   // Largest width of any layer's input or output (workspace sizing).
   int max_width() const;
+  // Number of stored values: Dense weights and biases, BatchNorm gamma,
+  // beta and running statistics. Forward's multiply-adds for one example
+  // are within a small factor of it (servers bound a request's work with it).
+  int64_t parameter_count() const;
 
   // Inference-mode forward of one example (running statistics, no batch
   // statistics). `x` has input_features() values, `out` output_dim() values

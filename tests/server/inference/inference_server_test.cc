@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "health.grpc.pb.h"
+#include "model/network.h"
 #include "store/memory_store.h"
 #include "tests/server/inference/test_util.h"
 
@@ -330,6 +331,69 @@ TEST_F(InferenceServerTest, PredictBatchRowsAreIndependent) {
   bad = req;
   bad.set_features(7, std::nanf(""));
   EXPECT_EQ(code(bad), StatusCode::INVALID_ARGUMENT);
+}
+
+// ISSUE 14 defect 1: 65,536 rows x 65,536 outputs overflowed an int in the
+// output Resize and the server died with SIGSEGV. The request is 256 KiB; the
+// answer would be 32 GiB. It must be refused before anything is allocated,
+// and the server must keep serving.
+TEST_F(InferenceServerTest, PredictBatchWhoseOutputsOverflowAnIntIsRefused) {
+  const std::string wide = UniqueName("wide");
+  ASSERT_EQ(*publisher_->Publish(MakeSnapshot(wide, 3, v1::TASK_CLASSIFICATION,
+                                              /*features=*/1,
+                                              /*outputs=*/65536)),
+            1);
+  StartServer();
+  v1::PredictBatchRequest req;
+  req.set_model(wide);
+  req.set_rows(65536);
+  req.mutable_features()->Resize(65536, 0.5f);
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  v1::PredictBatchResponse resp;
+  const grpc::Status st = stub_->PredictBatch(&ctx, req, &resp);
+  EXPECT_EQ(st.error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(st.error_message(), HasSubstr("65536 rows x 65536 outputs"));
+  EXPECT_EQ(resp.outputs_size(), 0);
+  v1::PredictResponse one;
+  EXPECT_TRUE(Predict(PredictRequest(clf_, RandomFeatures(4, 1)), &one).ok());
+}
+
+// The bounds of a batch call are exact: the largest answer that fits in one
+// message is computed, one row more is refused before any work; the work
+// bound (rows x parameters) likewise.
+TEST_F(InferenceServerTest, PredictBatchBoundsAreCheckedAtTheirEdges) {
+  const int64_t parameters =
+      model::Network::FromSnapshot(clf_snapshot_)->Folded().parameter_count();
+  options_.max_message_mb = 1;
+  options_.max_request_work = 40000 * parameters;
+  StartServer();
+  auto call = [&](int64_t rows, std::string* message) {
+    v1::PredictBatchRequest req;
+    req.set_model(clf_);
+    req.set_rows(rows);
+    req.mutable_features()->Resize(static_cast<int>(rows * 4), 0.25f);
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    v1::PredictBatchResponse resp;
+    const grpc::Status st = stub_->PredictBatch(&ctx, req, &resp);
+    *message = st.error_message();
+    return st.error_code();
+  };
+  // 3 outputs: 12 bytes of outputs, 12 of probabilities, <= 8 of class id.
+  const int64_t fits = ((int64_t{1} << 20) - 1024) / 32;
+  std::string message;
+  EXPECT_EQ(call(fits, &message), StatusCode::OK) << message;
+  EXPECT_EQ(call(fits + 1, &message), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(message, HasSubstr("--max_message_mb"));
+
+  server_->Shutdown(absl::Seconds(1));
+  options_.max_message_mb = 64;
+  options_.max_request_work = 10 * parameters;
+  StartServer();
+  EXPECT_EQ(call(10, &message), StatusCode::OK) << message;
+  EXPECT_EQ(call(11, &message), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(message, HasSubstr("--max_request_work"));
 }
 
 TEST_F(InferenceServerTest, GetModelMetadataDescribesTheServedVersion) {
