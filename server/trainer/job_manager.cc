@@ -1,5 +1,6 @@
 #include "server/trainer/job_manager.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -55,8 +56,6 @@ struct JobState {
 
 namespace {
 
-constexpr int64_t kMaxMinibatchValues = int64_t{1} << 28;
-
 absl::StatusOr<model::OptimizerConfig> ToOptimizerConfig(
     const v1::OptimizerSpec& spec) {
   model::OptimizerConfig config;
@@ -108,8 +107,7 @@ v1::NetworkSpec DescribeNetwork(const model::Network& net) {
 
 }  // namespace
 
-absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& mb, v1::Task task,
-                                     int output_dim) {
+absl::Status CheckFraming(const v1::Minibatch& mb) {
   if (mb.rows() <= 0 || mb.cols() <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("minibatch shape must be positive, got rows=", mb.rows(),
@@ -117,13 +115,21 @@ absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& mb, v1::Task task,
   }
   const int64_t n = int64_t{mb.rows()} * mb.cols();
   if (n > kMaxMinibatchValues) {
-    return absl::InvalidArgumentError("minibatch is too large");
+    return absl::InvalidArgumentError(
+        absl::StrCat("minibatch of ", mb.rows(), " x ", mb.cols(),
+                     " values is too large; at most ", kMaxMinibatchValues));
   }
   if (mb.features_size() != n) {
     return absl::InvalidArgumentError(absl::StrCat(
         "ragged minibatch: rows x cols = ", mb.rows(), " x ", mb.cols(), " = ",
         n, " features expected, got ", mb.features_size()));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& mb, v1::Task task,
+                                     int output_dim) {
+  BNSERVE_RETURN_IF_ERROR(CheckFraming(mb));
   model::Batch batch;
   batch.features = Eigen::Map<const model::Matrix>(mb.features().data(),
                                                    mb.rows(), mb.cols());
@@ -147,6 +153,21 @@ absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& mb, v1::Task task,
                                                     mb.rows(), output_dim);
   }
   return batch;
+}
+
+int64_t StepBytes(const v1::NetworkSpec& spec, int64_t rows) {
+  const int64_t in = spec.input_features();
+  int64_t width = in;
+  int64_t widest = in;
+  int64_t values = 2 * in + 1;  // the minibatch, its copy, the label
+  for (const v1::LayerSpec& layer : spec.layers()) {
+    if (layer.has_dense()) width = layer.dense().units();
+    widest = std::max(widest, width);
+    values = SaturatingAdd(values, width);  // the layer's output
+    if (layer.has_batch_norm()) values = SaturatingAdd(values, width);
+  }
+  values = SaturatingAdd(values, SaturatingMul(2, widest));
+  return SaturatingMul(SaturatingMul(values, rows), sizeof(float));
 }
 
 JobManager::JobManager(store::SnapshotStore* store, JobManagerOptions options)
@@ -320,6 +341,16 @@ absl::StatusOr<int64_t> JobManager::PublishNetwork(
   return store_->Publish(snapshot);
 }
 
+absl::Status JobManager::CheckStepMemory(const Job& job, int64_t rows) const {
+  const int64_t need = StepBytes(job.spec, rows);
+  if (need <= options_.max_step_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "a minibatch of ", rows, " examples needs ", need >> 20,
+      " MiB of activations in job ", job.id, "'s network; this trainer allows ",
+      options_.max_step_bytes >> 20,
+      " MiB per step (--max_step_mb): send smaller minibatches"));
+}
+
 absl::StatusOr<v1::PublishResponse> JobManager::Publish(
     const std::string& job_id) {
   BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
@@ -376,6 +407,8 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
         absl::StrCat("job ", job_id_, " was cancelled"));
   }
   model::Trainer& trainer = *job_->trainer;
+  BNSERVE_RETURN_IF_ERROR(CheckFraming(minibatch));
+  BNSERVE_RETURN_IF_ERROR(manager_->CheckStepMemory(*job_, minibatch.rows()));
   BNSERVE_ASSIGN_OR_RETURN(model::Batch batch,
                            ToBatch(minibatch, trainer.network().task(),
                                    trainer.network().output_dim()));

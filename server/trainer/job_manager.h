@@ -25,6 +25,7 @@
 #include "absl/time/time.h"
 #include "bnserve/v1/trainer.pb.h"
 #include "model/trainer.h"
+#include "server/common/limits.h"
 #include "store/store.h"
 
 namespace bnserve::server {
@@ -32,6 +33,10 @@ namespace bnserve::server {
 struct JobManagerOptions {
   // Upper bound on the feature bytes one Recalibrate call may buffer.
   int64_t max_recalibration_bytes = int64_t{256} << 20;
+  // Upper bound on the memory one training step's activations take (every
+  // layer's output and cache and the gradients flowing back), checked
+  // before the step (see StepBytes).
+  int64_t max_step_bytes = server::kDefaultMaxStepMb << 20;
 };
 
 class JobManager;
@@ -39,11 +44,21 @@ namespace internal {
 struct JobState;
 }  // namespace internal
 
-// Converts a wire minibatch to a model batch, checking its framing (shape
-// given, not ragged). Content checks (width, finite values, labels, at least
-// two rows) are model::Trainer::ValidateBatch's.
+// Checks a wire minibatch's framing: shape given, at most
+// kMaxMinibatchValues values, not ragged.
+absl::Status CheckFraming(const v1::Minibatch& minibatch);
+
+// Converts a wire minibatch to a model batch, checking its framing first.
+// Content checks (width, finite values, labels, at least two rows) are
+// model::Trainer::ValidateBatch's.
 absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& minibatch,
                                      v1::Task task, int output_dim);
+
+// Bytes one training step of `rows` examples holds for the network `spec`
+// (resolved: explicit layers, as Job.spec): the minibatch and its copy,
+// every layer's output, each batch norm's normalized values and two
+// gradient buffers as wide as the widest layer. 64-bit, saturating.
+int64_t StepBytes(const v1::NetworkSpec& spec, int64_t rows);
 
 // An open training stream on one job. Destroying it closes the stream (the
 // job becomes IDLE again) without publishing.
@@ -142,6 +157,9 @@ class JobManager {
   using Job = internal::JobState;
 
   absl::StatusOr<std::shared_ptr<Job>> FindJob(const std::string& job_id);
+  // RESOURCE_EXHAUSTED if a step of `rows` examples of `job` would need more
+  // than options_.max_step_bytes.
+  absl::Status CheckStepMemory(const Job& job, int64_t rows) const;
   // Publishes `network` with the job's names and provenance. The caller
   // holds job.mu.
   absl::StatusOr<int64_t> PublishNetwork(Job& job,

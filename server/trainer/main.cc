@@ -4,6 +4,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "server/common/limits.h"
 #include "server/common/server_setup.h"
 #include "server/trainer/trainer_server.h"
 
@@ -19,9 +20,13 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(std::string, token_file, "",
           "File holding a bearer token that every call must present as "
           "'authorization: Bearer <token>'. Empty: no token required.");
-ABSL_FLAG(int, max_message_mb, 64, "Largest request message, in MiB.");
+ABSL_FLAG(int, max_message_mb, bnserve::server::kDefaultMessageMb,
+          "Largest request message, in MiB (1..2047).");
 ABSL_FLAG(int, max_recalibration_mb, 256,
           "Largest amount of example data one Recalibrate call may buffer.");
+ABSL_FLAG(int64_t, max_step_mb, bnserve::server::kDefaultMaxStepMb,
+          "Largest memory one training step's activations may take, in MiB; "
+          "a larger minibatch is refused with RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int, shutdown_grace_seconds, 10,
           "On SIGTERM, how long open streams may take to finish.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
@@ -32,7 +37,7 @@ int main(int argc, char** argv) {
   ParseFlagsWithEnvironment(
       argc, argv,
       {"host", "port", "store", "tls_cert", "tls_key", "tls_client_ca",
-       "token_file", "max_message_mb", "max_recalibration_mb",
+       "token_file", "max_message_mb", "max_recalibration_mb", "max_step_mb",
        "shutdown_grace_seconds", "log_level"});
   if (absl::Status s = SetLogLevel(absl::GetFlag(FLAGS_log_level)); !s.ok()) {
     Log(LogLevel::kError, s.ToString());
@@ -47,6 +52,7 @@ int main(int argc, char** argv) {
   options.token_file = absl::GetFlag(FLAGS_token_file);
   options.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
   options.max_recalibration_mb = absl::GetFlag(FLAGS_max_recalibration_mb);
+  options.max_step_mb = absl::GetFlag(FLAGS_max_step_mb);
   auto server = TrainerServer::Start(options);
   if (!server.ok()) {
     Log(LogLevel::kError,

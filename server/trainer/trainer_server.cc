@@ -19,15 +19,22 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
                            TokenAuth::FromFile(options.token_file));
   BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds,
                            MakeServerCredentials(options.tls));
-  if (options.max_message_mb <= 0 || options.max_recalibration_mb <= 0) {
+  if (options.max_message_mb < 1 || options.max_message_mb > kMaxMessageMb) {
     return absl::InvalidArgumentError(
-        "--max_message_mb and --max_recalibration_mb must be positive");
+        absl::StrCat("--max_message_mb must be between 1 and ", kMaxMessageMb,
+                     ", got ", options.max_message_mb));
+  }
+  if (options.max_recalibration_mb <= 0 || options.max_step_mb <= 0 ||
+      options.max_step_mb > (int64_t{1} << 40)) {
+    return absl::InvalidArgumentError(
+        "--max_recalibration_mb and --max_step_mb must be positive");
   }
   s->auth_enabled_ = auth.enabled();
   s->jobs_ = std::make_unique<JobManager>(
       s->store_.get(),
       JobManagerOptions{.max_recalibration_bytes =
-                            int64_t{options.max_recalibration_mb} << 20});
+                            int64_t{options.max_recalibration_mb} << 20,
+                        .max_step_bytes = options.max_step_mb << 20});
   s->service_ =
       std::make_unique<TrainerService>(s->jobs_.get(), std::move(auth));
 

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/common/limits.h"
 #include "server/common/server_setup.h"
 #include "server/trainer/job_manager.h"
 #include "server/trainer/trainer_service.h"
@@ -25,8 +26,11 @@ struct TrainerServerOptions {
   TlsOptions tls;
   // File with the bearer token clients must send; empty = no auth.
   std::string token_file;
-  int max_message_mb = 64;
+  // Largest request message, MiB, in [1, kMaxMessageMb].
+  int max_message_mb = kDefaultMessageMb;
   int max_recalibration_mb = 256;
+  // Largest memory of one training step's activations, MiB.
+  int64_t max_step_mb = kDefaultMaxStepMb;
 };
 
 // Thread-safe after Start; Shutdown may be called from any thread.

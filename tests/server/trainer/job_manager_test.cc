@@ -193,6 +193,42 @@ TEST_F(JobManagerTest, ContinuesFromAPublishedVersionOrLabel) {
   EXPECT_EQ(jobs.CreateJob(next).status().code(), StatusCode::kInvalidArgument);
 }
 
+// ISSUE 14 defect 2: a minibatch whose activations do not fit the step
+// budget is refused before the step (RESOURCE_EXHAUSTED, model unchanged,
+// the session still usable), at exactly one row over the budget.
+TEST_F(JobManagerTest, StepMemoryIsBoundedBeforeTheStep) {
+  // 4 -> Dense 8 -> BN -> relu -> Dense 3: per example the minibatch and its
+  // copy (8) and a label (1), the layers' outputs (8 + 8 + 8 + 3), the
+  // batch norm's normalized values (8), two gradient buffers of the widest
+  // layer (16): 60 floats.
+  JobManager jobs(store_.get(), {.max_step_bytes = 100 * 60 * 4});
+  v1::Job job = *jobs.CreateJob(SmallJob("budget"));
+  EXPECT_EQ(StepBytes(job.spec(), 1), 60 * 4);
+  auto session = *jobs.OpenTrainingSession(job.job_id());
+  absl::StatusOr<v1::TrainProgress> p = session->Step(RandomBatch(101, 1));
+  EXPECT_EQ(p.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(p.status().message().find("--max_step_mb"), std::string::npos)
+      << p.status();
+  EXPECT_EQ(jobs.GetJob(job.job_id())->steps(), 0);
+  EXPECT_TRUE(session->Step(RandomBatch(100, 2)).ok());
+  EXPECT_EQ(jobs.GetJob(job.job_id())->steps(), 1);
+}
+
+TEST(StepBytesTest, CountsEveryLayerAndSaturates) {
+  // The issue's network: 1 -> 4096 (BN, relu) -> 2, 4M rows: far over
+  // 64 GiB (the first activation alone).
+  v1::NetworkSpec spec;
+  spec.set_input_features(1);
+  spec.add_layers()->mutable_dense()->set_units(4096);
+  spec.add_layers()->mutable_batch_norm();
+  spec.add_layers()->set_activation(v1::ACTIVATION_RELU);
+  spec.add_layers()->mutable_dense()->set_units(2);
+  EXPECT_GT(StepBytes(spec, 4 << 20), int64_t{64} << 30);
+  spec.mutable_layers(0)->mutable_dense()->set_units(1 << 30);
+  EXPECT_EQ(StepBytes(spec, std::numeric_limits<int32_t>::max()),
+            std::numeric_limits<int64_t>::max());
+}
+
 TEST_F(JobManagerTest, CancelStopsTheStreamAndRefusesNewOnes) {
   JobManager jobs(store_.get());
   v1::Job job = *jobs.CreateJob(SmallJob("c"));

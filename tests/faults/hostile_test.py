@@ -1,0 +1,129 @@
+#!/usr/bin/python3
+"""Hostile requests against real server processes (issue 14).
+
+Each case starts its own servers on loopback ports in a temporary directory
+(faultlib.Env), sends what the adversarial pass sent, checks that the server
+answers with a clear error instead of crashing or wedging, and that it then
+still works and stops on SIGTERM. Nothing here allocates the memory the
+hostile requests ask for: the servers must refuse before allocating, and
+where the test needs an allocation to fail it caps the server's address
+space (RLIMIT_AS) instead.
+
+Usage: hostile_test.py BUILD_DIR CASE
+  train_oversized   one 4M-row x 1-feature minibatch into a 4096-wide layer
+                    (64 GiB of activations): refused by --max_step_mb, and,
+                    with the bound lifted and the address space capped,
+                    the std::bad_alloc is RESOURCE_EXHAUSTED too; either way
+                    the job is released and SIGTERM stops the trainer
+"""
+import os
+import resource
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import faultlib  # noqa: E402
+from faultlib import log  # noqa: E402
+
+SKIP = 77
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def stop_within(env, name, seconds):
+    """SIGTERM `name` and require it to exit 0 within `seconds`."""
+    proc = env.procs[name]
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=seconds)
+    except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
+        raise AssertionError(f"{name} did not stop within {seconds}s of "
+                             "SIGTERM")
+    log(f"{name} stopped {time.monotonic() - t0:.2f}s after SIGTERM, rc={rc}")
+    check(rc == 0, f"{name} exited {rc} after SIGTERM")
+
+
+def oversized_step(env, stub, job_id, want):
+    """Sends one 4,194,304 x 1 minibatch; returns the error details."""
+    tpb, grpc = env.tpb, env.grpc
+    rows = 4 << 20
+    batch = tpb.Minibatch(rows=rows, cols=1)
+    batch.features.extend([0.5] * rows)
+    batch.labels.extend([0, 1] * (rows // 2))
+    req = tpb.TrainRequest(job_id=job_id, batch=batch)
+    log(f"oversized minibatch: {req.ByteSize()} bytes")
+    t0 = time.monotonic()
+    try:
+        for _ in stub.Train(iter([req]), timeout=30):
+            pass
+        raise AssertionError("the oversized minibatch was accepted")
+    except grpc.RpcError as e:
+        took = time.monotonic() - t0
+        log(f"answered in {took:.2f}s: {e.code().name}: {e.details()}")
+        check(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED,
+              f"wanted RESOURCE_EXHAUSTED, got {e.code().name} after "
+              f"{took:.1f}s: {e.details()}")
+        check(want in e.details(), f"message lacks '{want}': {e.details()}")
+        check(took < 20, f"the refusal took {took:.1f}s")
+
+
+def job_is_released(env, stub, job_id):
+    """The job is IDLE and takes a new stream with a small minibatch."""
+    tpb = env.tpb
+    job = stub.GetJob(tpb.GetJobRequest(job_id=job_id), timeout=10)
+    check(job.state == job.IDLE,
+          f"job state {tpb.Job.State.Name(job.state)} after the refusal")
+    batch = tpb.Minibatch(rows=4, cols=1, features=[0.1, 0.2, 0.3, 0.4],
+                          labels=[0, 1, 0, 1])
+    last = None
+    for last in stub.Train(iter([tpb.TrainRequest(job_id=job_id,
+                                                  batch=batch)]),
+                           timeout=60):
+        pass
+    check(last is not None and last.step == 1, f"small step: {last}")
+    log("job released: IDLE, a new stream trained one step")
+
+
+def train_oversized(env):
+    store = os.path.join(env.work, "store")
+    rounds = [("bounded", [], None, "--max_step_mb")]
+    if env.sanitizers():
+        log("sanitizer build: RLIMIT_AS round skipped (shadow memory)")
+    else:
+        # The bound lifted: the 64 GiB Eigen allocation itself fails under a
+        # 4 GiB address-space cap and throws std::bad_alloc in the reactor.
+        def cap():
+            resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+        rounds.append(("bad_alloc", ["--max_step_mb", str(1 << 30)], cap,
+                       "out of memory"))
+    for name, extra, preexec, want in rounds:
+        log(f"--- round {name}")
+        port = faultlib.free_port()
+        env.start_trainer(port, store, name=f"trainer-{name}", extra=extra,
+                          preexec_fn=preexec)
+        stub = env.trainer_stub(f"127.0.0.1:{port}")
+        job_id = faultlib.create_job(env, stub, f"wide-{name}", [4096],
+                                     input_features=1, classes=2)
+        oversized_step(env, stub, job_id, want)
+        job_is_released(env, stub, job_id)
+        stop_within(env, f"trainer-{name}", 15)
+
+
+CASES = {"train_oversized": train_oversized}
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[2] not in CASES:
+        sys.exit(f"usage: {sys.argv[0]} BUILD_DIR {{{','.join(CASES)}}}")
+    with faultlib.Env(sys.argv[1], f"hostile-{sys.argv[2]}") as env:
+        CASES[sys.argv[2]](env)
+    log("PASS")
+
+
+if __name__ == "__main__":
+    main()
