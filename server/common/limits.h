@@ -27,6 +27,18 @@ inline constexpr int64_t kMaxMinibatchValues = int64_t{1} << 28;
 // gradients with respect to them (--max_step_mb).
 inline constexpr int64_t kDefaultMaxStepMb = 1024;
 
+// Trainer: default parameters of one job's network (--max_job_parameters):
+// 2^24 floats are 64 MiB of weights, up to four times that with gradients
+// and Adam's moments. Checked on the spec (or the parent snapshot) before
+// the network is built.
+inline constexpr int64_t kDefaultMaxJobParameters = int64_t{1} << 24;
+// Trainer: default number of jobs held at once (--max_jobs); with the
+// per-job budget it bounds the trainer's parameters.
+inline constexpr int kDefaultMaxJobs = 64;
+// Trainer: default time a job without an open stream is kept after its last
+// activity before it is forgotten (--job_retention_seconds).
+inline constexpr int64_t kDefaultJobRetentionSeconds = 3600;
+
 // a * b for non-negative a and b, or INT64_MAX if that overflows.
 inline constexpr int64_t SaturatingMul(int64_t a, int64_t b) {
   if (a == 0 || b == 0) return 0;

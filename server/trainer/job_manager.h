@@ -13,6 +13,7 @@
 #define BNSERVE_SERVER_TRAINER_JOB_MANAGER_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -37,6 +38,16 @@ struct JobManagerOptions {
   // layer's output and cache and the gradients flowing back), checked
   // before the step (see StepBytes).
   int64_t max_step_bytes = server::kDefaultMaxStepMb << 20;
+  // Upper bound on one job's parameter count (NetworkParameters).
+  int64_t max_job_parameters = server::kDefaultMaxJobParameters;
+  // Upper bound on the jobs held at once.
+  int max_jobs = server::kDefaultMaxJobs;
+  // A job without an open stream is forgotten this long after its last
+  // activity (create, step, publish, cancel, stream closed).
+  absl::Duration job_retention =
+      absl::Seconds(server::kDefaultJobRetentionSeconds);
+  // The clock of job_retention (tests use a fake one).
+  std::function<absl::Time()> now = [] { return absl::Now(); };
 };
 
 class JobManager;
@@ -53,6 +64,13 @@ absl::Status CheckFraming(const v1::Minibatch& minibatch);
 // model::Trainer::ValidateBatch's.
 absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& minibatch,
                                      v1::Task task, int output_dim);
+
+// Parameter count of the network `spec` describes (explicit layers or the
+// `hidden` shorthand), computed without building it; the same count as
+// model::Network::parameter_count() of the network built. Saturating.
+int64_t NetworkParameters(const v1::NetworkSpec& spec);
+// Parameter count of a snapshot's layers, from the sizes of its fields.
+int64_t SnapshotParameters(const v1::Snapshot& snapshot);
 
 // Bytes one training step of `rows` examples holds for the network `spec`
 // (resolved: explicit layers, as Job.spec): the minibatch and its copy,
@@ -132,8 +150,11 @@ class JobManager {
   absl::StatusOr<v1::Job> GetJob(const std::string& job_id);
   // Jobs in creation order, optionally only those of `model`.
   std::vector<v1::Job> ListJobs(const std::string& model);
-  // Marks the job CANCELLED; an open session fails its next Step.
+  // Marks the job CANCELLED and frees its network and optimizer state; an
+  // open session fails its next Step.
   absl::StatusOr<v1::Job> CancelJob(const std::string& job_id);
+  // Forgets the job. FAILED_PRECONDITION while a training stream is open.
+  absl::Status DeleteJob(const std::string& job_id);
 
   // NOT_FOUND for an unknown job; FAILED_PRECONDITION if a stream is already
   // open or the job is cancelled; UNAVAILABLE while shutting down.
@@ -157,6 +178,16 @@ class JobManager {
   using Job = internal::JobState;
 
   absl::StatusOr<std::shared_ptr<Job>> FindJob(const std::string& job_id);
+  // Forgets the jobs whose retention has passed. A job busy in a step (its
+  // mutex held) is active and skipped: this never waits for a step.
+  void EvictExpired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RESOURCE_EXHAUSTED when the trainer holds max_jobs jobs already.
+  absl::Status CheckJobCount() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The network a CreateJob request asks for (from its spec, or from the
+  // parent version, which is recorded in `job`), its parameter count checked
+  // against the budget before it is built.
+  absl::StatusOr<model::Network> BuildNetwork(
+      const v1::CreateJobRequest& request, Job& job);
   // RESOURCE_EXHAUSTED if a step of `rows` examples of `job` would need more
   // than options_.max_step_bytes.
   absl::Status CheckStepMemory(const Job& job, int64_t rows) const;

@@ -27,6 +27,16 @@ ABSL_FLAG(int, max_recalibration_mb, 256,
 ABSL_FLAG(int64_t, max_step_mb, bnserve::server::kDefaultMaxStepMb,
           "Largest memory one training step's activations may take, in MiB; "
           "a larger minibatch is refused with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_job_parameters,
+          bnserve::server::kDefaultMaxJobParameters,
+          "Largest network one job may hold, in parameters (weights, biases, "
+          "batch-norm values); checked before the network is built.");
+ABSL_FLAG(int, max_jobs, bnserve::server::kDefaultMaxJobs,
+          "Most jobs the trainer holds at once.");
+ABSL_FLAG(int64_t, job_retention_seconds,
+          bnserve::server::kDefaultJobRetentionSeconds,
+          "A job without an open training stream is forgotten this long after "
+          "its last activity (DeleteJob forgets one at once).");
 ABSL_FLAG(int, shutdown_grace_seconds, 10,
           "On SIGTERM, how long open streams may take to finish.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
@@ -38,6 +48,7 @@ int main(int argc, char** argv) {
       argc, argv,
       {"host", "port", "store", "tls_cert", "tls_key", "tls_client_ca",
        "token_file", "max_message_mb", "max_recalibration_mb", "max_step_mb",
+       "max_job_parameters", "max_jobs", "job_retention_seconds",
        "shutdown_grace_seconds", "log_level"});
   if (absl::Status s = SetLogLevel(absl::GetFlag(FLAGS_log_level)); !s.ok()) {
     Log(LogLevel::kError, s.ToString());
@@ -53,6 +64,9 @@ int main(int argc, char** argv) {
   options.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
   options.max_recalibration_mb = absl::GetFlag(FLAGS_max_recalibration_mb);
   options.max_step_mb = absl::GetFlag(FLAGS_max_step_mb);
+  options.max_job_parameters = absl::GetFlag(FLAGS_max_job_parameters);
+  options.max_jobs = absl::GetFlag(FLAGS_max_jobs);
+  options.job_retention_seconds = absl::GetFlag(FLAGS_job_retention_seconds);
   auto server = TrainerServer::Start(options);
   if (!server.ok()) {
     Log(LogLevel::kError,

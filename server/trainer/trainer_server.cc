@@ -25,16 +25,24 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
                      ", got ", options.max_message_mb));
   }
   if (options.max_recalibration_mb <= 0 || options.max_step_mb <= 0 ||
-      options.max_step_mb > (int64_t{1} << 40)) {
+      options.max_step_mb > (int64_t{1} << 40) ||
+      options.max_job_parameters <= 0 || options.max_jobs <= 0 ||
+      options.job_retention_seconds <= 0) {
     return absl::InvalidArgumentError(
-        "--max_recalibration_mb and --max_step_mb must be positive");
+        "--max_recalibration_mb, --max_step_mb (at most 2^40), "
+        "--max_job_parameters, --max_jobs and --job_retention_seconds must "
+        "be positive");
   }
   s->auth_enabled_ = auth.enabled();
   s->jobs_ = std::make_unique<JobManager>(
       s->store_.get(),
-      JobManagerOptions{.max_recalibration_bytes =
-                            int64_t{options.max_recalibration_mb} << 20,
-                        .max_step_bytes = options.max_step_mb << 20});
+      JobManagerOptions{
+          .max_recalibration_bytes = int64_t{options.max_recalibration_mb}
+                                     << 20,
+          .max_step_bytes = options.max_step_mb << 20,
+          .max_job_parameters = options.max_job_parameters,
+          .max_jobs = options.max_jobs,
+          .job_retention = absl::Seconds(options.job_retention_seconds)});
   s->service_ =
       std::make_unique<TrainerService>(s->jobs_.get(), std::move(auth));
 

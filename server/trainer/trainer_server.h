@@ -31,6 +31,11 @@ struct TrainerServerOptions {
   int max_recalibration_mb = 256;
   // Largest memory of one training step's activations, MiB.
   int64_t max_step_mb = kDefaultMaxStepMb;
+  // Jobs: parameters of one, how many at once, how long one without an open
+  // stream is kept after its last activity.
+  int64_t max_job_parameters = kDefaultMaxJobParameters;
+  int max_jobs = kDefaultMaxJobs;
+  int64_t job_retention_seconds = kDefaultJobRetentionSeconds;
 };
 
 // Thread-safe after Start; Shutdown may be called from any thread.

@@ -60,6 +60,13 @@ grpc::Status TrainerService::CancelJob(grpc::ServerContext* context,
   });
 }
 
+grpc::Status TrainerService::DeleteJob(grpc::ServerContext* context,
+                                       const v1::DeleteJobRequest* request,
+                                       v1::DeleteJobResponse*) {
+  return Handle("DeleteJob", auth_, context,
+                [&] { return jobs_->DeleteJob(request->job_id()); });
+}
+
 namespace {
 
 // One Train stream: read a minibatch, step, write its progress, read the

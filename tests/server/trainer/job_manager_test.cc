@@ -36,6 +36,14 @@ v1::Minibatch RandomBatch(int rows, uint64_t seed, int cols = 4) {
   return mb;
 }
 
+// The explicit layers the shorthand of `r` resolves to (Job.spec).
+google::protobuf::RepeatedPtrField<v1::LayerSpec> SpecLayers(
+    const v1::CreateJobRequest& r) {
+  auto store = *store::OpenStore("mem://job-manager-test-layers");
+  JobManager jobs(store.get());
+  return jobs.CreateJob(r)->spec().layers();
+}
+
 class JobManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -227,6 +235,115 @@ TEST(StepBytesTest, CountsEveryLayerAndSaturates) {
   spec.mutable_layers(0)->mutable_dense()->set_units(1 << 30);
   EXPECT_EQ(StepBytes(spec, std::numeric_limits<int32_t>::max()),
             std::numeric_limits<int64_t>::max());
+}
+
+// ISSUE 14 defect 3: a network's parameters are counted from the request
+// (or the parent snapshot) and checked before anything is built.
+TEST_F(JobManagerTest, JobParametersAreBoundedBeforeTheNetworkIsBuilt) {
+  const v1::CreateJobRequest small = SmallJob("params");
+  const int64_t n = NetworkParameters(small.spec());
+  EXPECT_EQ(n, model::Network::Create(small.spec(), 1)->parameter_count());
+  v1::CreateJobRequest explicit_layers = small;
+  explicit_layers.mutable_spec()->clear_hidden();
+  *explicit_layers.mutable_spec()->mutable_layers() = SpecLayers(small);
+  EXPECT_EQ(NetworkParameters(explicit_layers.spec()), n);
+
+  JobManager jobs(store_.get(), {.max_job_parameters = n});
+  v1::Job job = *jobs.CreateJob(small);
+  v1::CreateJobRequest wider = small;
+  wider.mutable_spec()->set_hidden(0, 9);
+  absl::StatusOr<v1::Job> refused = jobs.CreateJob(wider);
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("--max_job_parameters"),
+            std::string::npos)
+      << refused.status();
+
+  // From a published version: the parent's size is checked too.
+  ASSERT_TRUE(jobs.Publish(job.job_id()).ok());
+  JobManager tight(store_.get(), {.max_job_parameters = n - 1});
+  v1::CreateJobRequest from_parent;
+  from_parent.set_model("params");
+  from_parent.set_from_version(1);
+  EXPECT_EQ(tight.CreateJob(from_parent).status().code(),
+            StatusCode::kResourceExhausted);
+
+  // The issue's 20-byte request (16,384 inputs, hidden 16,384) took 11-33 s
+  // and 1 GB: refused at once with the default budget.
+  JobManager defaults(store_.get());
+  v1::CreateJobRequest huge = SmallJob("huge");
+  huge.mutable_spec()->set_input_features(16384);
+  huge.mutable_spec()->set_hidden(0, 16384);
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(defaults.CreateJob(huge).status().code(),
+            StatusCode::kResourceExhausted);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+}
+
+TEST_F(JobManagerTest, JobCountIsBoundedAndDeleteJobFreesASlot) {
+  JobManager jobs(store_.get(), {.max_jobs = 2});
+  v1::Job a = *jobs.CreateJob(SmallJob("a"));
+  v1::Job b = *jobs.CreateJob(SmallJob("b"));
+  absl::StatusOr<v1::Job> third = jobs.CreateJob(SmallJob("c"));
+  EXPECT_EQ(third.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(third.status().message().find("--max_jobs"), std::string::npos);
+
+  auto session = *jobs.OpenTrainingSession(a.job_id());
+  EXPECT_EQ(jobs.DeleteJob(a.job_id()).code(), StatusCode::kFailedPrecondition);
+  session.reset();
+  EXPECT_TRUE(jobs.DeleteJob(a.job_id()).ok());
+  EXPECT_EQ(jobs.GetJob(a.job_id()).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(jobs.DeleteJob(a.job_id()).code(), StatusCode::kNotFound);
+  EXPECT_TRUE(jobs.CreateJob(SmallJob("c")).ok());
+  EXPECT_EQ(jobs.ListJobs("").size(), 2u);
+}
+
+TEST_F(JobManagerTest, FinishedAndCancelledJobsAreEvictedAfterTheRetention) {
+  absl::Time now = absl::UnixEpoch();
+  JobManager jobs(store_.get(), {.job_retention = absl::Seconds(60),
+                                 .now = [&now] { return now; }});
+  v1::Job finished = *jobs.CreateJob(SmallJob("f"));
+  v1::Job cancelled = *jobs.CreateJob(SmallJob("x"));
+  v1::Job streaming = *jobs.CreateJob(SmallJob("s"));
+  {
+    auto session = *jobs.OpenTrainingSession(finished.job_id());
+    ASSERT_TRUE(session->Step(RandomBatch(4, 1)).ok());
+  }
+  ASSERT_TRUE(jobs.CancelJob(cancelled.job_id()).ok());
+  auto open = *jobs.OpenTrainingSession(streaming.job_id());
+  now += absl::Seconds(60);
+  EXPECT_EQ(jobs.ListJobs("").size(), 3u);  // not yet: exactly 60 s
+  now += absl::Seconds(1);
+  std::vector<v1::Job> left = jobs.ListJobs("");
+  ASSERT_EQ(left.size(), 1u);  // an open stream keeps its job
+  EXPECT_EQ(left[0].job_id(), streaming.job_id());
+  EXPECT_EQ(jobs.GetJob(finished.job_id()).status().code(),
+            StatusCode::kNotFound);
+  ASSERT_TRUE(open->Step(RandomBatch(4, 2)).ok());
+  open.reset();
+  now += absl::Seconds(30);
+  EXPECT_TRUE(jobs.GetJob(streaming.job_id()).ok());  // active 30 s ago
+  now += absl::Seconds(31);
+  EXPECT_EQ(jobs.GetJob(streaming.job_id()).status().code(),
+            StatusCode::kNotFound);
+}
+
+TEST_F(JobManagerTest, ACancelledJobIsFreedAndCannotPublish) {
+  JobManager jobs(store_.get());
+  v1::Job job = *jobs.CreateJob(SmallJob("cp"));
+  {
+    auto session = *jobs.OpenTrainingSession(job.job_id());
+    ASSERT_TRUE(session->Step(RandomBatch(4, 1)).ok());
+    ASSERT_TRUE(session->Step(RandomBatch(4, 2)).ok());
+  }
+  v1::Job cancelled = *jobs.CancelJob(job.job_id());
+  EXPECT_EQ(cancelled.steps(), 2);  // kept although the network is freed
+  EXPECT_EQ(cancelled.examples_seen(), 8);
+  EXPECT_EQ(jobs.Publish(job.job_id()).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(jobs.OpenRecalibration(job.job_id()).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(jobs.GetJob(job.job_id())->steps(), 2);
+  EXPECT_FALSE(store_->ListVersions("cp")->size() > 0);
 }
 
 TEST_F(JobManagerTest, CancelStopsTheStreamAndRefusesNewOnes) {

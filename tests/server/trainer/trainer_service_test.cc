@@ -260,6 +260,41 @@ TEST_F(TrainerServiceTest, ErrorCodes) {
   EXPECT_EQ(writer->Finish().error_code(), StatusCode::RESOURCE_EXHAUSTED);
 }
 
+// ISSUE 14 defect 3 over RPC: DeleteJob, Publish on a cancelled job, the
+// parameter budget's message.
+TEST_F(TrainerServiceTest, CancelledJobsRefusePublishAndDeleteJobForgets) {
+  Start();
+  v1::Job job = Create(DigitsJob("digits"));
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(job.job_id());
+  v1::Job cancelled;
+  ASSERT_TRUE(stub_->CancelJob(Ctx().get(), cancel, &cancelled).ok());
+  v1::PublishRequest pr;
+  pr.set_job_id(job.job_id());
+  v1::PublishResponse pub;
+  EXPECT_EQ(stub_->Publish(Ctx().get(), pr, &pub).error_code(),
+            StatusCode::FAILED_PRECONDITION);
+  v1::DeleteJobRequest del;
+  del.set_job_id(job.job_id());
+  v1::DeleteJobResponse deleted;
+  EXPECT_TRUE(stub_->DeleteJob(Ctx().get(), del, &deleted).ok());
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  v1::Job got;
+  EXPECT_EQ(stub_->GetJob(Ctx().get(), get, &got).error_code(),
+            StatusCode::NOT_FOUND);
+  EXPECT_EQ(stub_->DeleteJob(Ctx().get(), del, &deleted).error_code(),
+            StatusCode::NOT_FOUND);
+
+  v1::CreateJobRequest huge = DigitsJob("huge");
+  huge.mutable_spec()->set_hidden(0, 65536);
+  huge.mutable_spec()->set_hidden(1, 65536);
+  const grpc::Status st = stub_->CreateJob(Ctx().get(), huge, &got);
+  EXPECT_EQ(st.error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(st.error_message().find("--max_job_parameters"), std::string::npos)
+      << st.error_message();
+}
+
 TEST_F(TrainerServiceTest, BearerTokenIsRequiredWhenConfigured) {
   Start("s3cret");
   v1::Job job;
