@@ -289,11 +289,12 @@ absl::Status KServeService::DoModelInfer(
   BNSERVE_ASSIGN_OR_RETURN(const int64_t rows, InputRows(request, *servable));
   BNSERVE_ASSIGN_OR_RETURN(const WantedOutputs want,
                            SelectOutputs(request, servable->classification()));
+  // What is computed, not only what is returned: the outputs always, their
+  // softmax for probabilities or class ids.
+  const bool softmax = want.probabilities || want.class_id;
   BNSERVE_RETURN_IF_ERROR(CheckRequestCost(
       "ModelInfer", *servable, rows,
-      ResponseBytes(rows, d, int{want.output} + int{want.probabilities},
-                    int{want.class_id}),
-      limits_));
+      ResponseBytes(rows, d, 1 + int{softmax}, int{want.class_id}), limits_));
   std::vector<float> raw_values;
   BNSERVE_ASSIGN_OR_RETURN(const float* x,
                            InputValues(request, rows, f, &raw_values));
@@ -302,7 +303,7 @@ absl::Status KServeService::DoModelInfer(
   for (int64_t r = 0; r < rows; ++r) servable->Run(x + r * f, &outputs[r * d]);
   std::vector<float> probabilities;
   std::vector<int64_t> class_ids;
-  if (want.probabilities || want.class_id) {
+  if (softmax) {
     probabilities = outputs;
     class_ids.resize(rows);
     for (int64_t r = 0; r < rows; ++r) {

@@ -238,7 +238,7 @@ class Env:
         os.makedirs(out)
         protos = [os.path.join("bnserve/v1", p) for p in
                   ("snapshot.proto", "store.proto", "trainer.proto",
-                   "inference.proto")]
+                   "inference.proto")] + ["inference/grpc_service.proto"]
         subprocess.run(
             ["protoc", "--plugin=protoc-gen-grpc_python=" +
              shutil.which("grpc_python_plugin"),
@@ -254,8 +254,12 @@ class Env:
         from bnserve.v1 import trainer_pb2_grpc as tgrpc
         from bnserve.v1 import inference_pb2 as ipb
         from bnserve.v1 import inference_pb2_grpc as igrpc
+        from inference import grpc_service_pb2 as kpb
+        from inference import grpc_service_pb2_grpc as kgrpc
         self.grpc, self.pb, self.spb = grpc, pb, spb
-        self.tpb, self.ipb = tpb, ipb
+        self.tpb, self.ipb, self.kpb = tpb, ipb, kpb
+        self.kserve_stub = lambda addr: kgrpc.GRPCInferenceServiceStub(
+            grpc.insecure_channel(addr))
 
     def trainer_stub(self, addr):
         return tgrpc.TrainerStub(grpc.insecure_channel(addr))

@@ -15,6 +15,11 @@ Usage: hostile_test.py BUILD_DIR CASE
                     with the bound lifted and the address space capped,
                     the std::bad_alloc is RESOURCE_EXHAUSTED too; either way
                     the job is released and SIGTERM stops the trainer
+  infer_amplified   65,536-row ModelInfer and PredictBatch calls against a
+                    1 -> 2,048-class model (a ~1 GiB answer): refused from
+                    the declared shape before any work; with the bounds
+                    lifted under a 1 GiB address space the bad_alloc is
+                    RESOURCE_EXHAUSTED with a message, never UNKNOWN
 """
 import os
 import resource
@@ -114,7 +119,82 @@ def train_oversized(env):
         stop_within(env, f"trainer-{name}", 15)
 
 
-CASES = {"train_oversized": train_oversized}
+def infer_call(env, addr, kind, rows, timeout=60):
+    """(code name, details, seconds) of one ModelInfer (raw input) or
+    PredictBatch of `rows` one-feature rows against model "wide"."""
+    grpc = env.grpc
+    t0 = time.monotonic()
+    try:
+        if kind == "ModelInfer":
+            kpb = env.kpb
+            tensor = kpb.ModelInferRequest.InferInputTensor(
+                name="input", datatype="FP32", shape=[rows, 1])
+            env.kserve_stub(addr).ModelInfer(kpb.ModelInferRequest(
+                model_name="wide", inputs=[tensor],
+                raw_input_contents=[b"\0\0\0\x3f" * rows]),
+                timeout=timeout)
+        else:
+            env.inference_stub(addr).PredictBatch(env.ipb.PredictBatchRequest(
+                model="wide", rows=rows, features=[0.5] * rows),
+                timeout=timeout)
+        code, details = "OK", ""
+    except grpc.RpcError as e:
+        code, details = e.code().name, e.details()
+    took = time.monotonic() - t0
+    log(f"{kind} of {rows} rows: {code} in {took:.2f}s: {details}")
+    return code, details, took
+
+
+def infer_amplified(env):
+    """A 262 KB ModelInfer (65,536 rows x 1 feature) against a 1 -> 2,048
+    class model asked for ~1 GiB of answer: before the fix RSS went from
+    21 MB to 2.1 GB over 23-46 s, then "Sent message larger than max"."""
+    store = os.path.join(env.work, "store")
+    tport = faultlib.free_port()
+    env.start_trainer(tport, store)
+    trainer = env.trainer_stub(f"127.0.0.1:{tport}")
+    job_id = faultlib.create_job(env, trainer, "wide", [8], input_features=1,
+                                 classes=2048)
+    trainer.Publish(env.tpb.PublishRequest(job_id=job_id), timeout=30)
+    rounds = [("bounded", [], None, "--max_message_mb")]
+    if env.sanitizers():
+        log("sanitizer build: RLIMIT_AS round skipped (shadow memory)")
+    else:
+        # Bounds lifted to the largest message: the answer's buffers no
+        # longer fit a 1 GiB address space and std::bad_alloc is thrown.
+        def cap():
+            resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        rounds.append(("bad_alloc", ["--max_message_mb", "2047"], cap,
+                       "out of memory"))
+    for name, extra, preexec, want in rounds:
+        log(f"--- round {name}")
+        port = faultlib.free_port()
+        addr = f"127.0.0.1:{port}"
+        env.start(f"inference-{name}", [
+            env.inference_bin, "--host", "127.0.0.1", "--port", str(port),
+            "--metrics_port", "0", "--store", store, *extra],
+            preexec_fn=preexec)
+        env.wait_health(addr, f"inference-{name}", env.procs[f"inference-{name}"])
+        pid = env.procs[f"inference-{name}"].pid
+        base = faultlib.rss_kb(pid)
+        for kind in ("ModelInfer", "PredictBatch"):
+            code, details, took = infer_call(env, addr, kind, 65536)
+            check(code == "RESOURCE_EXHAUSTED",
+                  f"{kind}: wanted RESOURCE_EXHAUSTED, got {code}: {details}")
+            check(want in details, f"{kind}: message lacks '{want}'")
+            check(took < 20, f"{kind}: the refusal took {took:.1f}s")
+            check(env.alive(f"inference-{name}"), "the server died")
+        rss = faultlib.rss_kb(pid)
+        log(f"RSS {base} kB before, {rss} kB after")
+        if name == "bounded":
+            check(rss < base + 100_000, f"RSS grew from {base} to {rss} kB")
+        code, _, _ = infer_call(env, addr, "ModelInfer", 16)
+        check(code == "OK", f"a small ModelInfer afterwards: {code}")
+        stop_within(env, f"inference-{name}", 15)
+
+
+CASES = {"train_oversized": train_oversized,
+         "infer_amplified": infer_amplified}
 
 
 def main():

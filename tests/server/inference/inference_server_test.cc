@@ -474,6 +474,37 @@ TEST_F(InferenceServerTest, KServeModelInferMatchesPredict) {
   ExpectClose({out.begin(), out.end()}, ReferenceOutputs(reg_snapshot_, xr));
 }
 
+// ISSUE 14 defect 4: a 262 KB ModelInfer against a 1 -> 2,048-class model
+// asked for a ~1 GiB answer (RSS 21 MB -> 2.1 GB over 23-46 s, then "Sent
+// message larger than max"). Refused from the declared shape, before the
+// input is even read. Asking only for class ids is bounded the same way
+// (the outputs and their softmax are computed for them); 2,048 rows fit.
+TEST_F(InferenceServerTest, KServeAnswerLargerThanAMessageIsRefusedFirst) {
+  const std::string wide = UniqueName("wide");
+  ASSERT_EQ(*publisher_->Publish(MakeSnapshot(wide, 5, v1::TASK_CLASSIFICATION,
+                                              /*features=*/1,
+                                              /*outputs=*/2048)),
+            1);
+  StartServer();
+  kserve::ModelInferRequest req = InferRequest(wide, {}, 65536, 1);
+  req.add_raw_input_contents(std::string(65536 * 4, '\0'));
+  std::string message;
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(InferCode(req, &message), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_THAT(message, HasSubstr("65536 rows x 2048 outputs"));
+  EXPECT_THAT(message, HasSubstr("--max_message_mb"));
+  req.add_outputs()->set_name("class_id");
+  EXPECT_EQ(InferCode(req, &message), StatusCode::RESOURCE_EXHAUSTED);
+  req.mutable_inputs(0)->set_shape(0, 2048);
+  req.set_raw_input_contents(0, std::string(2048 * 4, '\0'));
+  kserve::ModelInferResponse resp;
+  const grpc::Status st = Infer(req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_code() << " " << st.error_message();
+  ASSERT_EQ(resp.outputs_size(), 1);
+  EXPECT_EQ(resp.raw_output_contents(0).size(), 2048u * 8);
+}
+
 TEST_F(InferenceServerTest, KServeMalformedTensorsAreInvalidArgument) {
   StartServer();
   const std::vector<float> x = RandomFeatures(4, 5);
