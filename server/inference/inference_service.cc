@@ -37,6 +37,17 @@ absl::Status CheckFinite(const float* x, int64_t n, int64_t cols) {
                    "; every feature must be a finite number"));
 }
 
+absl::Status CheckOutputsFinite(const float* out, int64_t n, int64_t cols) {
+  const int64_t bad = FirstNonFinite(out, n);
+  if (bad < 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "the input", cols < n ? absl::StrCat(" of row ", bad / cols) : "",
+      " overflowed the model: output ", bad % cols, " is ",
+      std::isnan(out[bad]) ? "NaN" : "infinite",
+      "; the features are finite but far outside the range the model can "
+      "compute with"));
+}
+
 absl::StatusOr<std::shared_ptr<const Servable>> InferenceService::Select(
     const grpc::CallbackServerContext& context, const std::string& model,
     const v1::VersionSelector& select) const {
@@ -88,6 +99,7 @@ absl::Status InferenceService::DoPredict(
   response->mutable_outputs()->Resize(d, 0.0f);
   servable->Run(request.features().data(),
                 response->mutable_outputs()->mutable_data());
+  BNSERVE_RETURN_IF_ERROR(CheckOutputsFinite(response->outputs().data(), d, d));
   if (servable->classification()) {
     *response->mutable_probabilities() = response->outputs();
     const int id =
@@ -140,6 +152,7 @@ absl::Status InferenceService::DoPredictBatch(
   for (int64_t r = 0; r < rows; ++r) {
     servable->Run(request.features().data() + r * f, out + r * d);
   }
+  BNSERVE_RETURN_IF_ERROR(CheckOutputsFinite(out, rows * d, d));
   if (clf) {
     *response->mutable_probabilities() = response->outputs();
     float* p = response->mutable_probabilities()->mutable_data();

@@ -73,6 +73,11 @@ int SoftmaxInPlace(float* values, int n);
 // per row), or OK.
 absl::Status CheckFinite(const float* x, int64_t n, int64_t cols);
 
+// InvalidArgument if an output in `out` (row-major, `cols` per row) is NaN
+// or infinite: finite inputs too large for the model overflowed it. Names
+// the row (for batches) and says so.
+absl::Status CheckOutputsFinite(const float* out, int64_t n, int64_t cols);
+
 }  // namespace bnserve::inference
 
 #endif  // BNSERVE_SERVER_INFERENCE_INFERENCE_SERVICE_H_

@@ -301,6 +301,8 @@ absl::Status KServeService::DoModelInfer(
 
   std::vector<float> outputs(rows * d);
   for (int64_t r = 0; r < rows; ++r) servable->Run(x + r * f, &outputs[r * d]);
+  BNSERVE_RETURN_IF_ERROR(CheckOutputsFinite(
+      outputs.data(), static_cast<int64_t>(outputs.size()), d));
   std::vector<float> probabilities;
   std::vector<int64_t> class_ids;
   if (softmax) {

@@ -287,6 +287,39 @@ TEST_F(InferenceServerTest, PredictErrorsHavePreciseCodes) {
   EXPECT_EQ(PredictCode(req), StatusCode::INVALID_ARGUMENT);
 }
 
+// ISSUE 14 defect 8: huge but finite inputs (3e38) gave OK with outputs
+// [nan, inf] and class 0. Every way in answers INVALID_ARGUMENT saying the
+// input overflowed the model (naming the row of a batch).
+TEST_F(InferenceServerTest, InputsThatOverflowTheModelAreRefused) {
+  StartServer();
+  const std::vector<float> huge = {3e38f, -3e38f, 3e38f, 3e38f};
+  v1::PredictResponse one;
+  grpc::Status st = Predict(PredictRequest(clf_, huge), &one);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("overflowed the model"));
+
+  std::vector<float> rows = RandomFeatures(4, 1);
+  rows.insert(rows.end(), huge.begin(), huge.end());
+  v1::PredictBatchRequest batch;
+  batch.set_model(clf_);
+  batch.set_rows(2);
+  batch.mutable_features()->Add(rows.begin(), rows.end());
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  v1::PredictBatchResponse out;
+  st = stub_->PredictBatch(&ctx, batch, &out);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("input of row 1 overflowed"));
+
+  std::string message;
+  EXPECT_EQ(InferCode(InferRequest(clf_, rows, 2, 4), &message),
+            StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(message, HasSubstr("input of row 1 overflowed"));
+  // Large but representable inputs are still answered.
+  EXPECT_TRUE(
+      Predict(PredictRequest(clf_, {1e3f, -1e3f, 1e3f, 1e3f}), &one).ok());
+}
+
 TEST_F(InferenceServerTest, PredictBatchRowsAreIndependent) {
   StartServer();
   const int rows = 6;
