@@ -122,12 +122,27 @@ absl::Status WriteNewFileDurably(const std::string& path,
   return fd.Close(Cat("close ", path));
 }
 
+const char* FileTypeName(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  return "not a regular file";
+}
+
+// Reads a whole regular file. Opened non-blocking (a FIFO in its place must
+// not block the caller) and checked to be a regular file before reading:
+// anything else is outside damage, DATA_LOSS naming what is there.
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd fd(open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
   if (fd.get() < 0) return ErrnoStatus(errno, Cat("open ", path));
   struct stat st;
   if (fstat(fd.get(), &st) != 0) {
     return ErrnoStatus(errno, Cat("stat ", path));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::DataLossError(
+        Cat(path, " is ", FileTypeName(st.st_mode), ", not a regular file"));
   }
   std::string data;
   data.reserve(static_cast<size_t>(st.st_size));
@@ -527,6 +542,10 @@ absl::StatusOr<bnserve::v1::Snapshot> FileStore::Read(std::string_view model,
                                      " is corrupt: ", path, " is missing"));
     }
     return NotFoundVersion(model, version);
+  }
+  if (absl::IsDataLoss(data.status())) {
+    return absl::DataLossError(Cat("snapshot ", model, "/", version,
+                                   " is corrupt: ", data.status().message()));
   }
   if (!data.ok()) return data.status();
   return DecodeStoredSnapshot(*data, model, version);

@@ -430,14 +430,20 @@ absl::StatusOr<bnserve::v1::Snapshot> RedisStore::Read(std::string_view model,
     return absl::NotFoundError(
         Cat("model '", model, "' has no version ", version));
   }
-  BNSERVE_ASSIGN_OR_RETURN(auto reply,
-                           RunOne({"GET", BlobKey(model, version)}));
-  if (reply->r->type == REDIS_REPLY_NIL) {
+  auto reply = RunOne({"GET", BlobKey(model, version)});
+  if (!reply.ok() && absl::StrContains(reply.status().message(), "WRONGTYPE")) {
+    // Outside damage to this version's key: like a checksum failure.
+    return absl::DataLossError(Cat("snapshot ", model, "/", version,
+                                   " is corrupt: key ", BlobKey(model, version),
+                                   " holds the wrong type of value"));
+  }
+  if (!reply.ok()) return reply.status();
+  if ((*reply)->r->type == REDIS_REPLY_NIL) {
     return absl::NotFoundError(
         Cat("model '", model, "' has no version ", version));
   }
-  if (reply->r->type != REDIS_REPLY_STRING) return Unexpected("GET");
-  return DecodeStoredSnapshot(Str(reply->r), model, version);
+  if ((*reply)->r->type != REDIS_REPLY_STRING) return Unexpected("GET");
+  return DecodeStoredSnapshot(Str((*reply)->r), model, version);
 }
 
 absl::StatusOr<int64_t> RedisStore::Latest(std::string_view model) {

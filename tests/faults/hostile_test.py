@@ -20,6 +20,10 @@ Usage: hostile_test.py BUILD_DIR CASE
                     the declared shape before any work; with the bounds
                     lifted under a 1 GiB address space the bad_alloc is
                     RESOURCE_EXHAUSTED with a message, never UNKNOWN
+  store_damaged     a directory and a FIFO in place of snapshot files: the
+                    older versions serve, nothing blocks, bnctl export and
+                    CreateJob(from_version) work or fail cleanly, SIGTERM
+                    stops both servers
 """
 import os
 import resource
@@ -193,8 +197,78 @@ def infer_amplified(env):
         stop_within(env, f"inference-{name}", 15)
 
 
+def predict_version(env, addr, model, timeout=5):
+    """(code name, version) of one Predict of a 4-feature example."""
+    try:
+        r = env.inference_stub(addr).Predict(
+            env.ipb.PredictRequest(model=model, features=[0.1] * 4),
+            timeout=timeout)
+        return "OK", r.version
+    except env.grpc.RpcError as e:
+        return e.code().name, 0
+
+
+def store_damaged(env):
+    """Defects 6 and 7: in a file store, model "dir" has v1, v2 and a v3
+    whose snapshot.binpb is a directory (EISDIR); model "fifo" has v1 and a
+    v2 whose snapshot.binpb is a FIFO. Before the fix the fresh inference
+    server answered UNAVAILABLE for "dir" forever and its single loader
+    blocked in open() on the FIFO (models after it never loaded, SIGTERM no
+    longer stopped it); CreateJob(from_version) hung a trainer thread."""
+    store = os.path.join(env.work, "store")
+    tport = faultlib.free_port()
+    env.start_trainer(tport, store)
+    trainer = env.trainer_stub(f"127.0.0.1:{tport}")
+    for model, count in (("dir", 3), ("fifo", 2)):
+        job_id = faultlib.create_job(env, trainer, model, [8], input_features=4,
+                                     classes=2)
+        for _ in range(count):
+            trainer.Publish(env.tpb.PublishRequest(job_id=job_id), timeout=30)
+    snap = os.path.join(store, "dir", "3", "snapshot.binpb")
+    os.remove(snap)
+    os.mkdir(snap)
+    snap = os.path.join(store, "fifo", "2", "snapshot.binpb")
+    os.remove(snap)
+    os.mkfifo(snap)
+    log("damaged: dir/3 is a directory, fifo/2 is a FIFO")
+
+    port = faultlib.free_port()
+    addr = f"127.0.0.1:{port}"
+    env.start_inference(port, store)
+    env.wait_health(addr, "inference", env.procs["inference"], timeout=20)
+    for model, want in (("dir", 2), ("fifo", 1)):
+        code, version = predict_version(env, addr, model)
+        log(f"Predict {model}: {code} version {version}")
+        check((code, version) == ("OK", want),
+              f"Predict {model}: wanted OK version {want}, got {code} "
+              f"{version}")
+
+    r = env.bnctl("export", "--store", store, "--model", "dir", "-o",
+                  os.path.join(env.work, "dir.json"), check=False)
+    log(f"bnctl export dir: rc={r.returncode} {r.stdout.strip()}"
+        f"{r.stderr.strip()}")
+    check(r.returncode == 0 and "version 2" in r.stdout,
+          "bnctl export of the newest readable version")
+
+    tpb, grpc = env.tpb, env.grpc
+    for version, want in ((2, grpc.StatusCode.DATA_LOSS), (1, None)):
+        t0 = time.monotonic()
+        try:
+            trainer.CreateJob(tpb.CreateJobRequest(
+                model="fifo", from_version=version), timeout=10)
+            code, details = None, ""
+        except grpc.RpcError as e:
+            code, details = e.code(), e.details()
+        log(f"CreateJob(fifo, from_version={version}): {code} in "
+            f"{time.monotonic() - t0:.2f}s {details}")
+        check(code == want, f"CreateJob from version {version}: {code}")
+    stop_within(env, "inference", 15)
+    stop_within(env, "trainer", 15)
+
+
 CASES = {"train_oversized": train_oversized,
-         "infer_amplified": infer_amplified}
+         "infer_amplified": infer_amplified,
+         "store_damaged": store_damaged}
 
 
 def main():

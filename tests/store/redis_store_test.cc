@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "tests/store/test_util.h"
@@ -154,6 +155,26 @@ TEST_F(RedisStoreTest, KeysOfOneModelShareAHashTag) {
                       "bnserve:models", "bnserve:{digits}:counter",
                       "bnserve:{digits}:versions", "bnserve:{digits}:v:1",
                       "bnserve:{digits}:labels"}));
+}
+
+// ISSUE 14 defect 6: a version key of the wrong type (WRONGTYPE) was
+// INTERNAL, which readers treat as transient: the older versions were never
+// served. It is DATA_LOSS, skipped like a checksum failure.
+TEST_F(RedisStoreTest, VersionKeyOfTheWrongTypeIsDataLoss) {
+  auto store = Open();
+  ASSERT_EQ(*store->Publish(MakeSnapshot("m")), 1);
+  ASSERT_EQ(*store->Publish(MakeSnapshot("m")), 2);
+  redisContext* c = redisConnect("127.0.0.1", server_->port());
+  ASSERT_TRUE(c != nullptr && c->err == 0);
+  freeReplyObject(redisCommand(c, "DEL bnserve:{m}:v:2"));
+  freeReplyObject(redisCommand(c, "RPUSH bnserve:{m}:v:2 garbage"));
+  redisFree(c);
+  const absl::Status st = store->Read("m", 2).status();
+  EXPECT_TRUE(absl::IsDataLoss(st)) << st;
+  EXPECT_THAT(st.message(), ::testing::HasSubstr("wrong type"));
+  absl::StatusOr<v1::Snapshot> latest = ReadLatestValid(*store, "m");
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_EQ(latest->version(), 1);
 }
 
 TEST_F(RedisStoreTest, DatabaseNumberSeparatesStores) {
