@@ -156,6 +156,40 @@ TEST(FileStoreTest, SnapshotThatIsNotARegularFileIsDataLossAndNeverBlocks) {
   EXPECT_EQ(latest->version(), 2);
 }
 
+// ISSUE 14 defect 9: a stray directory "999999999999999999" made every
+// later Publish acknowledge a version >= 10^18 that listings never showed
+// (names over 18 digits are not versions); a .next_version of INT64_MAX
+// overflowed and the next Publish returned a version lower than one already
+// acknowledged. Versions end at kMaxVersion: past it Publish is
+// OUT_OF_RANGE, and nothing wraps.
+TEST(FileStoreTest, PublishNeverGoesPastTheLargestVersion) {
+  TempDir dir;
+  auto store = *FileStore::Open(dir.path());
+  ASSERT_EQ(*store->Publish(MakeSnapshot("m")), 1);
+  fs::create_directory(dir.path() + "/m/999999999999999999");
+  fs::create_directory(dir.path() + "/m/1000000000000000000");  // 19 digits
+  EXPECT_THAT(*store->ListVersions("m"), ElementsAre(1, kMaxVersion));
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<int64_t> v = store->Publish(MakeSnapshot("m"));
+    EXPECT_TRUE(absl::IsOutOfRange(v.status())) << v.status();
+    EXPECT_THAT(v.status().message(), ::testing::HasSubstr("no more versions"));
+  }
+  EXPECT_THAT(*store->ListVersions("m"), ElementsAre(1, kMaxVersion));
+
+  // The high-water mark: the last version is handed out once, then nothing;
+  // INT64_MAX (or any number past the range) is refused, never wrapped.
+  ASSERT_EQ(*store->Publish(MakeSnapshot("n")), 1);
+  std::ofstream(dir.path() + "/n/.next_version") << kMaxVersion << "\n";
+  EXPECT_EQ(*store->Publish(MakeSnapshot("n")), kMaxVersion);
+  EXPECT_TRUE(absl::IsOutOfRange(store->Publish(MakeSnapshot("n")).status()));
+  EXPECT_EQ(store->Read("n", kMaxVersion)->version(), kMaxVersion);
+  std::ofstream(dir.path() + "/n/.next_version") << INT64_MAX << "\n";
+  EXPECT_TRUE(absl::IsOutOfRange(store->Publish(MakeSnapshot("n")).status()));
+  EXPECT_THAT(*store->ListVersions("n"), ElementsAre(1, kMaxVersion));
+  // Deleting still works when every number is used.
+  EXPECT_TRUE(store->DeleteVersion("n", 1).ok());
+}
+
 TEST(FileStoreTest, HighWaterMarkSurvivesDeletingTheNewestVersionDirectly) {
   TempDir dir;
   auto store = *FileStore::Open(dir.path());
