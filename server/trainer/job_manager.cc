@@ -1,7 +1,9 @@
 #include "server/trainer/job_manager.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <utility>
@@ -39,6 +41,33 @@ struct JobState {
   int64_t final_steps ABSL_GUARDED_BY(mu) = 0;
   int64_t final_examples ABSL_GUARDED_BY(mu) = 0;
 
+  // What GetJob and ListJobs answer: refreshed (under mu) whenever the job
+  // changes, read under its own mutex, so that they never wait for a step.
+  absl::Mutex info_mu ABSL_ACQUIRED_AFTER(mu);
+  v1::Job summary ABSL_GUARDED_BY(info_mu);
+  // Set by CancelJob without waiting for a running step; the step applies it
+  // when it ends.
+  std::atomic<bool> cancel_requested{false};
+  // Ends the open training stream at once (set by its session's owner, the
+  // gRPC reactor), so that an idle stream does not wait for its next
+  // minibatch to learn that the job was cancelled or the trainer stops.
+  absl::Mutex hook_mu ABSL_ACQUIRED_AFTER(mu);
+  std::function<void(const absl::Status&)> end_stream ABSL_GUARDED_BY(hook_mu);
+
+  void Refresh() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    v1::Job job = ToProto();
+    absl::MutexLock lock(&info_mu);
+    summary = std::move(job);
+  }
+  v1::Job Summary() {
+    absl::MutexLock lock(&info_mu);
+    return summary;
+  }
+  void EndStream(const absl::Status& status) {
+    absl::MutexLock lock(&hook_mu);
+    if (end_stream) end_stream(status);
+  }
+
   // CANCELLED, and the network and optimizer state freed.
   void Cancel(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     state = v1::Job::CANCELLED;
@@ -74,9 +103,23 @@ struct JobState {
 
 namespace {
 
+// Refreshes the job's summary when it goes out of scope (declare it after
+// the MutexLock of job.mu, so that it runs with the lock held).
+class RefreshOnExit {
+ public:
+  explicit RefreshOnExit(internal::JobState& job) : job_(job) {}
+  ~RefreshOnExit() ABSL_NO_THREAD_SAFETY_ANALYSIS { job_.Refresh(); }
+
+ private:
+  internal::JobState& job_;
+};
+
 // FAILED_PRECONDITION for a cancelled job (its trainer is freed).
-absl::Status NotCancelled(const internal::JobState& job)
+absl::Status NotCancelled(internal::JobState& job)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu) {
+  if (job.cancel_requested && job.state != v1::Job::CANCELLED) {
+    job.Cancel(absl::Now());
+  }
   if (job.state != v1::Job::CANCELLED) return absl::OkStatus();
   return absl::FailedPreconditionError(
       absl::StrCat("job ", job.id, " is cancelled"));
@@ -360,6 +403,7 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(
   jobs_[job->id] = job;
   order_.push_back(job->id);
   absl::MutexLock job_lock(&job->mu);
+  job->Refresh();
   return job->ToProto();
 }
 
@@ -395,8 +439,7 @@ absl::StatusOr<std::shared_ptr<JobManager::Job>> JobManager::FindJob(
 
 absl::StatusOr<v1::Job> JobManager::GetJob(const std::string& job_id) {
   BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
-  absl::MutexLock lock(&job->mu);
-  return job->ToProto();
+  return job->Summary();
 }
 
 std::vector<v1::Job> JobManager::ListJobs(const std::string& model) {
@@ -409,17 +452,26 @@ std::vector<v1::Job> JobManager::ListJobs(const std::string& model) {
   std::vector<v1::Job> out;
   for (const auto& job : jobs) {
     if (!model.empty() && job->model != model) continue;
-    absl::MutexLock lock(&job->mu);
-    out.push_back(job->ToProto());
+    out.push_back(job->Summary());
   }
   return out;
 }
 
 absl::StatusOr<v1::Job> JobManager::CancelJob(const std::string& job_id) {
   BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
-  absl::MutexLock lock(&job->mu);
-  job->Cancel(options_.now());
-  return job->ToProto();
+  job->cancel_requested = true;
+  job->EndStream(
+      absl::CancelledError(absl::StrCat("job ", job_id, " was cancelled")));
+  if (job->mu.TryLock()) {
+    job->Cancel(options_.now());
+    job->Refresh();
+    job->mu.Unlock();
+  } else {
+    // A step is running: it frees the job when it ends. Answer now.
+    absl::MutexLock lock(&job->info_mu);
+    job->summary.set_state(v1::Job::CANCELLED);
+  }
+  return job->Summary();
 }
 
 absl::Status JobManager::DeleteJob(const std::string& job_id) {
@@ -431,6 +483,7 @@ absl::Status JobManager::DeleteJob(const std::string& job_id) {
           "job ", job_id, " has an open training stream; cancel it first"));
     }
     job->Cancel(options_.now());  // no stream can open on it any more
+    job->Refresh();
   }
   absl::MutexLock lock(&mu_);
   if (auto it = jobs_.find(job_id); it != jobs_.end() && it->second == job) {
@@ -459,6 +512,7 @@ JobManager::OpenTrainingSession(const std::string& job_id) {
   job->stream_open = true;
   job->state = v1::Job::TRAINING;
   job->last_active = options_.now();
+  job->Refresh();
   return std::unique_ptr<TrainingSession>(new TrainingSession(this, job));
 }
 
@@ -496,6 +550,7 @@ absl::StatusOr<v1::PublishResponse> JobManager::Publish(
     const std::string& job_id) {
   BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
   absl::MutexLock lock(&job->mu);
+  RefreshOnExit refresh(*job);
   BNSERVE_RETURN_IF_ERROR(NotCancelled(*job));
   job->last_active = options_.now();
   BNSERVE_ASSIGN_OR_RETURN(
@@ -527,8 +582,16 @@ JobManager::OpenRecalibration(const std::string& job_id) {
 }
 
 void JobManager::Shutdown() {
-  absl::MutexLock lock(&mu_);
-  shutting_down_ = true;
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;
+    for (const auto& [id, job] : jobs_) jobs.push_back(job);
+  }
+  stopping_ = true;  // a step that is running ends its stream when it ends
+  for (const auto& job : jobs) {
+    job->EndStream(absl::UnavailableError("the trainer is shutting down"));
+  }
 }
 
 TrainingSession::TrainingSession(JobManager* manager,
@@ -539,19 +602,22 @@ TrainingSession::TrainingSession(JobManager* manager,
       started_(absl::Now()) {}
 
 TrainingSession::~TrainingSession() {
+  {
+    absl::MutexLock lock(&job_->hook_mu);
+    job_->end_stream = nullptr;
+  }
   absl::MutexLock lock(&job_->mu);
   job_->stream_open = false;
   job_->last_active = manager_->options_.now();
   if (job_->state == v1::Job::TRAINING) job_->state = v1::Job::IDLE;
+  job_->Refresh();
 }
 
 absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
     const v1::Minibatch& minibatch) {
   absl::MutexLock lock(&job_->mu);
-  if (job_->state == v1::Job::CANCELLED) {
-    return absl::CancelledError(
-        absl::StrCat("job ", job_id_, " was cancelled"));
-  }
+  RefreshOnExit refresh(*job_);
+  BNSERVE_RETURN_IF_ERROR(Interrupted());
   model::Trainer& trainer = *job_->trainer;
   BNSERVE_RETURN_IF_ERROR(CheckFraming(minibatch));
   BNSERVE_RETURN_IF_ERROR(manager_->CheckStepMemory(*job_, minibatch.rows()));
@@ -559,6 +625,7 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
                            ToBatch(minibatch, trainer.network().task(),
                                    trainer.network().output_dim()));
   BNSERVE_ASSIGN_OR_RETURN(model::StepResult result, trainer.Step(batch));
+  BNSERVE_RETURN_IF_ERROR(Interrupted());  // cancelled during the step
   job_->last_loss = result.loss;
   job_->last_accuracy = result.accuracy;
   job_->last_active = manager_->options_.now();
@@ -574,16 +641,15 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
     job_->last_published_step = trainer.steps();
     progress.set_published(true);
   }
+  BNSERVE_RETURN_IF_ERROR(Interrupted());  // cancelled meanwhile
   FillProgress(&progress);
   return progress;
 }
 
 absl::StatusOr<v1::TrainProgress> TrainingSession::Finish() {
   absl::MutexLock lock(&job_->mu);
-  if (job_->state == v1::Job::CANCELLED) {
-    return absl::CancelledError(
-        absl::StrCat("job ", job_id_, " was cancelled"));
-  }
+  RefreshOnExit refresh(*job_);
+  BNSERVE_RETURN_IF_ERROR(Interrupted());
   model::Trainer& trainer = *job_->trainer;
   v1::TrainProgress progress;
   const bool on_close =
@@ -598,6 +664,24 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Finish() {
   }
   FillProgress(&progress);
   return progress;
+}
+
+absl::Status TrainingSession::Interrupted() {
+  if (job_->cancel_requested || job_->state == v1::Job::CANCELLED) {
+    job_->Cancel(manager_->options_.now());
+    return absl::CancelledError(
+        absl::StrCat("job ", job_id_, " was cancelled"));
+  }
+  if (manager_->stopping_) {
+    return absl::UnavailableError("the trainer is shutting down");
+  }
+  return absl::OkStatus();
+}
+
+void TrainingSession::SetStreamEnder(
+    std::function<void(const absl::Status&)> end_stream) {
+  absl::MutexLock lock(&job_->hook_mu);
+  job_->end_stream = std::move(end_stream);
 }
 
 void TrainingSession::FillProgress(v1::TrainProgress* progress) const {

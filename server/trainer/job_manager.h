@@ -12,6 +12,7 @@
 #ifndef BNSERVE_SERVER_TRAINER_JOB_MANAGER_H_
 #define BNSERVE_SERVER_TRAINER_JOB_MANAGER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -98,12 +99,21 @@ class TrainingSession {
   // changed since its last publish) and returns the final progress.
   absl::StatusOr<v1::TrainProgress> Finish();
 
+  // Registers how to end the stream at once from another thread (CancelJob,
+  // Shutdown), with the status to finish it with. Called at most while the
+  // session lives; the destructor unregisters it (waiting for a call in
+  // progress), so it may capture its owner.
+  void SetStreamEnder(std::function<void(const absl::Status&)> end_stream);
+
  private:
   friend class JobManager;
   TrainingSession(JobManager* manager, std::shared_ptr<internal::JobState> job);
-  // Step, loss, accuracy, throughput and last version of the job, with
-  // job_->mu held by the caller.
-  void FillProgress(v1::TrainProgress* progress) const;
+  // Step, loss, accuracy, throughput and last version of the job.
+  void FillProgress(v1::TrainProgress* progress) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(job_->mu);
+  // CANCELLED (freeing the job) if it was cancelled, UNAVAILABLE if the
+  // trainer is shutting down.
+  absl::Status Interrupted() ABSL_EXCLUSIVE_LOCKS_REQUIRED(job_->mu);
 
   JobManager* manager_;
   std::shared_ptr<internal::JobState> job_;
@@ -167,7 +177,9 @@ class JobManager {
   absl::StatusOr<std::unique_ptr<RecalibrationSession>> OpenRecalibration(
       const std::string& job_id);
 
-  // Refuses new jobs and sessions (UNAVAILABLE) and cancels open sessions.
+  // Refuses new jobs and sessions (UNAVAILABLE) and ends every open training
+  // stream with UNAVAILABLE: at once through its stream ender, else at its
+  // next step (a running step finishes first). Jobs are not cancelled.
   void Shutdown();
 
   store::SnapshotStore* store() const { return store_; }
@@ -191,16 +203,18 @@ class JobManager {
   // RESOURCE_EXHAUSTED if a step of `rows` examples of `job` would need more
   // than options_.max_step_bytes.
   absl::Status CheckStepMemory(const Job& job, int64_t rows) const;
-  // Publishes `network` with the job's names and provenance. The caller
-  // holds job.mu.
+  // Publishes `network` with the job's names and provenance.
   absl::StatusOr<int64_t> PublishNetwork(Job& job,
                                          const model::Network& network,
-                                         const std::string& origin);
+                                         const std::string& origin)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
 
   store::SnapshotStore* const store_;
   const JobManagerOptions options_;
   absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  // The same, read by sessions without mu_.
+  std::atomic<bool> stopping_{false};
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> order_ ABSL_GUARDED_BY(mu_);

@@ -69,8 +69,7 @@ std::shared_ptr<grpc::Channel> TrainerServer::InProcessChannel() {
 }
 
 void TrainerServer::Shutdown(absl::Duration deadline) {
-  if (shut_down_ || server_ == nullptr) return;  // not started
-  shut_down_ = true;
+  if (server_ == nullptr || shut_down_.exchange(true)) return;
   jobs_->Shutdown();
   server_->GetHealthCheckService()->SetServingStatus(false);
   server_->Shutdown(std::chrono::system_clock::now() +

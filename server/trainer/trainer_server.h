@@ -6,6 +6,7 @@
 
 #include <grpcpp/server.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -65,7 +66,7 @@ class TrainerServer {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool auth_enabled_ = false;
-  bool shut_down_ = false;
+  std::atomic<bool> shut_down_{false};
 };
 
 }  // namespace bnserve::server

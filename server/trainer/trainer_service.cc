@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "model/status_macros.h"
 #include "server/common/grpc_status.h"
 
@@ -73,7 +74,9 @@ namespace {
 // next; when the client half-closes, finish the session (policy publish) and
 // write the closing progress. Exactly one read or write is outstanding at a
 // time, so the reactions never run concurrently (OnCancel does nothing: the
-// outstanding operation then fails and ends the stream). No exception
+// outstanding operation then fails and ends the stream). CancelJob and
+// JobManager::Shutdown end an idle stream at once through the session's
+// stream ender (FinishOnce). No exception
 // escapes a reaction (gRPC would swallow it and the stream would never
 // finish, holding its job): std::bad_alloc ends the stream with
 // RESOURCE_EXHAUSTED and releases the job.
@@ -91,6 +94,10 @@ class TrainReactor final
   }
 
   void OnReadDone(bool ok) override {
+    if (Finished()) {  // ended from outside (CancelJob, Shutdown)
+      session_.reset();
+      return;
+    }
     if (!ok) {
       ClientDone();
       return;
@@ -104,6 +111,10 @@ class TrainReactor final
   }
 
   void OnWriteDone(bool ok) override {
+    if (Finished()) {
+      session_.reset();
+      return;
+    }
     if (!ok) {
       End(absl::CancelledError("the client went away"));
     } else if (closing_) {
@@ -124,6 +135,8 @@ class TrainReactor final
       }
       BNSERVE_ASSIGN_OR_RETURN(session_,
                                jobs_->OpenTrainingSession(request_.job_id()));
+      session_->SetStreamEnder(
+          [this](const absl::Status& status) { FinishOnce(status); });
     } else if (!request_.job_id().empty() &&
                request_.job_id() != session_->job_id()) {
       return absl::InvalidArgumentError(
@@ -160,11 +173,29 @@ class TrainReactor final
   // the status), then finishes the call.
   void End(const absl::Status& status) {
     session_.reset();
+    FinishOnce(status);
+  }
+
+  // Finish, exactly once, from a reaction or from another thread (the
+  // session's stream ender, called by CancelJob or Shutdown while a read is
+  // outstanding: that read then fails and OnReadDone only releases the job).
+  void FinishOnce(const absl::Status& status) {
+    absl::MutexLock lock(&finish_mu_);
+    if (finished_) return;
+    finished_ = true;
     Finish(ToGrpcStatus(status));
+  }
+  bool Finished() {
+    absl::MutexLock lock(&finish_mu_);
+    return finished_;
   }
 
   JobManager* const jobs_;
   grpc::CallbackServerContext* const context_;
+  // Declared before session_: the session's destructor waits for a stream
+  // ender call in progress, which holds finish_mu_.
+  absl::Mutex finish_mu_;
+  bool finished_ ABSL_GUARDED_BY(finish_mu_) = false;
   std::unique_ptr<TrainingSession> session_;
   v1::TrainRequest request_;
   v1::TrainProgress progress_;

@@ -1,9 +1,11 @@
 // JobManager on its own, over an in-memory store.
 #include "server/trainer/job_manager.h"
 
+#include <map>
 #include <random>
 #include <thread>
 
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "model/network.h"
 #include "store/store.h"
@@ -344,6 +346,119 @@ TEST_F(JobManagerTest, ACancelledJobIsFreedAndCannotPublish) {
             StatusCode::kFailedPrecondition);
   EXPECT_EQ(jobs.GetJob(job.job_id())->steps(), 2);
   EXPECT_FALSE(store_->ListVersions("cp")->size() > 0);
+}
+
+// A store whose Publish blocks until released: a training step that
+// publishes holds its job for as long as the test wants (a fake).
+class BlockingPublishStore final : public store::SnapshotStore {
+ public:
+  explicit BlockingPublishStore(store::SnapshotStore* inner) : inner_(inner) {}
+  absl::Notification entered, release;
+
+  absl::StatusOr<int64_t> Publish(const v1::Snapshot& s) override {
+    entered.Notify();
+    release.WaitForNotification();
+    return inner_->Publish(s);
+  }
+  absl::StatusOr<v1::Snapshot> Read(std::string_view m, int64_t v) override {
+    return inner_->Read(m, v);
+  }
+  absl::StatusOr<int64_t> Latest(std::string_view m) override {
+    return inner_->Latest(m);
+  }
+  absl::StatusOr<std::vector<int64_t>> ListVersions(
+      std::string_view m) override {
+    return inner_->ListVersions(m);
+  }
+  absl::StatusOr<std::vector<std::string>> ListModels() override {
+    return inner_->ListModels();
+  }
+  absl::Status SetLabel(std::string_view m, std::string_view l,
+                        int64_t v) override {
+    return inner_->SetLabel(m, l, v);
+  }
+  absl::StatusOr<int64_t> ResolveLabel(std::string_view m,
+                                       std::string_view l) override {
+    return inner_->ResolveLabel(m, l);
+  }
+  absl::StatusOr<std::map<std::string, int64_t>> ListLabels(
+      std::string_view m) override {
+    return inner_->ListLabels(m);
+  }
+  absl::Status DeleteLabel(std::string_view m, std::string_view l) override {
+    return inner_->DeleteLabel(m, l);
+  }
+  absl::Status DeleteVersion(std::string_view m, int64_t v) override {
+    return inner_->DeleteVersion(m, v);
+  }
+  absl::StatusOr<std::vector<int64_t>> ApplyRetention(std::string_view m,
+                                                      int keep) override {
+    return inner_->ApplyRetention(m, keep);
+  }
+  absl::StatusOr<std::unique_ptr<store::WatchHandle>> Watch(
+      std::function<void(const store::StoreEvent&)> callback) override {
+    return inner_->Watch(std::move(callback));
+  }
+  std::string uri() const override { return inner_->uri(); }
+
+ private:
+  store::SnapshotStore* const inner_;
+};
+
+// ISSUE 14 (also): ListJobs blocked for a whole training step (21 s seen),
+// and so did GetJob and CancelJob. They answer while a step runs; a cancel
+// during the step takes effect when it ends.
+TEST_F(JobManagerTest, QueriesAndCancelDoNotWaitForARunningStep) {
+  BlockingPublishStore blocking(store_.get());
+  JobManager jobs(&blocking);
+  v1::CreateJobRequest r = SmallJob("busy");
+  r.mutable_publish()->set_every_n_steps(1);
+  v1::Job job = *jobs.CreateJob(r);
+  auto session = *jobs.OpenTrainingSession(job.job_id());
+  absl::StatusOr<v1::TrainProgress> stepped;
+  std::thread step([&] { stepped = session->Step(RandomBatch(4, 1)); });
+  blocking.entered.WaitForNotification();  // the step holds its job now
+
+  absl::Notification answered;
+  std::vector<v1::Job> listed;
+  absl::StatusOr<v1::Job> got, cancelled;
+  std::thread queries([&] {
+    listed = jobs.ListJobs("");
+    got = jobs.GetJob(job.job_id());
+    cancelled = jobs.CancelJob(job.job_id());
+    answered.Notify();
+  });
+  const bool in_time =
+      answered.WaitForNotificationWithTimeout(absl::Seconds(5));
+  blocking.release.Notify();
+  queries.join();
+  step.join();
+  EXPECT_TRUE(in_time) << "ListJobs/GetJob/CancelJob waited for the step";
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].state(), v1::Job::TRAINING);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->steps(), 0);  // the step has not ended yet
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state(), v1::Job::CANCELLED);
+  EXPECT_EQ(stepped.status().code(), StatusCode::kCancelled);
+  EXPECT_EQ(jobs.GetJob(job.job_id())->state(), v1::Job::CANCELLED);
+  EXPECT_EQ(jobs.GetJob(job.job_id())->steps(), 1);
+}
+
+// ISSUE 14 (also): Shutdown said it cancelled open sessions but only set a
+// flag. It ends every open stream at once through its stream ender, and a
+// session's next step is UNAVAILABLE; the job itself is not cancelled.
+TEST_F(JobManagerTest, ShutdownEndsOpenStreams) {
+  JobManager jobs(store_.get());
+  v1::Job job = *jobs.CreateJob(SmallJob("stop"));
+  auto session = *jobs.OpenTrainingSession(job.job_id());
+  absl::Status ended;
+  session->SetStreamEnder([&](const absl::Status& st) { ended = st; });
+  jobs.Shutdown();
+  EXPECT_EQ(ended.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(session->Step(RandomBatch(4, 1)).status().code(),
+            StatusCode::kUnavailable);
+  EXPECT_NE(jobs.GetJob(job.job_id())->state(), v1::Job::CANCELLED);
 }
 
 TEST_F(JobManagerTest, CancelStopsTheStreamAndRefusesNewOnes) {

@@ -295,6 +295,41 @@ TEST_F(TrainerServiceTest, CancelledJobsRefusePublishAndDeleteJobForgets) {
       << st.error_message();
 }
 
+// ISSUE 14 (also): CancelJob did not end an idle stream until its next
+// minibatch arrived; JobManager::Shutdown did not end it at all. Both end it
+// at once (CANCELLED / UNAVAILABLE) and release the job.
+TEST_F(TrainerServiceTest, CancelAndShutdownEndAnIdleStreamAtOnce) {
+  Start();
+  for (const bool shutdown : {false, true}) {
+    v1::Job job = Create(DigitsJob(shutdown ? "stop" : "cancel"));
+    auto ctx = Ctx();
+    ctx->set_deadline(std::chrono::system_clock::now() +
+                      std::chrono::seconds(10));
+    auto stream = stub_->Train(ctx.get());
+    v1::TrainRequest req;
+    req.set_job_id(job.job_id());
+    *req.mutable_batch() = Batch(4, 64, 1);
+    ASSERT_TRUE(stream->Write(req));
+    v1::TrainProgress p;
+    ASSERT_TRUE(stream->Read(&p));  // the stream is open and idle now
+    const absl::Time start = absl::Now();
+    if (shutdown) {
+      jobs_->Shutdown();
+    } else {
+      v1::CancelJobRequest cancel;
+      cancel.set_job_id(job.job_id());
+      v1::Job cancelled;
+      ASSERT_TRUE(stub_->CancelJob(Ctx().get(), cancel, &cancelled).ok());
+    }
+    EXPECT_FALSE(stream->Read(&p));
+    const grpc::Status st = stream->Finish();
+    EXPECT_EQ(st.error_code(),
+              shutdown ? StatusCode::UNAVAILABLE : StatusCode::CANCELLED)
+        << st.error_message();
+    EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  }
+}
+
 TEST_F(TrainerServiceTest, BearerTokenIsRequiredWhenConfigured) {
   Start("s3cret");
   v1::Job job;
