@@ -578,7 +578,7 @@ JobManager::OpenRecalibration(const std::string& job_id) {
   job->last_active = options_.now();
   return std::unique_ptr<RecalibrationSession>(new RecalibrationSession(
       this, job_id, job->trainer->network().input_features(),
-      options_.max_recalibration_bytes));
+      options_.max_recalibration_bytes, job->spec, options_.max_step_bytes));
 }
 
 void JobManager::Shutdown() {
@@ -715,6 +715,15 @@ absl::Status RecalibrationSession::Add(const v1::Minibatch& minibatch) {
         "recalibration data exceeds the trainer's buffer of ", max_bytes_ >> 20,
         " MiB (--max_recalibration_mb); send fewer "
         "examples or raise the limit"));
+  }
+  const int64_t pass_bytes = StepBytes(spec_, rows_ + minibatch.rows());
+  if (pass_bytes > max_pass_bytes_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "recalibrating over ", rows_ + minibatch.rows(), " examples needs ",
+        pass_bytes >> 20, " MiB of activations; this trainer allows ",
+        max_pass_bytes_ >> 20,
+        " MiB (--max_step_mb): send fewer examples (a sample of the "
+        "training set gives nearly the same statistics) or raise the limit"));
   }
   for (float v : minibatch.features()) {
     if (!std::isfinite(v)) {

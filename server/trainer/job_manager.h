@@ -123,11 +123,13 @@ class TrainingSession {
 };
 
 // Accumulates recalibration examples for one job (bounded by
-// JobManagerOptions::max_recalibration_bytes).
+// JobManagerOptions::max_recalibration_bytes, and by max_step_bytes for the
+// activations the passes over all of them will need).
 class RecalibrationSession {
  public:
   // Buffers the features of one minibatch. INVALID_ARGUMENT for bad framing
-  // or width; RESOURCE_EXHAUSTED beyond the buffer limit.
+  // or width; RESOURCE_EXHAUSTED beyond the buffer limit or when the passes
+  // over everything added would need more than max_step_bytes.
   absl::Status Add(const v1::Minibatch& minibatch);
   // Recalibrates a copy of the job's network over everything added and
   // publishes it. INVALID_ARGUMENT with fewer than 2 examples.
@@ -136,16 +138,24 @@ class RecalibrationSession {
  private:
   friend class JobManager;
   RecalibrationSession(JobManager* manager, std::string job_id, int width,
-                       int64_t max_bytes)
+                       int64_t max_bytes, v1::NetworkSpec spec,
+                       int64_t max_pass_bytes)
       : manager_(manager),
         job_id_(std::move(job_id)),
         width_(width),
-        max_bytes_(max_bytes) {}
+        max_bytes_(max_bytes),
+        spec_(std::move(spec)),
+        max_pass_bytes_(max_pass_bytes) {}
 
   JobManager* manager_;
   std::string job_id_;
   int width_;
   int64_t max_bytes_;
+  // The job's network and the bound on the activations of the
+  // layer-by-layer passes over every example (StepBytes, max_step_bytes):
+  // Network::Recalibrate holds whole-dataset activations.
+  v1::NetworkSpec spec_;
+  int64_t max_pass_bytes_;
   int64_t rows_ = 0;
   std::vector<float> features_;
 };

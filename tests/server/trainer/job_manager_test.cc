@@ -516,6 +516,24 @@ TEST_F(JobManagerTest, RecalibrationPublishesExactStatisticsWithinTheLimit) {
   EXPECT_EQ(too_few->Finish().status().code(), StatusCode::kInvalidArgument);
 }
 
+// ISSUE 14 defect 5 (interim): --max_recalibration_mb bounds the buffered
+// features but not the activations computed from them (4 MB of features
+// into a 256-wide layer peaked at 1.99 GB). The passes' activations are
+// bounded by the step budget before anything is buffered beyond it.
+TEST_F(JobManagerTest, RecalibrationActivationsAreBounded) {
+  v1::CreateJobRequest r = SmallJob("recal-budget");
+  JobManager jobs(store_.get(), {.max_step_bytes = 100 * 60 * 4});
+  v1::Job job = *jobs.CreateJob(r);
+  ASSERT_EQ(StepBytes(job.spec(), 100), 100 * 60 * 4);
+  auto recal = *jobs.OpenRecalibration(job.job_id());
+  ASSERT_TRUE(recal->Add(RandomBatch(60, 1)).ok());
+  ASSERT_TRUE(recal->Add(RandomBatch(40, 2)).ok());  // 100 rows: the limit
+  const absl::Status st = recal->Add(RandomBatch(1, 3));
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(st.message().find("--max_step_mb"), std::string::npos) << st;
+  EXPECT_EQ(recal->Finish()->stats_examples(), 100);
+}
+
 TEST_F(JobManagerTest, ConcurrentJobsDoNotInterfere) {
   // Two jobs trained concurrently give the networks they give alone.
   auto train = [](JobManager& jobs, const std::string& model, uint64_t seed) {
