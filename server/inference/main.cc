@@ -91,11 +91,7 @@ int Run() {
 
 int main(int argc, char** argv) {
   bnserve::server::PrepareServerProcess();
-  bnserve::server::ParseFlagsWithEnvironment(
-      argc, argv,
-      {"port", "host", "metrics_port", "store", "models", "versions_to_keep",
-       "drift_sample_every", "tls_cert", "tls_key", "tls_client_ca",
-       "token_file", "max_message_mb", "max_request_work", "log_level"});
+  bnserve::server::ParseFlagsWithEnvironment(argc, argv, __FILE__);
   if (absl::Status st =
           bnserve::server::SetLogLevel(absl::GetFlag(FLAGS_log_level));
       !st.ok()) {

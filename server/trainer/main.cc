@@ -44,12 +44,7 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 int main(int argc, char** argv) {
   using namespace bnserve::server;  // NOLINT
   PrepareServerProcess();
-  ParseFlagsWithEnvironment(
-      argc, argv,
-      {"host", "port", "store", "tls_cert", "tls_key", "tls_client_ca",
-       "token_file", "max_message_mb", "max_recalibration_mb", "max_step_mb",
-       "max_job_parameters", "max_jobs", "job_retention_seconds",
-       "shutdown_grace_seconds", "log_level"});
+  ParseFlagsWithEnvironment(argc, argv, __FILE__);
   if (absl::Status s = SetLogLevel(absl::GetFlag(FLAGS_log_level)); !s.ok()) {
     Log(LogLevel::kError, s.ToString());
     return 2;
