@@ -282,6 +282,19 @@ int64_t Network::num_parameters() const {
   return n;
 }
 
+int64_t Network::parameter_count() const {
+  int64_t n = 0;
+  for (int i = 0; i < num_layers(); ++i) {
+    const Layer& l = *layers_[i];
+    const int64_t stats =
+        l.As<BatchNorm>() != nullptr ? 2 * l.As<BatchNorm>()->features() : 0;
+    n += std::max({l.num_parameters() + stats, shapes_[i].size(),
+                   shapes_[i + 1].size(),
+                   l.ScratchSize(shapes_[i]) * shapes_[i + 1].channels});
+  }
+  return n;
+}
+
 std::vector<std::string> Network::Describe() const {
   std::vector<std::string> out;
   for (int i = 0; i < num_layers(); ++i) {

@@ -98,6 +98,11 @@ class Network {
   // sizing, and the widest activation a training row needs).
   int64_t max_width() const;
   int64_t num_parameters() const;
+  // A bound on one example's forward work: per layer the largest of its
+  // stored values (running statistics included), its input and output
+  // sizes and its multiply-adds (conv2d: im2col values x out channels).
+  // Servers bound a request's work with it.
+  int64_t parameter_count() const;
   // One line per layer, "conv2d 1->16 3x3 s1 p1 -> [16, 8, 8]".
   std::vector<std::string> Describe() const;
 

@@ -63,16 +63,6 @@ std::string RandomSuffix() {
   return Cat(getpid(), "-", rng() & 0xffffffffffffULL);
 }
 
-// Parses a version directory name strictly: a positive decimal number with no
-// sign, spaces or leading zeros ("12.tmp", "012", "+3" are not versions).
-bool ParseVersion(std::string_view name, int64_t* version) {
-  if (name.empty() || name.size() > 18 || name[0] == '0') return false;
-  for (char c : name) {
-    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
-  }
-  return absl::SimpleAtoi(Sv(name), version) && *version > 0;
-}
-
 class Fd {
  public:
   explicit Fd(int fd = -1) : fd_(fd) {}
@@ -122,12 +112,27 @@ absl::Status WriteNewFileDurably(const std::string& path,
   return fd.Close(Cat("close ", path));
 }
 
+const char* FileTypeName(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  return "not a regular file";
+}
+
+// Reads a whole regular file. Opened non-blocking (a FIFO in its place must
+// not block the caller) and checked to be a regular file before reading:
+// anything else is outside damage, DATA_LOSS naming what is there.
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd fd(open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
   if (fd.get() < 0) return ErrnoStatus(errno, Cat("open ", path));
   struct stat st;
   if (fstat(fd.get(), &st) != 0) {
     return ErrnoStatus(errno, Cat("stat ", path));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::DataLossError(
+        Cat(path, " is ", FileTypeName(st.st_mode), ", not a regular file"));
   }
   std::string data;
   data.reserve(static_cast<size_t>(st.st_size));
@@ -237,18 +242,28 @@ void CleanUpAbandoned(const std::string& model_dir) {
   }
 }
 
-absl::StatusOr<int64_t> ReadNextVersion(const std::string& model_dir) {
+// The persisted high-water mark: the next version to hand out, in
+// 1..kMaxVersion + 1 (the latter: every version is used). Numeric but past
+// that range is OUT_OF_RANGE (never wrapped or reset: a lower number could
+// be handed out twice); anything else is outside damage and reads as 1 (the
+// version directories still bound the next version from below).
+absl::StatusOr<int64_t> ReadNextVersion(const std::string& model_dir,
+                                        std::string_view model) {
   const std::string path = Cat(model_dir, "/", kNextVersionFile);
   absl::StatusOr<std::string> data = ReadWholeFile(path);
   if (absl::IsNotFound(data.status())) return 1;
   if (!data.ok()) return data.status();
+  const std::string_view text = StdSv(absl::StripAsciiWhitespace(*data));
   int64_t next = 0;
-  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(*data), &next) || next < 1) {
-    // The file is only ever replaced atomically, so this is outside damage;
-    // the version directories still bound the next version from below.
-    return 1;
+  if (ParseVersion(text, &next)) return next;
+  if (text == Cat(kMaxVersion + 1)) return kMaxVersion + 1;
+  if (!text.empty() && text[0] != '0' &&
+      std::all_of(text.begin(), text.end(), [](char c) {
+        return absl::ascii_isdigit(static_cast<unsigned char>(c));
+      })) {
+    return VersionsExhausted(model);
   }
-  return next;
+  return 1;
 }
 
 absl::Status NotFoundVersion(std::string_view model, int64_t version) {
@@ -472,10 +487,11 @@ absl::StatusOr<int64_t> FileStore::Publish(
 
   // Allocate: never below the persisted high-water mark, never at or below
   // an existing directory (e.g. a store written without the mark).
-  BNSERVE_ASSIGN_OR_RETURN(int64_t version, ReadNextVersion(model_dir));
+  BNSERVE_ASSIGN_OR_RETURN(int64_t version, ReadNextVersion(model_dir, model));
   BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> existing,
                            ListVersionsUnchecked(model_dir));
   if (!existing.empty()) version = std::max(version, existing.back() + 1);
+  if (version > kMaxVersion) return VersionsExhausted(model);
   bnserve::v1::Snapshot copy = snapshot;
   copy.set_version(version);
   BNSERVE_ASSIGN_OR_RETURN(std::string envelope, EncodeStoredSnapshot(copy));
@@ -527,6 +543,10 @@ absl::StatusOr<bnserve::v1::Snapshot> FileStore::Read(std::string_view model,
                                      " is corrupt: ", path, " is missing"));
     }
     return NotFoundVersion(model, version);
+  }
+  if (absl::IsDataLoss(data.status())) {
+    return absl::DataLossError(Cat("snapshot ", model, "/", version,
+                                   " is corrupt: ", data.status().message()));
   }
   if (!data.ok()) return data.status();
   return DecodeStoredSnapshot(*data, model, version);
@@ -635,10 +655,12 @@ absl::Status FileStore::DeleteVersion(std::string_view model, int64_t version) {
     }
   }
   // Stores written before the high-water mark existed: record it first.
-  BNSERVE_ASSIGN_OR_RETURN(int64_t next, ReadNextVersion(model_dir));
+  absl::StatusOr<int64_t> next = ReadNextVersion(model_dir, model);
+  if (absl::IsOutOfRange(next.status())) next = kMaxVersion + 1;  // all used
+  BNSERVE_RETURN_IF_ERROR(next.status());
   BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> existing,
                            ListVersionsUnchecked(model_dir));
-  if (!existing.empty() && next <= existing.back()) {
+  if (!existing.empty() && *next <= existing.back()) {
     BNSERVE_RETURN_IF_ERROR(AtomicReplaceFile(model_dir, kNextVersionFile,
                                               Cat(existing.back() + 1, "\n")));
   }

@@ -51,6 +51,32 @@ constexpr char kModelsKey[] = "bnserve:models";
 constexpr char kEventsChannel[] = "bnserve:events";
 constexpr size_t kMaxIdleConnections = 8;
 
+// Allocates the next version of a model: KEYS = counter, versions index,
+// blob key prefix. Raises the counter to the highest indexed version if it
+// is behind (the counter key was lost; a damaged one counts as 0),
+// increments it and skips
+// numbers whose blob exists. Returns the version as a string (Lua numbers
+// are doubles: Redis' INCR does the integer arithmetic). Comparisons are on
+// decimal strings (length, then bytes), which order like the numbers.
+constexpr char kAllocateScript[] = R"lua(
+local top = redis.call('ZREVRANGE', KEYS[2], 0, 0)[1]
+local c = redis.call('GET', KEYS[1])
+if not (c and string.match(c, '^[1-9]%d*$')) then
+  c = '0'
+  redis.call('SET', KEYS[1], c)
+end
+if top and (#c < #top or (#c == #top and c < top)) then
+  redis.call('SET', KEYS[1], top)
+end
+redis.call('INCR', KEYS[1])
+local v = redis.call('GET', KEYS[1])
+while redis.call('EXISTS', KEYS[3] .. v) == 1 do
+  redis.call('INCR', KEYS[1])
+  v = redis.call('GET', KEYS[1])
+end
+return v
+)lua";
+
 std::string Key(std::string_view model, std::string_view suffix) {
   return Cat("bnserve:{", model, "}:", suffix);
 }
@@ -101,10 +127,6 @@ absl::Status CheckNested(const redisReply* r) {
 std::string_view Str(const redisReply* r) {
   return r->str == nullptr ? std::string_view()
                            : std::string_view(r->str, r->len);
-}
-
-bool ParseVersion(std::string_view s, int64_t* v) {
-  return absl::SimpleAtoi(Sv(s), v) && *v > 0;
 }
 
 absl::Status Unexpected(std::string_view what) {
@@ -394,14 +416,22 @@ absl::StatusOr<int64_t> RedisStore::Publish(
     const bnserve::v1::Snapshot& snapshot) {
   const std::string& model = snapshot.model();
   BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
-  const std::string counter = Key(model, "counter");
   // Index the model first: ListModels ignores models without versions, so a
-  // crash after this leaves nothing visible.
+  // crash after this leaves nothing visible. Then allocate atomically (one
+  // script): never at or below the highest indexed version (the counter may
+  // have been lost) nor on an existing blob (an unindexed leftover).
   BNSERVE_ASSIGN_OR_RETURN(
-      auto allocated,
-      Run({{"SADD", kModelsKey, model}, {"INCR", counter}}, true));
-  if (allocated[1]->r->type != REDIS_REPLY_INTEGER) return Unexpected("INCR");
-  const int64_t version = allocated[1]->r->integer;
+      auto allocated, Run({{"SADD", kModelsKey, model},
+                           {"EVAL", kAllocateScript, "3", Key(model, "counter"),
+                            Key(model, "versions"), Key(model, "v:")}},
+                          true));
+  int64_t version = 0;
+  if (allocated[1]->r->type != REDIS_REPLY_STRING) {
+    return Unexpected("version allocation");
+  }
+  if (!ParseVersion(Str(allocated[1]->r), &version)) {
+    return VersionsExhausted(model);
+  }
 
   bnserve::v1::Snapshot copy = snapshot;
   copy.set_version(version);
@@ -410,14 +440,21 @@ absl::StatusOr<int64_t> RedisStore::Publish(
   const std::string blob = BlobKey(model, version);
   const std::string versions = Key(model, "versions");
   const std::string v = Cat(version);
+  // NX: a blob is never overwritten, whatever happened to the counter.
   BNSERVE_ASSIGN_OR_RETURN(auto replies, Run({{"MULTI"},
-                                              {"SET", blob, envelope},
+                                              {"SET", blob, envelope, "NX"},
                                               {"ZADD", versions, v, v},
                                               {"EXEC"}},
                                              /*retry_safe=*/true));
-  if (replies[3]->r->type != REDIS_REPLY_ARRAY) {
+  const redisReply* exec = replies[3]->r;
+  if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 2) {
     return absl::InternalError(Cat("redis transaction publishing ", model, "/",
                                    version, " was aborted"));
+  }
+  if (exec->element[0]->type == REDIS_REPLY_NIL) {
+    return absl::InternalError(Cat("redis store: ", blob,
+                                   " appeared while publishing ", model, "/",
+                                   version, "; it was left as it was"));
   }
   Notify("published", model, version);
   return version;
@@ -430,14 +467,20 @@ absl::StatusOr<bnserve::v1::Snapshot> RedisStore::Read(std::string_view model,
     return absl::NotFoundError(
         Cat("model '", model, "' has no version ", version));
   }
-  BNSERVE_ASSIGN_OR_RETURN(auto reply,
-                           RunOne({"GET", BlobKey(model, version)}));
-  if (reply->r->type == REDIS_REPLY_NIL) {
+  auto reply = RunOne({"GET", BlobKey(model, version)});
+  if (!reply.ok() && absl::StrContains(reply.status().message(), "WRONGTYPE")) {
+    // Outside damage to this version's key: like a checksum failure.
+    return absl::DataLossError(Cat("snapshot ", model, "/", version,
+                                   " is corrupt: key ", BlobKey(model, version),
+                                   " holds the wrong type of value"));
+  }
+  if (!reply.ok()) return reply.status();
+  if ((*reply)->r->type == REDIS_REPLY_NIL) {
     return absl::NotFoundError(
         Cat("model '", model, "' has no version ", version));
   }
-  if (reply->r->type != REDIS_REPLY_STRING) return Unexpected("GET");
-  return DecodeStoredSnapshot(Str(reply->r), model, version);
+  if ((*reply)->r->type != REDIS_REPLY_STRING) return Unexpected("GET");
+  return DecodeStoredSnapshot(Str((*reply)->r), model, version);
 }
 
 absl::StatusOr<int64_t> RedisStore::Latest(std::string_view model) {

@@ -58,6 +58,20 @@ absl::Status BadUri(std::string_view uri, std::string_view why) {
 
 }  // namespace
 
+bool ParseVersion(std::string_view text, int64_t* version) {
+  if (text.empty() || text.size() > 18 || text[0] == '0') return false;
+  for (char c : text) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
+  }
+  return absl::SimpleAtoi(Sv(text), version) && *version > 0;
+}
+
+absl::Status VersionsExhausted(std::string_view model) {
+  return absl::OutOfRangeError(
+      Cat("model '", model, "' has used every version number up to ",
+          kMaxVersion, "; no more versions can be published"));
+}
+
 absl::Status ValidateModelName(std::string_view name) {
   return ValidateName("model name", name, /*must_start_with_letter=*/false);
 }

@@ -9,8 +9,10 @@
 //
 // Every backend guarantees (and tests/store/store_conformance_test.cc checks):
 // - Publish assigns latest + 1; versions are never reused, even after
-//   deletion; concurrent publishers (threads or processes) never get the same
-//   version; Publish returns only once the snapshot is durable.
+//   deletion (or the loss of the Redis counter), and never exceed
+//   kMaxVersion (OUT_OF_RANGE); concurrent publishers (threads or processes)
+//   never get the same version; Publish returns only once the snapshot is
+//   durable.
 // - A reader never sees a partially written snapshot.
 // - Every stored snapshot carries a SHA-256 checksum that Read verifies; a
 //   corrupt version is DATA_LOSS, never served (ReadLatestValid skips it).
@@ -167,6 +169,20 @@ struct StoreUri {
   std::string name;      // kMemory
 };
 absl::StatusOr<StoreUri> ParseStoreUri(std::string_view uri);
+
+// Versions are 1..kMaxVersion: at most 18 decimal digits, so every version
+// has exactly one spelling and version + 1 never overflows.
+inline constexpr int64_t kMaxVersion = 999'999'999'999'999'999;
+
+// The one parser of stored version numbers (file store directory names,
+// label files and .next_version; Redis index members, labels and counter),
+// shared by writers and readers: decimal digits only, no sign, spaces or
+// leading zeros, 1..kMaxVersion. "012", "+3", "12.tmp" and 19-digit numbers
+// are not versions.
+bool ParseVersion(std::string_view text, int64_t* version);
+
+// OUT_OF_RANGE: `model` cannot get a version past kMaxVersion.
+absl::Status VersionsExhausted(std::string_view model);
 
 // [A-Za-z0-9][A-Za-z0-9._-]{0,63}; anything else is INVALID_ARGUMENT naming
 // the rule.

@@ -42,6 +42,15 @@ std::vector<char*> ParseFlagsWithEnvironment(
   return absl::ParseCommandLine(argc, argv);
 }
 
+std::vector<char*> ParseFlagsWithEnvironment(int argc, char** argv,
+                                             const char* defining_file) {
+  std::vector<std::string> names;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (flag->Filename() == defining_file) names.emplace_back(name);
+  }
+  return ParseFlagsWithEnvironment(argc, argv, names);
+}
+
 absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));

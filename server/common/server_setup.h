@@ -22,6 +22,12 @@ namespace bnserve::server {
 std::vector<char*> ParseFlagsWithEnvironment(
     int argc, char** argv, const std::vector<std::string>& flag_names);
 
+// The same for every flag defined in the source file `defining_file` (pass
+// __FILE__ from the main that defines the flags): the list is derived from
+// the flags themselves, so a new flag is never forgotten.
+std::vector<char*> ParseFlagsWithEnvironment(int argc, char** argv,
+                                             const char* defining_file);
+
 struct TlsOptions {
   std::string cert_file;       // PEM certificate chain; empty = plaintext
   std::string key_file;        // PEM private key

@@ -11,11 +11,19 @@ namespace bnserve::inference {
 absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
     const InferenceServerOptions& options,
     std::shared_ptr<store::SnapshotStore> store) {
-  if (options.max_message_mb < 1 || options.max_message_mb > 2047) {
+  if (options.max_message_mb < 1 ||
+      options.max_message_mb > server::kMaxMessageMb) {
     return absl::InvalidArgumentError(
-        absl::StrCat("max_message_mb must be between 1 and 2047, got ",
-                     options.max_message_mb));
+        absl::StrCat("max_message_mb must be between 1 and ",
+                     server::kMaxMessageMb, ", got ", options.max_message_mb));
   }
+  if (options.max_request_work < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_request_work must be positive, got ", options.max_request_work));
+  }
+  const RequestLimits limits{
+      .max_response_bytes = int64_t{options.max_message_mb} << 20,
+      .max_work = options.max_request_work};
   std::unique_ptr<InferenceServer> s(new InferenceServer());
   BNSERVE_ASSIGN_OR_RETURN(s->auth_,
                            server::TokenAuth::FromFile(options.token_file));
@@ -30,10 +38,10 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
   s->health_ = std::make_unique<HealthService>(std::vector<std::string>{
       v1::Inference::service_full_name(),
       ::inference::GRPCInferenceService::service_full_name()});
-  s->inference_ = std::make_unique<InferenceService>(s->manager_.get(),
-                                                     &s->auth_, &s->metrics_);
+  s->inference_ = std::make_unique<InferenceService>(
+      s->manager_.get(), &s->auth_, &s->metrics_, limits);
   s->kserve_ = std::make_unique<KServeService>(s->manager_.get(), &s->auth_,
-                                               &s->metrics_);
+                                               &s->metrics_, limits);
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/common/auth.h"
+#include "server/common/limits.h"
 #include "server/common/server_setup.h"
 #include "server/inference/health_service.h"
 #include "server/inference/inference_service.h"
@@ -36,8 +37,10 @@ struct InferenceServerOptions {
   server::TlsOptions tls;
   // File holding the bearer token clients must send; empty = no auth.
   std::string token_file;
-  // Largest request or response message.
-  int max_message_mb = 64;
+  // Largest request or response message, MiB, in [1, server::kMaxMessageMb].
+  int max_message_mb = server::kDefaultMessageMb;
+  // Largest work of one call: rows x the model's parameter count.
+  int64_t max_request_work = server::kDefaultMaxRequestWork;
 };
 
 class InferenceServer {

@@ -6,9 +6,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "model/status_macros.h"
+#include "server/common/grpc_status.h"
 #include "server/inference/finish_call.h"
 
 namespace bnserve::inference {
+
+using server::GuardCall;
 
 int SoftmaxInPlace(float* values, int n) {
   if (n <= 0) return 0;
@@ -32,6 +35,17 @@ absl::Status CheckFinite(const float* x, int64_t n, int64_t cols) {
                    cols < n ? absl::StrCat(" of row ", bad / cols) : "", " is ",
                    std::isnan(x[bad]) ? "NaN" : "infinite",
                    "; every feature must be a finite number"));
+}
+
+absl::Status CheckOutputsFinite(const float* out, int64_t n, int64_t cols) {
+  const int64_t bad = FirstNonFinite(out, n);
+  if (bad < 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "the input", cols < n ? absl::StrCat(" of row ", bad / cols) : "",
+      " overflowed the model: output ", bad % cols, " is ",
+      std::isnan(out[bad]) ? "NaN" : "infinite",
+      "; the features are finite but far outside the range the model can "
+      "compute with"));
 }
 
 absl::StatusOr<std::shared_ptr<const Servable>> InferenceService::Select(
@@ -75,11 +89,17 @@ absl::Status InferenceService::DoPredict(
                                       request.features_size(),
                                       request.features_size()));
   const int d = servable->output_dim();
+  BNSERVE_RETURN_IF_ERROR(
+      CheckRequestCost("Predict", *servable, 1,
+                       ResponseBytes(1, d, servable->classification() ? 2 : 1,
+                                     servable->classification() ? 1 : 0),
+                       limits_));
   response->set_model(servable->model());
   response->set_version(servable->version());
   response->mutable_outputs()->Resize(d, 0.0f);
   servable->Run(request.features().data(),
                 response->mutable_outputs()->mutable_data());
+  BNSERVE_RETURN_IF_ERROR(CheckOutputsFinite(response->outputs().data(), d, d));
   if (servable->classification()) {
     *response->mutable_probabilities() = response->outputs();
     const int id =
@@ -114,23 +134,31 @@ absl::Status InferenceService::DoPredictBatch(
         " expects rows * ", f, " = ", rows * f, " feature values, got ",
         request.features_size()));
   }
+  const int64_t d = servable->output_dim();
+  const bool clf = servable->classification();
+  // The answer must fit in one message (so rows * d fits an int) and the
+  // work must be bounded: both are checked before anything is allocated.
+  BNSERVE_RETURN_IF_ERROR(CheckRequestCost(
+      "PredictBatch", *servable, rows,
+      ResponseBytes(rows, d, clf ? 2 : 1, clf ? 1 : 0), limits_));
   BNSERVE_RETURN_IF_ERROR(
       CheckFinite(request.features().data(), request.features_size(), f));
-  const int d = servable->output_dim();
   response->set_model(servable->model());
   response->set_version(servable->version());
   response->set_rows(static_cast<int32_t>(rows));
-  response->set_output_dim(d);
+  response->set_output_dim(static_cast<int32_t>(d));
   response->mutable_outputs()->Resize(static_cast<int>(rows * d), 0.0f);
   float* out = response->mutable_outputs()->mutable_data();
   for (int64_t r = 0; r < rows; ++r) {
     servable->Run(request.features().data() + r * f, out + r * d);
   }
-  if (servable->classification()) {
+  BNSERVE_RETURN_IF_ERROR(CheckOutputsFinite(out, rows * d, d));
+  if (clf) {
     *response->mutable_probabilities() = response->outputs();
     float* p = response->mutable_probabilities()->mutable_data();
+    response->mutable_class_ids()->Reserve(static_cast<int>(rows));
     for (int64_t r = 0; r < rows; ++r) {
-      response->add_class_ids(SoftmaxInPlace(p + r * d, d));
+      response->add_class_ids(SoftmaxInPlace(p + r * d, static_cast<int>(d)));
     }
   }
   return absl::OkStatus();
@@ -165,7 +193,9 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
     v1::PredictResponse* response) {
   const absl::Time start = absl::Now();
   return FinishCall(context, metrics_, "Predict", start,
-                    DoPredict(*context, *request, response));
+                    GuardCall("Predict", [&] {
+                      return DoPredict(*context, *request, response);
+                    }));
 }
 
 grpc::ServerUnaryReactor* InferenceService::PredictBatch(
@@ -174,7 +204,9 @@ grpc::ServerUnaryReactor* InferenceService::PredictBatch(
     v1::PredictBatchResponse* response) {
   const absl::Time start = absl::Now();
   return FinishCall(context, metrics_, "PredictBatch", start,
-                    DoPredictBatch(*context, *request, response));
+                    GuardCall("PredictBatch", [&] {
+                      return DoPredictBatch(*context, *request, response);
+                    }));
 }
 
 grpc::ServerUnaryReactor* InferenceService::GetModelMetadata(
@@ -182,7 +214,9 @@ grpc::ServerUnaryReactor* InferenceService::GetModelMetadata(
     const v1::ModelMetadataRequest* request, v1::ModelMetadata* response) {
   const absl::Time start = absl::Now();
   return FinishCall(context, metrics_, "GetModelMetadata", start,
-                    DoGetModelMetadata(*context, *request, response));
+                    GuardCall("GetModelMetadata", [&] {
+                      return DoGetModelMetadata(*context, *request, response);
+                    }));
 }
 
 }  // namespace bnserve::inference

@@ -14,19 +14,21 @@
 #include "server/common/auth.h"
 #include "server/inference/message_pool.h"
 #include "server/inference/metrics.h"
+#include "server/inference/request_limits.h"
 #include "server/inference/servable_manager.h"
 
 namespace bnserve::inference {
 
 // Largest number of rows accepted by one batch call (PredictBatch and KServe
-// ModelInfer); more is RESOURCE_EXHAUSTED.
-inline constexpr int64_t kMaxBatchRows = 65536;
+// ModelInfer); more is RESOURCE_EXHAUSTED. Defined in server/common/limits.h.
+using server::kMaxBatchRows;
 
 class InferenceService final : public v1::Inference::CallbackService {
  public:
   InferenceService(const ServableManager* manager,
-                   const server::TokenAuth* auth, Metrics* metrics)
-      : manager_(manager), auth_(auth), metrics_(metrics) {
+                   const server::TokenAuth* auth, Metrics* metrics,
+                   RequestLimits limits = {})
+      : manager_(manager), auth_(auth), metrics_(metrics), limits_(limits) {
     SetMessageAllocatorFor_Predict(&predict_messages_);
   }
 
@@ -59,6 +61,7 @@ class InferenceService final : public v1::Inference::CallbackService {
   const ServableManager* const manager_;
   const server::TokenAuth* const auth_;
   Metrics* const metrics_;
+  const RequestLimits limits_;
   // Predict's request/response pairs are recycled (see message_pool.h).
   RecyclingAllocator<v1::PredictRequest, v1::PredictResponse> predict_messages_;
 };
@@ -69,6 +72,11 @@ int SoftmaxInPlace(float* values, int n);
 // InvalidArgument naming the first non-finite value of `x` (row-major, `cols`
 // per row), or OK.
 absl::Status CheckFinite(const float* x, int64_t n, int64_t cols);
+
+// InvalidArgument if an output in `out` (row-major, `cols` per row) is NaN
+// or infinite: finite inputs too large for the model overflowed it. Names
+// the row (for batches) and says so.
+absl::Status CheckOutputsFinite(const float* out, int64_t n, int64_t cols);
 
 }  // namespace bnserve::inference
 

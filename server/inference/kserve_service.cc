@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "model/status_macros.h"
+#include "server/common/grpc_status.h"
 #include "server/inference/finish_call.h"
 #include "server/inference/inference_service.h"
 
@@ -142,15 +143,45 @@ absl::Status KServeService::DoModelMetadata(
   return absl::OkStatus();
 }
 
-absl::Status KServeService::DoModelInfer(
-    const grpc::CallbackServerContext& context,
-    const ModelInferRequest& request, ModelInferResponse* response) const {
-  BNSERVE_RETURN_IF_ERROR(auth_->Check(context));
-  BNSERVE_ASSIGN_OR_RETURN(
-      std::shared_ptr<const Servable> servable,
-      Select(request.model_name(), request.model_version()));
-  const int64_t f = servable->input_features();
-  const int d = servable->output_dim();
+namespace {
+
+// Which outputs a ModelInfer request asked for (all of them if none).
+struct WantedOutputs {
+  bool output = false;
+  bool probabilities = false;
+  bool class_id = false;
+};
+
+absl::StatusOr<WantedOutputs> SelectOutputs(const ModelInferRequest& request,
+                                            bool classification) {
+  WantedOutputs want;
+  want.output = request.outputs_size() == 0;
+  want.probabilities = want.output && classification;
+  want.class_id = want.probabilities;
+  for (const auto& requested : request.outputs()) {
+    if (requested.name() == kOutputName) {
+      want.output = true;
+    } else if (requested.name() == kProbabilitiesName && classification) {
+      want.probabilities = true;
+    } else if (requested.name() == kClassIdName && classification) {
+      want.class_id = true;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown output '", requested.name(),
+                       "'; this model has '", kOutputName, "'",
+                       classification ? absl::StrCat(", '", kProbabilitiesName,
+                                                     "', '", kClassIdName, "'")
+                                      : ""));
+    }
+  }
+  return want;
+}
+
+// The number of rows of the request's one input tensor, checked against the
+// model's width from the declared shape alone (nothing is allocated yet).
+absl::StatusOr<int64_t> InputRows(const ModelInferRequest& request,
+                                  const Servable& servable) {
+  const int64_t f = servable.input_features();
   if (request.inputs_size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "expected exactly one input tensor, got ", request.inputs_size()));
@@ -162,12 +193,12 @@ absl::Status KServeService::DoModelInfer(
                      input.datatype(), "'; this model takes FP32"));
   }
   // Shape first: nothing is allocated for a shape the model cannot take.
-  if (!ShapeMatches(input, servable->input_shape())) {
-    const model::Shape& in = servable->input_shape();
+  if (!ShapeMatches(input, servable.input_shape())) {
+    const model::Shape& in = servable.input_shape();
     return absl::InvalidArgumentError(absl::StrCat(
         "input '", input.name(), "' has shape [",
-        absl::StrJoin(input.shape(), ","), "]; model '", servable->model(),
-        "' version ", servable->version(), " takes [N,", f, "]",
+        absl::StrJoin(input.shape(), ","), "]; model '", servable.model(),
+        "' version ", servable.version(), " takes [N,", f, "]",
         in.spatial ? absl::StrCat(" or [N,", in.channels, ",", in.height, ",",
                                   in.width, "]")
                    : ""));
@@ -182,6 +213,15 @@ absl::Status KServeService::DoModelInfer(
         absl::StrCat("input '", input.name(), "' has ", rows, " rows; at most ",
                      kMaxBatchRows, " per request"));
   }
+  return rows;
+}
+
+// The rows x f input values, from fp32_contents or (copied into `raw_values`
+// for alignment) from raw_input_contents[0]; checked finite.
+absl::StatusOr<const float*> InputValues(const ModelInferRequest& request,
+                                         int64_t rows, int64_t f,
+                                         std::vector<float>* raw_values) {
+  const ModelInferRequest::InferInputTensor& input = request.inputs(0);
   const int64_t n = rows * f;
   if (std::vector<std::string> other = OtherContents(input.contents());
       !other.empty()) {
@@ -196,7 +236,6 @@ absl::Status KServeService::DoModelInfer(
         "input values are in both contents.fp32_contents and "
         "raw_input_contents; send them in one of the two");
   }
-  std::vector<float> raw_values;
   const float* x = nullptr;
   if (raw) {
     if (request.raw_input_contents_size() != 1) {
@@ -210,9 +249,9 @@ absl::Status KServeService::DoModelInfer(
           "raw_input_contents has ", bytes.size(), " bytes; shape [", rows, ",",
           f, "] of FP32 needs ", n * 4));
     }
-    raw_values.resize(n);
-    std::memcpy(raw_values.data(), bytes.data(), bytes.size());
-    x = raw_values.data();
+    raw_values->resize(n);
+    std::memcpy(raw_values->data(), bytes.data(), bytes.size());
+    x = raw_values->data();
   } else {
     if (input.contents().fp32_contents_size() != n) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -222,43 +261,16 @@ absl::Status KServeService::DoModelInfer(
     x = input.contents().fp32_contents().data();
   }
   BNSERVE_RETURN_IF_ERROR(CheckFinite(x, n, f));
+  return x;
+}
 
-  bool want_output = request.outputs_size() == 0;
-  bool want_probabilities = want_output && servable->classification();
-  bool want_class_id = want_probabilities;
-  for (const auto& requested : request.outputs()) {
-    if (requested.name() == kOutputName) {
-      want_output = true;
-    } else if (requested.name() == kProbabilitiesName &&
-               servable->classification()) {
-      want_probabilities = true;
-    } else if (requested.name() == kClassIdName && servable->classification()) {
-      want_class_id = true;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown output '", requested.name(), "'; this model has '",
-          kOutputName, "'",
-          servable->classification() ? absl::StrCat(", '", kProbabilitiesName,
-                                                    "', '", kClassIdName, "'")
-                                     : ""));
-    }
-  }
-
-  std::vector<float> outputs(n / f * d);
-  for (int64_t r = 0; r < rows; ++r) servable->Run(x + r * f, &outputs[r * d]);
-  std::vector<float> probabilities;
-  std::vector<int64_t> class_ids;
-  if (want_probabilities || want_class_id) {
-    probabilities = outputs;
-    class_ids.resize(rows);
-    for (int64_t r = 0; r < rows; ++r) {
-      class_ids[r] = SoftmaxInPlace(&probabilities[r * d], d);
-    }
-  }
-
-  response->set_model_name(servable->model());
-  response->set_model_version(absl::StrCat(servable->version()));
-  response->set_id(request.id());
+// Appends the wanted tensors (rows x d outputs, their softmax, argmax) to
+// `response`, raw or typed like the input.
+void WriteOutputs(const WantedOutputs& want, bool raw, int64_t rows, int64_t d,
+                  const std::vector<float>& outputs,
+                  const std::vector<float>& probabilities,
+                  const std::vector<int64_t>& class_ids,
+                  ModelInferResponse* response) {
   auto put_floats = [&](const char* name, const std::vector<float>& v) {
     auto* out = AddOutput(response, name, "FP32", {rows, d});
     if (raw) {
@@ -268,9 +280,9 @@ absl::Status KServeService::DoModelInfer(
       out->mutable_contents()->mutable_fp32_contents()->Add(v.begin(), v.end());
     }
   };
-  if (want_output) put_floats(kOutputName, outputs);
-  if (want_probabilities) put_floats(kProbabilitiesName, probabilities);
-  if (want_class_id) {
+  if (want.output) put_floats(kOutputName, outputs);
+  if (want.probabilities) put_floats(kProbabilitiesName, probabilities);
+  if (want.class_id) {
     auto* out = AddOutput(response, kClassIdName, "INT64", {rows});
     if (raw) {
       response->add_raw_output_contents()->assign(
@@ -281,6 +293,52 @@ absl::Status KServeService::DoModelInfer(
                                                              class_ids.end());
     }
   }
+}
+
+}  // namespace
+
+absl::Status KServeService::DoModelInfer(
+    const grpc::CallbackServerContext& context,
+    const ModelInferRequest& request, ModelInferResponse* response) const {
+  BNSERVE_RETURN_IF_ERROR(auth_->Check(context));
+  BNSERVE_ASSIGN_OR_RETURN(
+      std::shared_ptr<const Servable> servable,
+      Select(request.model_name(), request.model_version()));
+  const int64_t f = servable->input_features();
+  const int64_t d = servable->output_dim();
+  // Shape, outputs and cost first: nothing is allocated or computed for a
+  // request the model cannot take or whose answer would be too large.
+  BNSERVE_ASSIGN_OR_RETURN(const int64_t rows, InputRows(request, *servable));
+  BNSERVE_ASSIGN_OR_RETURN(const WantedOutputs want,
+                           SelectOutputs(request, servable->classification()));
+  // What is computed, not only what is returned: the outputs always, their
+  // softmax for probabilities or class ids.
+  const bool softmax = want.probabilities || want.class_id;
+  BNSERVE_RETURN_IF_ERROR(CheckRequestCost(
+      "ModelInfer", *servable, rows,
+      ResponseBytes(rows, d, 1 + int{softmax}, int{want.class_id}), limits_));
+  std::vector<float> raw_values;
+  BNSERVE_ASSIGN_OR_RETURN(const float* x,
+                           InputValues(request, rows, f, &raw_values));
+
+  std::vector<float> outputs(rows * d);
+  for (int64_t r = 0; r < rows; ++r) servable->Run(x + r * f, &outputs[r * d]);
+  BNSERVE_RETURN_IF_ERROR(CheckOutputsFinite(
+      outputs.data(), static_cast<int64_t>(outputs.size()), d));
+  std::vector<float> probabilities;
+  std::vector<int64_t> class_ids;
+  if (softmax) {
+    probabilities = outputs;
+    class_ids.resize(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      class_ids[r] = SoftmaxInPlace(&probabilities[r * d], static_cast<int>(d));
+    }
+  }
+  response->set_model_name(servable->model());
+  response->set_model_version(absl::StrCat(servable->version()));
+  response->set_id(request.id());
+  WriteOutputs(want, !raw_values.empty(), rows, d, outputs, probabilities,
+               class_ids, response);
   return absl::OkStatus();
 }
 
@@ -310,7 +368,9 @@ grpc::ServerUnaryReactor* KServeService::ModelReady(
     ::inference::ModelReadyResponse* response) {
   const absl::Time start = absl::Now();
   return FinishCall(context, metrics_, "ModelReady", start,
-                    DoModelReady(*context, *request, response));
+                    server::GuardCall("ModelReady", [&] {
+                      return DoModelReady(*context, *request, response);
+                    }));
 }
 
 grpc::ServerUnaryReactor* KServeService::ServerMetadata(
@@ -330,7 +390,9 @@ grpc::ServerUnaryReactor* KServeService::ModelMetadata(
     ::inference::ModelMetadataResponse* response) {
   const absl::Time start = absl::Now();
   return FinishCall(context, metrics_, "ModelMetadata", start,
-                    DoModelMetadata(*context, *request, response));
+                    server::GuardCall("ModelMetadata", [&] {
+                      return DoModelMetadata(*context, *request, response);
+                    }));
 }
 
 grpc::ServerUnaryReactor* KServeService::ModelInfer(
@@ -338,7 +400,9 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(
     ModelInferResponse* response) {
   const absl::Time start = absl::Now();
   return FinishCall(context, metrics_, "ModelInfer", start,
-                    DoModelInfer(*context, *request, response));
+                    server::GuardCall("ModelInfer", [&] {
+                      return DoModelInfer(*context, *request, response);
+                    }));
 }
 
 }  // namespace bnserve::inference

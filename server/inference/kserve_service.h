@@ -29,6 +29,7 @@
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/common/auth.h"
 #include "server/inference/metrics.h"
+#include "server/inference/request_limits.h"
 #include "server/inference/servable_manager.h"
 
 namespace bnserve::inference {
@@ -37,8 +38,8 @@ class KServeService final
     : public ::inference::GRPCInferenceService::CallbackService {
  public:
   KServeService(const ServableManager* manager, const server::TokenAuth* auth,
-                Metrics* metrics)
-      : manager_(manager), auth_(auth), metrics_(metrics) {}
+                Metrics* metrics, RequestLimits limits = {})
+      : manager_(manager), auth_(auth), metrics_(metrics), limits_(limits) {}
 
   grpc::ServerUnaryReactor* ServerLive(
       grpc::CallbackServerContext* context,
@@ -82,6 +83,7 @@ class KServeService final
   const ServableManager* const manager_;
   const server::TokenAuth* const auth_;
   Metrics* const metrics_;
+  const RequestLimits limits_;
 };
 
 // Parses a KServe model version string (see above) into a VersionRequest.

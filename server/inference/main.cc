@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "server/common/limits.h"
 #include "server/common/server_setup.h"
 #include "server/inference/inference_server.h"
 
@@ -31,7 +32,12 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA for client certificates (enables mutual TLS)");
 ABSL_FLAG(std::string, token_file, "",
           "file with the bearer token clients must send (empty = no auth)");
-ABSL_FLAG(int32_t, max_message_mb, 64, "largest gRPC message, in MiB");
+ABSL_FLAG(int32_t, max_message_mb, bnserve::server::kDefaultMessageMb,
+          "largest gRPC message, in MiB (1..2047); also bounds the answer of "
+          "one batch call");
+ABSL_FLAG(int64_t, max_request_work, bnserve::server::kDefaultMaxRequestWork,
+          "largest work of one batch call: rows x the model's parameter "
+          "count (about its multiply-adds)");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warning | error");
 
 namespace {
@@ -60,6 +66,7 @@ int Run() {
                  absl::GetFlag(FLAGS_tls_client_ca)};
   options.token_file = absl::GetFlag(FLAGS_token_file);
   options.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
+  options.max_request_work = absl::GetFlag(FLAGS_max_request_work);
 
   auto server = bnserve::inference::InferenceServer::Start(options);
   if (!server.ok()) {
@@ -84,11 +91,7 @@ int Run() {
 
 int main(int argc, char** argv) {
   bnserve::server::PrepareServerProcess();
-  bnserve::server::ParseFlagsWithEnvironment(
-      argc, argv,
-      {"port", "host", "metrics_port", "store", "models", "versions_to_keep",
-       "drift_sample_every", "tls_cert", "tls_key", "tls_client_ca",
-       "token_file", "max_message_mb", "log_level"});
+  bnserve::server::ParseFlagsWithEnvironment(argc, argv, __FILE__);
   if (absl::Status st =
           bnserve::server::SetLogLevel(absl::GetFlag(FLAGS_log_level));
       !st.ok()) {

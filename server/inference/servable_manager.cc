@@ -139,6 +139,14 @@ void ServableManager::Loop() {
         }
       }
     }
+    {
+      absl::MutexLock lock(&sync_mu_);
+      if (!retry_later_.empty()) {
+        retry_models.insert(retry_later_.begin(), retry_later_.end());
+        retry_later_.clear();
+        retry_pending = true;
+      }
+    }
     if (failing && !retry_pending) {
       Log(LogLevel::kInfo, absl::StrCat("store ", store_->uri(), " is back"));
     }
@@ -213,6 +221,7 @@ absl::Status ServableManager::SyncModel(const std::string& model) {
       return Servable::Create(snapshot, options_.drift);
     }();
     if (servable.ok()) {
+      unreadable_[model].erase(v);
       next[v] = *std::move(servable);
       Log(LogLevel::kInfo,
           absl::StrCat("loaded model ", model, " version ", v));
@@ -228,7 +237,18 @@ absl::Status ServableManager::SyncModel(const std::string& model) {
       if (metrics_ != nullptr) metrics_->RecordLoadFailure(model);
       return false;
     }
-    if (transient.ok()) transient = st;
+    if (absl::IsUnavailable(st)) {  // the store is down: keep what we have
+      if (transient.ok()) transient = st;
+      return false;
+    }
+    // Any other error reading this one version (permissions, I/O): the
+    // older versions serve meanwhile and this one is retried later.
+    if (unreadable_[model].insert(v).second) {
+      Log(LogLevel::kWarning,
+          absl::StrCat("cannot read model ", model, " version ", v, ": ",
+                       st.ToString(), "; serving older versions, retrying"));
+    }
+    retry_later_.insert(model);
     return false;
   };
 

@@ -7,10 +7,14 @@
 // Loading = Read (checksum verified by the store) -> Servable::Create
 // (validate, fold, warm up) -> swap of an immutable shared_ptr. A request
 // that already holds a Servable finishes on it, whatever is swapped in later.
-// A version that fails to load because it is corrupt (DATA_LOSS) or invalid
+// A version that fails to load because it is corrupt (DATA_LOSS: a bad
+// checksum, or a damaged store entry such as a directory or FIFO in place of
+// the snapshot or a Redis key of the wrong type) or invalid
 // (INVALID_ARGUMENT) is logged, counted, remembered and never retried: the
-// versions already loaded keep serving. Transient store errors (UNAVAILABLE
-// and the like) are retried every `retry_interval`.
+// older versions serve instead. A version that cannot be read for another
+// reason (permissions, I/O errors) is skipped the same way but retried every
+// `retry_interval`. When the store itself is unavailable, what is loaded
+// keeps serving and the model is retried every `retry_interval`.
 //
 // One background thread does all loading; the store's Watch callback only
 // marks a model dirty and wakes it, so a new version is served a few
@@ -136,6 +140,12 @@ class ServableManager {
   absl::Mutex sync_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   // Versions refused for good (corrupt or invalid), per model.
   std::map<std::string, std::set<int64_t>> failed_ ABSL_GUARDED_BY(sync_mu_);
+  // Versions that could not be read for another reason than a store outage
+  // (e.g. permissions): skipped, logged once, retried; and the models to
+  // retry for them.
+  std::map<std::string, std::set<int64_t>> unreadable_
+      ABSL_GUARDED_BY(sync_mu_);
+  std::set<std::string> retry_later_ ABSL_GUARDED_BY(sync_mu_);
   // Whether a full reconciliation with the store has succeeded once.
   bool listed_ ABSL_GUARDED_BY(sync_mu_) = false;
 

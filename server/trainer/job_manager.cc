@@ -1,6 +1,9 @@
 #include "server/trainer/job_manager.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <utility>
@@ -32,13 +35,58 @@ struct JobState {
   std::vector<std::string> feature_names;
   std::vector<std::string> class_names;
 
+  // Last create, step, publish, cancel or stream close (retention).
+  absl::Time last_active ABSL_GUARDED_BY(mu);
+  // Steps and examples of a cancelled job, whose trainer is freed.
+  int64_t final_steps ABSL_GUARDED_BY(mu) = 0;
+  int64_t final_examples ABSL_GUARDED_BY(mu) = 0;
+
+  // What GetJob and ListJobs answer: refreshed (under mu) whenever the job
+  // changes, read under its own mutex, so that they never wait for a step.
+  absl::Mutex info_mu ABSL_ACQUIRED_AFTER(mu);
+  v1::Job summary ABSL_GUARDED_BY(info_mu);
+  // Set by CancelJob without waiting for a running step; the step applies it
+  // when it ends.
+  std::atomic<bool> cancel_requested{false};
+  // Ends the open training stream at once (set by its session's owner, the
+  // gRPC reactor), so that an idle stream does not wait for its next
+  // minibatch to learn that the job was cancelled or the trainer stops.
+  absl::Mutex hook_mu ABSL_ACQUIRED_AFTER(mu);
+  std::function<void(const absl::Status&)> end_stream ABSL_GUARDED_BY(hook_mu);
+
+  void Refresh() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    v1::Job job = ToProto();
+    absl::MutexLock lock(&info_mu);
+    summary = std::move(job);
+  }
+  v1::Job Summary() {
+    absl::MutexLock lock(&info_mu);
+    return summary;
+  }
+  void EndStream(const absl::Status& status) {
+    absl::MutexLock lock(&hook_mu);
+    if (end_stream) end_stream(status);
+  }
+
+  // CANCELLED, and the network and optimizer state freed.
+  void Cancel(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    state = v1::Job::CANCELLED;
+    last_active = now;
+    if (trainer.has_value()) {
+      final_steps = trainer->steps();
+      final_examples = trainer->examples_seen();
+      trainer.reset();
+    }
+  }
+
   v1::Job ToProto() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     v1::Job job;
     job.set_job_id(id);
     job.set_model(model);
     job.set_state(state);
-    job.set_steps(trainer->steps());
-    job.set_examples_seen(trainer->examples_seen());
+    job.set_steps(trainer.has_value() ? trainer->steps() : final_steps);
+    job.set_examples_seen(trainer.has_value() ? trainer->examples_seen()
+                                              : final_examples);
     job.set_last_loss(last_loss);
     job.set_last_accuracy(last_accuracy);
     job.set_last_published_version(last_published);
@@ -55,7 +103,27 @@ struct JobState {
 
 namespace {
 
-constexpr int64_t kMaxMinibatchValues = int64_t{1} << 28;
+// Refreshes the job's summary when it goes out of scope (declare it after
+// the MutexLock of job.mu, so that it runs with the lock held).
+class RefreshOnExit {
+ public:
+  explicit RefreshOnExit(internal::JobState& job) : job_(job) {}
+  ~RefreshOnExit() ABSL_NO_THREAD_SAFETY_ANALYSIS { job_.Refresh(); }
+
+ private:
+  internal::JobState& job_;
+};
+
+// FAILED_PRECONDITION for a cancelled job (its trainer is freed).
+absl::Status NotCancelled(internal::JobState& job)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu) {
+  if (job.cancel_requested && job.state != v1::Job::CANCELLED) {
+    job.Cancel(absl::Now());
+  }
+  if (job.state != v1::Job::CANCELLED) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("job ", job.id, " is cancelled"));
+}
 
 absl::StatusOr<model::OptimizerConfig> ToOptimizerConfig(
     const v1::OptimizerSpec& spec) {
@@ -99,8 +167,7 @@ v1::NetworkSpec DescribeNetwork(const model::Network& net) {
 
 }  // namespace
 
-absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& mb, v1::Task task,
-                                     int output_dim) {
+absl::Status CheckFraming(const v1::Minibatch& mb) {
   if (mb.rows() <= 0 || mb.cols() <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("minibatch shape must be positive, got rows=", mb.rows(),
@@ -108,13 +175,21 @@ absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& mb, v1::Task task,
   }
   const int64_t n = int64_t{mb.rows()} * mb.cols();
   if (n > kMaxMinibatchValues) {
-    return absl::InvalidArgumentError("minibatch is too large");
+    return absl::InvalidArgumentError(
+        absl::StrCat("minibatch of ", mb.rows(), " x ", mb.cols(),
+                     " values is too large; at most ", kMaxMinibatchValues));
   }
   if (mb.features_size() != n) {
     return absl::InvalidArgumentError(absl::StrCat(
         "ragged minibatch: rows x cols = ", mb.rows(), " x ", mb.cols(), " = ",
         n, " features expected, got ", mb.features_size()));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& mb, v1::Task task,
+                                     int output_dim) {
+  BNSERVE_RETURN_IF_ERROR(CheckFraming(mb));
   model::Batch batch;
   batch.features = Eigen::Map<const model::Matrix>(mb.features().data(),
                                                    mb.rows(), mb.cols());
@@ -140,98 +215,212 @@ absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& mb, v1::Task task,
   return batch;
 }
 
+int64_t StepBytes(const v1::NetworkSpec& spec, int64_t rows) {
+  const int64_t in = spec.input_features();
+  int64_t width = in;
+  int64_t widest = in;
+  int64_t values = 2 * in + 1;  // the minibatch, its copy, the label
+  for (const v1::LayerSpec& layer : spec.layers()) {
+    if (layer.has_dense()) width = layer.dense().units();
+    widest = std::max(widest, width);
+    values = SaturatingAdd(values, width);  // the layer's output
+    if (layer.has_batch_norm()) values = SaturatingAdd(values, width);
+  }
+  values = SaturatingAdd(values, SaturatingMul(2, widest));
+  return SaturatingMul(SaturatingMul(values, rows), sizeof(float));
+}
+
 JobManager::JobManager(store::SnapshotStore* store, JobManagerOptions options)
     : store_(store), options_(options) {}
 
 JobManager::~JobManager() = default;
+
+int64_t NetworkParameters(const v1::NetworkSpec& spec) {
+  int64_t in = std::max(0, spec.input_features());
+  int64_t n = 0;
+  auto dense = [&](int64_t units, bool bias) {
+    units = std::max<int64_t>(0, units);
+    n = SaturatingAdd(
+        n, SaturatingAdd(SaturatingMul(in, units), bias ? units : 0));
+    in = units;
+  };
+  auto batch_norm = [&] { n = SaturatingAdd(n, SaturatingMul(4, in)); };
+  if (spec.layers_size() == 0) {
+    for (int32_t width : spec.hidden()) {
+      dense(width, /*bias=*/false);
+      batch_norm();
+    }
+    dense(spec.output_dim(), /*bias=*/true);
+    return n;
+  }
+  for (const v1::LayerSpec& layer : spec.layers()) {
+    if (layer.has_dense()) dense(layer.dense().units(), layer.dense().bias());
+    if (layer.has_batch_norm()) batch_norm();
+  }
+  return n;
+}
+
+int64_t SnapshotParameters(const v1::Snapshot& snapshot) {
+  int64_t n = 0;
+  for (const v1::Layer& layer : snapshot.layers()) {
+    if (layer.has_dense()) {
+      n += layer.dense().weight_size() + layer.dense().bias_size();
+    } else if (layer.has_batch_norm()) {
+      const v1::BatchNormLayer& bn = layer.batch_norm();
+      n += bn.gamma_size() + bn.beta_size() + bn.running_mean_size() +
+           bn.running_var_size();
+    }
+  }
+  return n;
+}
+
+namespace {
+
+absl::Status CheckParameters(int64_t parameters, int64_t limit,
+                             absl::string_view what) {
+  if (parameters <= limit) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      what, " has ", parameters, " parameters; this trainer allows ", limit,
+      " per job (--max_job_parameters)"));
+}
+
+}  // namespace
+
+absl::StatusOr<model::Network> JobManager::BuildNetwork(
+    const v1::CreateJobRequest& request, Job& job) {
+  if (request.start_case() == v1::CreateJobRequest::START_NOT_SET) {
+    BNSERVE_RETURN_IF_ERROR(CheckParameters(NetworkParameters(request.spec()),
+                                            options_.max_job_parameters,
+                                            "the requested network"));
+    return model::Network::Create(request.spec(), request.seed());
+  }
+  int64_t version = request.from_version();
+  if (request.start_case() == v1::CreateJobRequest::kFromLabel) {
+    BNSERVE_ASSIGN_OR_RETURN(
+        version, store_->ResolveLabel(request.model(), request.from_label()));
+  }
+  BNSERVE_ASSIGN_OR_RETURN(v1::Snapshot parent,
+                           store_->Read(request.model(), version));
+  BNSERVE_RETURN_IF_ERROR(CheckParameters(
+      SnapshotParameters(parent), options_.max_job_parameters,
+      absl::StrCat("version ", version, " of ", request.model())));
+  BNSERVE_ASSIGN_OR_RETURN(model::Network network,
+                           model::Network::FromSnapshot(parent));
+  const v1::NetworkSpec& s = request.spec();
+  if ((s.input_features() != 0 &&
+       s.input_features() != network.input_features()) ||
+      (s.output_dim() != 0 && s.output_dim() != network.output_dim()) ||
+      (s.task() != v1::TASK_UNSPECIFIED && s.task() != network.task())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the spec does not match version ", version, " of ",
+                     request.model(), " (", network.input_features(),
+                     " features, ", network.output_dim(), " outputs)"));
+  }
+  job.parent_version = version;
+  if (job.feature_names.empty()) {
+    job.feature_names.assign(parent.feature_names().begin(),
+                             parent.feature_names().end());
+  }
+  if (job.class_names.empty()) {
+    job.class_names.assign(parent.class_names().begin(),
+                           parent.class_names().end());
+  }
+  return network;
+}
+
+absl::Status JobManager::CheckJobCount() {
+  if (shutting_down_) {
+    return absl::UnavailableError("the trainer is shutting down");
+  }
+  EvictExpired();
+  if (static_cast<int64_t>(jobs_.size()) < options_.max_jobs) {
+    return absl::OkStatus();
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "this trainer holds ", jobs_.size(), " jobs, its limit (--max_jobs); ",
+      "delete finished or cancelled jobs (DeleteJob) or wait for their ",
+      "retention (--job_retention_seconds) to pass"));
+}
 
 absl::StatusOr<v1::Job> JobManager::CreateJob(
     const v1::CreateJobRequest& request) {
   BNSERVE_RETURN_IF_ERROR(store::ValidateModelName(request.model()));
   BNSERVE_ASSIGN_OR_RETURN(model::OptimizerConfig opt,
                            ToOptimizerConfig(request.optimizer()));
+  if (request.publish().every_n_steps() < 0) {
+    return absl::InvalidArgumentError("publish every_n_steps must be >= 0");
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    BNSERVE_RETURN_IF_ERROR(CheckJobCount());
+  }
   auto job = std::make_shared<Job>();
   job->model = request.model();
   job->created = absl::Now();
   job->optimizer = request.optimizer();
   job->policy = request.publish();
-  if (job->policy.every_n_steps() < 0) {
-    return absl::InvalidArgumentError("publish every_n_steps must be >= 0");
-  }
   job->feature_names.assign(request.feature_names().begin(),
                             request.feature_names().end());
   job->class_names.assign(request.class_names().begin(),
                           request.class_names().end());
-
-  std::optional<model::Network> network;
-  if (request.start_case() == v1::CreateJobRequest::START_NOT_SET) {
-    BNSERVE_ASSIGN_OR_RETURN(
-        network, model::Network::Create(request.spec(), request.seed()));
-  } else {
-    int64_t version = request.from_version();
-    if (request.start_case() == v1::CreateJobRequest::kFromLabel) {
-      BNSERVE_ASSIGN_OR_RETURN(
-          version, store_->ResolveLabel(request.model(), request.from_label()));
-    }
-    BNSERVE_ASSIGN_OR_RETURN(v1::Snapshot parent,
-                             store_->Read(request.model(), version));
-    BNSERVE_ASSIGN_OR_RETURN(network, model::Network::FromSnapshot(parent));
-    const v1::NetworkSpec& s = request.spec();
-    if ((s.input_features() != 0 &&
-         s.input_features() != network->input_features()) ||
-        (s.output_dim() != 0 && s.output_dim() != network->output_dim()) ||
-        (s.task() != v1::TASK_UNSPECIFIED && s.task() != network->task())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the spec does not match version ", version, " of ",
-                       request.model(), " (", network->input_features(),
-                       " features, ", network->output_dim(), " outputs)"));
-    }
-    job->parent_version = version;
-    if (job->feature_names.empty()) {
-      job->feature_names.assign(parent.feature_names().begin(),
-                                parent.feature_names().end());
-    }
-    if (job->class_names.empty()) {
-      job->class_names.assign(parent.class_names().begin(),
-                              parent.class_names().end());
-    }
-  }
+  BNSERVE_ASSIGN_OR_RETURN(model::Network network, BuildNetwork(request, *job));
   if (!job->feature_names.empty() &&
       job->feature_names.size() !=
-          static_cast<size_t>(network->input_features())) {
+          static_cast<size_t>(network.input_features())) {
     return absl::InvalidArgumentError(
         absl::StrCat("got ", job->feature_names.size(), " feature names for ",
-                     network->input_features(), " features"));
+                     network.input_features(), " features"));
   }
   if (!job->class_names.empty() &&
-      (network->task() != v1::TASK_CLASSIFICATION ||
-       job->class_names.size() != static_cast<size_t>(network->output_dim()))) {
+      (network.task() != v1::TASK_CLASSIFICATION ||
+       job->class_names.size() != static_cast<size_t>(network.output_dim()))) {
     return absl::InvalidArgumentError(absl::StrCat(
         "class names need a classification model with exactly one name per "
         "class (",
-        network->output_dim(), ")"));
+        network.output_dim(), ")"));
   }
-  job->spec = DescribeNetwork(*network);
+  job->spec = DescribeNetwork(network);
   BNSERVE_ASSIGN_OR_RETURN(model::Trainer trainer,
-                           model::Trainer::Create(std::move(*network), opt));
-
+                           model::Trainer::Create(std::move(network), opt));
   {
-    absl::MutexLock lock(&mu_);
-    if (shutting_down_) {
-      return absl::UnavailableError("the trainer is shutting down");
-    }
-    job->id = absl::StrCat("job-", next_id_++);
-    jobs_[job->id] = job;
-    order_.push_back(job->id);
+    // The network and its state exist before the job is visible.
+    absl::MutexLock lock(&job->mu);
+    job->trainer.emplace(std::move(trainer));
+    job->last_active = options_.now();
   }
-  absl::MutexLock lock(&job->mu);
-  job->trainer.emplace(std::move(trainer));
+  absl::MutexLock lock(&mu_);
+  BNSERVE_RETURN_IF_ERROR(CheckJobCount());  // others may have raced us
+  job->id = absl::StrCat("job-", next_id_++);
+  jobs_[job->id] = job;
+  order_.push_back(job->id);
+  absl::MutexLock job_lock(&job->mu);
+  job->Refresh();
   return job->ToProto();
+}
+
+void JobManager::EvictExpired() {
+  const absl::Time now = options_.now();
+  for (auto it = order_.begin(); it != order_.end();) {
+    Job& job = *jobs_[*it];
+    bool expired = false;
+    if (job.mu.TryLock()) {
+      expired =
+          !job.stream_open && now - job.last_active > options_.job_retention;
+      job.mu.Unlock();
+    }
+    if (expired) {
+      jobs_.erase(*it);
+      it = order_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 absl::StatusOr<std::shared_ptr<JobManager::Job>> JobManager::FindJob(
     const std::string& job_id) {
   absl::MutexLock lock(&mu_);
+  EvictExpired();
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) {
     return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
@@ -241,30 +430,58 @@ absl::StatusOr<std::shared_ptr<JobManager::Job>> JobManager::FindJob(
 
 absl::StatusOr<v1::Job> JobManager::GetJob(const std::string& job_id) {
   BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
-  absl::MutexLock lock(&job->mu);
-  return job->ToProto();
+  return job->Summary();
 }
 
 std::vector<v1::Job> JobManager::ListJobs(const std::string& model) {
   std::vector<std::shared_ptr<Job>> jobs;
   {
     absl::MutexLock lock(&mu_);
+    EvictExpired();
     for (const std::string& id : order_) jobs.push_back(jobs_[id]);
   }
   std::vector<v1::Job> out;
   for (const auto& job : jobs) {
     if (!model.empty() && job->model != model) continue;
-    absl::MutexLock lock(&job->mu);
-    out.push_back(job->ToProto());
+    out.push_back(job->Summary());
   }
   return out;
 }
 
 absl::StatusOr<v1::Job> JobManager::CancelJob(const std::string& job_id) {
   BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
-  absl::MutexLock lock(&job->mu);
-  job->state = v1::Job::CANCELLED;
-  return job->ToProto();
+  job->cancel_requested = true;
+  job->EndStream(
+      absl::CancelledError(absl::StrCat("job ", job_id, " was cancelled")));
+  if (job->mu.TryLock()) {
+    job->Cancel(options_.now());
+    job->Refresh();
+    job->mu.Unlock();
+  } else {
+    // A step is running: it frees the job when it ends. Answer now.
+    absl::MutexLock lock(&job->info_mu);
+    job->summary.set_state(v1::Job::CANCELLED);
+  }
+  return job->Summary();
+}
+
+absl::Status JobManager::DeleteJob(const std::string& job_id) {
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
+  {
+    absl::MutexLock lock(&job->mu);
+    if (job->stream_open) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job ", job_id, " has an open training stream; cancel it first"));
+    }
+    job->Cancel(options_.now());  // no stream can open on it any more
+    job->Refresh();
+  }
+  absl::MutexLock lock(&mu_);
+  if (auto it = jobs_.find(job_id); it != jobs_.end() && it->second == job) {
+    jobs_.erase(it);
+    order_.erase(std::find(order_.begin(), order_.end(), job_id));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<TrainingSession>>
@@ -277,10 +494,7 @@ JobManager::OpenTrainingSession(const std::string& job_id) {
   }
   BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
   absl::MutexLock lock(&job->mu);
-  if (job->state == v1::Job::CANCELLED) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job ", job_id, " is cancelled"));
-  }
+  BNSERVE_RETURN_IF_ERROR(NotCancelled(*job));
   if (job->stream_open) {
     return absl::FailedPreconditionError(absl::StrCat(
         "job ", job_id,
@@ -288,6 +502,8 @@ JobManager::OpenTrainingSession(const std::string& job_id) {
   }
   job->stream_open = true;
   job->state = v1::Job::TRAINING;
+  job->last_active = options_.now();
+  job->Refresh();
   return std::unique_ptr<TrainingSession>(new TrainingSession(this, job));
 }
 
@@ -311,10 +527,23 @@ absl::StatusOr<int64_t> JobManager::PublishNetwork(
   return store_->Publish(snapshot);
 }
 
+absl::Status JobManager::CheckStepMemory(const Job& job, int64_t rows) const {
+  const int64_t need = StepBytes(job.spec, rows);
+  if (need <= options_.max_step_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "a minibatch of ", rows, " examples needs ", need >> 20,
+      " MiB of activations in job ", job.id, "'s network; this trainer allows ",
+      options_.max_step_bytes >> 20,
+      " MiB per step (--max_step_mb): send smaller minibatches"));
+}
+
 absl::StatusOr<v1::PublishResponse> JobManager::Publish(
     const std::string& job_id) {
   BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
   absl::MutexLock lock(&job->mu);
+  RefreshOnExit refresh(*job);
+  BNSERVE_RETURN_IF_ERROR(NotCancelled(*job));
+  job->last_active = options_.now();
   BNSERVE_ASSIGN_OR_RETURN(
       int64_t version,
       PublishNetwork(*job, job->trainer->network(), "trainer"));
@@ -336,14 +565,24 @@ JobManager::OpenRecalibration(const std::string& job_id) {
   }
   BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
   absl::MutexLock lock(&job->mu);
+  BNSERVE_RETURN_IF_ERROR(NotCancelled(*job));
+  job->last_active = options_.now();
   return std::unique_ptr<RecalibrationSession>(new RecalibrationSession(
       this, job_id, job->trainer->network().input_features(),
-      options_.max_recalibration_bytes));
+      options_.max_recalibration_bytes, job->spec, options_.max_step_bytes));
 }
 
 void JobManager::Shutdown() {
-  absl::MutexLock lock(&mu_);
-  shutting_down_ = true;
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;
+    for (const auto& [id, job] : jobs_) jobs.push_back(job);
+  }
+  stopping_ = true;  // a step that is running ends its stream when it ends
+  for (const auto& job : jobs) {
+    job->EndStream(absl::UnavailableError("the trainer is shutting down"));
+  }
 }
 
 TrainingSession::TrainingSession(JobManager* manager,
@@ -354,25 +593,33 @@ TrainingSession::TrainingSession(JobManager* manager,
       started_(absl::Now()) {}
 
 TrainingSession::~TrainingSession() {
+  {
+    absl::MutexLock lock(&job_->hook_mu);
+    job_->end_stream = nullptr;
+  }
   absl::MutexLock lock(&job_->mu);
   job_->stream_open = false;
+  job_->last_active = manager_->options_.now();
   if (job_->state == v1::Job::TRAINING) job_->state = v1::Job::IDLE;
+  job_->Refresh();
 }
 
 absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
     const v1::Minibatch& minibatch) {
   absl::MutexLock lock(&job_->mu);
-  if (job_->state == v1::Job::CANCELLED) {
-    return absl::CancelledError(
-        absl::StrCat("job ", job_id_, " was cancelled"));
-  }
+  RefreshOnExit refresh(*job_);
+  BNSERVE_RETURN_IF_ERROR(Interrupted());
   model::Trainer& trainer = *job_->trainer;
+  BNSERVE_RETURN_IF_ERROR(CheckFraming(minibatch));
+  BNSERVE_RETURN_IF_ERROR(manager_->CheckStepMemory(*job_, minibatch.rows()));
   BNSERVE_ASSIGN_OR_RETURN(model::Batch batch,
                            ToBatch(minibatch, trainer.network().task(),
                                    trainer.network().output_dim()));
   BNSERVE_ASSIGN_OR_RETURN(model::StepResult result, trainer.Step(batch));
+  BNSERVE_RETURN_IF_ERROR(Interrupted());  // cancelled during the step
   job_->last_loss = result.loss;
   job_->last_accuracy = result.accuracy;
+  job_->last_active = manager_->options_.now();
   examples_ += result.examples;
 
   v1::TrainProgress progress;
@@ -385,16 +632,15 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
     job_->last_published_step = trainer.steps();
     progress.set_published(true);
   }
+  BNSERVE_RETURN_IF_ERROR(Interrupted());  // cancelled meanwhile
   FillProgress(&progress);
   return progress;
 }
 
 absl::StatusOr<v1::TrainProgress> TrainingSession::Finish() {
   absl::MutexLock lock(&job_->mu);
-  if (job_->state == v1::Job::CANCELLED) {
-    return absl::CancelledError(
-        absl::StrCat("job ", job_id_, " was cancelled"));
-  }
+  RefreshOnExit refresh(*job_);
+  BNSERVE_RETURN_IF_ERROR(Interrupted());
   model::Trainer& trainer = *job_->trainer;
   v1::TrainProgress progress;
   const bool on_close =
@@ -409,6 +655,24 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Finish() {
   }
   FillProgress(&progress);
   return progress;
+}
+
+absl::Status TrainingSession::Interrupted() {
+  if (job_->cancel_requested || job_->state == v1::Job::CANCELLED) {
+    job_->Cancel(manager_->options_.now());
+    return absl::CancelledError(
+        absl::StrCat("job ", job_id_, " was cancelled"));
+  }
+  if (manager_->stopping_) {
+    return absl::UnavailableError("the trainer is shutting down");
+  }
+  return absl::OkStatus();
+}
+
+void TrainingSession::SetStreamEnder(
+    std::function<void(const absl::Status&)> end_stream) {
+  absl::MutexLock lock(&job_->hook_mu);
+  job_->end_stream = std::move(end_stream);
 }
 
 void TrainingSession::FillProgress(v1::TrainProgress* progress) const {
@@ -443,6 +707,15 @@ absl::Status RecalibrationSession::Add(const v1::Minibatch& minibatch) {
         " MiB (--max_recalibration_mb); send fewer "
         "examples or raise the limit"));
   }
+  const int64_t pass_bytes = StepBytes(spec_, rows_ + minibatch.rows());
+  if (pass_bytes > max_pass_bytes_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "recalibrating over ", rows_ + minibatch.rows(), " examples needs ",
+        pass_bytes >> 20, " MiB of activations; this trainer allows ",
+        max_pass_bytes_ >> 20,
+        " MiB (--max_step_mb): send fewer examples (a sample of the "
+        "training set gives nearly the same statistics) or raise the limit"));
+  }
   for (float v : minibatch.features()) {
     if (!std::isfinite(v)) {
       return absl::InvalidArgumentError(
@@ -465,6 +738,7 @@ absl::StatusOr<v1::PublishResponse> RecalibrationSession::Finish() {
                            manager_->FindJob(job_id_));
   const Eigen::Map<const model::Matrix> x(features_.data(), rows_, width_);
   absl::MutexLock lock(&job->mu);
+  BNSERVE_RETURN_IF_ERROR(NotCancelled(*job));
   model::Network network = job->trainer->network();
   BNSERVE_RETURN_IF_ERROR(network.Recalibrate(x));
   BNSERVE_ASSIGN_OR_RETURN(

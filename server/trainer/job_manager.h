@@ -12,7 +12,9 @@
 #ifndef BNSERVE_SERVER_TRAINER_JOB_MANAGER_H_
 #define BNSERVE_SERVER_TRAINER_JOB_MANAGER_H_
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -25,6 +27,7 @@
 #include "absl/time/time.h"
 #include "bnserve/v1/trainer.pb.h"
 #include "model/trainer.h"
+#include "server/common/limits.h"
 #include "store/store.h"
 
 namespace bnserve::server {
@@ -32,6 +35,20 @@ namespace bnserve::server {
 struct JobManagerOptions {
   // Upper bound on the feature bytes one Recalibrate call may buffer.
   int64_t max_recalibration_bytes = int64_t{256} << 20;
+  // Upper bound on the memory one training step's activations take (every
+  // layer's output and cache and the gradients flowing back), checked
+  // before the step (see StepBytes).
+  int64_t max_step_bytes = server::kDefaultMaxStepMb << 20;
+  // Upper bound on one job's parameter count (NetworkParameters).
+  int64_t max_job_parameters = server::kDefaultMaxJobParameters;
+  // Upper bound on the jobs held at once.
+  int max_jobs = server::kDefaultMaxJobs;
+  // A job without an open stream is forgotten this long after its last
+  // activity (create, step, publish, cancel, stream closed).
+  absl::Duration job_retention =
+      absl::Seconds(server::kDefaultJobRetentionSeconds);
+  // The clock of job_retention (tests use a fake one).
+  std::function<absl::Time()> now = [] { return absl::Now(); };
 };
 
 class JobManager;
@@ -39,11 +56,28 @@ namespace internal {
 struct JobState;
 }  // namespace internal
 
-// Converts a wire minibatch to a model batch, checking its framing (shape
-// given, not ragged). Content checks (width, finite values, labels, at least
-// two rows) are model::Trainer::ValidateBatch's.
+// Checks a wire minibatch's framing: shape given, at most
+// kMaxMinibatchValues values, not ragged.
+absl::Status CheckFraming(const v1::Minibatch& minibatch);
+
+// Converts a wire minibatch to a model batch, checking its framing first.
+// Content checks (width, finite values, labels, at least two rows) are
+// model::Trainer::ValidateBatch's.
 absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& minibatch,
                                      v1::Task task, int output_dim);
+
+// Parameter count of the network `spec` describes (explicit layers or the
+// `hidden` shorthand), computed without building it; the same count as
+// model::Network::parameter_count() of the network built. Saturating.
+int64_t NetworkParameters(const v1::NetworkSpec& spec);
+// Parameter count of a snapshot's layers, from the sizes of its fields.
+int64_t SnapshotParameters(const v1::Snapshot& snapshot);
+
+// Bytes one training step of `rows` examples holds for the network `spec`
+// (resolved: explicit layers, as Job.spec): the minibatch and its copy,
+// every layer's output, each batch norm's normalized values and two
+// gradient buffers as wide as the widest layer. 64-bit, saturating.
+int64_t StepBytes(const v1::NetworkSpec& spec, int64_t rows);
 
 // An open training stream on one job. Destroying it closes the stream (the
 // job becomes IDLE again) without publishing.
@@ -65,12 +99,21 @@ class TrainingSession {
   // changed since its last publish) and returns the final progress.
   absl::StatusOr<v1::TrainProgress> Finish();
 
+  // Registers how to end the stream at once from another thread (CancelJob,
+  // Shutdown), with the status to finish it with. Called at most while the
+  // session lives; the destructor unregisters it (waiting for a call in
+  // progress), so it may capture its owner.
+  void SetStreamEnder(std::function<void(const absl::Status&)> end_stream);
+
  private:
   friend class JobManager;
   TrainingSession(JobManager* manager, std::shared_ptr<internal::JobState> job);
-  // Step, loss, accuracy, throughput and last version of the job, with
-  // job_->mu held by the caller.
-  void FillProgress(v1::TrainProgress* progress) const;
+  // Step, loss, accuracy, throughput and last version of the job.
+  void FillProgress(v1::TrainProgress* progress) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(job_->mu);
+  // CANCELLED (freeing the job) if it was cancelled, UNAVAILABLE if the
+  // trainer is shutting down.
+  absl::Status Interrupted() ABSL_EXCLUSIVE_LOCKS_REQUIRED(job_->mu);
 
   JobManager* manager_;
   std::shared_ptr<internal::JobState> job_;
@@ -80,11 +123,13 @@ class TrainingSession {
 };
 
 // Accumulates recalibration examples for one job (bounded by
-// JobManagerOptions::max_recalibration_bytes).
+// JobManagerOptions::max_recalibration_bytes, and by max_step_bytes for the
+// activations the passes over all of them will need).
 class RecalibrationSession {
  public:
   // Buffers the features of one minibatch. INVALID_ARGUMENT for bad framing
-  // or width; RESOURCE_EXHAUSTED beyond the buffer limit.
+  // or width; RESOURCE_EXHAUSTED beyond the buffer limit or when the passes
+  // over everything added would need more than max_step_bytes.
   absl::Status Add(const v1::Minibatch& minibatch);
   // Recalibrates a copy of the job's network over everything added and
   // publishes it. INVALID_ARGUMENT with fewer than 2 examples.
@@ -93,16 +138,24 @@ class RecalibrationSession {
  private:
   friend class JobManager;
   RecalibrationSession(JobManager* manager, std::string job_id, int width,
-                       int64_t max_bytes)
+                       int64_t max_bytes, v1::NetworkSpec spec,
+                       int64_t max_pass_bytes)
       : manager_(manager),
         job_id_(std::move(job_id)),
         width_(width),
-        max_bytes_(max_bytes) {}
+        max_bytes_(max_bytes),
+        spec_(std::move(spec)),
+        max_pass_bytes_(max_pass_bytes) {}
 
   JobManager* manager_;
   std::string job_id_;
   int width_;
   int64_t max_bytes_;
+  // The job's network and the bound on the activations of the
+  // layer-by-layer passes over every example (StepBytes, max_step_bytes):
+  // Network::Recalibrate holds whole-dataset activations.
+  v1::NetworkSpec spec_;
+  int64_t max_pass_bytes_;
   int64_t rows_ = 0;
   std::vector<float> features_;
 };
@@ -117,8 +170,11 @@ class JobManager {
   absl::StatusOr<v1::Job> GetJob(const std::string& job_id);
   // Jobs in creation order, optionally only those of `model`.
   std::vector<v1::Job> ListJobs(const std::string& model);
-  // Marks the job CANCELLED; an open session fails its next Step.
+  // Marks the job CANCELLED and frees its network and optimizer state; an
+  // open session fails its next Step.
   absl::StatusOr<v1::Job> CancelJob(const std::string& job_id);
+  // Forgets the job. FAILED_PRECONDITION while a training stream is open.
+  absl::Status DeleteJob(const std::string& job_id);
 
   // NOT_FOUND for an unknown job; FAILED_PRECONDITION if a stream is already
   // open or the job is cancelled; UNAVAILABLE while shutting down.
@@ -131,7 +187,9 @@ class JobManager {
   absl::StatusOr<std::unique_ptr<RecalibrationSession>> OpenRecalibration(
       const std::string& job_id);
 
-  // Refuses new jobs and sessions (UNAVAILABLE) and cancels open sessions.
+  // Refuses new jobs and sessions (UNAVAILABLE) and ends every open training
+  // stream with UNAVAILABLE: at once through its stream ender, else at its
+  // next step (a running step finishes first). Jobs are not cancelled.
   void Shutdown();
 
   store::SnapshotStore* store() const { return store_; }
@@ -142,16 +200,31 @@ class JobManager {
   using Job = internal::JobState;
 
   absl::StatusOr<std::shared_ptr<Job>> FindJob(const std::string& job_id);
-  // Publishes `network` with the job's names and provenance. The caller
-  // holds job.mu.
+  // Forgets the jobs whose retention has passed. A job busy in a step (its
+  // mutex held) is active and skipped: this never waits for a step.
+  void EvictExpired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RESOURCE_EXHAUSTED when the trainer holds max_jobs jobs already.
+  absl::Status CheckJobCount() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The network a CreateJob request asks for (from its spec, or from the
+  // parent version, which is recorded in `job`), its parameter count checked
+  // against the budget before it is built.
+  absl::StatusOr<model::Network> BuildNetwork(
+      const v1::CreateJobRequest& request, Job& job);
+  // RESOURCE_EXHAUSTED if a step of `rows` examples of `job` would need more
+  // than options_.max_step_bytes.
+  absl::Status CheckStepMemory(const Job& job, int64_t rows) const;
+  // Publishes `network` with the job's names and provenance.
   absl::StatusOr<int64_t> PublishNetwork(Job& job,
                                          const model::Network& network,
-                                         const std::string& origin);
+                                         const std::string& origin)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
 
   store::SnapshotStore* const store_;
   const JobManagerOptions options_;
   absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  // The same, read by sessions without mu_.
+  std::atomic<bool> stopping_{false};
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> order_ ABSL_GUARDED_BY(mu_);

@@ -4,6 +4,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "server/common/limits.h"
 #include "server/common/server_setup.h"
 #include "server/trainer/trainer_server.h"
 
@@ -19,9 +20,23 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(std::string, token_file, "",
           "File holding a bearer token that every call must present as "
           "'authorization: Bearer <token>'. Empty: no token required.");
-ABSL_FLAG(int, max_message_mb, 64, "Largest request message, in MiB.");
+ABSL_FLAG(int, max_message_mb, bnserve::server::kDefaultMessageMb,
+          "Largest request message, in MiB (1..2047).");
 ABSL_FLAG(int, max_recalibration_mb, 256,
           "Largest amount of example data one Recalibrate call may buffer.");
+ABSL_FLAG(int64_t, max_step_mb, bnserve::server::kDefaultMaxStepMb,
+          "Largest memory one training step's activations may take, in MiB; "
+          "a larger minibatch is refused with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_job_parameters,
+          bnserve::server::kDefaultMaxJobParameters,
+          "Largest network one job may hold, in parameters (weights, biases, "
+          "batch-norm values); checked before the network is built.");
+ABSL_FLAG(int, max_jobs, bnserve::server::kDefaultMaxJobs,
+          "Most jobs the trainer holds at once.");
+ABSL_FLAG(int64_t, job_retention_seconds,
+          bnserve::server::kDefaultJobRetentionSeconds,
+          "A job without an open training stream is forgotten this long after "
+          "its last activity (DeleteJob forgets one at once).");
 ABSL_FLAG(int, shutdown_grace_seconds, 10,
           "On SIGTERM, how long open streams may take to finish.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
@@ -29,11 +44,7 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 int main(int argc, char** argv) {
   using namespace bnserve::server;  // NOLINT
   PrepareServerProcess();
-  ParseFlagsWithEnvironment(
-      argc, argv,
-      {"host", "port", "store", "tls_cert", "tls_key", "tls_client_ca",
-       "token_file", "max_message_mb", "max_recalibration_mb",
-       "shutdown_grace_seconds", "log_level"});
+  ParseFlagsWithEnvironment(argc, argv, __FILE__);
   if (absl::Status s = SetLogLevel(absl::GetFlag(FLAGS_log_level)); !s.ok()) {
     Log(LogLevel::kError, s.ToString());
     return 2;
@@ -47,6 +58,10 @@ int main(int argc, char** argv) {
   options.token_file = absl::GetFlag(FLAGS_token_file);
   options.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
   options.max_recalibration_mb = absl::GetFlag(FLAGS_max_recalibration_mb);
+  options.max_step_mb = absl::GetFlag(FLAGS_max_step_mb);
+  options.max_job_parameters = absl::GetFlag(FLAGS_max_job_parameters);
+  options.max_jobs = absl::GetFlag(FLAGS_max_jobs);
+  options.job_retention_seconds = absl::GetFlag(FLAGS_job_retention_seconds);
   auto server = TrainerServer::Start(options);
   if (!server.ok()) {
     Log(LogLevel::kError,

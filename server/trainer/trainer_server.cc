@@ -19,15 +19,30 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
                            TokenAuth::FromFile(options.token_file));
   BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds,
                            MakeServerCredentials(options.tls));
-  if (options.max_message_mb <= 0 || options.max_recalibration_mb <= 0) {
+  if (options.max_message_mb < 1 || options.max_message_mb > kMaxMessageMb) {
     return absl::InvalidArgumentError(
-        "--max_message_mb and --max_recalibration_mb must be positive");
+        absl::StrCat("--max_message_mb must be between 1 and ", kMaxMessageMb,
+                     ", got ", options.max_message_mb));
+  }
+  if (options.max_recalibration_mb <= 0 || options.max_step_mb <= 0 ||
+      options.max_step_mb > (int64_t{1} << 40) ||
+      options.max_job_parameters <= 0 || options.max_jobs <= 0 ||
+      options.job_retention_seconds <= 0) {
+    return absl::InvalidArgumentError(
+        "--max_recalibration_mb, --max_step_mb (at most 2^40), "
+        "--max_job_parameters, --max_jobs and --job_retention_seconds must "
+        "be positive");
   }
   s->auth_enabled_ = auth.enabled();
   s->jobs_ = std::make_unique<JobManager>(
       s->store_.get(),
-      JobManagerOptions{.max_recalibration_bytes =
-                            int64_t{options.max_recalibration_mb} << 20});
+      JobManagerOptions{
+          .max_recalibration_bytes = int64_t{options.max_recalibration_mb}
+                                     << 20,
+          .max_step_bytes = options.max_step_mb << 20,
+          .max_job_parameters = options.max_job_parameters,
+          .max_jobs = options.max_jobs,
+          .job_retention = absl::Seconds(options.job_retention_seconds)});
   s->service_ =
       std::make_unique<TrainerService>(s->jobs_.get(), std::move(auth));
 
@@ -54,8 +69,7 @@ std::shared_ptr<grpc::Channel> TrainerServer::InProcessChannel() {
 }
 
 void TrainerServer::Shutdown(absl::Duration deadline) {
-  if (shut_down_ || server_ == nullptr) return;  // not started
-  shut_down_ = true;
+  if (server_ == nullptr || shut_down_.exchange(true)) return;
   jobs_->Shutdown();
   server_->GetHealthCheckService()->SetServingStatus(false);
   server_->Shutdown(std::chrono::system_clock::now() +

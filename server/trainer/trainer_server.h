@@ -6,11 +6,13 @@
 
 #include <grpcpp/server.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/common/limits.h"
 #include "server/common/server_setup.h"
 #include "server/trainer/job_manager.h"
 #include "server/trainer/trainer_service.h"
@@ -25,8 +27,16 @@ struct TrainerServerOptions {
   TlsOptions tls;
   // File with the bearer token clients must send; empty = no auth.
   std::string token_file;
-  int max_message_mb = 64;
+  // Largest request message, MiB, in [1, kMaxMessageMb].
+  int max_message_mb = kDefaultMessageMb;
   int max_recalibration_mb = 256;
+  // Largest memory of one training step's activations, MiB.
+  int64_t max_step_mb = kDefaultMaxStepMb;
+  // Jobs: parameters of one, how many at once, how long one without an open
+  // stream is kept after its last activity.
+  int64_t max_job_parameters = kDefaultMaxJobParameters;
+  int max_jobs = kDefaultMaxJobs;
+  int64_t job_retention_seconds = kDefaultJobRetentionSeconds;
 };
 
 // Thread-safe after Start; Shutdown may be called from any thread.
@@ -56,7 +66,7 @@ class TrainerServer {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool auth_enabled_ = false;
-  bool shut_down_ = false;
+  std::atomic<bool> shut_down_{false};
 };
 
 }  // namespace bnserve::server

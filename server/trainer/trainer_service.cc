@@ -4,18 +4,20 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "model/status_macros.h"
 #include "server/common/grpc_status.h"
 
 namespace bnserve::server {
 namespace {
 
-// Runs `body` (returning absl::Status) after the auth check and converts.
+// Runs `body` (returning absl::Status) after the auth check and converts;
+// no exception escapes (GuardCall).
 template <typename F>
-grpc::Status Handle(const TokenAuth& auth, grpc::ServerContext* context,
-                    F body) {
+grpc::Status Handle(absl::string_view method, const TokenAuth& auth,
+                    grpc::ServerContext* context, F body) {
   absl::Status status = auth.Check(*context);
-  if (status.ok()) status = body();
+  if (status.ok()) status = GuardCall(method, body);
   return ToGrpcStatus(status);
 }
 
@@ -24,7 +26,7 @@ grpc::Status Handle(const TokenAuth& auth, grpc::ServerContext* context,
 grpc::Status TrainerService::CreateJob(grpc::ServerContext* context,
                                        const v1::CreateJobRequest* request,
                                        v1::Job* response) {
-  return Handle(auth_, context, [&]() -> absl::Status {
+  return Handle("CreateJob", auth_, context, [&]() -> absl::Status {
     BNSERVE_ASSIGN_OR_RETURN(*response, jobs_->CreateJob(*request));
     return absl::OkStatus();
   });
@@ -33,7 +35,7 @@ grpc::Status TrainerService::CreateJob(grpc::ServerContext* context,
 grpc::Status TrainerService::GetJob(grpc::ServerContext* context,
                                     const v1::GetJobRequest* request,
                                     v1::Job* response) {
-  return Handle(auth_, context, [&]() -> absl::Status {
+  return Handle("GetJob", auth_, context, [&]() -> absl::Status {
     BNSERVE_ASSIGN_OR_RETURN(*response, jobs_->GetJob(request->job_id()));
     return absl::OkStatus();
   });
@@ -42,7 +44,7 @@ grpc::Status TrainerService::GetJob(grpc::ServerContext* context,
 grpc::Status TrainerService::ListJobs(grpc::ServerContext* context,
                                       const v1::ListJobsRequest* request,
                                       v1::ListJobsResponse* response) {
-  return Handle(auth_, context, [&]() -> absl::Status {
+  return Handle("ListJobs", auth_, context, [&]() -> absl::Status {
     for (v1::Job& job : jobs_->ListJobs(request->model())) {
       *response->add_jobs() = std::move(job);
     }
@@ -53,10 +55,17 @@ grpc::Status TrainerService::ListJobs(grpc::ServerContext* context,
 grpc::Status TrainerService::CancelJob(grpc::ServerContext* context,
                                        const v1::CancelJobRequest* request,
                                        v1::Job* response) {
-  return Handle(auth_, context, [&]() -> absl::Status {
+  return Handle("CancelJob", auth_, context, [&]() -> absl::Status {
     BNSERVE_ASSIGN_OR_RETURN(*response, jobs_->CancelJob(request->job_id()));
     return absl::OkStatus();
   });
+}
+
+grpc::Status TrainerService::DeleteJob(grpc::ServerContext* context,
+                                       const v1::DeleteJobRequest* request,
+                                       v1::DeleteJobResponse*) {
+  return Handle("DeleteJob", auth_, context,
+                [&] { return jobs_->DeleteJob(request->job_id()); });
 }
 
 namespace {
@@ -65,7 +74,12 @@ namespace {
 // next; when the client half-closes, finish the session (policy publish) and
 // write the closing progress. Exactly one read or write is outstanding at a
 // time, so the reactions never run concurrently (OnCancel does nothing: the
-// outstanding operation then fails and ends the stream).
+// outstanding operation then fails and ends the stream). CancelJob and
+// JobManager::Shutdown end an idle stream at once through the session's
+// stream ender (FinishOnce). No exception
+// escapes a reaction (gRPC would swallow it and the stream would never
+// finish, holding its job): std::bad_alloc ends the stream with
+// RESOURCE_EXHAUSTED and releases the job.
 class TrainReactor final
     : public grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainProgress> {
  public:
@@ -80,11 +94,15 @@ class TrainReactor final
   }
 
   void OnReadDone(bool ok) override {
+    if (Finished()) {  // ended from outside (CancelJob, Shutdown)
+      session_.reset();
+      return;
+    }
     if (!ok) {
       ClientDone();
       return;
     }
-    absl::Status st = StepOne();
+    absl::Status st = GuardCall("Train", [this] { return StepOne(); });
     if (!st.ok()) {
       End(st);
       return;
@@ -93,6 +111,10 @@ class TrainReactor final
   }
 
   void OnWriteDone(bool ok) override {
+    if (Finished()) {
+      session_.reset();
+      return;
+    }
     if (!ok) {
       End(absl::CancelledError("the client went away"));
     } else if (closing_) {
@@ -113,6 +135,8 @@ class TrainReactor final
       }
       BNSERVE_ASSIGN_OR_RETURN(session_,
                                jobs_->OpenTrainingSession(request_.job_id()));
+      session_->SetStreamEnder(
+          [this](const absl::Status& status) { FinishOnce(status); });
     } else if (!request_.job_id().empty() &&
                request_.job_id() != session_->job_id()) {
       return absl::InvalidArgumentError(
@@ -133,12 +157,14 @@ class TrainReactor final
       End(absl::OkStatus());
       return;
     }
-    absl::StatusOr<v1::TrainProgress> last = session_->Finish();
-    if (!last.ok()) {
-      End(last.status());
+    absl::Status st = GuardCall("Train", [this]() -> absl::Status {
+      BNSERVE_ASSIGN_OR_RETURN(progress_, session_->Finish());
+      return absl::OkStatus();
+    });
+    if (!st.ok()) {
+      End(st);
       return;
     }
-    progress_ = *std::move(last);
     closing_ = true;
     StartWrite(&progress_);
   }
@@ -147,11 +173,29 @@ class TrainReactor final
   // the status), then finishes the call.
   void End(const absl::Status& status) {
     session_.reset();
+    FinishOnce(status);
+  }
+
+  // Finish, exactly once, from a reaction or from another thread (the
+  // session's stream ender, called by CancelJob or Shutdown while a read is
+  // outstanding: that read then fails and OnReadDone only releases the job).
+  void FinishOnce(const absl::Status& status) {
+    absl::MutexLock lock(&finish_mu_);
+    if (finished_) return;
+    finished_ = true;
     Finish(ToGrpcStatus(status));
+  }
+  bool Finished() {
+    absl::MutexLock lock(&finish_mu_);
+    return finished_;
   }
 
   JobManager* const jobs_;
   grpc::CallbackServerContext* const context_;
+  // Declared before session_: the session's destructor waits for a stream
+  // ender call in progress, which holds finish_mu_.
+  absl::Mutex finish_mu_;
+  bool finished_ ABSL_GUARDED_BY(finish_mu_) = false;
   std::unique_ptr<TrainingSession> session_;
   v1::TrainRequest request_;
   v1::TrainProgress progress_;
@@ -168,7 +212,7 @@ TrainerService::Train(grpc::CallbackServerContext* context) {
 grpc::Status TrainerService::Publish(grpc::ServerContext* context,
                                      const v1::PublishRequest* request,
                                      v1::PublishResponse* response) {
-  return Handle(auth_, context, [&]() -> absl::Status {
+  return Handle("Publish", auth_, context, [&]() -> absl::Status {
     BNSERVE_ASSIGN_OR_RETURN(*response, jobs_->Publish(request->job_id()));
     return absl::OkStatus();
   });
@@ -178,7 +222,7 @@ grpc::Status TrainerService::Recalibrate(
     grpc::ServerContext* context,
     grpc::ServerReader<v1::RecalibrateRequest>* reader,
     v1::PublishResponse* response) {
-  return Handle(auth_, context, [&]() -> absl::Status {
+  return Handle("Recalibrate", auth_, context, [&]() -> absl::Status {
     v1::RecalibrateRequest request;
     if (!reader->Read(&request) || request.job_id().empty()) {
       return absl::InvalidArgumentError(
@@ -200,7 +244,7 @@ grpc::Status TrainerService::Recalibrate(
 grpc::Status TrainerService::ListModels(grpc::ServerContext* context,
                                         const v1::ListModelsRequest*,
                                         v1::ListModelsResponse* response) {
-  return Handle(auth_, context, [&]() -> absl::Status {
+  return Handle("ListModels", auth_, context, [&]() -> absl::Status {
     BNSERVE_ASSIGN_OR_RETURN(std::vector<std::string> models,
                              jobs_->store()->ListModels());
     for (std::string& m : models) response->add_models(std::move(m));
@@ -211,7 +255,7 @@ grpc::Status TrainerService::ListModels(grpc::ServerContext* context,
 grpc::Status TrainerService::ListVersions(
     grpc::ServerContext* context, const v1::ListVersionsRequest* request,
     v1::ListVersionsResponse* response) {
-  return Handle(auth_, context, [&]() -> absl::Status {
+  return Handle("ListVersions", auth_, context, [&]() -> absl::Status {
     store::SnapshotStore& store = *jobs_->store();
     BNSERVE_RETURN_IF_ERROR(store::ValidateModelName(request->model()));
     BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> versions,
@@ -239,7 +283,7 @@ grpc::Status TrainerService::ListVersions(
 grpc::Status TrainerService::SetLabel(grpc::ServerContext* context,
                                       const v1::SetLabelRequest* request,
                                       v1::SetLabelResponse*) {
-  return Handle(auth_, context, [&] {
+  return Handle("SetLabel", auth_, context, [&] {
     return jobs_->store()->SetLabel(request->model(), request->label(),
                                     request->version());
   });
@@ -248,7 +292,7 @@ grpc::Status TrainerService::SetLabel(grpc::ServerContext* context,
 grpc::Status TrainerService::DeleteLabel(grpc::ServerContext* context,
                                          const v1::DeleteLabelRequest* request,
                                          v1::DeleteLabelResponse*) {
-  return Handle(auth_, context, [&] {
+  return Handle("DeleteLabel", auth_, context, [&] {
     return jobs_->store()->DeleteLabel(request->model(), request->label());
   });
 }
@@ -256,7 +300,7 @@ grpc::Status TrainerService::DeleteLabel(grpc::ServerContext* context,
 grpc::Status TrainerService::DeleteVersion(
     grpc::ServerContext* context, const v1::DeleteVersionRequest* request,
     v1::DeleteVersionResponse*) {
-  return Handle(auth_, context, [&] {
+  return Handle("DeleteVersion", auth_, context, [&] {
     return jobs_->store()->DeleteVersion(request->model(), request->version());
   });
 }

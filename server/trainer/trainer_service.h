@@ -35,6 +35,9 @@ class TrainerService final
   grpc::Status CancelJob(grpc::ServerContext* context,
                          const v1::CancelJobRequest* request,
                          v1::Job* response) override;
+  grpc::Status DeleteJob(grpc::ServerContext* context,
+                         const v1::DeleteJobRequest* request,
+                         v1::DeleteJobResponse* response) override;
   grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainProgress>* Train(
       grpc::CallbackServerContext* context) override;
   grpc::Status Publish(grpc::ServerContext* context,

@@ -143,13 +143,15 @@ class Env:
             subprocess.run(["umount", "-l", m], capture_output=True)
         shutil.rmtree(self.work, ignore_errors=True)
 
-    def start(self, name, argv):
-        """Starts (or restarts) a named process, appending to its log."""
+    def start(self, name, argv, preexec_fn=None):
+        """Starts (or restarts) a named process, appending to its log;
+        `preexec_fn` runs in the child before exec (e.g. setrlimit)."""
         path = os.path.join(self.work, f"{name}.log")
         self.logs[name] = path
         with open(path, "a") as logf:
             proc = subprocess.Popen(argv, stdout=logf, stderr=logf,
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.DEVNULL,
+                                    preexec_fn=preexec_fn)
         self.procs[name] = proc
         return proc
 
@@ -164,9 +166,11 @@ class Env:
 
     # -- servers -----------------------------------------------------------
 
-    def start_trainer(self, port, store, name="trainer"):
+    def start_trainer(self, port, store, name="trainer", extra=(),
+                      preexec_fn=None):
         proc = self.start(name, [self.trainer_bin, "--host", "127.0.0.1",
-                                 "--port", str(port), "--store", store])
+                                 "--port", str(port), "--store", store,
+                                 *extra], preexec_fn=preexec_fn)
         self.wait_health(f"127.0.0.1:{port}", name, proc)
         return proc
 
@@ -234,7 +238,7 @@ class Env:
         os.makedirs(out)
         protos = [os.path.join("bnserve/v1", p) for p in
                   ("snapshot.proto", "store.proto", "trainer.proto",
-                   "inference.proto")]
+                   "inference.proto")] + ["inference/grpc_service.proto"]
         subprocess.run(
             ["protoc", "--plugin=protoc-gen-grpc_python=" +
              shutil.which("grpc_python_plugin"),
@@ -250,8 +254,12 @@ class Env:
         from bnserve.v1 import trainer_pb2_grpc as tgrpc
         from bnserve.v1 import inference_pb2 as ipb
         from bnserve.v1 import inference_pb2_grpc as igrpc
+        from inference import grpc_service_pb2 as kpb
+        from inference import grpc_service_pb2_grpc as kgrpc
         self.grpc, self.pb, self.spb = grpc, pb, spb
-        self.tpb, self.ipb = tpb, ipb
+        self.tpb, self.ipb, self.kpb = tpb, ipb, kpb
+        self.kserve_stub = lambda addr: kgrpc.GRPCInferenceServiceStub(
+            grpc.insecure_channel(addr))
 
     def trainer_stub(self, addr):
         return tgrpc.TrainerStub(grpc.insecure_channel(addr))

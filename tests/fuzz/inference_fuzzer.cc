@@ -13,12 +13,16 @@
 //           "reg" or "clf", so most inputs reach the shape checks.
 // Every call must end with OK or a status a client can act on
 // (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED); an OK answer must be
-// consistent with its model. Declared shapes (PredictBatch rows, KServe
+// consistent with its model, have finite outputs and respect the server's
+// request bounds, which are set small (1 MiB messages, kMaxWork) so that
+// 64 KiB inputs reach them: a batch call of more than kMaxWork / parameters
+// rows must be refused. Declared shapes (PredictBatch rows, KServe
 // tensor shapes) must be refused before anything of that size is allocated:
 // scripts/fuzz.sh runs with -malloc_limit_mb, which makes such an
 // allocation a crash.
 #include <grpcpp/grpcpp.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -37,6 +41,9 @@ namespace v1 = bnserve::v1;
 namespace kserve = ::inference;
 
 namespace {
+
+// The work bound of the server under test (rows x parameter count).
+constexpr int64_t kMaxWork = int64_t{1} << 16;
 
 struct Env {
   std::unique_ptr<bnserve::inference::InferenceServer> server;
@@ -61,6 +68,8 @@ Env* Setup() {
   options.listen_address = "127.0.0.1:0";
   options.metrics_port = 0;
   options.manager.drift.sample_every = 1;  // exercise the drift sampler too
+  options.max_message_mb = 1;
+  options.max_request_work = kMaxWork;
   absl::StatusOr<std::unique_ptr<bnserve::inference::InferenceServer>> server =
       bnserve::inference::InferenceServer::Start(options, store);
   if (!server.ok()) Fail("InferenceServer::Start", server.status().ToString());
@@ -73,6 +82,20 @@ Env* Setup() {
   env->inference = v1::Inference::NewStub(channel);
   env->kserve = kserve::GRPCInferenceService::NewStub(channel);
   return env;
+}
+
+// Rows one batch call may compute for `model` within kMaxWork.
+int64_t MaxRows(Env* env, const std::string& model) {
+  auto servable = env->server->manager().Get(model, {});
+  if (!servable.ok()) Fail("MaxRows", servable.status().ToString());
+  return kMaxWork / (*servable)->folded().parameter_count();
+}
+
+void CheckFiniteOutputs(const char* method,
+                        const google::protobuf::RepeatedField<float>& v) {
+  for (float x : v) {
+    if (!std::isfinite(x)) Fail(method, "OK answer with a non-finite output");
+  }
 }
 
 void CheckStatus(const char* method, const grpc::Status& status) {
@@ -147,6 +170,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                                    : bnserve::fuzz::kOutputs)) {
         Fail("Predict", "wrong number of outputs");
       }
+      if (s.ok()) CheckFiniteOutputs("Predict", response.outputs());
       break;
     }
     case 1: {
@@ -162,6 +186,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                          int64_t{response.rows()} * response.output_dim())) {
         Fail("PredictBatch", "inconsistent response shape");
       }
+      if (s.ok() && response.rows() > MaxRows(env, response.model())) {
+        Fail("PredictBatch", "answered past the work bound");
+      }
+      if (s.ok()) CheckFiniteOutputs("PredictBatch", response.outputs());
       break;
     }
     case 2: {
@@ -199,7 +227,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const grpc::Status s =
           env->kserve->ModelInfer(&context, request, &response);
       CheckStatus("ModelInfer", s);
-      if (s.ok()) CheckInferResponse(request, response);
+      if (s.ok()) {
+        CheckInferResponse(request, response);
+        if (request.inputs(0).shape(0) > MaxRows(env, response.model_name())) {
+          Fail("ModelInfer", "answered past the work bound");
+        }
+      }
       break;
     }
   }

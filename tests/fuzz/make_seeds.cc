@@ -202,6 +202,23 @@ void InferenceSeeds() {
   raw_absurd.mutable_inputs(0)->set_shape(0, 65536);
   Write("inference", "kserve_raw_max_rows", prefix(6, 0), raw_absurd);
 
+  // Just past the fuzzer's work bound (2^16 / ~100 parameters): refused;
+  // real values, so only the bound refuses them.
+  v1::PredictBatchRequest over_work;
+  over_work.set_rows(1024);
+  for (int i = 0; i < 1024 * kFeatures; ++i) over_work.add_features(0.01f * i);
+  Write("inference", "predict_batch_over_work", prefix(1, 0), over_work);
+  inference::ModelInferRequest infer_over_work = raw;
+  infer_over_work.mutable_inputs(0)->set_shape(0, 1024);
+  infer_over_work.set_raw_input_contents(
+      0, std::string(1024 * kFeatures * sizeof(float), '\0'));
+  Write("inference", "kserve_over_work", prefix(6, 0), infer_over_work);
+  // Huge finite inputs that overflow the model (non-finite outputs).
+  v1::PredictRequest overflow = predict;
+  overflow.clear_select();
+  for (int i = 0; i < kFeatures; ++i) overflow.set_features(i, 3e38f);
+  Write("inference", "predict_overflow", prefix(0, 0), overflow);
+
   inference::ModelMetadataRequest kmeta;
   kmeta.set_name("reg");
   Write("inference", "kserve_metadata", prefix(4, 1), kmeta);

@@ -2,6 +2,7 @@
 // strict version-directory parsing, clean-up of abandoned staging dirs.
 #include "store/file_store.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -13,9 +14,11 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/store/test_util.h"
@@ -110,6 +113,82 @@ TEST(FileStoreTest, VersionDirectoryWithoutSnapshotFileIsDataLoss) {
   ASSERT_EQ(*store->Publish(MakeSnapshot("m")), 2);
   fs::copy(dir.path() + "/m/2", dir.path() + "/m/5");
   EXPECT_TRUE(absl::IsDataLoss(store->Read("m", 5).status()));
+}
+
+// ISSUE 14 defects 6 and 7: a directory (EISDIR) or a FIFO in place of a
+// snapshot file is a damaged version: DATA_LOSS naming what is there, so
+// readers skip it like a checksum failure. A FIFO must never block: before,
+// open() waited for a writer forever.
+TEST(FileStoreTest, SnapshotThatIsNotARegularFileIsDataLossAndNeverBlocks) {
+  TempDir dir;
+  auto store = *FileStore::Open(dir.path());
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(store->Publish(MakeSnapshot("m")).ok());
+  const std::string v3 = dir.path() + "/m/3/snapshot.binpb";
+  const std::string v4 = dir.path() + "/m/4/snapshot.binpb";
+  fs::remove(v3);
+  fs::create_directory(v3);
+  fs::remove(v4);
+  ASSERT_EQ(mkfifo(v4.c_str(), 0644), 0);
+
+  // Read the FIFO version on another thread; if it blocks, a writer opened
+  // non-blocking releases it so that the test fails instead of hanging.
+  absl::Notification done;
+  absl::Status fifo_status;
+  std::thread reader([&] {
+    fifo_status = store->Read("m", 4).status();
+    done.Notify();
+  });
+  const bool returned = done.WaitForNotificationWithTimeout(absl::Seconds(5));
+  if (!returned) {
+    const int fd = open(v4.c_str(), O_WRONLY | O_NONBLOCK);
+    if (fd >= 0) close(fd);
+  }
+  reader.join();
+  EXPECT_TRUE(returned) << "Read of a FIFO blocked";
+  EXPECT_TRUE(absl::IsDataLoss(fifo_status)) << fifo_status;
+  EXPECT_THAT(fifo_status.message(), ::testing::HasSubstr("a FIFO"));
+
+  const absl::Status dir_status = store->Read("m", 3).status();
+  EXPECT_TRUE(absl::IsDataLoss(dir_status)) << dir_status;
+  EXPECT_THAT(dir_status.message(), ::testing::HasSubstr("a directory"));
+  absl::StatusOr<v1::Snapshot> latest = ReadLatestValid(*store, "m");
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_EQ(latest->version(), 2);
+}
+
+// ISSUE 14 defect 9: a stray directory "999999999999999999" made every
+// later Publish acknowledge a version >= 10^18 that listings never showed
+// (names over 18 digits are not versions); a .next_version of INT64_MAX
+// overflowed and the next Publish returned a version lower than one already
+// acknowledged. Versions end at kMaxVersion: past it Publish is
+// OUT_OF_RANGE, and nothing wraps.
+TEST(FileStoreTest, PublishNeverGoesPastTheLargestVersion) {
+  TempDir dir;
+  auto store = *FileStore::Open(dir.path());
+  ASSERT_EQ(*store->Publish(MakeSnapshot("m")), 1);
+  fs::create_directory(dir.path() + "/m/999999999999999999");
+  fs::create_directory(dir.path() + "/m/1000000000000000000");  // 19 digits
+  EXPECT_THAT(*store->ListVersions("m"), ElementsAre(1, kMaxVersion));
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<int64_t> v = store->Publish(MakeSnapshot("m"));
+    EXPECT_TRUE(absl::IsOutOfRange(v.status())) << v.status();
+    EXPECT_THAT(v.status().message(), ::testing::HasSubstr("no more versions"));
+  }
+  EXPECT_THAT(*store->ListVersions("m"), ElementsAre(1, kMaxVersion));
+
+  // The high-water mark: the last version is handed out once, then nothing;
+  // INT64_MAX (or any number past the range) is refused, never wrapped.
+  ASSERT_EQ(*store->Publish(MakeSnapshot("n")), 1);
+  std::ofstream(dir.path() + "/n/.next_version") << kMaxVersion << "\n";
+  EXPECT_EQ(*store->Publish(MakeSnapshot("n")), kMaxVersion);
+  EXPECT_TRUE(absl::IsOutOfRange(store->Publish(MakeSnapshot("n")).status()));
+  EXPECT_EQ(store->Read("n", kMaxVersion)->version(), kMaxVersion);
+  std::ofstream(dir.path() + "/n/.next_version") << INT64_MAX << "\n";
+  EXPECT_TRUE(absl::IsOutOfRange(store->Publish(MakeSnapshot("n")).status()));
+  EXPECT_THAT(*store->ListVersions("n"), ElementsAre(1, kMaxVersion));
+  // Deleting still works when every number is used.
+  EXPECT_TRUE(store->DeleteVersion("n", 1).ok());
 }
 
 TEST(FileStoreTest, HighWaterMarkSurvivesDeletingTheNewestVersionDirectly) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "tests/store/test_util.h"
@@ -154,6 +155,59 @@ TEST_F(RedisStoreTest, KeysOfOneModelShareAHashTag) {
                       "bnserve:models", "bnserve:{digits}:counter",
                       "bnserve:{digits}:versions", "bnserve:{digits}:v:1",
                       "bnserve:{digits}:labels"}));
+}
+
+// ISSUE 14 defect 6: a version key of the wrong type (WRONGTYPE) was
+// INTERNAL, which readers treat as transient: the older versions were never
+// served. It is DATA_LOSS, skipped like a checksum failure.
+TEST_F(RedisStoreTest, VersionKeyOfTheWrongTypeIsDataLoss) {
+  auto store = Open();
+  ASSERT_EQ(*store->Publish(MakeSnapshot("m")), 1);
+  ASSERT_EQ(*store->Publish(MakeSnapshot("m")), 2);
+  redisContext* c = redisConnect("127.0.0.1", server_->port());
+  ASSERT_TRUE(c != nullptr && c->err == 0);
+  freeReplyObject(redisCommand(c, "DEL bnserve:{m}:v:2"));
+  freeReplyObject(redisCommand(c, "RPUSH bnserve:{m}:v:2 garbage"));
+  redisFree(c);
+  const absl::Status st = store->Read("m", 2).status();
+  EXPECT_TRUE(absl::IsDataLoss(st)) << st;
+  EXPECT_THAT(st.message(), ::testing::HasSubstr("wrong type"));
+  absl::StatusOr<v1::Snapshot> latest = ReadLatestValid(*store, "m");
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_EQ(latest->version(), 1);
+}
+
+// ISSUE 14 defect 10: after the counter key was deleted while v1-v3
+// existed, Publish returned version 1 and overwrote the v1 blob: replicas
+// served different weights under one version. Allocation now takes the
+// highest indexed version into account and skips existing blobs; blobs are
+// written only if absent.
+TEST_F(RedisStoreTest, LosingTheCounterNeverReusesAVersion) {
+  auto store = Open();
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(store->Publish(MakeSnapshot("m")).ok());
+  const std::string v1 = store->Read("m", 1)->SerializeAsString();
+  redisContext* c = redisConnect("127.0.0.1", server_->port());
+  ASSERT_TRUE(c != nullptr && c->err == 0);
+  auto command = [&](const char* text) {
+    freeReplyObject(redisCommand(c, text));
+  };
+  command("DEL bnserve:{m}:counter");
+  EXPECT_EQ(*store->Publish(MakeSnapshot("m")), 4);
+  EXPECT_EQ(store->Read("m", 1)->SerializeAsString(), v1);
+  // A damaged counter counts as 0; an unindexed leftover blob is skipped.
+  command("SET bnserve:{m}:counter garbage");
+  command("SET bnserve:{m}:v:5 leftover");
+  EXPECT_EQ(*store->Publish(MakeSnapshot("m")), 6);
+  auto* r = static_cast<redisReply*>(redisCommand(c, "GET bnserve:{m}:v:5"));
+  ASSERT_EQ(r->type, REDIS_REPLY_STRING);
+  EXPECT_EQ(std::string(r->str, r->len), "leftover");
+  freeReplyObject(r);
+  // Past the largest version: OUT_OF_RANGE, nothing written.
+  command("SET bnserve:{m}:counter 999999999999999999");
+  EXPECT_TRUE(absl::IsOutOfRange(store->Publish(MakeSnapshot("m")).status()));
+  redisFree(c);
+  EXPECT_THAT(*store->ListVersions("m"), ::testing::ElementsAre(1, 2, 3, 4, 6));
 }
 
 TEST_F(RedisStoreTest, DatabaseNumberSeparatesStores) {

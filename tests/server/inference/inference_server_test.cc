@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "health.grpc.pb.h"
+#include "model/network.h"
 #include "store/memory_store.h"
 #include "tests/server/inference/test_util.h"
 
@@ -286,6 +287,39 @@ TEST_F(InferenceServerTest, PredictErrorsHavePreciseCodes) {
   EXPECT_EQ(PredictCode(req), StatusCode::INVALID_ARGUMENT);
 }
 
+// ISSUE 14 defect 8: huge but finite inputs (3e38) gave OK with outputs
+// [nan, inf] and class 0. Every way in answers INVALID_ARGUMENT saying the
+// input overflowed the model (naming the row of a batch).
+TEST_F(InferenceServerTest, InputsThatOverflowTheModelAreRefused) {
+  StartServer();
+  const std::vector<float> huge = {3e38f, -3e38f, 3e38f, 3e38f};
+  v1::PredictResponse one;
+  grpc::Status st = Predict(PredictRequest(clf_, huge), &one);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("overflowed the model"));
+
+  std::vector<float> rows = RandomFeatures(4, 1);
+  rows.insert(rows.end(), huge.begin(), huge.end());
+  v1::PredictBatchRequest batch;
+  batch.set_model(clf_);
+  batch.set_rows(2);
+  batch.mutable_features()->Add(rows.begin(), rows.end());
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  v1::PredictBatchResponse out;
+  st = stub_->PredictBatch(&ctx, batch, &out);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("input of row 1 overflowed"));
+
+  std::string message;
+  EXPECT_EQ(InferCode(InferRequest(clf_, rows, 2, 4), &message),
+            StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(message, HasSubstr("input of row 1 overflowed"));
+  // Large but representable inputs are still answered.
+  EXPECT_TRUE(
+      Predict(PredictRequest(clf_, {1e3f, -1e3f, 1e3f, 1e3f}), &one).ok());
+}
+
 TEST_F(InferenceServerTest, PredictBatchRowsAreIndependent) {
   StartServer();
   const int rows = 6;
@@ -330,6 +364,69 @@ TEST_F(InferenceServerTest, PredictBatchRowsAreIndependent) {
   bad = req;
   bad.set_features(7, std::nanf(""));
   EXPECT_EQ(code(bad), StatusCode::INVALID_ARGUMENT);
+}
+
+// ISSUE 14 defect 1: 65,536 rows x 65,536 outputs overflowed an int in the
+// output Resize and the server died with SIGSEGV. The request is 256 KiB; the
+// answer would be 32 GiB. It must be refused before anything is allocated,
+// and the server must keep serving.
+TEST_F(InferenceServerTest, PredictBatchWhoseOutputsOverflowAnIntIsRefused) {
+  const std::string wide = UniqueName("wide");
+  ASSERT_EQ(*publisher_->Publish(MakeSnapshot(wide, 3, v1::TASK_CLASSIFICATION,
+                                              /*features=*/1,
+                                              /*outputs=*/65536)),
+            1);
+  StartServer();
+  v1::PredictBatchRequest req;
+  req.set_model(wide);
+  req.set_rows(65536);
+  req.mutable_features()->Resize(65536, 0.5f);
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  v1::PredictBatchResponse resp;
+  const grpc::Status st = stub_->PredictBatch(&ctx, req, &resp);
+  EXPECT_EQ(st.error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(st.error_message(), HasSubstr("65536 rows x 65536 outputs"));
+  EXPECT_EQ(resp.outputs_size(), 0);
+  v1::PredictResponse one;
+  EXPECT_TRUE(Predict(PredictRequest(clf_, RandomFeatures(4, 1)), &one).ok());
+}
+
+// The bounds of a batch call are exact: the largest answer that fits in one
+// message is computed, one row more is refused before any work; the work
+// bound (rows x parameters) likewise.
+TEST_F(InferenceServerTest, PredictBatchBoundsAreCheckedAtTheirEdges) {
+  const int64_t parameters =
+      model::Network::FromSnapshot(clf_snapshot_)->Folded().parameter_count();
+  options_.max_message_mb = 1;
+  options_.max_request_work = 40000 * parameters;
+  StartServer();
+  auto call = [&](int64_t rows, std::string* message) {
+    v1::PredictBatchRequest req;
+    req.set_model(clf_);
+    req.set_rows(rows);
+    req.mutable_features()->Resize(static_cast<int>(rows * 4), 0.25f);
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    v1::PredictBatchResponse resp;
+    const grpc::Status st = stub_->PredictBatch(&ctx, req, &resp);
+    *message = st.error_message();
+    return st.error_code();
+  };
+  // 3 outputs: 12 bytes of outputs, 12 of probabilities, <= 8 of class id.
+  const int64_t fits = ((int64_t{1} << 20) - 1024) / 32;
+  std::string message;
+  EXPECT_EQ(call(fits, &message), StatusCode::OK) << message;
+  EXPECT_EQ(call(fits + 1, &message), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(message, HasSubstr("--max_message_mb"));
+
+  server_->Shutdown(absl::Seconds(1));
+  options_.max_message_mb = 64;
+  options_.max_request_work = 10 * parameters;
+  StartServer();
+  EXPECT_EQ(call(10, &message), StatusCode::OK) << message;
+  EXPECT_EQ(call(11, &message), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(message, HasSubstr("--max_request_work"));
 }
 
 TEST_F(InferenceServerTest, GetModelMetadataDescribesTheServedVersion) {
@@ -408,6 +505,37 @@ TEST_F(InferenceServerTest, KServeModelInferMatchesPredict) {
   ASSERT_EQ(reg_resp.outputs_size(), 1);
   const auto& out = reg_resp.outputs(0).contents().fp32_contents();
   ExpectClose({out.begin(), out.end()}, ReferenceOutputs(reg_snapshot_, xr));
+}
+
+// ISSUE 14 defect 4: a 262 KB ModelInfer against a 1 -> 2,048-class model
+// asked for a ~1 GiB answer (RSS 21 MB -> 2.1 GB over 23-46 s, then "Sent
+// message larger than max"). Refused from the declared shape, before the
+// input is even read. Asking only for class ids is bounded the same way
+// (the outputs and their softmax are computed for them); 2,048 rows fit.
+TEST_F(InferenceServerTest, KServeAnswerLargerThanAMessageIsRefusedFirst) {
+  const std::string wide = UniqueName("wide");
+  ASSERT_EQ(*publisher_->Publish(MakeSnapshot(wide, 5, v1::TASK_CLASSIFICATION,
+                                              /*features=*/1,
+                                              /*outputs=*/2048)),
+            1);
+  StartServer();
+  kserve::ModelInferRequest req = InferRequest(wide, {}, 65536, 1);
+  req.add_raw_input_contents(std::string(65536 * 4, '\0'));
+  std::string message;
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(InferCode(req, &message), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_THAT(message, HasSubstr("65536 rows x 2048 outputs"));
+  EXPECT_THAT(message, HasSubstr("--max_message_mb"));
+  req.add_outputs()->set_name("class_id");
+  EXPECT_EQ(InferCode(req, &message), StatusCode::RESOURCE_EXHAUSTED);
+  req.mutable_inputs(0)->set_shape(0, 2048);
+  req.set_raw_input_contents(0, std::string(2048 * 4, '\0'));
+  kserve::ModelInferResponse resp;
+  const grpc::Status st = Infer(req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_code() << " " << st.error_message();
+  ASSERT_EQ(resp.outputs_size(), 1);
+  EXPECT_EQ(resp.raw_output_contents(0).size(), 2048u * 8);
 }
 
 TEST_F(InferenceServerTest, KServeMalformedTensorsAreInvalidArgument) {

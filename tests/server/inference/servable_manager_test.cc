@@ -3,6 +3,7 @@
 #include "server/inference/servable_manager.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <thread>
 #include <variant>
@@ -189,6 +190,92 @@ TEST_F(ServableManagerTest, InvalidOrUnreadableNewVersionKeepsThePreviousOne) {
   EXPECT_THAT(m->LoadedVersions(model_), ElementsAre(v4));
   EXPECT_EQ(Served(*m, model_, Ver(v3)),
             -static_cast<int>(absl::StatusCode::kNotFound));
+}
+
+// A store that cannot read one version (permissions, I/O): every other call
+// goes to the wrapped store. A fake, not a mock: it behaves like a store
+// with one unreadable file.
+class OneUnreadableVersion final : public store::SnapshotStore {
+ public:
+  OneUnreadableVersion(std::shared_ptr<store::SnapshotStore> inner,
+                       int64_t version)
+      : inner_(std::move(inner)), version_(version) {}
+  void MakeReadable() { readable_ = true; }
+
+  absl::StatusOr<v1::Snapshot> Read(std::string_view model,
+                                    int64_t version) override {
+    if (version == version_ && !readable_) {
+      return absl::InternalError("open snapshot.binpb: Permission denied");
+    }
+    return inner_->Read(model, version);
+  }
+  absl::StatusOr<int64_t> Publish(const v1::Snapshot& s) override {
+    return inner_->Publish(s);
+  }
+  absl::StatusOr<int64_t> Latest(std::string_view m) override {
+    return inner_->Latest(m);
+  }
+  absl::StatusOr<std::vector<int64_t>> ListVersions(
+      std::string_view m) override {
+    return inner_->ListVersions(m);
+  }
+  absl::StatusOr<std::vector<std::string>> ListModels() override {
+    return inner_->ListModels();
+  }
+  absl::Status SetLabel(std::string_view m, std::string_view l,
+                        int64_t v) override {
+    return inner_->SetLabel(m, l, v);
+  }
+  absl::StatusOr<int64_t> ResolveLabel(std::string_view m,
+                                       std::string_view l) override {
+    return inner_->ResolveLabel(m, l);
+  }
+  absl::StatusOr<std::map<std::string, int64_t>> ListLabels(
+      std::string_view m) override {
+    return inner_->ListLabels(m);
+  }
+  absl::Status DeleteLabel(std::string_view m, std::string_view l) override {
+    return inner_->DeleteLabel(m, l);
+  }
+  absl::Status DeleteVersion(std::string_view m, int64_t v) override {
+    return inner_->DeleteVersion(m, v);
+  }
+  absl::StatusOr<std::vector<int64_t>> ApplyRetention(std::string_view m,
+                                                      int keep) override {
+    return inner_->ApplyRetention(m, keep);
+  }
+  absl::StatusOr<std::unique_ptr<store::WatchHandle>> Watch(
+      std::function<void(const store::StoreEvent&)> callback) override {
+    return inner_->Watch(std::move(callback));
+  }
+  std::string uri() const override { return inner_->uri(); }
+
+ private:
+  const std::shared_ptr<store::SnapshotStore> inner_;
+  const int64_t version_;
+  std::atomic<bool> readable_{false};
+};
+
+// ISSUE 14 defect 6: an unreadable newest version made a fresh server answer
+// UNAVAILABLE for the model forever although the older versions verify.
+// They serve at once; the unreadable one is retried and served once it can
+// be read.
+TEST_F(ServableManagerTest, UnreadableNewestVersionDoesNotBlockOlderOnes) {
+  Publish(1);
+  Publish(2);
+  const int64_t v3 = Publish(3);
+  auto store = std::make_shared<OneUnreadableVersion>(server_store_, v3);
+  ServableManagerOptions options = Keep(2);
+  options.retry_interval = absl::Milliseconds(50);
+  ServableManager m(store, options, &metrics_);
+  ASSERT_TRUE(m.Start().ok());
+  ASSERT_TRUE(m.WaitUntilReady(absl::Seconds(5)));
+  EXPECT_EQ(Served(m, model_), 2);
+  EXPECT_THAT(m.LoadedVersions(model_), ElementsAre(1, 2));
+  store->MakeReadable();
+  EXPECT_TRUE(Eventually([&] { return Served(m, model_) == v3; }));
+  EXPECT_THAT(m.LoadedVersions(model_), ElementsAre(2, 3));
+  m.Stop();
 }
 
 TEST_F(ServableManagerTest, LabelsAreResolvedLoadedAndFollowed) {

@@ -1,9 +1,11 @@
 // JobManager on its own, over an in-memory store.
 #include "server/trainer/job_manager.h"
 
+#include <map>
 #include <random>
 #include <thread>
 
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "model/network.h"
 #include "store/store.h"
@@ -34,6 +36,14 @@ v1::Minibatch RandomBatch(int rows, uint64_t seed, int cols = 4) {
   for (int i = 0; i < rows * cols; ++i) mb.add_features(dist(rng));
   for (int i = 0; i < rows; ++i) mb.add_labels(static_cast<int>(rng() % 3));
   return mb;
+}
+
+// The explicit layers the shorthand of `r` resolves to (Job.spec).
+google::protobuf::RepeatedPtrField<v1::LayerSpec> SpecLayers(
+    const v1::CreateJobRequest& r) {
+  auto store = *store::OpenStore("mem://job-manager-test-layers");
+  JobManager jobs(store.get());
+  return jobs.CreateJob(r)->spec().layers();
 }
 
 class JobManagerTest : public ::testing::Test {
@@ -193,6 +203,264 @@ TEST_F(JobManagerTest, ContinuesFromAPublishedVersionOrLabel) {
   EXPECT_EQ(jobs.CreateJob(next).status().code(), StatusCode::kInvalidArgument);
 }
 
+// ISSUE 14 defect 2: a minibatch whose activations do not fit the step
+// budget is refused before the step (RESOURCE_EXHAUSTED, model unchanged,
+// the session still usable), at exactly one row over the budget.
+TEST_F(JobManagerTest, StepMemoryIsBoundedBeforeTheStep) {
+  // 4 -> Dense 8 -> BN -> relu -> Dense 3: per example the minibatch and its
+  // copy (8) and a label (1), the layers' outputs (8 + 8 + 8 + 3), the
+  // batch norm's normalized values (8), two gradient buffers of the widest
+  // layer (16): 60 floats.
+  JobManager jobs(store_.get(), {.max_step_bytes = 100 * 60 * 4});
+  v1::Job job = *jobs.CreateJob(SmallJob("budget"));
+  EXPECT_EQ(StepBytes(job.spec(), 1), 60 * 4);
+  auto session = *jobs.OpenTrainingSession(job.job_id());
+  absl::StatusOr<v1::TrainProgress> p = session->Step(RandomBatch(101, 1));
+  EXPECT_EQ(p.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(p.status().message().find("--max_step_mb"), std::string::npos)
+      << p.status();
+  EXPECT_EQ(jobs.GetJob(job.job_id())->steps(), 0);
+  EXPECT_TRUE(session->Step(RandomBatch(100, 2)).ok());
+  EXPECT_EQ(jobs.GetJob(job.job_id())->steps(), 1);
+}
+
+TEST(StepBytesTest, CountsEveryLayerAndSaturates) {
+  // The issue's network: 1 -> 4096 (BN, relu) -> 2, 4M rows: far over
+  // 64 GiB (the first activation alone).
+  v1::NetworkSpec spec;
+  spec.set_input_features(1);
+  spec.add_layers()->mutable_dense()->set_units(4096);
+  spec.add_layers()->mutable_batch_norm();
+  spec.add_layers()->set_activation(v1::ACTIVATION_RELU);
+  spec.add_layers()->mutable_dense()->set_units(2);
+  EXPECT_GT(StepBytes(spec, 4 << 20), int64_t{64} << 30);
+  spec.mutable_layers(0)->mutable_dense()->set_units(1 << 30);
+  EXPECT_EQ(StepBytes(spec, std::numeric_limits<int32_t>::max()),
+            std::numeric_limits<int64_t>::max());
+}
+
+// ISSUE 14 defect 3: a network's parameters are counted from the request
+// (or the parent snapshot) and checked before anything is built.
+TEST_F(JobManagerTest, JobParametersAreBoundedBeforeTheNetworkIsBuilt) {
+  const v1::CreateJobRequest small = SmallJob("params");
+  const int64_t n = NetworkParameters(small.spec());
+  EXPECT_EQ(n, model::Network::Create(small.spec(), 1)->parameter_count());
+  v1::CreateJobRequest explicit_layers = small;
+  explicit_layers.mutable_spec()->clear_hidden();
+  *explicit_layers.mutable_spec()->mutable_layers() = SpecLayers(small);
+  EXPECT_EQ(NetworkParameters(explicit_layers.spec()), n);
+
+  JobManager jobs(store_.get(), {.max_job_parameters = n});
+  v1::Job job = *jobs.CreateJob(small);
+  v1::CreateJobRequest wider = small;
+  wider.mutable_spec()->set_hidden(0, 9);
+  absl::StatusOr<v1::Job> refused = jobs.CreateJob(wider);
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("--max_job_parameters"),
+            std::string::npos)
+      << refused.status();
+
+  // From a published version: the parent's size is checked too.
+  ASSERT_TRUE(jobs.Publish(job.job_id()).ok());
+  JobManager tight(store_.get(), {.max_job_parameters = n - 1});
+  v1::CreateJobRequest from_parent;
+  from_parent.set_model("params");
+  from_parent.set_from_version(1);
+  EXPECT_EQ(tight.CreateJob(from_parent).status().code(),
+            StatusCode::kResourceExhausted);
+
+  // The issue's 20-byte request (16,384 inputs, hidden 16,384) took 11-33 s
+  // and 1 GB: refused at once with the default budget.
+  JobManager defaults(store_.get());
+  v1::CreateJobRequest huge = SmallJob("huge");
+  huge.mutable_spec()->set_input_features(16384);
+  huge.mutable_spec()->set_hidden(0, 16384);
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(defaults.CreateJob(huge).status().code(),
+            StatusCode::kResourceExhausted);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+}
+
+TEST_F(JobManagerTest, JobCountIsBoundedAndDeleteJobFreesASlot) {
+  JobManager jobs(store_.get(), {.max_jobs = 2});
+  v1::Job a = *jobs.CreateJob(SmallJob("a"));
+  v1::Job b = *jobs.CreateJob(SmallJob("b"));
+  absl::StatusOr<v1::Job> third = jobs.CreateJob(SmallJob("c"));
+  EXPECT_EQ(third.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(third.status().message().find("--max_jobs"), std::string::npos);
+
+  auto session = *jobs.OpenTrainingSession(a.job_id());
+  EXPECT_EQ(jobs.DeleteJob(a.job_id()).code(), StatusCode::kFailedPrecondition);
+  session.reset();
+  EXPECT_TRUE(jobs.DeleteJob(a.job_id()).ok());
+  EXPECT_EQ(jobs.GetJob(a.job_id()).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(jobs.DeleteJob(a.job_id()).code(), StatusCode::kNotFound);
+  EXPECT_TRUE(jobs.CreateJob(SmallJob("c")).ok());
+  EXPECT_EQ(jobs.ListJobs("").size(), 2u);
+}
+
+TEST_F(JobManagerTest, FinishedAndCancelledJobsAreEvictedAfterTheRetention) {
+  absl::Time now = absl::UnixEpoch();
+  JobManager jobs(store_.get(), {.job_retention = absl::Seconds(60),
+                                 .now = [&now] { return now; }});
+  v1::Job finished = *jobs.CreateJob(SmallJob("f"));
+  v1::Job cancelled = *jobs.CreateJob(SmallJob("x"));
+  v1::Job streaming = *jobs.CreateJob(SmallJob("s"));
+  {
+    auto session = *jobs.OpenTrainingSession(finished.job_id());
+    ASSERT_TRUE(session->Step(RandomBatch(4, 1)).ok());
+  }
+  ASSERT_TRUE(jobs.CancelJob(cancelled.job_id()).ok());
+  auto open = *jobs.OpenTrainingSession(streaming.job_id());
+  now += absl::Seconds(60);
+  EXPECT_EQ(jobs.ListJobs("").size(), 3u);  // not yet: exactly 60 s
+  now += absl::Seconds(1);
+  std::vector<v1::Job> left = jobs.ListJobs("");
+  ASSERT_EQ(left.size(), 1u);  // an open stream keeps its job
+  EXPECT_EQ(left[0].job_id(), streaming.job_id());
+  EXPECT_EQ(jobs.GetJob(finished.job_id()).status().code(),
+            StatusCode::kNotFound);
+  ASSERT_TRUE(open->Step(RandomBatch(4, 2)).ok());
+  open.reset();
+  now += absl::Seconds(30);
+  EXPECT_TRUE(jobs.GetJob(streaming.job_id()).ok());  // active 30 s ago
+  now += absl::Seconds(31);
+  EXPECT_EQ(jobs.GetJob(streaming.job_id()).status().code(),
+            StatusCode::kNotFound);
+}
+
+TEST_F(JobManagerTest, ACancelledJobIsFreedAndCannotPublish) {
+  JobManager jobs(store_.get());
+  v1::Job job = *jobs.CreateJob(SmallJob("cp"));
+  {
+    auto session = *jobs.OpenTrainingSession(job.job_id());
+    ASSERT_TRUE(session->Step(RandomBatch(4, 1)).ok());
+    ASSERT_TRUE(session->Step(RandomBatch(4, 2)).ok());
+  }
+  v1::Job cancelled = *jobs.CancelJob(job.job_id());
+  EXPECT_EQ(cancelled.steps(), 2);  // kept although the network is freed
+  EXPECT_EQ(cancelled.examples_seen(), 8);
+  EXPECT_EQ(jobs.Publish(job.job_id()).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(jobs.OpenRecalibration(job.job_id()).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(jobs.GetJob(job.job_id())->steps(), 2);
+  EXPECT_FALSE(store_->ListVersions("cp")->size() > 0);
+}
+
+// A store whose Publish blocks until released: a training step that
+// publishes holds its job for as long as the test wants (a fake).
+class BlockingPublishStore final : public store::SnapshotStore {
+ public:
+  explicit BlockingPublishStore(store::SnapshotStore* inner) : inner_(inner) {}
+  absl::Notification entered, release;
+
+  absl::StatusOr<int64_t> Publish(const v1::Snapshot& s) override {
+    entered.Notify();
+    release.WaitForNotification();
+    return inner_->Publish(s);
+  }
+  absl::StatusOr<v1::Snapshot> Read(std::string_view m, int64_t v) override {
+    return inner_->Read(m, v);
+  }
+  absl::StatusOr<int64_t> Latest(std::string_view m) override {
+    return inner_->Latest(m);
+  }
+  absl::StatusOr<std::vector<int64_t>> ListVersions(
+      std::string_view m) override {
+    return inner_->ListVersions(m);
+  }
+  absl::StatusOr<std::vector<std::string>> ListModels() override {
+    return inner_->ListModels();
+  }
+  absl::Status SetLabel(std::string_view m, std::string_view l,
+                        int64_t v) override {
+    return inner_->SetLabel(m, l, v);
+  }
+  absl::StatusOr<int64_t> ResolveLabel(std::string_view m,
+                                       std::string_view l) override {
+    return inner_->ResolveLabel(m, l);
+  }
+  absl::StatusOr<std::map<std::string, int64_t>> ListLabels(
+      std::string_view m) override {
+    return inner_->ListLabels(m);
+  }
+  absl::Status DeleteLabel(std::string_view m, std::string_view l) override {
+    return inner_->DeleteLabel(m, l);
+  }
+  absl::Status DeleteVersion(std::string_view m, int64_t v) override {
+    return inner_->DeleteVersion(m, v);
+  }
+  absl::StatusOr<std::vector<int64_t>> ApplyRetention(std::string_view m,
+                                                      int keep) override {
+    return inner_->ApplyRetention(m, keep);
+  }
+  absl::StatusOr<std::unique_ptr<store::WatchHandle>> Watch(
+      std::function<void(const store::StoreEvent&)> callback) override {
+    return inner_->Watch(std::move(callback));
+  }
+  std::string uri() const override { return inner_->uri(); }
+
+ private:
+  store::SnapshotStore* const inner_;
+};
+
+// ISSUE 14 (also): ListJobs blocked for a whole training step (21 s seen),
+// and so did GetJob and CancelJob. They answer while a step runs; a cancel
+// during the step takes effect when it ends.
+TEST_F(JobManagerTest, QueriesAndCancelDoNotWaitForARunningStep) {
+  BlockingPublishStore blocking(store_.get());
+  JobManager jobs(&blocking);
+  v1::CreateJobRequest r = SmallJob("busy");
+  r.mutable_publish()->set_every_n_steps(1);
+  v1::Job job = *jobs.CreateJob(r);
+  auto session = *jobs.OpenTrainingSession(job.job_id());
+  absl::StatusOr<v1::TrainProgress> stepped;
+  std::thread step([&] { stepped = session->Step(RandomBatch(4, 1)); });
+  blocking.entered.WaitForNotification();  // the step holds its job now
+
+  absl::Notification answered;
+  std::vector<v1::Job> listed;
+  absl::StatusOr<v1::Job> got, cancelled;
+  std::thread queries([&] {
+    listed = jobs.ListJobs("");
+    got = jobs.GetJob(job.job_id());
+    cancelled = jobs.CancelJob(job.job_id());
+    answered.Notify();
+  });
+  const bool in_time =
+      answered.WaitForNotificationWithTimeout(absl::Seconds(5));
+  blocking.release.Notify();
+  queries.join();
+  step.join();
+  EXPECT_TRUE(in_time) << "ListJobs/GetJob/CancelJob waited for the step";
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].state(), v1::Job::TRAINING);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->steps(), 0);  // the step has not ended yet
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state(), v1::Job::CANCELLED);
+  EXPECT_EQ(stepped.status().code(), StatusCode::kCancelled);
+  EXPECT_EQ(jobs.GetJob(job.job_id())->state(), v1::Job::CANCELLED);
+  EXPECT_EQ(jobs.GetJob(job.job_id())->steps(), 1);
+}
+
+// ISSUE 14 (also): Shutdown said it cancelled open sessions but only set a
+// flag. It ends every open stream at once through its stream ender, and a
+// session's next step is UNAVAILABLE; the job itself is not cancelled.
+TEST_F(JobManagerTest, ShutdownEndsOpenStreams) {
+  JobManager jobs(store_.get());
+  v1::Job job = *jobs.CreateJob(SmallJob("stop"));
+  auto session = *jobs.OpenTrainingSession(job.job_id());
+  absl::Status ended;
+  session->SetStreamEnder([&](const absl::Status& st) { ended = st; });
+  jobs.Shutdown();
+  EXPECT_EQ(ended.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(session->Step(RandomBatch(4, 1)).status().code(),
+            StatusCode::kUnavailable);
+  EXPECT_NE(jobs.GetJob(job.job_id())->state(), v1::Job::CANCELLED);
+}
+
 TEST_F(JobManagerTest, CancelStopsTheStreamAndRefusesNewOnes) {
   JobManager jobs(store_.get());
   v1::Job job = *jobs.CreateJob(SmallJob("c"));
@@ -246,6 +514,24 @@ TEST_F(JobManagerTest, RecalibrationPublishesExactStatisticsWithinTheLimit) {
             StatusCode::kResourceExhausted);
   auto too_few = *jobs.OpenRecalibration(job.job_id());
   EXPECT_EQ(too_few->Finish().status().code(), StatusCode::kInvalidArgument);
+}
+
+// ISSUE 14 defect 5 (interim): --max_recalibration_mb bounds the buffered
+// features but not the activations computed from them (4 MB of features
+// into a 256-wide layer peaked at 1.99 GB). The passes' activations are
+// bounded by the step budget before anything is buffered beyond it.
+TEST_F(JobManagerTest, RecalibrationActivationsAreBounded) {
+  v1::CreateJobRequest r = SmallJob("recal-budget");
+  JobManager jobs(store_.get(), {.max_step_bytes = 100 * 60 * 4});
+  v1::Job job = *jobs.CreateJob(r);
+  ASSERT_EQ(StepBytes(job.spec(), 100), 100 * 60 * 4);
+  auto recal = *jobs.OpenRecalibration(job.job_id());
+  ASSERT_TRUE(recal->Add(RandomBatch(60, 1)).ok());
+  ASSERT_TRUE(recal->Add(RandomBatch(40, 2)).ok());  // 100 rows: the limit
+  const absl::Status st = recal->Add(RandomBatch(1, 3));
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(st.message().find("--max_step_mb"), std::string::npos) << st;
+  EXPECT_EQ(recal->Finish()->stats_examples(), 100);
 }
 
 TEST_F(JobManagerTest, ConcurrentJobsDoNotInterfere) {

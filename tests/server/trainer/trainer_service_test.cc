@@ -260,6 +260,76 @@ TEST_F(TrainerServiceTest, ErrorCodes) {
   EXPECT_EQ(writer->Finish().error_code(), StatusCode::RESOURCE_EXHAUSTED);
 }
 
+// ISSUE 14 defect 3 over RPC: DeleteJob, Publish on a cancelled job, the
+// parameter budget's message.
+TEST_F(TrainerServiceTest, CancelledJobsRefusePublishAndDeleteJobForgets) {
+  Start();
+  v1::Job job = Create(DigitsJob("digits"));
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(job.job_id());
+  v1::Job cancelled;
+  ASSERT_TRUE(stub_->CancelJob(Ctx().get(), cancel, &cancelled).ok());
+  v1::PublishRequest pr;
+  pr.set_job_id(job.job_id());
+  v1::PublishResponse pub;
+  EXPECT_EQ(stub_->Publish(Ctx().get(), pr, &pub).error_code(),
+            StatusCode::FAILED_PRECONDITION);
+  v1::DeleteJobRequest del;
+  del.set_job_id(job.job_id());
+  v1::DeleteJobResponse deleted;
+  EXPECT_TRUE(stub_->DeleteJob(Ctx().get(), del, &deleted).ok());
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  v1::Job got;
+  EXPECT_EQ(stub_->GetJob(Ctx().get(), get, &got).error_code(),
+            StatusCode::NOT_FOUND);
+  EXPECT_EQ(stub_->DeleteJob(Ctx().get(), del, &deleted).error_code(),
+            StatusCode::NOT_FOUND);
+
+  v1::CreateJobRequest huge = DigitsJob("huge");
+  huge.mutable_spec()->set_hidden(0, 65536);
+  huge.mutable_spec()->set_hidden(1, 65536);
+  const grpc::Status st = stub_->CreateJob(Ctx().get(), huge, &got);
+  EXPECT_EQ(st.error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(st.error_message().find("--max_job_parameters"), std::string::npos)
+      << st.error_message();
+}
+
+// ISSUE 14 (also): CancelJob did not end an idle stream until its next
+// minibatch arrived; JobManager::Shutdown did not end it at all. Both end it
+// at once (CANCELLED / UNAVAILABLE) and release the job.
+TEST_F(TrainerServiceTest, CancelAndShutdownEndAnIdleStreamAtOnce) {
+  Start();
+  for (const bool shutdown : {false, true}) {
+    v1::Job job = Create(DigitsJob(shutdown ? "stop" : "cancel"));
+    auto ctx = Ctx();
+    ctx->set_deadline(std::chrono::system_clock::now() +
+                      std::chrono::seconds(10));
+    auto stream = stub_->Train(ctx.get());
+    v1::TrainRequest req;
+    req.set_job_id(job.job_id());
+    *req.mutable_batch() = Batch(4, 64, 1);
+    ASSERT_TRUE(stream->Write(req));
+    v1::TrainProgress p;
+    ASSERT_TRUE(stream->Read(&p));  // the stream is open and idle now
+    const absl::Time start = absl::Now();
+    if (shutdown) {
+      jobs_->Shutdown();
+    } else {
+      v1::CancelJobRequest cancel;
+      cancel.set_job_id(job.job_id());
+      v1::Job cancelled;
+      ASSERT_TRUE(stub_->CancelJob(Ctx().get(), cancel, &cancelled).ok());
+    }
+    EXPECT_FALSE(stream->Read(&p));
+    const grpc::Status st = stream->Finish();
+    EXPECT_EQ(st.error_code(),
+              shutdown ? StatusCode::UNAVAILABLE : StatusCode::CANCELLED)
+        << st.error_message();
+    EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  }
+}
+
 TEST_F(TrainerServiceTest, BearerTokenIsRequiredWhenConfigured) {
   Start("s3cret");
   v1::Job job;
