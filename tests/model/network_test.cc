@@ -2,11 +2,18 @@
 // exact recalibration, snapshot conversion and thread safety.
 #include "model/network.h"
 
+#include <limits>
 #include <random>
+#include <set>
+#include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "model/trainer.h"
+#include "tests/model/test_util.h"
+#include "tests/model/torch_cases.h"
 
 namespace bnserve::model {
 namespace {
@@ -64,10 +71,8 @@ TEST(NetworkTest, SameSeedSameWeightsOtherSeedOtherWeights) {
   Network a = *Network::Create(SmallSpec(), 42);
   Network b = *Network::Create(SmallSpec(), 42);
   Network c = *Network::Create(SmallSpec(), 43);
-  EXPECT_EQ(a.layer_as<Dense>(0)->weight,
-            b.layer_as<Dense>(0)->weight);
-  EXPECT_NE(a.layer_as<Dense>(0)->weight,
-            c.layer_as<Dense>(0)->weight);
+  EXPECT_EQ(a.layer_as<Dense>(0)->weight, b.layer_as<Dense>(0)->weight);
+  EXPECT_NE(a.layer_as<Dense>(0)->weight, c.layer_as<Dense>(0)->weight);
 }
 
 TEST(NetworkTest, InvalidSpecsAreRejected) {
@@ -287,6 +292,444 @@ TEST(NetworkTest, EightThreadsPredictingConcurrentlyGetIdenticalAnswers) {
   }
   for (auto& th : threads) th.join();
   for (const Matrix& r : results) EXPECT_EQ(r, expected);
+}
+
+}  // namespace
+}  // namespace bnserve::model
+
+// Convolutional networks and input normalization: PyTorch parity of
+// inference and exact recalibration, folding, hostile shapes, single-example
+// inference and snapshot round trips.
+namespace bnserve::model {
+namespace {
+
+class TorchInferenceParityTest : public ::testing::TestWithParam<int> {
+ protected:
+  torch_ref::TorchCase Case() const {
+    return torch_ref::AllCases()[GetParam()];
+  }
+  static void TearDownTestSuite() {
+    test::PrintParityReport("inference (eval forward, recalibration)");
+  }
+};
+
+// Eval-mode forward (running statistics) after the 3 training steps, for
+// the network as trained and folded.
+TEST_P(TorchInferenceParityTest, EvalForwardAfterThreeSteps) {
+  const torch_ref::TorchCase c = Case();
+  ASSERT_NE(c.eval_x, nullptr);
+  const Network net = torch_ref::TrainThreeSteps(c);
+  const int rows = static_cast<int>(c.eval_x->size() / net.input_features());
+  const Matrix x = test::FromVector(*c.eval_x, rows);
+  test::ExpectClose(net.PredictBatch(x), *c.eval_out, 2e-5f,
+                    c.name + " eval output");
+  test::ExpectClose(net.Folded().PredictBatch(x), *c.eval_out, 5e-5f,
+                    c.name + " folded eval output");
+}
+
+// Exact recalibration: each batch norm's running mean and unbiased
+// variance are the population values over N*H*W values per channel, its
+// input computed with the earlier batch norms already recalibrated.
+TEST_P(TorchInferenceParityTest, ExactRecalibration) {
+  const torch_ref::TorchCase c = Case();
+  Network net = torch_ref::TrainThreeSteps(c);
+  const int rows = static_cast<int>(c.recal_x->size() / net.input_features());
+  ASSERT_TRUE(net.Recalibrate(test::FromVector(*c.recal_x, rows)).ok());
+  std::vector<BatchNorm*> bns = torch_ref::BatchNorms(&net);
+  ASSERT_EQ(bns.size(), c.recal_mean.size());
+  for (size_t b = 0; b < bns.size(); ++b) {
+    const std::string what = c.name + " batch norm " + std::to_string(b);
+    test::ExpectClose(bns[b]->running_mean, *c.recal_mean[b], 2e-5f,
+                      what + " exact mean");
+    test::ExpectClose(bns[b]->running_var, *c.recal_var[b], 2e-5f,
+                      what + " exact variance");
+    EXPECT_EQ(bns[b]->stats_source, v1::STATS_SOURCE_EXACT) << what;
+    EXPECT_EQ(bns[b]->stats_examples, rows) << what;
+  }
+  const int eval_rows =
+      static_cast<int>(c.eval_x->size() / net.input_features());
+  test::ExpectClose(net.PredictBatch(test::FromVector(*c.eval_x, eval_rows)),
+                    *c.recal_eval_out, 2e-5f,
+                    c.name + " eval output after recalibration");
+}
+
+std::string InferenceCaseName(const ::testing::TestParamInfo<int>& info) {
+  const std::vector<std::string> names = {"Cnn", "CnnCumulative",
+                                          "InputNormFlat", "InputNormImage"};
+  return names[info.param];
+}
+
+// Case 1 (cumulative) has no inference references of its own.
+INSTANTIATE_TEST_SUITE_P(Torch, TorchInferenceParityTest,
+                         ::testing::Values(0, 2, 3), InferenceCaseName);
+
+// --- folding ---
+
+struct FoldCase {
+  std::string name;
+  Network net;
+  int layers_after;  // layers of the folded network
+  int batch_norms_after;
+  float input_scale, input_mean;
+};
+
+void ExpectFoldedEqualsUnfolded(const FoldCase& f) {
+  SCOPED_TRACE(f.name);
+  const Network folded = f.net.Folded();
+  EXPECT_EQ(folded.num_layers(), f.layers_after);
+  EXPECT_EQ(folded.num_batch_norm_layers(), f.batch_norms_after);
+  EXPECT_EQ(folded.input_shape(), f.net.input_shape());
+  const Matrix x = test::RandomMatrix(40, f.net.input_features(), 5,
+                                      f.input_scale, f.input_mean);
+  test::ExpectSameOutputs(f.net, folded, x, 1e-5f);
+}
+
+TEST(NetworkTest, FoldedConvBatchNormNetworksMatchTheUnfoldedMaths) {
+  // conv + BN2d (twice): both folded into their convs.
+  ExpectFoldedEqualsUnfolded(
+      {"conv + BN2d", torch_ref::TrainThreeSteps(torch_ref::CnnCase(false)), 8,
+       0, 1.5f, 0.3f});
+  // input BN + dense, dense + BN.
+  ExpectFoldedEqualsUnfolded(
+      {"input BN + dense, dense + BN",
+       torch_ref::TrainThreeSteps(torch_ref::InputNormCase()), 3, 0, 300.0f,
+       100.0f});
+  // input BN2d + conv without padding: folded into the conv; conv + BN2d.
+  ExpectFoldedEqualsUnfolded(
+      {"input BN2d + unpadded conv",
+       torch_ref::TrainThreeSteps(torch_ref::InputNorm2dCase()), 4, 0, 20.0f,
+       50.0f});
+}
+
+TEST(NetworkTest, InputBatchNormBeforeAPaddedConvStaysASeparateLayer) {
+  using namespace test;  // NOLINT: spec helpers
+  Network net = *Network::Create(
+      ImageSpec(2, 5, 5, 3,
+                {BatchNormSpec(), ConvSpec(3, 3, 3, 1, 1, 1, 1, false),
+                 BatchNormSpec(), ActivationSpec(v1::ACTIVATION_RELU),
+                 FlattenSpec(), DenseSpec(3, true)}),
+      8);
+  PerturbBatchNorms(&net, 2);
+  const Network folded = net.Folded();
+  ASSERT_EQ(folded.num_layers(), 5);
+  const BatchNorm* kept = folded.layer_as<BatchNorm>(0);
+  ASSERT_NE(kept, nullptr) << "zero padding of normalized values cannot be "
+                              "folded into the conv";
+  EXPECT_EQ(kept->running_mean, net.layer_as<BatchNorm>(0)->running_mean);
+  EXPECT_EQ(kept->running_var, net.layer_as<BatchNorm>(0)->running_var);
+  EXPECT_NE(folded.layer_as<Conv2d>(1), nullptr);
+  EXPECT_EQ(folded.num_batch_norm_layers(), 1);
+  ExpectFoldedEqualsUnfolded(
+      {"input BN2d + padded conv", net, 5, 1, 3.0f, 1.0f});
+}
+
+TEST(NetworkTest, BatchNormsThatCannotBeFoldedAreKeptAndOutputsAgree) {
+  using namespace test;  // NOLINT: spec helpers
+  // relu -> BN2d -> max pool: neither neighbour can absorb the batch norm
+  // (max pooling does not commute with a negative scale).
+  Network net = *Network::Create(
+      ImageSpec(1, 6, 6, 2,
+                {ConvSpec(3, 3, 3, 1, 1, 1, 1, true),
+                 ActivationSpec(v1::ACTIVATION_RELU), BatchNormSpec(),
+                 PoolSpec(true, 2, 2, 2, 2, 0, 0), FlattenSpec(),
+                 DenseSpec(2, true)}),
+      4);
+  PerturbBatchNorms(&net, 6);
+  net.mutable_layer_as<BatchNorm>(2)->gamma(1) = -0.7f;
+  ExpectFoldedEqualsUnfolded({"relu, BN2d, max pool", net, 6, 1, 1.0f, 0.0f});
+}
+
+// --- hostile shapes ---
+
+void ExpectInvalid(const absl::Status& s, const std::string& needle,
+                   const std::string& why) {
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << why << ": " << s;
+  EXPECT_NE(s.message().find(needle), std::string::npos)
+      << why << ": expected \"" << needle << "\" in: " << s.message();
+}
+
+TEST(NetworkTest, HostileSpecsAreRefusedWithAClearMessage) {
+  using namespace test;  // NOLINT: spec helpers
+  const v1::NetworkSpec good = torch_ref::CnnSpec(v1::AVERAGE_EMA);
+  ASSERT_TRUE(Network::Create(good, 1).ok());
+  auto expect = [](const v1::NetworkSpec& spec, const std::string& needle,
+                   const std::string& why) {
+    ExpectInvalid(Network::Create(spec, 1).status(), needle, why);
+  };
+  v1::NetworkSpec s = good;
+  s.mutable_layers(0)->mutable_conv2d()->set_kernel_h(10);
+  s.mutable_layers(0)->mutable_conv2d()->set_kernel_w(10);
+  expect(s, "layers[0]", "kernel larger than the padded input");
+  expect(s, "larger than the padded input", "kernel 10 on a padded 9x9");
+  s = good;
+  s.mutable_layers(4)->mutable_conv2d()->set_stride_h(-1);  // 0 = default 1
+  expect(s, "layers[4]", "negative stride");
+  expect(s, "stride[0]", "negative stride");
+  s = good;
+  s.mutable_layers(0)->mutable_conv2d()->set_out_channels(1 << 30);
+  expect(s, "out_channels", "2^30 output channels");
+  s = good;
+  s.set_input_features(1 << 30);
+  s.set_input_shape(0, 1 << 30);
+  s.set_input_shape(1, 1);
+  s.set_input_shape(2, 1);
+  expect(s, "input_features", "2^30 input channels");
+  s = good;
+  s.set_input_shape(0, 1 << 30);
+  expect(s, "input_shape[0]", "2^30 channels in the input shape");
+  s = good;
+  s.mutable_layers(3)->mutable_max_pool2d()->set_kernel_h(0);
+  s.mutable_layers(3)->mutable_max_pool2d()->set_kernel_w(0);
+  expect(s, "layers[3]", "pooling window of 0");
+  expect(s, "kernel_size[0]", "pooling window of 0");
+  s = good;
+  s.mutable_layers(7)->mutable_avg_pool2d()->set_stride_w(-2);
+  expect(s, "layers[7]", "negative pooling stride");
+  expect(s, "stride[1]", "negative pooling stride");
+  s = good;
+  s.mutable_layers(7)->mutable_avg_pool2d()->set_pad_h(2);
+  expect(s, "at most half the kernel", "pooling padding > kernel / 2");
+  s = good;
+  s.clear_input_shape();
+  expect(s, "layers[0]", "conv2d on a flat input");
+  expect(s, "needs an image input", "conv2d on a flat input");
+  s = good;
+  s.mutable_layers()->DeleteSubrange(8, 1);  // the flatten
+  expect(s, "add a flatten layer", "dense on an image");
+  s = good;
+  s.set_input_shape(2, 6);
+  expect(s, "input_features", "input_shape product != input_features");
+  expect(s, "84", "input_shape product != input_features");
+  s = good;
+  s.add_input_shape(1);
+  expect(s, "[C, H, W]", "a 4-d input shape");
+}
+
+TEST(NetworkTest, HostileSnapshotsAreRefusedWithAClearMessage) {
+  const v1::Snapshot good =
+      Network::Create(torch_ref::CnnSpec(v1::AVERAGE_EMA), 1)->ToSnapshot();
+  ASSERT_EQ(good.layers(0).kind_case(), v1::Layer::kConv2D);
+  ASSERT_TRUE(Network::FromSnapshot(good).ok());
+  auto expect = [](const v1::Snapshot& snap, const std::string& needle,
+                   const std::string& why) {
+    ExpectInvalid(Network::FromSnapshot(snap).status(), needle, why);
+  };
+  v1::Snapshot s = good;
+  {
+    // A consistent 4 x 2 x 10 x 10 kernel: too large for the padded 9x9.
+    v1::Conv2dLayer* conv = s.mutable_layers(0)->mutable_conv2d();
+    conv->set_kernel_h(10);
+    conv->set_kernel_w(10);
+    conv->mutable_weight()->Resize(4 * 2 * 10 * 10, 0.5f);
+  }
+  expect(s, "layers[0]", "kernel larger than the padded input");
+  expect(s, "larger than the padded input", "kernel larger than the input");
+  s = good;
+  s.mutable_layers(4)->mutable_conv2d()->set_stride_w(0);
+  expect(s, "layers[4]", "conv stride 0");
+  expect(s, "stride[1]", "conv stride 0");
+  s = good;
+  s.mutable_layers(0)->mutable_conv2d()->set_out_channels(1 << 30);
+  expect(s, "layers[0].out_channels", "2^30 output channels");
+  s = good;
+  s.mutable_layers(4)->mutable_conv2d()->set_in_channels(1 << 30);
+  expect(s, "layers[4].in_channels", "2^30 input channels");
+  s = good;
+  s.mutable_layers(1)->mutable_batch_norm()->set_features(1 << 30);
+  expect(s, "layers[1].features", "2^30 batch-norm channels");
+  s = good;
+  s.set_input_features(1 << 30);
+  s.set_input_shape(0, 1 << 30);
+  s.set_input_shape(1, 1);
+  s.set_input_shape(2, 1);
+  expect(s, "input_features", "2^30 input channels");
+  s = good;
+  s.mutable_layers(0)->mutable_conv2d()->set_in_channels(kMaxWidth);
+  s.mutable_layers(0)->mutable_conv2d()->set_out_channels(kMaxWidth);
+  expect(s, "weights", "65536 x 65536 x 3 x 3 weights");
+  s = good;
+  s.mutable_layers(3)->mutable_max_pool2d()->set_kernel_w(0);
+  expect(s, "layers[3]", "pooling window of 0");
+  expect(s, "kernel_size[1]", "pooling window of 0");
+  s = good;
+  s.mutable_layers(7)->mutable_avg_pool2d()->set_stride_h(0);
+  expect(s, "layers[7]", "pooling stride 0");
+  expect(s, "stride[0]", "pooling stride 0");
+  s = good;
+  s.mutable_layers(3)->mutable_max_pool2d()->set_pad_h(2);
+  expect(s, "layers[3]", "pooling padding > kernel / 2");
+  expect(s, "at most half the kernel", "pooling padding > kernel / 2");
+  s = good;
+  s.clear_input_shape();
+  expect(s, "layers[0]", "conv2d on a flat input");
+  expect(s, "needs an image input", "conv2d on a flat input");
+  s = good;
+  s.mutable_layers()->DeleteSubrange(8, 1);  // the flatten
+  expect(s, "layers[8]", "dense on an image");
+  expect(s, "add a flatten layer", "dense on an image");
+  s = good;
+  s.set_input_shape(1, 6);
+  expect(s, "input_features", "input_shape product != input_features");
+  s = good;
+  s.mutable_layers(1)->mutable_batch_norm()->set_features(5);
+  {
+    v1::BatchNormLayer* bn = s.mutable_layers(1)->mutable_batch_norm();
+    bn->add_gamma(1.0f);
+    bn->add_beta(0.0f);
+    bn->add_running_mean(0.0f);
+    bn->add_running_var(1.0f);
+  }
+  expect(s, "layers[1]", "batch norm over 5 channels after 4");
+}
+
+// --- single-example inference and snapshots ---
+
+// A network with every layer kind: conv (bias and not), batch norm over
+// channels and over features (EMA, cumulative, biased), max and average
+// pooling with padding, flatten, dense (bias and not), all activations.
+Network EveryKindNetwork() {
+  using namespace test;  // NOLINT: spec helpers
+  v1::LayerSpec biased = BatchNormSpec(v1::AVERAGE_CUMULATIVE);
+  biased.mutable_batch_norm()->set_variance(v1::VARIANCE_BIASED);
+  biased.mutable_batch_norm()->set_eps(1e-3f);
+  biased.mutable_batch_norm()->set_momentum(0.25f);
+  Network net = *Network::Create(
+      ImageSpec(2, 9, 8, 4,
+                {BatchNormSpec(), ConvSpec(3, 3, 3, 1, 1, 1, 1, true),
+                 BatchNormSpec(), ActivationSpec(v1::ACTIVATION_RELU),
+                 PoolSpec(true, 3, 3, 2, 2, 1, 1),
+                 ConvSpec(4, 2, 3, 1, 2, 0, 1, false), biased,
+                 ActivationSpec(v1::ACTIVATION_TANH),
+                 PoolSpec(false, 2, 2, 1, 1, 1, 1), FlattenSpec(),
+                 DenseSpec(7, false), BatchNormSpec(v1::AVERAGE_CUMULATIVE),
+                 ActivationSpec(v1::ACTIVATION_SIGMOID),
+                 ActivationSpec(v1::ACTIVATION_IDENTITY), DenseSpec(4, true)}),
+      31);
+  PerturbBatchNorms(&net, 9);
+  return net;
+}
+
+TEST(NetworkTest, EveryKindNetworkHasTheExpectedShapes) {
+  const Network net = EveryKindNetwork();
+  EXPECT_EQ(net.shape(2), Shape::Image(3, 9, 8));
+  EXPECT_EQ(net.shape(5), Shape::Image(3, 5, 4));
+  EXPECT_EQ(net.shape(6), Shape::Image(4, 4, 2));
+  EXPECT_EQ(net.shape(9), Shape::Image(4, 5, 3));
+  EXPECT_EQ(net.shape(10), Shape::Flat(60));
+  EXPECT_EQ(net.num_batch_norm_layers(), 4);
+  const std::vector<std::string> d = net.Describe();
+  ASSERT_EQ(d.size(), 15u);
+  EXPECT_EQ(d[1], "conv2d 2->3 3x3 s1 p1 -> [3, 9, 8]");
+  EXPECT_EQ(d[4], "max_pool2d 3x3 s2 p1 -> [3, 5, 4]");
+  EXPECT_EQ(d[9], "flatten -> [60]");
+}
+
+TEST(NetworkTest, CnnSingleExampleForwardEqualsPredictBatchRowsBitForBit) {
+  Network trained = torch_ref::TrainThreeSteps(torch_ref::CnnCase(false));
+  for (const Network& net : {trained, trained.Folded(), EveryKindNetwork(),
+                             EveryKindNetwork().Folded()}) {
+    const Matrix x = test::RandomMatrix(25, net.input_features(), 3, 2.0f);
+    const Matrix batch = net.PredictBatch(x);
+    // A workspace first grown by a wider network.
+    Workspace ws;
+    {
+      const Network wide = *Network::Create(
+          test::ImageSpec(3, 16, 16, 2,
+                          {test::ConvSpec(8, 3, 3, 1, 1, 1, 1, false),
+                           test::FlattenSpec(), test::DenseSpec(2, true)}),
+          1);
+      std::vector<float> in(wide.input_features(), 1.0f), out(2);
+      wide.Forward(in.data(), out.data(), &ws);
+    }
+    std::vector<float> out(net.output_dim());
+    for (Eigen::Index r = 0; r < x.rows(); ++r) {
+      absl::StatusOr<std::vector<float>> alone =
+          net.Predict({x.row(r).data(), static_cast<size_t>(x.cols())});
+      ASSERT_TRUE(alone.ok()) << alone.status();
+      net.Forward(x.row(r).data(), out.data(), &ws);
+      for (int k = 0; k < net.output_dim(); ++k) {
+        EXPECT_EQ((*alone)[k], batch(r, k)) << "row " << r;
+        EXPECT_EQ(out[k], batch(r, k)) << "row " << r;
+      }
+    }
+    // The same example in another batch.
+    Matrix other = test::RandomMatrix(4, net.input_features(), 8, 30.0f);
+    other.row(3) = x.row(7);
+    EXPECT_EQ(net.PredictBatch(other).row(3), batch.row(7));
+  }
+}
+
+TEST(NetworkTest, CnnPredictRejectsAWrongWidthOrNonFiniteValues) {
+  const Network net =
+      Network::Create(torch_ref::CnnSpec(v1::AVERAGE_EMA), 1).value();
+  std::vector<float> x(97, 0.0f);
+  ExpectInvalid(net.Predict(x).status(), "98", "97 values for [2, 7, 7]");
+  x.assign(98, 0.0f);
+  x[60] = std::numeric_limits<float>::infinity();
+  ExpectInvalid(net.Predict(x).status(), "feature 60", "infinite value");
+}
+
+class ShapeRecorder : public ForwardObserver {
+ public:
+  void OnLayerInput(int layer, const Shape& shape, const float*) override {
+    seen.emplace_back(layer, shape);
+  }
+  std::vector<std::pair<int, Shape>> seen;
+};
+
+TEST(NetworkTest, ForwardObserverSeesEveryLayersInputShape) {
+  const Network net = EveryKindNetwork();
+  ShapeRecorder rec;
+  Workspace ws;
+  std::vector<float> x(net.input_features(), 0.5f), out(net.output_dim());
+  net.Forward(x.data(), out.data(), &ws, &rec);
+  ASSERT_EQ(rec.seen.size(), static_cast<size_t>(net.num_layers()));
+  for (int i = 0; i < net.num_layers(); ++i) {
+    EXPECT_EQ(rec.seen[i].first, i);
+    EXPECT_EQ(rec.seen[i].second, net.shape(i)) << i;
+  }
+}
+
+TEST(NetworkTest, SnapshotRoundTripIsExactForEveryLayerKind) {
+  Network trained = EveryKindNetwork();
+  {
+    // Non-default counters and an exact statistics source.
+    Trainer t = *Trainer::Create(trained, {});
+    for (int step = 0; step < 2; ++step) {
+      ASSERT_TRUE(t.Step(test::RandomBatch(5, 144, 4, step)).ok());
+    }
+    trained = t.network();
+    ASSERT_TRUE(trained.Recalibrate(test::RandomMatrix(9, 144, 5)).ok());
+    trained.mutable_layer_as<BatchNorm>(6)->stats_source =
+        v1::STATS_SOURCE_CUMULATIVE;
+  }
+  for (const Network& net : {trained, trained.Folded()}) {
+    const v1::Snapshot snap = net.ToSnapshot();
+    ASSERT_EQ(snap.input_shape_size(), 3);
+    std::string bytes;
+    ASSERT_TRUE(snap.SerializeToString(&bytes));
+    v1::Snapshot parsed;
+    ASSERT_TRUE(parsed.ParseFromString(bytes));
+    absl::StatusOr<Network> back = Network::FromSnapshot(parsed);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->ToSnapshot().SerializeAsString(), snap.SerializeAsString());
+    EXPECT_EQ(back->input_shape(), net.input_shape());
+    EXPECT_EQ(back->Describe(), net.Describe());
+    ASSERT_EQ(back->num_layers(), net.num_layers());
+    for (int i = 0; i < net.num_layers(); ++i) {
+      EXPECT_STREQ(back->layer(i).type(), net.layer(i).type());
+      EXPECT_EQ(back->layer(i).ToJson().dump(), net.layer(i).ToJson().dump())
+          << i;
+    }
+    const Matrix x = test::RandomMatrix(12, 144, 6, 2.0f);
+    EXPECT_EQ(back->PredictBatch(x), net.PredictBatch(x));
+  }
+  // Every kind appears.
+  std::set<std::string> kinds;
+  for (const auto& l : trained.layers()) kinds.insert(l->type());
+  EXPECT_EQ(kinds, (std::set<std::string>{"activation", "avg_pool2d",
+                                          "batch_norm", "conv2d", "dense",
+                                          "flatten", "max_pool2d"}));
 }
 
 }  // namespace

@@ -46,7 +46,7 @@ inline Matrix RandomMatrix(int rows, int cols, uint64_t seed,
 // by PrintParityReport (for the parity report).
 struct ParityStats {
   double max_abs = 0.0;
-  double max_rel = 0.0;  // |a - e| / max(|e|, 1e-3)
+  double max_rel = 0.0;  // |a - e| / max(|e|, 1), the tolerance's scale
   std::string max_abs_what, max_rel_what;
 };
 inline ParityStats& GlobalParityStats() {
@@ -64,7 +64,7 @@ inline void ExpectClose(const float* actual, int64_t size,
     const double e = expected[i];
     const double a = actual[i];
     const double diff = std::abs(a - e);
-    const double rel = diff / std::max(std::abs(e), 1e-3);
+    const double rel = diff / std::max(std::abs(e), 1.0);
     if (diff > stats.max_abs) {
       stats.max_abs = diff;
       stats.max_abs_what = what;
@@ -90,8 +90,8 @@ void ExpectClose(const Eigen::DenseBase<Derived>& actual,
 inline void PrintParityReport(const char* name) {
   const ParityStats& s = GlobalParityStats();
   std::cout << "[parity] " << name << ": max |diff| " << s.max_abs << " ("
-            << s.max_abs_what << "), max rel diff " << s.max_rel << " ("
-            << s.max_rel_what << ")\n";
+            << s.max_abs_what << "), max |diff| / max(1, |expected|) "
+            << s.max_rel << " (" << s.max_rel_what << ")\n";
 }
 
 // Layer specs for building networks in tests.

@@ -8,6 +8,8 @@
 
 #include "client/csv.h"
 #include "gtest/gtest.h"
+#include "tests/model/test_util.h"
+#include "tests/model/torch_cases.h"
 
 namespace bnserve::model {
 namespace {
@@ -78,7 +80,8 @@ TEST(TrainerTest, GradientsMatchFiniteDifferences) {
     };
     Network& trained = trainer.mutable_network();
     for (int i = 0; i < trained.num_layers(); ++i) {
-      const std::vector<ParamRef> params = trained.mutable_layer(i).Parameters();
+      const std::vector<ParamRef> params =
+          trained.mutable_layer(i).Parameters();
       ASSERT_EQ(grads[i].size(), params.size());
       for (size_t j = 0; j < params.size(); ++j) {
         check(params[j].data, grads[i][j].data(), params[j].size,
@@ -331,6 +334,136 @@ TEST(TrainerTest, DiabetesRegressionBeatsTheMeanPredictorByAQuarter) {
   RecordProperty("baseline_rmse", std::to_string(baseline));
   EXPECT_LE(rmse, 0.75 * baseline)
       << "rmse " << rmse << " baseline " << baseline;
+}
+
+}  // namespace
+}  // namespace bnserve::model
+
+// PyTorch parity of training for the reference networks of
+// make_torch_reference.py (tests/model/torch_cases.h): a CNN on 2x7x7 images
+// with EMA and with cumulative statistics, and input normalization over flat
+// features and over images.
+namespace bnserve::model {
+namespace {
+
+class TorchTrainingParityTest : public ::testing::TestWithParam<int> {
+ protected:
+  torch_ref::TorchCase Case() const {
+    return torch_ref::AllCases()[GetParam()];
+  }
+  static void TearDownTestSuite() {
+    test::PrintParityReport("training (train-mode forward, gradients, steps)");
+  }
+};
+
+// Train-mode forward (batch statistics) of the first minibatch, its loss and
+// every parameter's gradient, before any update.
+TEST_P(TorchTrainingParityTest, TrainModeForwardLossAndGradients) {
+  const torch_ref::TorchCase c = Case();
+  Network net = torch_ref::LoadNetwork(c);
+  const Batch batch = torch_ref::TorchBatch(c, 0);
+  Matrix x = batch.features;
+  for (int i = 0; i < net.num_layers(); ++i) {
+    Matrix y;
+    LayerCache cache;
+    net.layer(i).ForwardTrain(net.shape(i), x, &y, &cache);
+    ASSERT_EQ(y.cols(), net.shape(i + 1).size()) << "layers[" << i << "]";
+    x = std::move(y);
+  }
+  test::ExpectClose(x, *c.train_logits0, 2e-5f, c.name + " train logits");
+
+  Trainer trainer = *Trainer::Create(net, torch_ref::TorchSgd());
+  std::vector<LayerGradients> grads;
+  absl::StatusOr<double> loss = trainer.ComputeGradients(batch, &grads);
+  ASSERT_TRUE(loss.ok()) << loss.status();
+  const float loss0 =
+      c.train_loss0 != nullptr ? (*c.train_loss0)[0] : (*c.losses)[0];
+  EXPECT_NEAR(*loss, loss0, 1e-5 * std::max(1.0f, std::abs(loss0)));
+  size_t next = 0;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    for (size_t j = 0; j < grads[i].size(); ++j, ++next) {
+      ASSERT_LT(next, c.grads.size());
+      test::ExpectClose(grads[i][j].transpose(), *c.grads[next], 2e-5f,
+                        c.name + " gradient of parameter " +
+                            std::to_string(next) + " (" +
+                            net.layer(static_cast<int>(i)).type() + ")");
+    }
+  }
+  EXPECT_EQ(next, c.grads.size());
+}
+
+// Three SGD steps (lr 0.05, momentum 0.9): losses, every parameter and the
+// running statistics (EMA with momentum 0.1, or the cumulative average of
+// momentum=None; unbiased variance with n = N*H*W).
+TEST_P(TorchTrainingParityTest, ThreeSgdStepsParametersAndRunningStatistics) {
+  const torch_ref::TorchCase c = Case();
+  Network net = torch_ref::TrainThreeSteps(c);
+  std::vector<ParamRef> params = torch_ref::AllParameters(&net);
+  ASSERT_EQ(params.size(), c.after.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    test::ExpectClose(
+        params[i].data, params[i].size, *c.after[i], 5e-5f,
+        c.name + " parameter " + std::to_string(i) + " after 3 steps");
+  }
+  std::vector<BatchNorm*> bns = torch_ref::BatchNorms(&net);
+  ASSERT_EQ(bns.size(), c.run_mean.size());
+  const bool cumulative =
+      c.spec.layers_size() > 1 &&
+      c.spec.layers(1).batch_norm().average() == v1::AVERAGE_CUMULATIVE;
+  for (size_t b = 0; b < bns.size(); ++b) {
+    const std::string what = c.name + " batch norm " + std::to_string(b);
+    test::ExpectClose(bns[b]->running_mean, *c.run_mean[b], 2e-5f,
+                      what + " running_mean");
+    test::ExpectClose(bns[b]->running_var, *c.run_var[b], 2e-5f,
+                      what + " running_var");
+    EXPECT_EQ(bns[b]->num_batches_tracked, 3) << what;
+    EXPECT_EQ(bns[b]->stats_source,
+              cumulative ? v1::STATS_SOURCE_CUMULATIVE : v1::STATS_SOURCE_EMA)
+        << what;
+  }
+}
+
+std::string CaseName(const ::testing::TestParamInfo<int>& info) {
+  const std::vector<std::string> names = {"Cnn", "CnnCumulative",
+                                          "InputNormFlat", "InputNormImage"};
+  return names[info.param];
+}
+
+INSTANTIATE_TEST_SUITE_P(Torch, TorchTrainingParityTest, ::testing::Range(0, 4),
+                         CaseName);
+
+// The two CNN references differ only in their statistics mode, so their
+// running statistics must differ after 3 steps (the test above would not
+// notice if the mode were ignored and both references were equal).
+TEST(TrainerTest, CumulativeAndEmaReferencesDiffer) {
+  EXPECT_NE(torch_ref::kCnnCumRunVar1, torch_ref::kCnnEmaRunVar1);
+  EXPECT_NE(torch_ref::kCnnCumRunMean0, torch_ref::kCnnEmaRunMean0);
+}
+
+// Central finite differences through every new layer kind at once (the
+// per-kind checks are in conv2d_test, pool2d_test, flatten_test and
+// batch_norm_test): input batch norm over an image, conv with stride and
+// padding, batch norm over channels, max and average pooling, flatten.
+TEST(TrainerTest, CnnGradientsMatchFiniteDifferences) {
+  using namespace test;  // NOLINT: spec helpers
+  const v1::NetworkSpec spec = ImageSpec(
+      2, 6, 6, 3,
+      {BatchNormSpec(), ConvSpec(3, 3, 3, 2, 1, 1, 1, false), BatchNormSpec(),
+       ActivationSpec(v1::ACTIVATION_TANH), PoolSpec(false, 3, 3, 1, 1, 1, 1),
+       ConvSpec(2, 2, 2, 1, 1, 0, 0, true), BatchNormSpec(),
+       ActivationSpec(v1::ACTIVATION_SIGMOID), FlattenSpec(),
+       DenseSpec(3, true)});
+  absl::StatusOr<Network> net = Network::Create(spec, 12);
+  ASSERT_TRUE(net.ok()) << net.status();
+  PerturbBatchNorms(&*net, 3);
+  const Batch batch = RandomBatch(4, 72, 3, 6, 2.0f, 0.5f);
+  const int checked = CheckNetworkGradients(*net, batch, 1e-2f, 2e-3, 2e-2);
+  // Shapes: [2, 6, 6] -> conv s2x1 -> [3, 3, 6] -> avg pool -> [3, 3, 6] ->
+  // conv -> [2, 2, 5] -> flatten -> [20] -> dense -> [3].
+  EXPECT_EQ(net->shape(2), Shape::Image(3, 3, 6));
+  EXPECT_EQ(net->shape(6), Shape::Image(2, 2, 5));
+  EXPECT_EQ(checked,
+            2 * 2 + 3 * 2 * 9 + 3 * 2 + (2 * 3 * 4 + 2) + 2 * 2 + (20 * 3 + 3));
 }
 
 }  // namespace
