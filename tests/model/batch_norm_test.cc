@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "model/network.h"
+#include "tests/model/test_util.h"
 
 namespace bnserve::model {
 namespace {
@@ -171,6 +173,167 @@ TEST(BatchNormTest, InferenceUsesRunningStatisticsNotTheBatch) {
   EXPECT_NEAR(out(0, 0), 3.0f * 2.0f / std::sqrt(4.0f + 1e-5f), 1e-5);
   EXPECT_NEAR(out(1, 1), 1.0f / std::sqrt(0.25f + 1e-5f) + 1.0f, 1e-5);
   EXPECT_NEAR(out(0, 1), 1.0f, 1e-6);
+}
+
+}  // namespace
+}  // namespace bnserve::model
+
+// Batch norm over the channels of an image (PyTorch BatchNorm2d) and as the
+// first layer of a network (input normalization).
+namespace bnserve::model {
+namespace {
+
+// Two 2x[2x2] examples: channel 0 holds 1..8 (4 values per example),
+// channel 1 the constant 3.
+TEST(BatchNormTest, ChannelStatisticsAreOverAllNHWValues) {
+  BatchNorm bn = BatchNorm::Create(2, {.momentum = 0.5f});
+  const Shape in = Shape::Image(2, 2, 2);
+  Matrix z(2, 8);
+  z << 1, 2, 3, 4, 3, 3, 3, 3,  //
+      5, 6, 7, 8, 3, 3, 3, 3;
+  Matrix out;
+  LayerCache cache;
+  bn.ForwardTrain(in, z, &out, &cache);
+  EXPECT_EQ(cache.count, 8);
+  EXPECT_FLOAT_EQ(cache.mean(0), 4.5f);
+  EXPECT_FLOAT_EQ(cache.var(0), 5.25f);  // biased: 42 / 8
+  EXPECT_FLOAT_EQ(cache.mean(1), 3.0f);
+  EXPECT_FLOAT_EQ(cache.var(1), 0.0f);
+  const float inv_std = 1.0f / std::sqrt(5.25f + 1e-5f);
+  EXPECT_FLOAT_EQ(out(1, 3), (8.0f - 4.5f) * inv_std);
+  EXPECT_FLOAT_EQ(out(0, 0), (1.0f - 4.5f) * inv_std);
+  EXPECT_FLOAT_EQ(out(1, 7), 0.0f);
+  bn.AfterStep(cache);
+  // Unbiased with n = N*H*W = 8: 5.25 * 8 / 7 = 6.
+  EXPECT_FLOAT_EQ(bn.running_mean(0), 0.5f * 4.5f);
+  EXPECT_FLOAT_EQ(bn.running_var(0), 0.5f * 1.0f + 0.5f * 6.0f);
+  EXPECT_FLOAT_EQ(bn.running_var(1), 0.5f);
+  EXPECT_EQ(bn.num_batches_tracked, 1);
+}
+
+// BatchNorm2d over [C, H, W] equals BatchNorm1d over the N*H*W rows of
+// per-position channel vectors, in training (values, gradients, running
+// statistics) and in inference.
+TEST(BatchNormTest, OverChannelsEqualsOverFeaturesOfTheTransposedValues) {
+  const int m = 3, c = 3, h = 2, w = 3, plane = h * w;
+  const Shape in = Shape::Image(c, h, w);
+  BatchNorm bn2 = BatchNorm::Create(c, {});
+  bn2.gamma << 1.5f, -0.5f, 0.8f;
+  bn2.beta << 0.1f, 0.2f, -0.3f;
+  BatchNorm bn1 = bn2;
+  const Matrix z = test::RandomMatrix(m, c * plane, 4, 2.0f, 1.0f);
+  const Matrix dout = test::RandomMatrix(m, c * plane, 5);
+  auto rows = [&](const Matrix& a) {  // m x (c*plane) -> (m*plane) x c
+    Matrix t(m * plane, c);
+    for (int r = 0; r < m; ++r) {
+      for (int ch = 0; ch < c; ++ch) {
+        for (int k = 0; k < plane; ++k)
+          t(r * plane + k, ch) = a(r, ch * plane + k);
+      }
+    }
+    return t;
+  };
+  Matrix out2, out1;
+  LayerCache cache2, cache1;
+  bn2.ForwardTrain(in, z, &out2, &cache2);
+  bn1.ForwardTrain(Shape::Flat(c), rows(z), &out1, &cache1);
+  EXPECT_TRUE(rows(out2).isApprox(out1, 1e-5f));
+  Matrix dz2, dz1;
+  LayerGradients g2, g1;
+  bn2.Backward(in, z, out2, dout, cache2, &dz2, &g2);
+  bn1.Backward(Shape::Flat(c), rows(z), out1, rows(dout), cache1, &dz1, &g1);
+  EXPECT_TRUE(rows(dz2).isApprox(dz1, 1e-4f)) << rows(dz2) << "\n\n" << dz1;
+  ASSERT_EQ(g2.size(), 2u);
+  EXPECT_TRUE(g2[0].isApprox(g1[0], 1e-5f));
+  EXPECT_TRUE(g2[1].isApprox(g1[1], 1e-5f));
+  bn2.AfterStep(cache2);
+  bn1.AfterStep(cache1);
+  EXPECT_TRUE(bn2.running_mean.isApprox(bn1.running_mean, 1e-6f));
+  EXPECT_TRUE(bn2.running_var.isApprox(bn1.running_var, 1e-6f));
+  // Inference, one example at a time.
+  Matrix y2(1, c * plane), y1(plane, c);
+  bn2.Forward(in, z.row(1).data(), y2.data(), nullptr);
+  const Matrix zt = rows(z);
+  for (int k = 0; k < plane; ++k) {
+    bn1.Forward(Shape::Flat(c), zt.row(plane + k).data(), y1.row(k).data(),
+                nullptr);
+  }
+  for (int ch = 0; ch < c; ++ch) {
+    for (int k = 0; k < plane; ++k) {
+      EXPECT_FLOAT_EQ(y2(0, ch * plane + k), y1(k, ch));
+    }
+  }
+}
+
+TEST(BatchNormTest, LayerGradientsMatchFiniteDifferencesOverChannels) {
+  for (const Shape& in :
+       {Shape::Image(3, 2, 3), Shape::Image(2, 1, 1), Shape::Flat(4)}) {
+    SCOPED_TRACE(in.ToString());
+    BatchNorm bn = BatchNorm::Create(in.channels, {});
+    bn.gamma = RowVector::LinSpaced(in.channels, 0.5f, -1.5f);
+    bn.beta = RowVector::LinSpaced(in.channels, -0.3f, 0.3f);
+    const Matrix x =
+        test::RandomMatrix(3, static_cast<int>(in.size()), 6, 1.5f, 0.5f);
+    EXPECT_EQ(test::CheckLayerGradients(&bn, in, x, 1e-2f, 2e-3, 2e-2),
+              x.size() + 2 * in.channels);
+  }
+}
+
+TEST(BatchNormTest, NetworkGradientsMatchFiniteDifferencesAsTheFirstLayer) {
+  using namespace test;  // NOLINT: spec helpers
+  // Flat: input BN -> dense -> BN -> tanh -> dense (the shorthand).
+  v1::NetworkSpec flat;
+  flat.set_task(v1::TASK_REGRESSION);
+  flat.set_input_features(4);
+  flat.set_output_dim(2);
+  flat.add_hidden(5);
+  flat.set_input_norm(true);
+  flat.set_hidden_activation(v1::ACTIVATION_TANH);
+  Network net = *Network::Create(flat, 3);
+  ASSERT_NE(net.layer_as<BatchNorm>(0), nullptr);
+  PerturbBatchNorms(&net, 1);
+  Batch batch = RandomBatch(6, 4, 2, 2, 10.0f, 5.0f);
+  batch.targets = RandomMatrix(6, 2, 3);
+  EXPECT_EQ(CheckNetworkGradients(net, batch, 1e-2f, 2e-3, 2e-2),
+            4 * 2 + 4 * 5 + 5 * 2 + 5 * 2 + 2);
+  // Image: BN2d -> conv (padded) -> BN2d -> relu -> flatten -> dense.
+  Network cnn = *Network::Create(
+      ImageSpec(2, 4, 4, 3,
+                {BatchNormSpec(), ConvSpec(2, 3, 3, 2, 2, 1, 1, false),
+                 BatchNormSpec(), ActivationSpec(v1::ACTIVATION_SIGMOID),
+                 FlattenSpec(), DenseSpec(3, true)}),
+      5);
+  PerturbBatchNorms(&cnn, 2);
+  EXPECT_EQ(CheckNetworkGradients(cnn, RandomBatch(4, 32, 3, 9, 3.0f, -2.0f),
+                                  1e-2f, 2e-3, 2e-2),
+            2 * 2 + 2 * 2 * 9 + 2 * 2 + 8 * 3 + 3);
+}
+
+TEST(BatchNormTest, InputNormalizationMakesTrainingInsensitiveToFeatureScale) {
+  // With a batch norm first, multiplying a feature by 1000 and shifting it
+  // changes neither the training loss nor the gradients of the later layers
+  // (up to eps), the property that makes raw tabular data train well.
+  v1::NetworkSpec spec;
+  spec.set_task(v1::TASK_CLASSIFICATION);
+  spec.set_input_features(3);
+  spec.set_output_dim(2);
+  spec.add_hidden(4);
+  spec.set_input_norm(true);
+  const Network net = *Network::Create(spec, 7);
+  Batch a = test::RandomBatch(8, 3, 2, 4);
+  Batch b = a;
+  b.features.col(1) = (b.features.col(1).array() * 1000.0f + 250.0f).matrix();
+  Trainer ta = *Trainer::Create(net, {});
+  Trainer tb = *Trainer::Create(net, {});
+  std::vector<LayerGradients> ga, gb;
+  const double la = *ta.ComputeGradients(a, &ga);
+  const double lb = *tb.ComputeGradients(b, &gb);
+  EXPECT_NEAR(la, lb, 1e-4);
+  for (size_t i = 2; i < ga.size(); ++i) {  // after the dense reading x
+    for (size_t j = 0; j < ga[i].size(); ++j) {
+      EXPECT_TRUE(ga[i][j].isApprox(gb[i][j], 1e-2f)) << i << ", " << j;
+    }
+  }
 }
 
 }  // namespace
