@@ -2,7 +2,12 @@
 // exact recalibration, snapshot conversion and thread safety.
 #include "model/network.h"
 
+#include <sys/resource.h>
+
+#include <cstdlib>
+#include <fstream>
 #include <limits>
+#include <new>
 #include <random>
 #include <set>
 #include <string>
@@ -580,6 +585,95 @@ TEST(NetworkTest, HostileSnapshotsAreRefusedWithAClearMessage) {
     bn->add_running_var(1.0f);
   }
   expect(s, "layers[1]", "batch norm over 5 channels after 4");
+}
+
+// "Refused before anything is allocated": a snapshot that declares a layer
+// of 2^28 weights (the per-layer limit, 1 GiB) but carries none must be
+// refused without asking for that memory. Run in a child whose address
+// space is capped at 512 MiB above its current size: an allocation of the
+// declared size throws std::bad_alloc there and kills the child.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define BNSERVE_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define BNSERVE_SANITIZED 1
+#endif
+#endif
+
+// Caps the address space at 512 MiB above its current size (in a death
+// test's child), then exits with f()'s code.
+template <typename F>
+void ExitUnderAddressSpaceLimit(F f) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  int64_t vm_kb = 0;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmSize:", 0) == 0) vm_kb = std::stoll(line.substr(7));
+  }
+  if (vm_kb == 0) std::exit(3);
+  const rlim_t limit = static_cast<rlim_t>(vm_kb) * 1024 + (rlim_t{512} << 20);
+  const rlimit rl{limit, limit};
+  if (setrlimit(RLIMIT_AS, &rl) != 0) std::exit(4);
+  std::exit(f());
+}
+
+int Refused(const v1::Snapshot& s) {
+  const absl::Status st = Network::FromSnapshot(s).status();
+  return st.code() == absl::StatusCode::kInvalidArgument ? 0 : 5;
+}
+
+// DISABLED until model/conv2d.cc and model/dense.cc check the number of
+// weights in the proto before resizing (see the report of ISSUE 13 item 5):
+// today both FromProto functions resize the weight matrix to the declared
+// size first, and CopyFloats only then finds the field empty, so a snapshot
+// of a few bytes makes the server allocate 1 GiB per layer, and where that
+// fails, std::bad_alloc escapes FromSnapshot. Run with
+// --gtest_also_run_disabled_tests.
+TEST(NetworkDeathTest,
+     DISABLED_DeclaredButMissingWeightsAreRefusedBeforeAllocating) {
+#ifdef BNSERVE_SANITIZED
+  GTEST_SKIP() << "address-space limits do not work under sanitizers";
+#else
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const v1::Snapshot good =
+      Network::Create(torch_ref::CnnSpec(v1::AVERAGE_EMA), 1)->ToSnapshot();
+  // The probe works: a 1 GiB allocation fails under the limit.
+  EXPECT_EXIT(ExitUnderAddressSpaceLimit([] {
+                try {
+                  std::vector<float> v(size_t{1} << 28);
+                  return static_cast<int>(v[12345]) + 6;
+                } catch (const std::bad_alloc&) {
+                  return 0;
+                }
+              }),
+              ::testing::ExitedWithCode(0), "");
+  v1::Snapshot conv = good;
+  {
+    // 16384 x 16384 x 1 x 1 = 2^28 weights (within the limit), none present.
+    v1::Conv2dLayer* c = conv.mutable_layers(0)->mutable_conv2d();
+    c->set_in_channels(1 << 14);
+    c->set_out_channels(1 << 14);
+    c->set_kernel_h(1);
+    c->set_kernel_w(1);
+    c->clear_weight();
+  }
+  EXPECT_EXIT(ExitUnderAddressSpaceLimit([&] { return Refused(conv); }),
+              ::testing::ExitedWithCode(0), "")
+      << "conv2d: the weight matrix is allocated before its size is checked "
+         "against the snapshot";
+  v1::Snapshot dense = good;
+  {
+    v1::DenseLayer* d = dense.mutable_layers(9)->mutable_dense();
+    d->set_in(1 << 14);
+    d->set_out(1 << 14);
+    d->clear_weight();
+  }
+  EXPECT_EXIT(ExitUnderAddressSpaceLimit([&] { return Refused(dense); }),
+              ::testing::ExitedWithCode(0), "")
+      << "dense: the weight matrix is allocated before its size is checked "
+         "against the snapshot";
+#endif
 }
 
 // --- single-example inference and snapshots ---
