@@ -6,7 +6,13 @@
 //   BM_DenseKernelGeneric / BM_DenseKernelAvx2   the digits dense layers
 //       through the portable and the AVX2+FMA single-example kernels;
 //   BM_TrainStep/B                          one SGD-momentum step of the
-//       digits [128, 64] network on a minibatch of B rows; items = examples.
+//       digits [128, 64] network on a minibatch of B rows; items = examples;
+//   BM_PredictCnnFolded / BM_PredictCnnUnfolded   one digits example as a
+//       1x8x8 image through the demo's CNN (conv:16:3:p1, bn, relu,
+//       maxpool:2, conv:32:3:p1, bn, relu, maxpool:2, flatten, dense:64, bn,
+//       relu, dense:10), batch norm folded or not;
+//   BM_TrainStepCnn/B                       one SGD-momentum step of that
+//       CNN on B rows (bench/torch_cnn.py is the PyTorch side).
 // Data: --digits_train / --digits_test (defaults: data/digits/*.csv relative
 // to the working directory), read before the benchmarks start.
 #include <benchmark/benchmark.h>
@@ -37,6 +43,45 @@ const Table& TrainSet() {
 
 model::Network MakeNetwork(const std::vector<int>& hidden) {
   auto net = model::Network::Create(DigitsSpec(hidden), 42);
+  if (!net.ok()) {
+    std::fprintf(stderr, "%s\n", net.status().ToString().c_str());
+    std::exit(2);
+  }
+  return *std::move(net);
+}
+
+// The demo's CNN on digits as 1x8x8 images.
+v1::NetworkSpec CnnSpec() {
+  v1::NetworkSpec spec = DigitsSpec({});
+  spec.clear_hidden();
+  for (int d : {1, 8, 8}) spec.add_input_shape(d);
+  auto conv = [&spec](int out) {
+    v1::Conv2dSpec* c = spec.add_layers()->mutable_conv2d();
+    c->set_out_channels(out);
+    c->set_kernel_h(3);
+    c->set_pad_h(1);
+    c->set_pad_w(1);
+  };
+  auto bn_relu = [&spec] {
+    spec.add_layers()->mutable_batch_norm();
+    spec.add_layers()->set_activation(v1::ACTIVATION_RELU);
+  };
+  for (int out : {16, 32}) {
+    conv(out);
+    bn_relu();
+    spec.add_layers()->mutable_max_pool2d()->set_kernel_h(2);
+  }
+  spec.add_layers()->mutable_flatten();
+  spec.add_layers()->mutable_dense()->set_units(64);
+  bn_relu();
+  v1::DenseSpec* head = spec.add_layers()->mutable_dense();
+  head->set_units(10);
+  head->set_bias(true);
+  return spec;
+}
+
+model::Network MakeCnn() {
+  auto net = model::Network::Create(CnnSpec(), 42);
   if (!net.ok()) {
     std::fprintf(stderr, "%s\n", net.status().ToString().c_str());
     std::exit(2);
@@ -109,14 +154,14 @@ void BM_DenseKernel(benchmark::State& state) {
 BENCHMARK(BM_DenseKernel<false>)->Name("BM_DenseKernelGeneric");
 BENCHMARK(BM_DenseKernel<true>)->Name("BM_DenseKernelAvx2");
 
-void BM_TrainStep(benchmark::State& state) {
+void RunTrainStep(benchmark::State& state, model::Network net) {
   const int b = static_cast<int>(state.range(0));
   const Table& t = TrainSet();
   model::OptimizerConfig config;
   config.kind = model::OptimizerConfig::Kind::kSgd;
   config.learning_rate = 0.01f;
   config.momentum = 0.9f;
-  auto trainer = model::Trainer::Create(MakeNetwork({128, 64}), config);
+  auto trainer = model::Trainer::Create(std::move(net), config);
   if (!trainer.ok()) {
     state.SkipWithError(trainer.status().ToString().c_str());
     return;
@@ -143,7 +188,26 @@ void BM_TrainStep(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * b);
 }
+
+void BM_TrainStep(benchmark::State& state) {
+  RunTrainStep(state, MakeNetwork({128, 64}));
+}
 BENCHMARK(BM_TrainStep)->RangeMultiplier(2)->Range(16, 1024);
+
+void BM_TrainStepCnn(benchmark::State& state) { RunTrainStep(state, MakeCnn()); }
+BENCHMARK(BM_TrainStepCnn)->Arg(64);
+
+void BM_PredictCnnFolded(benchmark::State& state) {
+  static const model::Network* net = new model::Network(MakeCnn().Folded());
+  RunPredict(state, *net);
+}
+BENCHMARK(BM_PredictCnnFolded);
+
+void BM_PredictCnnUnfolded(benchmark::State& state) {
+  static const model::Network* net = new model::Network(MakeCnn());
+  RunPredict(state, *net);
+}
+BENCHMARK(BM_PredictCnnUnfolded);
 
 }  // namespace
 }  // namespace bnserve::bench

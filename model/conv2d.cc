@@ -70,21 +70,27 @@ Window2d WindowFromProto(const v1::Conv2dLayer& p) {
                   p.stride_w(), p.pad_h(),    p.pad_w()};
 }
 
+// "path.field", or "field" for an empty path (a spec, whose errors the
+// network prefixes with the layer's path).
+std::string Field(const std::string& path, absl::string_view field) {
+  return path.empty() ? std::string(field) : absl::StrCat(path, ".", field);
+}
+
 absl::Status CheckSizes(const std::string& path, int64_t in_channels,
                         int64_t out_channels, const Window2d& w) {
   BNSERVE_RETURN_IF_ERROR(
-      CheckRange(path + ".in_channels", in_channels, 1, kMaxWidth));
+      CheckRange(Field(path, "in_channels"), in_channels, 1, kMaxWidth));
   BNSERVE_RETURN_IF_ERROR(
-      CheckRange(path + ".out_channels", out_channels, 1, kMaxWidth));
+      CheckRange(Field(path, "out_channels"), out_channels, 1, kMaxWidth));
   if (absl::Status s = w.CheckRanges(false); !s.ok()) {
-    return json::Invalid(path, s.message());
+    return absl::InvalidArgumentError(Field(path, s.message()));
   }
   const int64_t n = out_channels * in_channels * w.kernel_h * w.kernel_w;
   if (n > kMaxLayerParameters) {
-    return json::Invalid(path, absl::StrCat("the kernel has ", n,
-                                            " weights, more than the limit "
-                                            "of ",
-                                            kMaxLayerParameters));
+    return absl::InvalidArgumentError(
+        Field(path, absl::StrCat("weight: the kernel has ", n,
+                                 " weights, more than the limit of ",
+                                 kMaxLayerParameters)));
   }
   return absl::OkStatus();
 }
@@ -97,6 +103,20 @@ absl::StatusOr<std::unique_ptr<Layer>> Conv2d::FromProto(
   const Window2d w = WindowFromProto(p);
   BNSERVE_RETURN_IF_ERROR(
       CheckSizes(path, p.in_channels(), p.out_channels(), w));
+  // Counts before sizes: a few bytes declaring a large kernel allocate
+  // nothing.
+  const int64_t n =
+      int64_t{p.out_channels()} * p.in_channels() * w.kernel_h * w.kernel_w;
+  if (p.weight_size() != n) {
+    return json::Invalid(
+        path + ".weight",
+        absl::StrCat("has ", p.weight_size(), " values, expected ", n));
+  }
+  if (p.bias_size() != 0 && p.bias_size() != p.out_channels()) {
+    return json::Invalid(path + ".bias",
+                         absl::StrCat("has ", p.bias_size(),
+                                      " values, expected ", p.out_channels()));
+  }
   auto conv = std::make_unique<Conv2d>();
   conv->in_channels = p.in_channels();
   conv->window = w;
@@ -154,8 +174,7 @@ absl::StatusOr<std::unique_ptr<Layer>> Conv2d::FromSpec(
       s.stride_w() == 0 ? (s.stride_h() == 0 ? 1 : s.stride_h()) : s.stride_w(),
       s.pad_h(),
       s.pad_w()};
-  BNSERVE_RETURN_IF_ERROR(
-      CheckSizes("conv2d", in.channels, s.out_channels(), w));
+  BNSERVE_RETURN_IF_ERROR(CheckSizes("", in.channels, s.out_channels(), w));
   BNSERVE_RETURN_IF_ERROR(w.Apply(in, false, "conv2d").status());
   auto conv = std::make_unique<Conv2d>();
   conv->in_channels = in.channels;
@@ -182,15 +201,14 @@ absl::StatusOr<Shape> Conv2d::OutputShape(const Shape& in) const {
   out.channels = out_channels();
   if (out.size() > kMaxActivationValues ||
       ScratchSize(in) > kMaxActivationValues) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("output ", out.ToString(), " or its im2col matrix (",
-                     ScratchSize(in), " values) has more than ",
-                     kMaxActivationValues, " values"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "output ", out.ToString(), " or its im2col matrix (", ScratchSize(in),
+        " values) has more than ", kMaxActivationValues, " values"));
   }
   if (ScratchSize(in) * out_channels() > kMaxLayerOps) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "one example needs ", ScratchSize(in) * out_channels(),
-        " multiply-adds, more than the limit of ", kMaxLayerOps));
+    return absl::InvalidArgumentError(
+        absl::StrCat("one example needs ", ScratchSize(in) * out_channels(),
+                     " multiply-adds, more than the limit of ", kMaxLayerOps));
   }
   BNSERVE_RETURN_IF_ERROR(CheckFinite("weight", weight.data(), weight.size()));
   BNSERVE_RETURN_IF_ERROR(CheckFinite("bias", bias.data(), bias.size()));

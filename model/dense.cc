@@ -27,6 +27,18 @@ absl::StatusOr<std::unique_ptr<Layer>> Dense::FromProto(
     const v1::Layer& proto, const std::string& path) {
   const v1::DenseLayer& pd = proto.dense();
   BNSERVE_RETURN_IF_ERROR(CheckDims(path, pd.in(), pd.out()));
+  // Counts before sizes: a few bytes declaring large dims allocate nothing.
+  if (pd.weight_size() != int64_t{pd.in()} * pd.out()) {
+    return json::Invalid(
+        path + ".weight",
+        absl::StrCat("has ", pd.weight_size(), " values, expected ",
+                     int64_t{pd.in()} * pd.out()));
+  }
+  if (pd.bias_size() != 0 && pd.bias_size() != pd.out()) {
+    return json::Invalid(
+        path + ".bias",
+        absl::StrCat("has ", pd.bias_size(), " values, expected ", pd.out()));
+  }
   auto d = std::make_unique<Dense>();
   d->weight.resize(pd.out(), pd.in());
   BNSERVE_RETURN_IF_ERROR(CopyFloats(pd.weight(), int64_t{pd.in()} * pd.out(),

@@ -68,7 +68,7 @@ absl::StatusOr<Window2d> Pool2d::WindowFromProto(const v1::Pool2dLayer& p,
   Window2d w{p.kernel_h(), p.kernel_w(), p.stride_h(),
              p.stride_w(), p.pad_h(),    p.pad_w()};
   if (absl::Status s = w.CheckRanges(true); !s.ok()) {
-    return json::Invalid(path, s.message());
+    return absl::InvalidArgumentError(absl::StrCat(path, ".", s.message()));
   }
   return w;
 }
@@ -79,7 +79,7 @@ absl::StatusOr<Window2d> Pool2d::WindowFromJson(const Json& j,
       json::CheckObject(j, p, {"type", "kernel_size", "stride", "padding"}));
   BNSERVE_ASSIGN_OR_RETURN(Window2d w, Window2d::FromJson(j, p, true));
   if (absl::Status s = w.CheckRanges(true); !s.ok()) {
-    return json::Invalid(p, s.message());
+    return absl::InvalidArgumentError(absl::StrCat(p, ".", s.message()));
   }
   return w;
 }

@@ -623,15 +623,12 @@ int Refused(const v1::Snapshot& s) {
   return st.code() == absl::StatusCode::kInvalidArgument ? 0 : 5;
 }
 
-// DISABLED until model/conv2d.cc and model/dense.cc check the number of
-// weights in the proto before resizing (see the report of ISSUE 13 item 5):
-// today both FromProto functions resize the weight matrix to the declared
-// size first, and CopyFloats only then finds the field empty, so a snapshot
-// of a few bytes makes the server allocate 1 GiB per layer, and where that
-// fails, std::bad_alloc escapes FromSnapshot. Run with
-// --gtest_also_run_disabled_tests.
-TEST(NetworkDeathTest,
-     DISABLED_DeclaredButMissingWeightsAreRefusedBeforeAllocating) {
+// A snapshot of a few bytes that declares a large layer but carries no
+// weights is refused before anything of the declared size is allocated
+// (conv2d and dense check the weight count before resizing; an earlier
+// version resized first and allocated 1 GiB per layer, where std::bad_alloc
+// could escape FromSnapshot).
+TEST(NetworkDeathTest, DeclaredButMissingWeightsAreRefusedBeforeAllocating) {
 #ifdef BNSERVE_SANITIZED
   GTEST_SKIP() << "address-space limits do not work under sanitizers";
 #else
