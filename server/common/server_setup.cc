@@ -1,5 +1,6 @@
 #include "server/common/server_setup.h"
 
+#include <grpcpp/impl/server_builder_plugin.h>
 #include <grpcpp/security/server_credentials.h>
 
 #include <csignal>
@@ -49,6 +50,25 @@ std::vector<char*> ParseFlagsWithEnvironment(int argc, char** argv,
     if (flag->Filename() == defining_file) names.emplace_back(name);
   }
   return ParseFlagsWithEnvironment(argc, argv, names);
+}
+
+namespace {
+
+class WithoutReflectionOption final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>*
+                         plugins) override {
+    std::erase_if(*plugins, [](const auto& plugin) {
+      return plugin->name() == "proto_server_reflection";
+    });
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::ServerBuilderOption> WithoutReflection() {
+  return std::make_unique<WithoutReflectionOption>();
 }
 
 absl::StatusOr<std::string> ReadFileToString(const std::string& path) {

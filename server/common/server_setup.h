@@ -4,6 +4,7 @@
 #ifndef BNSERVE_SERVER_COMMON_SERVER_SETUP_H_
 #define BNSERVE_SERVER_COMMON_SERVER_SETUP_H_
 
+#include <grpcpp/impl/server_builder_option.h>
 #include <grpcpp/security/server_credentials.h>
 
 #include <memory>
@@ -27,6 +28,11 @@ std::vector<char*> ParseFlagsWithEnvironment(
 // the flags themselves, so a new flag is never forgotten.
 std::vector<char*> ParseFlagsWithEnvironment(int argc, char** argv,
                                              const char* defining_file);
+
+// A ServerBuilder option that removes gRPC server reflection. Linking
+// grpc++_reflection registers its plugin for every server of the process,
+// so not calling InitProtoReflectionServerBuilderPlugin is not enough.
+std::unique_ptr<grpc::ServerBuilderOption> WithoutReflection();
 
 struct TlsOptions {
   std::string cert_file;       // PEM certificate chain; empty = plaintext

@@ -45,6 +45,7 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  if (!options.reflection) builder.SetOption(server::WithoutReflection());
   builder.AddListeningPort(options.listen_address, creds, &s->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
   builder.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);

@@ -41,6 +41,8 @@ struct InferenceServerOptions {
   int max_message_mb = server::kDefaultMessageMb;
   // Largest work of one call: rows x the model's parameter count.
   int64_t max_request_work = server::kDefaultMaxRequestWork;
+  // gRPC server reflection (answers without a token).
+  bool reflection = true;
 };
 
 class InferenceServer {

@@ -38,6 +38,8 @@ ABSL_FLAG(int32_t, max_message_mb, bnserve::server::kDefaultMessageMb,
 ABSL_FLAG(int64_t, max_request_work, bnserve::server::kDefaultMaxRequestWork,
           "largest work of one batch call: rows x the model's parameter "
           "count (about its multiply-adds)");
+ABSL_FLAG(bool, reflection, true,
+          "serve gRPC server reflection (it answers without the token)");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warning | error");
 
 namespace {
@@ -67,6 +69,7 @@ int Run() {
   options.token_file = absl::GetFlag(FLAGS_token_file);
   options.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
   options.max_request_work = absl::GetFlag(FLAGS_max_request_work);
+  options.reflection = absl::GetFlag(FLAGS_reflection);
 
   auto server = bnserve::inference::InferenceServer::Start(options);
   if (!server.ok()) {

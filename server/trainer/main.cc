@@ -39,6 +39,8 @@ ABSL_FLAG(int64_t, job_retention_seconds,
           "its last activity (DeleteJob forgets one at once).");
 ABSL_FLAG(int, shutdown_grace_seconds, 10,
           "On SIGTERM, how long open streams may take to finish.");
+ABSL_FLAG(bool, reflection, true,
+          "Serve gRPC server reflection (it answers without the token).");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 
 int main(int argc, char** argv) {
@@ -62,6 +64,7 @@ int main(int argc, char** argv) {
   options.max_job_parameters = absl::GetFlag(FLAGS_max_job_parameters);
   options.max_jobs = absl::GetFlag(FLAGS_max_jobs);
   options.job_retention_seconds = absl::GetFlag(FLAGS_job_retention_seconds);
+  options.reflection = absl::GetFlag(FLAGS_reflection);
   auto server = TrainerServer::Start(options);
   if (!server.ok()) {
     Log(LogLevel::kError,

@@ -49,6 +49,7 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  if (!options.reflection) builder.SetOption(WithoutReflection());
   builder.AddListeningPort(options.listen_address, creds, &s->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_mb << 20);
   builder.SetMaxSendMessageSize(options.max_message_mb << 20);

@@ -37,6 +37,8 @@ struct TrainerServerOptions {
   int64_t max_job_parameters = kDefaultMaxJobParameters;
   int max_jobs = kDefaultMaxJobs;
   int64_t job_retention_seconds = kDefaultJobRetentionSeconds;
+  // gRPC server reflection (answers without a token).
+  bool reflection = true;
 };
 
 // Thread-safe after Start; Shutdown may be called from any thread.

@@ -20,6 +20,8 @@ Usage: hostile_test.py BUILD_DIR CASE
                     the declared shape before any work; with the bounds
                     lifted under a 1 GiB address space the bad_alloc is
                     RESOURCE_EXHAUSTED with a message, never UNKNOWN
+  unauthenticated_surface  with a token: health answers without it,
+                    reflection too unless --reflection=false, nothing else
   store_damaged     a directory and a FIFO in place of snapshot files: the
                     older versions serve, nothing blocks, bnctl export and
                     CreateJob(from_version) work or fail cleanly, SIGTERM
@@ -266,7 +268,64 @@ def store_damaged(env):
     stop_within(env, "trainer", 15)
 
 
-CASES = {"train_oversized": train_oversized,
+def reflection_code(env, addr):
+    """Status code name of a server reflection list_services call made
+    without credentials (raw bytes: ServerReflectionRequest field 7 = "")."""
+    grpc = env.grpc
+    call = grpc.insecure_channel(addr).stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=None, response_deserializer=None)
+    try:
+        for _ in call(iter([b"\x3a\x00"]), timeout=10):
+            pass
+        return "OK"
+    except grpc.RpcError as e:
+        return e.code().name
+
+
+def unauthenticated_surface(env):
+    """What answers without the token (see README, "What answers without
+    credentials"): health always (probes); reflection unless
+    --reflection=false; every model and job RPC needs the token."""
+    token = os.path.join(env.work, "token")
+    with open(token, "w") as f:
+        f.write("s3cret\n")
+    store = os.path.join(env.work, "store")
+    port = faultlib.free_port()  # one model, so that inference gets ready
+    env.start_trainer(port, store, name="publisher")
+    publisher = env.trainer_stub(f"127.0.0.1:{port}")
+    job_id = faultlib.create_job(env, publisher, "m", [8], input_features=4,
+                                 classes=2)
+    publisher.Publish(env.tpb.PublishRequest(job_id=job_id), timeout=30)
+    stop_within(env, "publisher", 15)
+    for reflection in ("true", "false"):
+        port = faultlib.free_port()
+        addr = f"127.0.0.1:{port}"
+        name = f"inference-reflection-{reflection}"
+        env.start(name, [env.inference_bin, "--host", "127.0.0.1", "--port",
+                         str(port), "--metrics_port", "0", "--store", store,
+                         "--token_file", token, f"--reflection={reflection}"])
+        env.wait_health(addr, name, env.procs[name])  # health: no token
+        code, _ = predict_version(env, addr, "m")
+        check(code == "UNAUTHENTICATED", f"Predict without token: {code}")
+        got = reflection_code(env, addr)
+        want = "OK" if reflection == "true" else "UNIMPLEMENTED"
+        log(f"--reflection={reflection}: reflection without token {got}")
+        check(got == want, f"reflection: wanted {want}, got {got}")
+        stop_within(env, name, 15)
+        tport = faultlib.free_port()
+        tname = f"trainer-reflection-{reflection}"
+        env.start_trainer(tport, store, name=tname,
+                          extra=["--token_file", token,
+                                 f"--reflection={reflection}"])
+        got = reflection_code(env, f"127.0.0.1:{tport}")
+        log(f"trainer --reflection={reflection}: {got}")
+        check(got == want, f"trainer reflection: wanted {want}, got {got}")
+        stop_within(env, tname, 15)
+
+
+CASES = {"unauthenticated_surface": unauthenticated_surface,
+         "train_oversized": train_oversized,
          "infer_amplified": infer_amplified,
          "store_damaged": store_damaged}
 
