@@ -194,7 +194,9 @@ void BM_TrainStep(benchmark::State& state) {
 }
 BENCHMARK(BM_TrainStep)->RangeMultiplier(2)->Range(16, 1024);
 
-void BM_TrainStepCnn(benchmark::State& state) { RunTrainStep(state, MakeCnn()); }
+void BM_TrainStepCnn(benchmark::State& state) {
+  RunTrainStep(state, MakeCnn());
+}
 BENCHMARK(BM_TrainStepCnn)->Arg(64);
 
 void BM_PredictCnnFolded(benchmark::State& state) {

@@ -90,6 +90,7 @@ class BatchNorm final : public Layer {
   std::string Describe() const override;
   int64_t num_parameters() const override { return gamma.size() + beta.size(); }
   bool in_place() const override { return true; }
+  int64_t CacheValues(const Shape& in) const override { return in.size(); }
   void Forward(const Shape& in, const float* x, float* y,
                float* scratch) const override;
   void ForwardTrain(const Shape& in, const Matrix& x, Matrix* y,

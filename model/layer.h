@@ -99,6 +99,10 @@ class Layer {
   virtual void Backward(const Shape& in, const Matrix& x, const Matrix& y,
                         const Matrix& dy, const LayerCache& cache, Matrix* dx,
                         LayerGradients* grads) const = 0;
+  // Values per example that ForwardTrain keeps in the cache beyond the
+  // output (batch norm's normalized values, conv2d's im2col columns, max
+  // pooling's argmax positions): the trainer's step-memory bound.
+  virtual int64_t CacheValues(const Shape& /*in*/) const { return 0; }
   // The trainable tensors, in a fixed order.
   virtual std::vector<ParamRef> Parameters() { return {}; }
   // After an optimizer step: updates running statistics from the step's

@@ -282,6 +282,24 @@ int64_t Network::num_parameters() const {
   return n;
 }
 
+int64_t Network::stored_values() const {
+  int64_t n = 0;
+  for (const auto& l : layers_) {
+    n += l->num_parameters();
+    if (const auto* bn = l->As<BatchNorm>()) n += 2 * bn->features();
+  }
+  return n;
+}
+
+int64_t Network::training_values_per_row() const {
+  // At most kMaxLayers x (3 x kMaxActivationValues): no overflow.
+  int64_t values = 2 * int64_t{input_features_} + 1 + 2 * max_width();
+  for (int i = 0; i < num_layers(); ++i) {
+    values += shapes_[i + 1].size() + layers_[i]->CacheValues(shapes_[i]);
+  }
+  return values;
+}
+
 int64_t Network::parameter_count() const {
   int64_t n = 0;
   for (int i = 0; i < num_layers(); ++i) {

@@ -98,6 +98,13 @@ class Network {
   // sizing, and the widest activation a training row needs).
   int64_t max_width() const;
   int64_t num_parameters() const;
+  // Stored floats: the trainable parameters plus batch-norm running
+  // statistics (what a job's parameter budget counts).
+  int64_t stored_values() const;
+  // Floats one training step holds per example: the minibatch and its copy,
+  // the labels, every layer's output and cache (Layer::CacheValues) and two
+  // gradient buffers as wide as the widest layer. Saturates at INT64_MAX.
+  int64_t training_values_per_row() const;
   // A bound on one example's forward work: per layer the largest of its
   // stored values (running statistics included), its input and output
   // sizes and its multiply-adds (conv2d: im2col values x out channels).

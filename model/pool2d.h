@@ -49,6 +49,9 @@ class MaxPool2d final : public Pool2d {
       const v1::LayerSpec& spec, const Shape& in, const LayerInit& init);
 
   const char* type() const override { return "max_pool2d"; }
+  int64_t CacheValues(const Shape& in) const override {
+    return OutputShape(in).value_or(Shape{}).size();
+  }
   std::unique_ptr<Layer> Clone() const override {
     return std::make_unique<MaxPool2d>(*this);
   }

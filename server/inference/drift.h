@@ -17,9 +17,10 @@
 //   variance ratio  var_live / running_var, averaged over the units.
 // A stationary input gives shifts near 0 and ratios near 1.
 //
-// Thread-safe. Sample() never blocks a request: when another thread is
-// updating the statistics the example is simply not sampled. No heap
-// allocation once the calling thread's scratch buffers have grown.
+// Thread-safe. MaybeSample(), the serving path, never blocks: when another
+// thread is updating the statistics the example is simply not sampled.
+// Sample() (tests, tools) waits for the lock. No heap allocation once the
+// calling thread's scratch buffers have grown.
 #ifndef BNSERVE_SERVER_INFERENCE_DRIFT_H_
 #define BNSERVE_SERVER_INFERENCE_DRIFT_H_
 

@@ -59,7 +59,9 @@ absl::StatusOr<std::shared_ptr<const Servable>> Servable::Create(
 void Servable::Run(const float* x, float* out) const {
   thread_local model::Workspace ws;
   folded_.Forward(x, out, &ws);
-  drift_->MaybeSample(x);
+  // An input that overflowed the model (the caller refuses it) is not live
+  // traffic the statistics should follow.
+  if (FirstNonFinite(out, output_dim()) < 0) drift_->MaybeSample(x);
 }
 
 int64_t FirstNonFinite(const float* x, int64_t n) {

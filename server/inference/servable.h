@@ -65,7 +65,8 @@ class Servable {
   // Inference-mode outputs (raw: logits for classification) of one example
   // of input_features() values, which the caller has checked are finite.
   // Writes output_dim() values to `out`. No heap allocation once the calling
-  // thread has served one request; feeds the drift sampler.
+  // thread has served one request; feeds the drift sampler when the outputs
+  // are finite.
   void Run(const float* x, float* out) const;
 
   const DriftMonitor& drift() const { return *drift_; }

@@ -215,19 +215,9 @@ absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& mb, v1::Task task,
   return batch;
 }
 
-int64_t StepBytes(const v1::NetworkSpec& spec, int64_t rows) {
-  const int64_t in = spec.input_features();
-  int64_t width = in;
-  int64_t widest = in;
-  int64_t values = 2 * in + 1;  // the minibatch, its copy, the label
-  for (const v1::LayerSpec& layer : spec.layers()) {
-    if (layer.has_dense()) width = layer.dense().units();
-    widest = std::max(widest, width);
-    values = SaturatingAdd(values, width);  // the layer's output
-    if (layer.has_batch_norm()) values = SaturatingAdd(values, width);
-  }
-  values = SaturatingAdd(values, SaturatingMul(2, widest));
-  return SaturatingMul(SaturatingMul(values, rows), sizeof(float));
+int64_t StepBytes(const model::Network& network, int64_t rows) {
+  return SaturatingMul(SaturatingMul(network.training_values_per_row(), rows),
+                       sizeof(float));
 }
 
 JobManager::JobManager(store::SnapshotStore* store, JobManagerOptions options)
@@ -246,6 +236,7 @@ int64_t NetworkParameters(const v1::NetworkSpec& spec) {
   };
   auto batch_norm = [&] { n = SaturatingAdd(n, SaturatingMul(4, in)); };
   if (spec.layers_size() == 0) {
+    if (spec.input_norm()) batch_norm();
     for (int32_t width : spec.hidden()) {
       dense(width, /*bias=*/false);
       batch_norm();
@@ -265,6 +256,8 @@ int64_t SnapshotParameters(const v1::Snapshot& snapshot) {
   for (const v1::Layer& layer : snapshot.layers()) {
     if (layer.has_dense()) {
       n += layer.dense().weight_size() + layer.dense().bias_size();
+    } else if (layer.has_conv2d()) {
+      n += layer.conv2d().weight_size() + layer.conv2d().bias_size();
     } else if (layer.has_batch_norm()) {
       const v1::BatchNormLayer& bn = layer.batch_norm();
       n += bn.gamma_size() + bn.beta_size() + bn.running_mean_size() +
@@ -292,7 +285,14 @@ absl::StatusOr<model::Network> JobManager::BuildNetwork(
     BNSERVE_RETURN_IF_ERROR(CheckParameters(NetworkParameters(request.spec()),
                                             options_.max_job_parameters,
                                             "the requested network"));
-    return model::Network::Create(request.spec(), request.seed());
+    BNSERVE_ASSIGN_OR_RETURN(
+        model::Network network,
+        model::Network::Create(request.spec(), request.seed()));
+    // Conv2d layers are counted once built (NetworkParameters needs shapes).
+    BNSERVE_RETURN_IF_ERROR(CheckParameters(network.stored_values(),
+                                            options_.max_job_parameters,
+                                            "the requested network"));
+    return network;
   }
   int64_t version = request.from_version();
   if (request.start_case() == v1::CreateJobRequest::kFromLabel) {
@@ -528,7 +528,7 @@ absl::StatusOr<int64_t> JobManager::PublishNetwork(
 }
 
 absl::Status JobManager::CheckStepMemory(const Job& job, int64_t rows) const {
-  const int64_t need = StepBytes(job.spec, rows);
+  const int64_t need = StepBytes(job.trainer->network(), rows);
   if (need <= options_.max_step_bytes) return absl::OkStatus();
   return absl::ResourceExhaustedError(absl::StrCat(
       "a minibatch of ", rows, " examples needs ", need >> 20,
@@ -569,7 +569,7 @@ JobManager::OpenRecalibration(const std::string& job_id) {
   job->last_active = options_.now();
   return std::unique_ptr<RecalibrationSession>(new RecalibrationSession(
       this, job_id, job->trainer->network().input_features(),
-      options_.max_recalibration_bytes, job->spec, options_.max_step_bytes));
+      options_.max_recalibration_bytes));
 }
 
 void JobManager::Shutdown() {
@@ -706,15 +706,6 @@ absl::Status RecalibrationSession::Add(const v1::Minibatch& minibatch) {
         "recalibration data exceeds the trainer's buffer of ", max_bytes_ >> 20,
         " MiB (--max_recalibration_mb); send fewer "
         "examples or raise the limit"));
-  }
-  const int64_t pass_bytes = StepBytes(spec_, rows_ + minibatch.rows());
-  if (pass_bytes > max_pass_bytes_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "recalibrating over ", rows_ + minibatch.rows(), " examples needs ",
-        pass_bytes >> 20, " MiB of activations; this trainer allows ",
-        max_pass_bytes_ >> 20,
-        " MiB (--max_step_mb): send fewer examples (a sample of the "
-        "training set gives nearly the same statistics) or raise the limit"));
   }
   for (float v : minibatch.features()) {
     if (!std::isfinite(v)) {

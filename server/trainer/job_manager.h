@@ -67,17 +67,17 @@ absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& minibatch,
                                      v1::Task task, int output_dim);
 
 // Parameter count of the network `spec` describes (explicit layers or the
-// `hidden` shorthand), computed without building it; the same count as
-// model::Network::parameter_count() of the network built. Saturating.
+// `hidden` shorthand), computed without building it, for its dense and
+// batch-norm layers: model::Network::stored_values() of the network built
+// when it has no conv2d layers (those are counted after building, each
+// within model/limits.h). Saturating.
 int64_t NetworkParameters(const v1::NetworkSpec& spec);
 // Parameter count of a snapshot's layers, from the sizes of its fields.
 int64_t SnapshotParameters(const v1::Snapshot& snapshot);
 
-// Bytes one training step of `rows` examples holds for the network `spec`
-// (resolved: explicit layers, as Job.spec): the minibatch and its copy,
-// every layer's output, each batch norm's normalized values and two
-// gradient buffers as wide as the widest layer. 64-bit, saturating.
-int64_t StepBytes(const v1::NetworkSpec& spec, int64_t rows);
+// Bytes one training step of `rows` examples holds for `network`
+// (model::Network::training_values_per_row floats per row). Saturating.
+int64_t StepBytes(const model::Network& network, int64_t rows);
 
 // An open training stream on one job. Destroying it closes the stream (the
 // job becomes IDLE again) without publishing.
@@ -123,13 +123,12 @@ class TrainingSession {
 };
 
 // Accumulates recalibration examples for one job (bounded by
-// JobManagerOptions::max_recalibration_bytes, and by max_step_bytes for the
-// activations the passes over all of them will need).
+// JobManagerOptions::max_recalibration_bytes). The passes over them need no
+// more: model::Network::Recalibrate streams one example at a time.
 class RecalibrationSession {
  public:
   // Buffers the features of one minibatch. INVALID_ARGUMENT for bad framing
-  // or width; RESOURCE_EXHAUSTED beyond the buffer limit or when the passes
-  // over everything added would need more than max_step_bytes.
+  // or width; RESOURCE_EXHAUSTED beyond the buffer limit.
   absl::Status Add(const v1::Minibatch& minibatch);
   // Recalibrates a copy of the job's network over everything added and
   // publishes it. INVALID_ARGUMENT with fewer than 2 examples.
@@ -138,24 +137,16 @@ class RecalibrationSession {
  private:
   friend class JobManager;
   RecalibrationSession(JobManager* manager, std::string job_id, int width,
-                       int64_t max_bytes, v1::NetworkSpec spec,
-                       int64_t max_pass_bytes)
+                       int64_t max_bytes)
       : manager_(manager),
         job_id_(std::move(job_id)),
         width_(width),
-        max_bytes_(max_bytes),
-        spec_(std::move(spec)),
-        max_pass_bytes_(max_pass_bytes) {}
+        max_bytes_(max_bytes) {}
 
   JobManager* manager_;
   std::string job_id_;
   int width_;
   int64_t max_bytes_;
-  // The job's network and the bound on the activations of the
-  // layer-by-layer passes over every example (StepBytes, max_step_bytes):
-  // Network::Recalibrate holds whole-dataset activations.
-  v1::NetworkSpec spec_;
-  int64_t max_pass_bytes_;
   int64_t rows_ = 0;
   std::vector<float> features_;
 };
