@@ -97,9 +97,17 @@ void ActivationLayer::Backward(const Shape&, const Matrix&, const Matrix& y,
                                LayerGradients*) const {
   if (dx == nullptr) return;
   switch (fn) {
-    case v1::ACTIVATION_RELU:
-      *dx = (y.array() > 0.0f).select(dy, 0.0f);
+    case v1::ACTIVATION_RELU: {
+      // A plain loop the compiler vectorizes (Eigen's select is not).
+      dx->resize(dy.rows(), dy.cols());
+      const float* yv = y.data();
+      const float* d = dy.data();
+      float* out = dx->data();
+      for (Eigen::Index i = 0; i < dy.size(); ++i) {
+        out[i] = yv[i] > 0.0f ? d[i] : 0.0f;
+      }
       break;
+    }
     case v1::ACTIVATION_TANH:
       *dx = (dy.array() * (1.0f - y.array().square())).matrix();
       break;

@@ -44,8 +44,16 @@ void ForwardTrainSpatial(const BatchNorm& bn, const Matrix& z, Matrix* out,
   out->resize(z.rows(), z.cols());
   for (int c = 0; c < channels; ++c) {
     const auto block = Block(z, c, plane);
-    const double mean = block.cast<double>().sum() / n;
-    const double var = (block.cast<double>().array() - mean).square().sum() / n;
+    // Per row in float (vectorized), accumulated over rows in double.
+    double sum = 0.0;
+    for (Eigen::Index r = 0; r < z.rows(); ++r) sum += block.row(r).sum();
+    const double mean = sum / n;
+    const float mean_f = static_cast<float>(mean);
+    double squares = 0.0;
+    for (Eigen::Index r = 0; r < z.rows(); ++r) {
+      squares += (block.row(r).array() - mean_f).square().sum();
+    }
+    const double var = squares / n;
     cache->mean(c) = static_cast<float>(mean);
     cache->var(c) = static_cast<float>(var);
     const float inv_std = 1.0f / std::sqrt(cache->var(c) + bn.config.eps);

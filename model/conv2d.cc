@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "model/dense_kernel.h"
 #include "model/status_macros.h"
 
 namespace bnserve::model {
@@ -32,6 +33,31 @@ void Im2Col(const float* x, const Shape& in, const Window2d& w, int oh, int ow,
           for (int ox = 0; ox < ow; ++ox) {
             const int ix = ox * w.stride_w - w.pad_w + j;
             d[ox] = (ix >= 0 && ix < W) ? src[ix] : 0.0f;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The kernel window of each output position of one example `x` as a row of
+// `patch` values: an (oh * ow) x patch row-major matrix (the transpose of
+// Im2Col's), so that each output position is one matrix-vector product.
+void Im2Row(const float* x, const Shape& in, const Window2d& w, int oh, int ow,
+            float* rows) {
+  const int H = in.height, W = in.width;
+  float* dst = rows;
+  for (int oy = 0; oy < oh; ++oy) {
+    for (int ox = 0; ox < ow; ++ox) {
+      for (int c = 0; c < in.channels; ++c) {
+        const float* xc = x + int64_t{c} * H * W;
+        for (int i = 0; i < w.kernel_h; ++i) {
+          const int iy = oy * w.stride_h - w.pad_h + i;
+          const bool row_in = iy >= 0 && iy < H;
+          for (int j = 0; j < w.kernel_w; ++j) {
+            const int ix = ox * w.stride_w - w.pad_w + j;
+            *dst++ =
+                (row_in && ix >= 0 && ix < W) ? xc[int64_t{iy} * W + ix] : 0.0f;
           }
         }
       }
@@ -205,9 +231,9 @@ absl::StatusOr<Shape> Conv2d::OutputShape(const Shape& in) const {
         "output ", out.ToString(), " or its im2col matrix (", ScratchSize(in),
         " values) has more than ", kMaxActivationValues, " values"));
   }
-  if (ScratchSize(in) * out_channels() > kMaxLayerOps) {
+  if (CacheValues(in) * out_channels() > kMaxLayerOps) {
     return absl::InvalidArgumentError(
-        absl::StrCat("one example needs ", ScratchSize(in) * out_channels(),
+        absl::StrCat("one example needs ", CacheValues(in) * out_channels(),
                      " multiply-adds, more than the limit of ", kMaxLayerOps));
   }
   BNSERVE_RETURN_IF_ERROR(CheckFinite("weight", weight.data(), weight.size()));
@@ -221,17 +247,36 @@ std::string Conv2d::Describe() const {
 }
 
 int64_t Conv2d::ScratchSize(const Shape& in) const {
+  // Im2Row's rows, then the outputs position-major.
+  return (patch() + out_channels()) * window.OutHeight(in.height) *
+         window.OutWidth(in.width);
+}
+
+int64_t Conv2d::CacheValues(const Shape& in) const {
   return patch() * window.OutHeight(in.height) * window.OutWidth(in.width);
 }
 
 void Conv2d::Forward(const Shape& in, const float* x, float* y,
                      float* scratch) const {
+  // One example: each output position is the dense kernel's W x + b (the
+  // runtime-dispatched AVX2+FMA matrix-vector product), then the outputs
+  // are transposed to channel-major. Faster here than a GEMM, which packs
+  // W for every call.
   const int oh = window.OutHeight(in.height), ow = window.OutWidth(in.width);
   const int64_t n = int64_t{oh} * ow;
-  Im2Col(x, in, window, oh, ow, scratch, n);
-  Eigen::Map<Matrix> out(y, out_channels(), n);
-  out.noalias() = weight * Eigen::Map<const Matrix>(scratch, patch(), n);
-  if (has_bias()) out.colwise() += bias.transpose();
+  const int k = out_channels();
+  const int p = static_cast<int>(patch());
+  float* rows = scratch;
+  float* by_position = scratch + n * p;
+  Im2Row(x, in, window, oh, ow, rows);
+  const float* b = has_bias() ? bias.data() : nullptr;
+  for (int64_t pos = 0; pos < n; ++pos) {
+    DenseForward(weight.data(), b, rows + pos * p, by_position + pos * k, k, p);
+  }
+  for (int c = 0; c < k; ++c) {
+    for (int64_t pos = 0; pos < n; ++pos)
+      y[c * n + pos] = by_position[pos * k + c];
+  }
 }
 
 void Conv2d::ForwardTrain(const Shape& in, const Matrix& x, Matrix* y,

@@ -54,9 +54,8 @@ class Conv2d final : public Layer {
     return weight.size() + bias.size();
   }
   int64_t ScratchSize(const Shape& in) const override;
-  int64_t CacheValues(const Shape& in) const override {
-    return ScratchSize(in);
-  }
+  // The im2col columns of the example.
+  int64_t CacheValues(const Shape& in) const override;
   void Forward(const Shape& in, const float* x, float* y,
                float* scratch) const override;
   void ForwardTrain(const Shape& in, const Matrix& x, Matrix* y,

@@ -28,6 +28,7 @@
 #include "bnserve/v1/trainer.pb.h"
 #include "model/trainer.h"
 #include "server/common/limits.h"
+#include "server/trainer/job_state.h"
 #include "store/store.h"
 
 namespace bnserve::server {
@@ -52,9 +53,6 @@ struct JobManagerOptions {
 };
 
 class JobManager;
-namespace internal {
-struct JobState;
-}  // namespace internal
 
 // Checks a wire minibatch's framing: shape given, at most
 // kMaxMinibatchValues values, not ragged.

@@ -1,0 +1,111 @@
+// The state of one training job, shared by the JobManager, its training
+// and recalibration sessions. Internal to server/trainer; defined in a
+// header so that thread-safety annotations on `job->mu` in job_manager.h
+// see a complete type (clang's analysis needs it).
+#ifndef BNSERVE_SERVER_TRAINER_JOB_STATE_H_
+#define BNSERVE_SERVER_TRAINER_JOB_STATE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "bnserve/v1/trainer.pb.h"
+#include "model/trainer.h"
+
+namespace bnserve::server::internal {
+
+struct JobState {
+  absl::Mutex mu;
+  std::string id;
+  std::string model;
+  std::optional<model::Trainer> trainer ABSL_GUARDED_BY(mu);
+  v1::Job::State state ABSL_GUARDED_BY(mu) = v1::Job::IDLE;
+  bool stream_open ABSL_GUARDED_BY(mu) = false;
+  v1::PublishPolicy policy;
+  int64_t parent_version = 0;
+  int64_t last_published ABSL_GUARDED_BY(mu) = 0;
+  int64_t last_published_step ABSL_GUARDED_BY(mu) = -1;
+  double last_loss ABSL_GUARDED_BY(mu) =
+      std::numeric_limits<double>::quiet_NaN();
+  double last_accuracy ABSL_GUARDED_BY(mu) = 0.0;
+  absl::Time created;
+  v1::NetworkSpec spec;
+  v1::OptimizerSpec optimizer;
+  std::vector<std::string> feature_names;
+  std::vector<std::string> class_names;
+
+  // Last create, step, publish, cancel or stream close (retention).
+  absl::Time last_active ABSL_GUARDED_BY(mu);
+  // Steps and examples of a cancelled job, whose trainer is freed.
+  int64_t final_steps ABSL_GUARDED_BY(mu) = 0;
+  int64_t final_examples ABSL_GUARDED_BY(mu) = 0;
+
+  // What GetJob and ListJobs answer: refreshed (under mu) whenever the job
+  // changes, read under its own mutex, so that they never wait for a step.
+  absl::Mutex info_mu ABSL_ACQUIRED_AFTER(mu);
+  v1::Job summary ABSL_GUARDED_BY(info_mu);
+  // Set by CancelJob without waiting for a running step; the step applies it
+  // when it ends.
+  std::atomic<bool> cancel_requested{false};
+  // Ends the open training stream at once (set by its session's owner, the
+  // gRPC reactor), so that an idle stream does not wait for its next
+  // minibatch to learn that the job was cancelled or the trainer stops.
+  absl::Mutex hook_mu ABSL_ACQUIRED_AFTER(mu);
+  std::function<void(const absl::Status&)> end_stream ABSL_GUARDED_BY(hook_mu);
+
+  void Refresh() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    v1::Job job = ToProto();
+    absl::MutexLock lock(&info_mu);
+    summary = std::move(job);
+  }
+  v1::Job Summary() {
+    absl::MutexLock lock(&info_mu);
+    return summary;
+  }
+  void EndStream(const absl::Status& status) {
+    absl::MutexLock lock(&hook_mu);
+    if (end_stream) end_stream(status);
+  }
+
+  // CANCELLED, and the network and optimizer state freed.
+  void Cancel(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    state = v1::Job::CANCELLED;
+    last_active = now;
+    if (trainer.has_value()) {
+      final_steps = trainer->steps();
+      final_examples = trainer->examples_seen();
+      trainer.reset();
+    }
+  }
+
+  v1::Job ToProto() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    v1::Job job;
+    job.set_job_id(id);
+    job.set_model(model);
+    job.set_state(state);
+    job.set_steps(trainer.has_value() ? trainer->steps() : final_steps);
+    job.set_examples_seen(trainer.has_value() ? trainer->examples_seen()
+                                              : final_examples);
+    job.set_last_loss(last_loss);
+    job.set_last_accuracy(last_accuracy);
+    job.set_last_published_version(last_published);
+    job.set_parent_version(parent_version);
+    job.mutable_created()->set_seconds(absl::ToUnixSeconds(created));
+    *job.mutable_spec() = spec;
+    *job.mutable_optimizer() = optimizer;
+    *job.mutable_publish() = policy;
+    return job;
+  }
+};
+
+}  // namespace bnserve::server::internal
+
+#endif  // BNSERVE_SERVER_TRAINER_JOB_STATE_H_
