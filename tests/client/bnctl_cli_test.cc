@@ -857,6 +857,32 @@ TEST(BnctlCliTest, UnreachableServerIsUnavailable) {
   }
 }
 
+// --input-shape and --layers are checked before any connection: a shape
+// that disagrees with the CSV names both numbers, a bad layer token names
+// the token, and --layers with --hidden is a usage error.
+TEST(BnctlCliTest, ArchitectureErrorsAreCaughtBeforeConnecting) {
+  TempDir tmp;
+  WriteFile(tmp / "t.csv", "a,b,c,label\n1,2,3,0\n2,3,4,1\n");
+  const std::vector<std::string> base = {
+      "train", "--trainer", "127.0.0.1:1", "--model",
+      "m",     "--data",    tmp / "t.csv"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return RunBnctl(args, tmp);
+  };
+  Result shape = with({"--input-shape", "1,2,2", "--layers", "flatten"});
+  EXPECT_EQ(shape.code, 1);
+  EXPECT_THAT(shape.err, HasSubstr("--input-shape 1,2,2 has 4 values but"));
+  EXPECT_THAT(shape.err, HasSubstr("has 3 feature columns"));
+  Result token = with({"--layers", "conv:8"});
+  EXPECT_EQ(token.code, 1);
+  EXPECT_THAT(token.err,
+              HasSubstr("--layers: \"conv:8\": expected conv:OUT:K"));
+  Result both = with({"--layers", "relu", "--hidden", "4"});
+  EXPECT_EQ(both.code, 2) << both.err;
+}
+
 struct HelpCase {
   std::vector<std::string> command;
   std::vector<std::string> flags;
