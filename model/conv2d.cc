@@ -335,15 +335,8 @@ std::vector<ParamRef> Conv2d::Parameters() {
 std::unique_ptr<Layer> Conv2d::AbsorbFollowing(const Shape&,
                                                const RowVector& scale,
                                                const RowVector& shift) const {
-  const Eigen::RowVectorXd s = scale.cast<double>();
-  Eigen::RowVectorXd b = Eigen::RowVectorXd::Zero(out_channels());
-  if (has_bias()) b = bias.cast<double>();
   auto f = std::make_unique<Conv2d>(*this);
-  f->weight =
-      (s.transpose().asDiagonal() * weight.cast<double>()).cast<float>();
-  f->bias = (s.array() * b.array() + shift.cast<double>().array())
-                .matrix()
-                .cast<float>();
+  FoldFollowingAffine(weight, bias, scale, shift, &f->weight, &f->bias);
   return f;
 }
 
@@ -358,12 +351,8 @@ std::unique_ptr<Layer> Conv2d::AbsorbPreceding(const Shape&,
     s.segment(c * taps, taps).setConstant(scale(c));
     t.segment(c * taps, taps).setConstant(shift(c));
   }
-  const Eigen::MatrixXd w = weight.cast<double>();
-  Eigen::VectorXd b = Eigen::VectorXd::Zero(out_channels());
-  if (has_bias()) b = bias.cast<double>().transpose();
   auto f = std::make_unique<Conv2d>(*this);
-  f->weight = (w * s.asDiagonal()).cast<float>();
-  f->bias = (b + w * t).transpose().cast<float>();
+  FoldPrecedingAffine(weight, bias, s, t, &f->weight, &f->bias);
   return f;
 }
 

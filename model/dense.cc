@@ -150,28 +150,17 @@ std::vector<ParamRef> Dense::Parameters() {
 std::unique_ptr<Layer> Dense::AbsorbFollowing(const Shape&,
                                               const RowVector& scale,
                                               const RowVector& shift) const {
-  const Eigen::RowVectorXd s = scale.cast<double>();
-  Eigen::RowVectorXd b = Eigen::RowVectorXd::Zero(out());
-  if (has_bias()) b = bias.cast<double>();
   auto f = std::make_unique<Dense>();
-  f->weight =
-      (s.transpose().asDiagonal() * weight.cast<double>()).cast<float>();
-  f->bias = (s.array() * b.array() + shift.cast<double>().array())
-                .matrix()
-                .cast<float>();
+  FoldFollowingAffine(weight, bias, scale, shift, &f->weight, &f->bias);
   return f;
 }
 
 std::unique_ptr<Layer> Dense::AbsorbPreceding(const Shape&,
                                               const RowVector& scale,
                                               const RowVector& shift) const {
-  const Eigen::MatrixXd w = weight.cast<double>();
-  Eigen::VectorXd b = Eigen::VectorXd::Zero(out());
-  if (has_bias()) b = bias.cast<double>().transpose();
   auto f = std::make_unique<Dense>();
-  f->weight = (w * scale.cast<double>().asDiagonal()).cast<float>();
-  f->bias =
-      (b + w * shift.cast<double>().transpose()).transpose().cast<float>();
+  FoldPrecedingAffine(weight, bias, scale.cast<double>().transpose(),
+                      shift.cast<double>().transpose(), &f->weight, &f->bias);
   return f;
 }
 

@@ -97,6 +97,29 @@ absl::Status CopyFloats(const google::protobuf::RepeatedField<float>& field,
   return absl::OkStatus();
 }
 
+void FoldFollowingAffine(const Matrix& w, const RowVector& b,
+                         const RowVector& scale, const RowVector& shift,
+                         Matrix* w_out, RowVector* b_out) {
+  const Eigen::RowVectorXd s = scale.cast<double>();
+  Eigen::RowVectorXd bias = Eigen::RowVectorXd::Zero(w.rows());
+  if (b.size() > 0) bias = b.cast<double>();
+  *w_out = (s.transpose().asDiagonal() * w.cast<double>()).cast<float>();
+  *b_out = (s.array() * bias.array() + shift.cast<double>().array())
+               .matrix()
+               .cast<float>();
+}
+
+void FoldPrecedingAffine(const Matrix& w, const RowVector& b,
+                         const Eigen::VectorXd& scale,
+                         const Eigen::VectorXd& shift, Matrix* w_out,
+                         RowVector* b_out) {
+  const Eigen::MatrixXd wd = w.cast<double>();
+  Eigen::VectorXd bias = Eigen::VectorXd::Zero(w.rows());
+  if (b.size() > 0) bias = b.cast<double>().transpose();
+  *w_out = (wd * scale.asDiagonal()).cast<float>();
+  *b_out = (bias + wd * shift).transpose().cast<float>();
+}
+
 void InitWeights(const LayerInit& init, int64_t fan_in, int64_t fan_out,
                  float* data, int64_t size) {
   if (init.relu_next) {

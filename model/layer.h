@@ -180,6 +180,19 @@ absl::Status CheckRange(const std::string& what, int64_t v, int64_t min,
 // Copies a repeated proto field of exactly `expected` values.
 absl::Status CopyFloats(const google::protobuf::RepeatedField<float>& field,
                         int64_t expected, const std::string& what, float* out);
+// The folding maths of the layers with a weight matrix `w` (one row per
+// output channel, bias `b` or empty), in double precision:
+//  following: y' = scale * (w x + b) + shift  ->  w' = diag(scale) w,
+//             b' = scale * b + shift;
+//  preceding: y' = w (scale * x + shift) + b  ->  w' = w diag(scale),
+//             b' = b + w shift (scale, shift one value per column of w).
+void FoldFollowingAffine(const Matrix& w, const RowVector& b,
+                         const RowVector& scale, const RowVector& shift,
+                         Matrix* w_out, RowVector* b_out);
+void FoldPrecedingAffine(const Matrix& w, const RowVector& b,
+                         const Eigen::VectorXd& scale,
+                         const Eigen::VectorXd& shift, Matrix* w_out,
+                         RowVector* b_out);
 // He-normal (relu_next) or Xavier-uniform values.
 void InitWeights(const LayerInit& init, int64_t fan_in, int64_t fan_out,
                  float* data, int64_t size);
