@@ -604,7 +604,7 @@ TEST(NetworkTest, HostileSnapshotsAreRefusedWithAClearMessage) {
 // Caps the address space at 512 MiB above its current size (in a death
 // test's child), then exits with f()'s code.
 template <typename F>
-void ExitUnderAddressSpaceLimit(F f) {
+[[maybe_unused]] void ExitUnderAddressSpaceLimit(F f) {
   std::ifstream status("/proc/self/status");
   std::string line;
   int64_t vm_kb = 0;
@@ -618,7 +618,8 @@ void ExitUnderAddressSpaceLimit(F f) {
   std::exit(f());
 }
 
-int Refused(const v1::Snapshot& s) {
+// Unused in sanitizer builds, where the death test is skipped.
+[[maybe_unused]] int Refused(const v1::Snapshot& s) {
   const absl::Status st = Network::FromSnapshot(s).status();
   return st.code() == absl::StatusCode::kInvalidArgument ? 0 : 5;
 }
