@@ -62,6 +62,15 @@ float WindowSum(const float* x, int width, int y_begin, int y_end, int x_begin,
   return sum;
 }
 
+// A pooling layer of kind T with the window `w`, or w's error.
+template <typename T>
+absl::StatusOr<std::unique_ptr<Layer>> Make(absl::StatusOr<Window2d> w) {
+  if (!w.ok()) return w.status();
+  auto l = std::make_unique<T>();
+  l->window = *w;
+  return l;
+}
+
 }  // namespace
 
 absl::StatusOr<Window2d> Pool2d::WindowFromProto(const v1::Pool2dLayer& p,
@@ -145,24 +154,17 @@ Json Pool2d::ToJson() const {
 
 absl::StatusOr<std::unique_ptr<Layer>> MaxPool2d::FromProto(
     const v1::Layer& proto, const std::string& path) {
-  auto l = std::make_unique<MaxPool2d>();
-  BNSERVE_ASSIGN_OR_RETURN(l->window,
-                           WindowFromProto(proto.max_pool2d(), path));
-  return l;
+  return Make<MaxPool2d>(WindowFromProto(proto.max_pool2d(), path));
 }
 
 absl::StatusOr<std::unique_ptr<Layer>> MaxPool2d::FromJson(
     const Json& j, const std::string& p) {
-  auto l = std::make_unique<MaxPool2d>();
-  BNSERVE_ASSIGN_OR_RETURN(l->window, WindowFromJson(j, p));
-  return l;
+  return Make<MaxPool2d>(WindowFromJson(j, p));
 }
 
 absl::StatusOr<std::unique_ptr<Layer>> MaxPool2d::FromSpec(
     const v1::LayerSpec& spec, const Shape& in, const LayerInit&) {
-  auto l = std::make_unique<MaxPool2d>();
-  BNSERVE_ASSIGN_OR_RETURN(l->window, WindowFromSpec(spec.max_pool2d(), in));
-  return l;
+  return Make<MaxPool2d>(WindowFromSpec(spec.max_pool2d(), in));
 }
 
 void MaxPool2d::Forward(const Shape& in, const float* x, float* y,
@@ -208,24 +210,17 @@ void MaxPool2d::Backward(const Shape& in, const Matrix&, const Matrix&,
 
 absl::StatusOr<std::unique_ptr<Layer>> AvgPool2d::FromProto(
     const v1::Layer& proto, const std::string& path) {
-  auto l = std::make_unique<AvgPool2d>();
-  BNSERVE_ASSIGN_OR_RETURN(l->window,
-                           WindowFromProto(proto.avg_pool2d(), path));
-  return l;
+  return Make<AvgPool2d>(WindowFromProto(proto.avg_pool2d(), path));
 }
 
 absl::StatusOr<std::unique_ptr<Layer>> AvgPool2d::FromJson(
     const Json& j, const std::string& p) {
-  auto l = std::make_unique<AvgPool2d>();
-  BNSERVE_ASSIGN_OR_RETURN(l->window, WindowFromJson(j, p));
-  return l;
+  return Make<AvgPool2d>(WindowFromJson(j, p));
 }
 
 absl::StatusOr<std::unique_ptr<Layer>> AvgPool2d::FromSpec(
     const v1::LayerSpec& spec, const Shape& in, const LayerInit&) {
-  auto l = std::make_unique<AvgPool2d>();
-  BNSERVE_ASSIGN_OR_RETURN(l->window, WindowFromSpec(spec.avg_pool2d(), in));
-  return l;
+  return Make<AvgPool2d>(WindowFromSpec(spec.avg_pool2d(), in));
 }
 
 void AvgPool2d::Forward(const Shape& in, const float* x, float* y,
