@@ -32,6 +32,7 @@
 #include "bnserve/v1/inference.grpc.pb.h"
 #include "bnserve/v1/trainer.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "tests/common/skip.h"
 
 namespace bnserve::client {
 namespace {
@@ -571,7 +572,7 @@ TEST_F(BnctlServerTest, TrainStreamErrorsEndTheCommand) {
 
 TEST_F(BnctlServerTest, TrainDrawsAProgressBarOnATerminal) {
   if (std::system("command -v script >/dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "script(1) not installed";
+    BNSERVE_SKIP_OR_FAIL_IN_CI("script(1) not installed (Debian: bsdutils)");
   }
   // script(1) runs bnctl on a pseudo-terminal: stderr is a tty.
   std::string command;
@@ -764,7 +765,7 @@ class BnctlTlsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (std::system("command -v openssl >/dev/null 2>&1") != 0) {
-      GTEST_SKIP() << "openssl not installed";
+      BNSERVE_SKIP_OR_FAIL_IN_CI("openssl not installed");
     }
     ASSERT_TRUE(MakeCertificates(tmp_)) << ReadFile(tmp_ / "openssl.log");
   }

@@ -11,17 +11,20 @@ lists every manifest, probes point at declared container ports.
 
 Usage: validate_manifests.py [REPO_ROOT]   (default: two levels up)
 Exit 0 when all checks pass, 1 on failures (each printed), 77 when PyYAML is
-missing (Debian: python3-yaml).
+missing (Debian: python3-yaml; in CI, CI=true, exit 1 instead).
 """
 import os
 import re
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "common"))
+import skip  # noqa: E402
+
 try:
     import yaml
 except ImportError:  # pragma: no cover
-    print("SKIP: PyYAML is not installed (apt-get install python3-yaml)")
-    sys.exit(77)
+    skip.skip_script("PyYAML is not installed (apt-get install python3-yaml)")
 
 ROOT = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
                        os.path.join(os.path.dirname(__file__), "..", ".."))
