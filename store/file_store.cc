@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -242,6 +243,43 @@ void CleanUpAbandoned(const std::string& model_dir) {
   }
 }
 
+// The test-only fault point (file_store.h): the directory named by
+// kPublishPauseEnv, or "" when the variable is unset. Anything but an
+// existing directory is refused, so a typo cannot silently disarm a test.
+absl::StatusOr<std::string> PublishPauseDirFromEnv() {
+  const char* dir = std::getenv(kPublishPauseEnv);
+  if (dir == nullptr) return std::string();
+  if (*dir != '/' || !IsDirectory(dir)) {
+    return absl::InvalidArgumentError(
+        Cat(kPublishPauseEnv, "='", dir,
+            "' is not an absolute path to an existing directory (a test-only "
+            "fault point; unset it outside tests)"));
+  }
+  std::fprintf(stderr,
+               "WARNING: file store test hook active: %s=%s (a publish pauses "
+               "while %s/pause exists); never set it in production\n",
+               kPublishPauseEnv, dir, dir);
+  return std::string(dir);
+}
+
+// While `dir`/pause exists: announce `staging` in `dir`/paused, wait until
+// the pause file is removed, remove the announcement.
+void PauseInPublishForTest(const std::string& dir, const std::string& staging) {
+  const std::string pause = Cat(dir, "/pause");
+  const std::string paused = Cat(dir, "/paused");
+  if (access(pause.c_str(), F_OK) != 0) return;
+  const std::string tmp = Cat(paused, ".tmp-", getpid());
+  {
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    if (f == nullptr) return;
+    std::fprintf(f, "%s\n", staging.c_str());
+    std::fclose(f);
+  }
+  if (rename(tmp.c_str(), paused.c_str()) != 0) return;
+  while (access(pause.c_str(), F_OK) == 0) poll(nullptr, 0, 5);
+  unlink(paused.c_str());
+}
+
 // The persisted high-water mark: the next version to hand out, in
 // 1..kMaxVersion + 1 (the latter: every version is used). Numeric but past
 // that range is OUT_OF_RANGE (never wrapped or reset: a lower number could
@@ -421,7 +459,9 @@ absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(
     return ErrnoStatus(ec ? ec.value() : ENOTDIR,
                        Cat("cannot create store directory ", normalized));
   }
-  return std::unique_ptr<FileStore>(new FileStore(normalized, options));
+  BNSERVE_ASSIGN_OR_RETURN(std::string pause_dir, PublishPauseDirFromEnv());
+  return std::unique_ptr<FileStore>(
+      new FileStore(normalized, options, std::move(pause_dir)));
 }
 
 std::string FileStore::ModelDir(std::string_view model) const {
@@ -513,6 +553,7 @@ absl::StatusOr<int64_t> FileStore::Publish(
   }
   s = WriteNewFileDurably(Cat(staging, "/", kSnapshotFile), envelope);
   if (s.ok()) s = FsyncPath(staging);
+  if (s.ok() && !pause_dir_.empty()) PauseInPublishForTest(pause_dir_, staging);
   if (s.ok() && renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, target.c_str(),
                           RENAME_NOREPLACE) != 0) {
     if (errno == EINVAL || errno == ENOSYS) {  // no RENAME_NOREPLACE support
@@ -682,7 +723,8 @@ absl::StatusOr<std::vector<int64_t>> FileStore::ApplyRetention(
 
 absl::StatusOr<std::unique_ptr<WatchHandle>> FileStore::Watch(
     std::function<void(const StoreEvent&)> callback) {
-  auto scanner = std::unique_ptr<FileStore>(new FileStore(root_, options_));
+  auto scanner =
+      std::unique_ptr<FileStore>(new FileStore(root_, options_, pause_dir_));
   return std::unique_ptr<WatchHandle>(std::make_unique<FileWatchHandle>(
       std::move(scanner), std::move(callback), options_));
 }

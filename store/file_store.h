@@ -22,6 +22,19 @@
 // directory, plus the polling fallback. Cross-process safety relies on
 // flock(2): on network file systems without it (some NFS setups) keep one
 // writer, and set StoreOptions::watch_notifications = false (no inotify).
+//
+// Test-only fault point (tests/store/file_store_test.cc,
+// tests/faults/trainer_kill_test.py): off unless the environment variable
+// BNSERVE_TEST_PUBLISH_PAUSE_DIR (kPublishPauseEnv) names an existing
+// directory D when the store is opened; Open fails if it names anything else,
+// and warns on stderr when it is active. While the file D/pause exists, every
+// Publish stops at a known point inside the publish: after the staging
+// directory is written and fsynced, before the rename that makes the version
+// visible. It announces the pause by writing the staging directory's path to
+// D/paused (atomically), waits until D/pause is removed, then removes
+// D/paused and completes. A test kills the publisher while it waits, so the
+// kill is known to have landed inside Publish. The servers list the variable
+// as known (no unknown-variable warning) but log that it is set.
 #ifndef BNSERVE_STORE_FILE_STORE_H_
 #define BNSERVE_STORE_FILE_STORE_H_
 
@@ -32,6 +45,9 @@
 #include "store/store.h"
 
 namespace bnserve::store {
+
+// The environment variable of the test-only publish fault point (above).
+inline constexpr char kPublishPauseEnv[] = "BNSERVE_TEST_PUBLISH_PAUSE_DIR";
 
 class FileStore final : public SnapshotStore {
  public:
@@ -68,8 +84,11 @@ class FileStore final : public SnapshotStore {
   std::string SnapshotPath(std::string_view model, int64_t version) const;
 
  private:
-  FileStore(std::string root, const StoreOptions& options)
-      : root_(std::move(root)), options_(options) {}
+  FileStore(std::string root, const StoreOptions& options,
+            std::string pause_dir)
+      : root_(std::move(root)),
+        options_(options),
+        pause_dir_(std::move(pause_dir)) {}
   std::string ModelDir(std::string_view model) const;
   absl::StatusOr<std::vector<int64_t>> ListVersionsUnchecked(
       const std::string& model_dir);
@@ -78,6 +97,8 @@ class FileStore final : public SnapshotStore {
 
   const std::string root_;  // absolute, no trailing slash
   const StoreOptions options_;
+  // The test-only fault point's directory; empty (the default) = off.
+  const std::string pause_dir_;
 };
 
 }  // namespace bnserve::store
