@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/common/status_matchers.h"
 #include "tests/store/test_util.h"
 
 namespace bnserve::store {
@@ -32,6 +33,7 @@ using ::bnserve::store::testing::ForkChild;
 using ::bnserve::store::testing::MakeSnapshot;
 using ::bnserve::store::testing::TempDir;
 using ::bnserve::store::testing::WaitChildOk;
+using ::bnserve::testing::StatusIs;
 using ::testing::ElementsAre;
 
 std::vector<std::string> HiddenEntries(const std::string& dir,
@@ -66,7 +68,10 @@ TEST(FileStoreTest, OpenCreatesTheRootFromAPathOrFileUri) {
   EXPECT_EQ((*plain)->uri(), "file://" + dir.path() + "/plain");
   // A root that is a file cannot be a store.
   std::ofstream(dir.path() + "/file") << "x";
-  EXPECT_FALSE(OpenStore(dir.path() + "/file").ok());
+  EXPECT_THAT(OpenStore(dir.path() + "/file"),
+              StatusIs(absl::StatusCode::kNotFound,
+                       "cannot create store directory " + dir.path() +
+                           "/file: Not a directory"));
 }
 
 TEST(FileStoreTest, OnlyStrictlyNumericDirectoriesAreVersions) {
@@ -388,7 +393,9 @@ TEST(FileStoreTest, FileInTheWayIsAnErrorNotACrash) {
   auto store = *FileStore::Open(dir.path());
   std::ofstream(dir.path() + "/m") << "not a directory";
   auto v = store->Publish(MakeSnapshot("m"));
-  EXPECT_TRUE(absl::IsInternal(v.status())) << v.status();
+  EXPECT_THAT(v,
+              StatusIs(absl::StatusCode::kInternal,
+                       "cannot create model directory " + dir.path() + "/m"));
   EXPECT_TRUE(store->ListVersions("m").ok());
   EXPECT_TRUE(absl::IsNotFound(store->SetLabel("m", "stable", 1)));
   EXPECT_THAT(*store->ListModels(), ::testing::IsEmpty());
