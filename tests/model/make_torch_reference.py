@@ -236,14 +236,17 @@ with torch.no_grad():
 
 
 # --- Input normalization ------------------------------------------------------
-def train_three_steps(prefix, net, xs, labels):
+def train_three_steps(prefix, net, xs, labels, loss_fn=None):
+    """Three SGD steps; `labels` are class ids (cross-entropy) or, with
+    loss_fn=F.mse_loss, regression targets."""
+    loss_fn = loss_fn or F.cross_entropy
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     net.train()
     losses = []
     for step in range(3):
         opt.zero_grad()
         out = net(xs[step])
-        loss = F.cross_entropy(out, labels[step])
+        loss = loss_fn(out, labels[step])
         if step == 0:
             emit(f"{prefix}TrainLogits0", out.detach())
         loss.backward()
@@ -326,6 +329,45 @@ for j, bn in enumerate(batch_norms(inorm2d)):
     emit(f"kInNorm2dRecalVar{j}", bn.running_var)
 with torch.no_grad():
     emit("kInNorm2dRecalEvalOut", inorm2d(probe))
+
+# --- MLPs: every activation, both heads, stacked batch norms (issue 20) ------
+# The hidden-layer shorthand: Linear(no bias) -> BN -> act, twice, then
+# Linear. Computed in float64, so the reference is exact far below the
+# float32 tolerance the C++ tests use; gradients of minibatch 0 and the
+# parameters after 3 SGD steps. Classification (cross-entropy) for every
+# activation, regression (MSE, the mean over rows and outputs) for two.
+MLP_ACTIVATIONS = {"Relu": torch.nn.ReLU, "Tanh": torch.nn.Tanh,
+                   "Sigmoid": torch.nn.Sigmoid, "Identity": torch.nn.Identity}
+
+
+def mlp_case(prefix, activation, regression, seed):
+    torch.manual_seed(seed)
+    act = MLP_ACTIVATIONS[activation]
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 6, bias=False), torch.nn.BatchNorm1d(6), act(),
+        torch.nn.Linear(6, 5, bias=False), torch.nn.BatchNorm1d(5), act(),
+        torch.nn.Linear(5, 3)).double()
+    randomize_bn_affine(net)
+    emit_model(prefix, net)
+    xs = [torch.randn(7, 4, dtype=torch.float64) * 2 + 0.5 for _ in range(3)]
+    if regression:
+        ys = [torch.randn(7, 3, dtype=torch.float64) for _ in range(3)]
+    else:
+        ys = [torch.randint(0, 3, (7,)) for _ in range(3)]
+    for step in range(3):
+        emit(f"{prefix}X{step}", xs[step])
+        if regression:
+            emit(f"{prefix}Y{step}", ys[step])
+        else:
+            emit_int(f"{prefix}Labels{step}", ys[step].tolist())
+    train_three_steps(prefix, net, xs, ys,
+                      F.mse_loss if regression else F.cross_entropy)
+
+
+for k, name in enumerate(MLP_ACTIVATIONS):
+    mlp_case(f"kMlp{name}", name, False, 2000 + k)
+mlp_case("kMlpTanhMse", "Tanh", True, 2100)
+mlp_case("kMlpSigmoidMse", "Sigmoid", True, 2101)
 
 path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "torch_reference.inc")
