@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/status_macros.h"
+#include "server/common/parse_error_interceptor.h"
 
 namespace bnserve::inference {
 
@@ -47,6 +48,7 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
   grpc::ServerBuilder builder;
   if (!options.reflection) builder.SetOption(server::WithoutReflection());
   builder.AddListeningPort(options.listen_address, creds, &s->port_);
+  builder.experimental().SetInterceptorCreators(server::ServerInterceptors());
   builder.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
   builder.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);
   builder.RegisterService(s->inference_.get());
