@@ -31,7 +31,10 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
   BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds,
                            server::MakeServerCredentials(options.tls));
   if (store == nullptr) {
-    BNSERVE_ASSIGN_OR_RETURN(store, store::OpenStore(options.store_uri));
+    store::StoreOptions store_options;
+    store_options.watch_models = options.manager.models;
+    BNSERVE_ASSIGN_OR_RETURN(
+        store, store::OpenStore(options.store_uri, store_options));
   }
   s->store_ = std::move(store);
   s->manager_ = std::make_unique<ServableManager>(s->store_, options.manager,
