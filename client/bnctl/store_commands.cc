@@ -4,8 +4,10 @@
 #include <iostream>
 #include <iterator>
 #include <limits>
+#include <memory>
 #include <sstream>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -113,6 +115,54 @@ absl::StatusOr<int> RunImport(const ImportOptions& o, Io& io) {
     io.out << "imported model " << o.model << " version " << *version << "\n";
   }
   return 0;
+}
+
+Subcommand AddExportCommand(CLI::App& app) {
+  auto exp = std::make_shared<ExportOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "export",
+      "Write a snapshot from a store as JSON (spec, parameters, running "
+      "statistics and their provenance) that numpy/PyTorch can load");
+  cmd->add_option("--store", exp->store,
+                  "store URI: a directory, file:///abs/path, "
+                  "redis://host:port[/db]")
+      ->required();
+  cmd->add_option("--model", exp->model, "model name")->required();
+  auto version = std::make_shared<int64_t>(0);
+  auto label = std::make_shared<std::string>();
+  CLI::Option* version_opt =
+      cmd->add_option("--version", *version,
+                      "version to export (default: the newest that verifies)");
+  CLI::Option* label_opt = cmd->add_option(
+      "--label", *label, "export the version this label points at");
+  version_opt->excludes(label_opt);
+  cmd->add_option("--output,-o", exp->output,
+                  "write to this file instead of stdout");
+  cmd->add_flag("--json", exp->json,
+                "with --output: print {model, version, path} (without "
+                "--output the snapshot JSON is the one object)");
+  return {cmd, [=](Io& io) -> absl::StatusOr<int> {
+            if (version_opt->count() > 0) {
+              if (*version < 1) return UsageError(io, "--version must be >= 1");
+              exp->version = *version;
+            }
+            if (label_opt->count() > 0) exp->label = *label;
+            return RunExport(*exp, io);
+          }};
+}
+
+Subcommand AddImportCommand(CLI::App& app) {
+  auto imp = std::make_shared<ImportOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "import",
+      "Validate a snapshot JSON (the export format) and publish it to a "
+      "store as the model's next version");
+  cmd->add_option("--store", imp->store, "store URI")->required();
+  cmd->add_option("--model", imp->model, "model name to publish as")
+      ->required();
+  cmd->add_option("--from", imp->from, "JSON file (- for stdin)")->required();
+  cmd->add_flag("--json", imp->json, "print {model, version}");
+  return {cmd, [imp](Io& io) { return RunImport(*imp, io); }};
 }
 
 }  // namespace bnserve::client

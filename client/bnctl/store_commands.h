@@ -50,6 +50,10 @@ struct ImportOptions {
 };
 absl::StatusOr<int> RunImport(const ImportOptions& options, Io& io);
 
+// The command-line registration of export and import (commands.h).
+Subcommand AddExportCommand(CLI::App& app);
+Subcommand AddImportCommand(CLI::App& app);
+
 }  // namespace bnserve::client
 
 #endif  // BNSERVE_CLIENT_BNCTL_STORE_COMMANDS_H_
