@@ -257,6 +257,7 @@ class Importer {
   absl::Status CollectConstants();
   absl::Status FoldConstantNode(const onnx::NodeProto& node, int index);
   absl::Status ReadInput(v1::Snapshot* snapshot);
+  absl::Status CheckInputsDefined() const;
   absl::Status WalkChain();
   absl::StatusOr<const onnx::NodeProto*> NextNode(const std::string& value);
   absl::Status MapNode(const onnx::NodeProto& node, const std::string& label);
@@ -469,6 +470,26 @@ absl::StatusOr<const onnx::NodeProto*> Importer::NextNode(
   return &graph_.node(index);
 }
 
+// Every computed value a node reads is the graph input or some node's
+// output (a missing initializer is named here).
+absl::Status Importer::CheckInputsDefined() const {
+  std::set<std::string> produced = {input_};
+  for (const onnx::NodeProto& node : graph_.node()) {
+    produced.insert(node.output().begin(), node.output().end());
+  }
+  for (const auto& [value, readers] : consumers_) {
+    if (produced.count(value) == 0) {
+      const int i = readers[0];
+      return Invalid(NodeLabel(graph_.node(i), i),
+                     absl::StrCat("input \"", value,
+                                  "\" is neither an "
+                                  "initializer, a constant, the graph input "
+                                  "nor the output of a node"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Importer::WalkChain() {
   visited_.assign(graph_.node_size(), false);
   for (int i = 0; i < graph_.node_size(); ++i) {
@@ -477,6 +498,7 @@ absl::Status Importer::WalkChain() {
       if (!in.empty() && constants_.count(in) == 0) consumers_[in].push_back(i);
     }
   }
+  BNSERVE_RETURN_IF_ERROR(CheckInputsDefined());
   std::string value = input_;
   while (value != output_) {
     BNSERVE_ASSIGN_OR_RETURN(const onnx::NodeProto* node, NextNode(value));

@@ -971,16 +971,18 @@ TEST(BnctlCliTest, EveryCommandHasHelp) {
       EXPECT_THAT(r.out, HasSubstr(flag)) << name;
     }
   }
-  for (const HelpCase& c : std::vector<HelpCase>{
-           {{"export"},
-            {"--store", "--model", "--version", "--label", "--output",
-             "--json"}},
-           {{"import"}, {"--store", "--model", "--from", "--json"}},
-           {{"label"}, {"set", "delete"}},
-           {{},
-            {"train", "predict", "versions", "label", "jobs", "cancel",
-             "delete-job", "health", "export", "import", "publish",
-             "recalibrate"}}}) {
+  for (const HelpCase& c :
+       std::vector<HelpCase>{{{"export"},
+                              {"--store", "--model", "--version", "--label",
+                               "--output", "--format", "--json"}},
+                             {{"import"},
+                              {"--store", "--model", "--from", "--format",
+                               "--task", "--classes", "--json"}},
+                             {{"label"}, {"set", "delete"}},
+                             {{},
+                              {"train", "predict", "versions", "label", "jobs",
+                               "cancel", "delete-job", "health", "export",
+                               "import", "publish", "recalibrate"}}}) {
     std::vector<std::string> args = c.command;
     args.push_back("--help");
     Result r = RunBnctl(args, tmp);
@@ -1012,6 +1014,13 @@ TEST(BnctlCliTest, UsageErrorsExitWithTwo) {
       {"delete-job"},                                    // no --job
       {"export", "--model", "m"},                        // no --store
       {"import", "--store", "mem://x", "--model", "m"},  // no --from
+      {"import", "--store", "mem://x", "--model", "m", "--from", "m.json",
+       "--task", "regression"},  // --task is for ONNX
+      {"import", "--store", "mem://x", "--model", "m", "--from", "m.onnx",
+       "--task", "regression", "--classes", "a,b"},
+      {"import", "--store", "mem://x", "--model", "m", "--from", "m.onnx",
+       "--format", "protobuf"},
+      {"export", "--store", "mem://x", "--model", "m", "--format", "pb"},
   };
   for (const std::vector<std::string>& args : cases) {
     Result r = RunBnctl(args, tmp);
