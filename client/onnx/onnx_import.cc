@@ -175,8 +175,17 @@ class Attributes {
   std::map<std::string, const onnx::AttributeProto*> attrs_;
 };
 
+// The batch size N in a shape computed from Shape(x).
+constexpr int64_t kBatch = std::numeric_limits<int64_t>::min();
+
 std::string IntsText(const std::vector<int64_t>& v) {
-  return absl::StrCat("[", absl::StrJoin(v, ", "), "]");
+  return absl::StrCat(
+      "[",
+      absl::StrJoin(v, ", ",
+                    [](std::string* out, int64_t x) {
+                      absl::StrAppend(out, x == kBatch ? "N" : absl::StrCat(x));
+                    }),
+      "]");
 }
 
 // Kernel, stride and symmetric padding of a 2-D Conv or pooling node.
@@ -256,6 +265,15 @@ class Importer {
                                              const std::string&);
   absl::Status CollectConstants();
   absl::Status FoldConstantNode(const onnx::NodeProto& node, int index);
+  absl::Status FoldShapeNode(const onnx::NodeProto& node, int index,
+                             const std::string& label);
+  absl::StatusOr<std::vector<int64_t>> ShapeOperand(const onnx::NodeProto& node,
+                                                    const std::string& label,
+                                                    int i) const;
+  // A constant, or a value computed from the input's shape only.
+  bool IsConstant(const std::string& value) const {
+    return constants_.count(value) > 0 || shape_values_.count(value) > 0;
+  }
   absl::Status ReadInput(v1::Snapshot* snapshot);
   absl::Status CheckInputsDefined() const;
   absl::Status WalkChain();
@@ -298,6 +316,12 @@ class Importer {
   // The index of a dense layer from a MatMul still waiting for its Add.
   int matmul_layer_ = -1;
   std::map<std::string, Tensor> constants_;
+  // Values computed from Shape(x) of a computed x: PyTorch's
+  // x.view(x.size(0), -1) is Shape -> Gather(0) -> Unsqueeze -> Concat(-1)
+  // -> Reshape. kBatch stands for the batch size N; only element 0 of a
+  // Shape output is known (shape_prefix_).
+  std::map<std::string, std::vector<int64_t>> shape_values_;
+  std::set<std::string> shape_prefix_;
   std::string input_;
   std::string output_;
   // Computed value -> indices of the nodes that read it.
@@ -366,6 +390,9 @@ absl::Status Importer::FoldConstantNode(const onnx::NodeProto& node,
     is_constant_node_[index] = true;
     return absl::OkStatus();
   }
+  if (op == "Shape" || op == "Gather" || op == "Unsqueeze" || op == "Concat") {
+    return FoldShapeNode(node, index, label);
+  }
   if ((op != "Transpose" && op != "Identity") || node.input_size() != 1 ||
       node.output_size() != 1) {
     return absl::OkStatus();
@@ -392,6 +419,85 @@ absl::Status Importer::FoldConstantNode(const onnx::NodeProto& node,
     t.dims = {cols, rows};
   }
   constants_[node.output(0)] = std::move(t);
+  is_constant_node_[index] = true;
+  return absl::OkStatus();
+}
+
+// An int64 operand of a shape computation: a constant or a shape value.
+absl::StatusOr<std::vector<int64_t>> Importer::ShapeOperand(
+    const onnx::NodeProto& node, const std::string& label, int i) const {
+  if (i >= node.input_size()) {
+    return Invalid(label, absl::StrCat("input ", i, " is missing"));
+  }
+  auto s = shape_values_.find(node.input(i));
+  if (s != shape_values_.end()) {
+    if (shape_prefix_.count(node.input(i)) && node.op_type() != "Gather") {
+      return Invalid(label,
+                     "only element 0 (the batch size) of a Shape is "
+                     "supported");
+    }
+    return s->second;
+  }
+  auto c = constants_.find(node.input(i));
+  if (c == constants_.end() || !c->second.is_int) {
+    return Invalid(label, absl::StrCat("input ", i,
+                                       " must be an int64 "
+                                       "constant or computed from a Shape"));
+  }
+  return c->second.ints;
+}
+
+// Shape, Gather, Unsqueeze and Concat computing a target shape from the
+// batch size (see shape_values_). Other uses are left to the chain walk,
+// which refuses them by op type.
+absl::Status Importer::FoldShapeNode(const onnx::NodeProto& node, int index,
+                                     const std::string& label) {
+  const std::string& op = node.op_type();
+  if (node.output_size() != 1 || node.input_size() < 1) return absl::OkStatus();
+  const std::string& in = node.input(0);
+  std::vector<int64_t> out;
+  if (op == "Shape") {
+    if (constants_.count(in) || shape_values_.count(in))
+      return absl::OkStatus();
+    BNSERVE_ASSIGN_OR_RETURN(Attributes attrs, Attributes::Of(node, label, {}));
+    shape_prefix_.insert(node.output(0));
+    out = {kBatch};
+  } else if (shape_values_.count(in) == 0 &&
+             (constants_.count(in) == 0 || !constants_.at(in).is_int)) {
+    return absl::OkStatus();  // not a shape computation
+  } else if (op == "Gather") {
+    BNSERVE_ASSIGN_OR_RETURN(Attributes attrs,
+                             Attributes::Of(node, label, {"axis"}));
+    BNSERVE_ASSIGN_OR_RETURN(int64_t axis, attrs.Int("axis", 0));
+    BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> data,
+                             ShapeOperand(node, label, 0));
+    BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> idx,
+                             ShapeOperand(node, label, 1));
+    if (axis != 0 || idx.size() != 1 || idx[0] < 0 ||
+        idx[0] >= static_cast<int64_t>(data.size())) {
+      return Invalid(label,
+                     "only Gather of element 0 of a Shape is "
+                     "supported");
+    }
+    out = {data[idx[0]]};
+  } else if (op == "Unsqueeze") {
+    BNSERVE_ASSIGN_OR_RETURN(Attributes attrs,
+                             Attributes::Of(node, label, {"axes"}));
+    BNSERVE_ASSIGN_OR_RETURN(out, ShapeOperand(node, label, 0));
+    if (out.size() != 1) return Invalid(label, "only a scalar is supported");
+  } else {  // Concat
+    BNSERVE_ASSIGN_OR_RETURN(Attributes attrs,
+                             Attributes::Of(node, label, {"axis"}));
+    BNSERVE_ASSIGN_OR_RETURN(int64_t axis, attrs.Int("axis", 0));
+    if (axis != 0)
+      return attrs.Unsupported("axis", absl::StrCat(axis), "only 0");
+    for (int i = 0; i < node.input_size() && out.size() < 16; ++i) {
+      BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> part,
+                               ShapeOperand(node, label, i));
+      out.insert(out.end(), part.begin(), part.end());
+    }
+  }
+  shape_values_[node.output(0)] = std::move(out);
   is_constant_node_[index] = true;
   return absl::OkStatus();
 }
@@ -495,7 +601,7 @@ absl::Status Importer::WalkChain() {
   for (int i = 0; i < graph_.node_size(); ++i) {
     if (is_constant_node_[i]) continue;
     for (const std::string& in : graph_.node(i).input()) {
-      if (!in.empty() && constants_.count(in) == 0) consumers_[in].push_back(i);
+      if (!in.empty() && !IsConstant(in)) consumers_[in].push_back(i);
     }
   }
   BNSERVE_RETURN_IF_ERROR(CheckInputsDefined());
@@ -509,7 +615,7 @@ absl::Status Importer::WalkChain() {
     }
     int computed = 0;
     for (const std::string& in : node->input()) {
-      if (!in.empty() && constants_.count(in) == 0) ++computed;
+      if (!in.empty() && !IsConstant(in)) ++computed;
     }
     if (computed != 1) {
       return Invalid(label, absl::StrCat("reads ", computed,
@@ -879,10 +985,11 @@ absl::Status Importer::Reshape(const onnx::NodeProto& node,
   BNSERVE_ASSIGN_OR_RETURN(int64_t allowzero, attrs.Int("allowzero", 0));
   if (allowzero != 0)
     return attrs.Unsupported("allowzero", absl::StrCat(allowzero), "only 0");
-  BNSERVE_ASSIGN_OR_RETURN(const Tensor* shape, ConstantInput(node, label, 1));
-  if (!shape->is_int || shape->ints.size() != 2 || shape->ints[0] < 0 ||
-      shape->ints[1] != -1) {
-    return Invalid(label, absl::StrCat("shape ", IntsText(shape->ints),
+  BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> shape,
+                           ShapeOperand(node, label, 1));
+  if (shape.size() != 2 || (shape[0] < 0 && shape[0] != kBatch) ||
+      shape[1] != -1) {
+    return Invalid(label, absl::StrCat("shape ", IntsText(shape),
                                        " is not supported (only [N, -1])"));
   }
   v1::Layer layer;

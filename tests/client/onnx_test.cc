@@ -160,6 +160,36 @@ TEST(OnnxImportTest, ConvBatchNormPoolsAndReshapeOnAnImage) {
   EXPECT_NEAR(y[4], 1.0f, 1e-6);
 }
 
+// PyTorch's x.view(x.size(0), -1) at opset 13: Shape -> Gather(0) ->
+// Unsqueeze -> Concat with [-1] -> Reshape.
+Graph ViewFlatten(int64_t gather_index) {
+  Graph g(13, {2, 1, 2});
+  g.Node("Shape", "shape", {"x"}, "s");
+  g.IntInit("zero", {gather_index});
+  SetInt(g.Node("Gather", "gather", {"s", "zero"}, "n"), "axis", 0);
+  g.IntInit("axes", {0});
+  g.Node("Unsqueeze", "unsq", {"n", "axes"}, "n1");
+  g.IntInit("minus1", {-1});
+  SetInt(g.Node("Concat", "concat", {"n1", "minus1"}, "target"), "axis", 0);
+  g.Node("Reshape", "view", {"x", "target"}, "v");
+  g.Init("w", {2, 4}, {1, 2, 3, 4, 0, 0, 0, 1});
+  SetInt(g.Node("Gemm", "fc", {"v", "w"}, "y"), "transB", 1);
+  return g;
+}
+
+TEST(OnnxImportTest, ViewOfTheBatchSizeIsAFlatten) {
+  absl::StatusOr<v1::Snapshot> s = Import(ViewFlatten(0));
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->layers_size(), 2);
+  EXPECT_TRUE(s->layers(0).has_flatten());
+  EXPECT_THAT(Forward(*s, {1, 1, 1, 1}), ElementsAre(10.0f, 1.0f));
+
+  absl::StatusOr<v1::Snapshot> other = Import(ViewFlatten(1));
+  ASSERT_FALSE(other.ok());
+  EXPECT_THAT(std::string(other.status().message()),
+              HasSubstr("node \"gather\" (Gather): only Gather of element 0"));
+}
+
 TEST(OnnxRoundTripTest, ExportThenImportGivesTheSameSnapshot) {
   Graph g(11, {1, 4, 4});
   g.Init("cw", {2, 1, 3, 3}, std::vector<float>(18, 0.25f));

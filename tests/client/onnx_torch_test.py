@@ -76,6 +76,21 @@ def randomize_batch_norms(model):
     return model.eval()
 
 
+class View(nn.Module):
+    """x.view(x.size(0), -1) instead of nn.Flatten (Shape -> Gather ->
+    Unsqueeze -> Concat -> Reshape in the export)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, stride=2)
+        self.bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3 * 2 * 2, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x)))
+        return self.fc(h.view(x.size(0), -1))
+
+
 def make_models():
     torch.manual_seed(0)
     mlp = nn.Sequential(
@@ -97,6 +112,7 @@ def make_models():
         nn.Flatten(), nn.Linear(6 * 1 * 1, 8), nn.BatchNorm1d(8), nn.ReLU(),
         nn.Linear(8, 4))
     return {
+        "view": (randomize_batch_norms(View()), (1, 6, 6), "classification"),
         "mlp": (randomize_batch_norms(mlp), (6,), "classification"),
         "reg": (randomize_batch_norms(reg), (5,), "regression"),
         "cnn": (randomize_batch_norms(cnn), (2, 8, 8), "classification"),

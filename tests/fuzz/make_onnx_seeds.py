@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Writes the seed corpus of onnx_fuzzer (tests/fuzz/corpus/onnx/) with
 Debian's python3-torch: small PyTorch 1.13 exports of every supported kind
-(opsets 11 and 17, Conv+BN folded and kept, MatMul + Add), and two refused
+(opsets 11 and 17, Conv+BN folded and kept, MatMul + Add, x.view(N, -1)),
+and two refused
 graphs (an unsupported op, a branch). Run from the repository root:
   /usr/bin/python3 tests/fuzz/make_onnx_seeds.py
 """
@@ -21,6 +22,15 @@ class Residual(nn.Module):
 
     def forward(self, x):
         return x + self.fc(x)
+
+
+class View(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return self.conv(x).view(x.size(0), -1)
 
 
 def export(name, model, shape, opset=13, mode=torch.onnx.TrainingMode.EVAL,
@@ -49,6 +59,7 @@ def main():
     export("mlp_opset17_matmul", mlp, (3,), 17, keep, fold=False)
     export("cnn_opset13_folded", cnn, (1, 4, 4), 13)
     export("cnn_opset17_bn", cnn, (1, 4, 4), 17, keep)
+    export("view_opset11", View(), (1, 3, 4), 11, fold=False)
     export("refused_softmax", nn.Sequential(nn.Linear(3, 2), nn.Softmax(1)),
            (3,))
     export("refused_branch", Residual(), (3,))
