@@ -372,20 +372,10 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
   return 0;
 }
 
-Subcommand AddTrainCommand(CLI::App& app) {
-  auto train = std::make_shared<TrainOptions>();
-  CLI::App* cmd = app.add_subcommand(
-      "train",
-      "Train a network on a CSV file over one Train stream, publish it and "
-      "print the version");
-  AddConnectionOptions(cmd, &train->common, "--trainer", "localhost:50051",
-                       "trainer");
-  cmd->add_option("--model", train->model, "model name")->required();
-  cmd->add_option("--data", train->data,
-                  "training CSV with a header row and a label column")
-      ->required();
-  cmd->add_option("--label-column", train->label_column,
-                  "name of the label (target) column");
+namespace {
+
+// --task, --hidden, --layers, --input-shape, --no-input-norm, --activation.
+void AddNetworkOptions(CLI::App* cmd, TrainOptions* train) {
   cmd->add_option("--task", train->task, "output head")
       ->check(CLI::IsMember({"classification", "regression"}));
   cmd->add_option("--hidden", train->hidden,
@@ -408,6 +398,12 @@ Subcommand AddTrainCommand(CLI::App& app) {
                 "features (by default one normalizes them)");
   cmd->add_option("--activation", train->activation, "hidden activation")
       ->check(CLI::IsMember({"relu", "tanh", "sigmoid", "identity"}));
+}
+
+// --epochs to --no-shuffle. --momentum goes to `momentum`; the returned
+// option tells whether it was given (unset means the trainer's default).
+CLI::Option* AddOptimizerOptions(CLI::App* cmd, TrainOptions* train,
+                                 float* momentum) {
   cmd->add_option("--epochs", train->epochs, "passes over the data")
       ->check(CLI::Range(1, 1000000));
   cmd->add_option("--batch-size", train->batch_size,
@@ -420,7 +416,6 @@ Subcommand AddTrainCommand(CLI::App& app) {
                   "learning rate (0: the trainer's default, 0.01 for SGD, "
                   "0.001 for Adam)")
       ->check(CLI::Range(0.0f, 1e6f));
-  auto momentum = std::make_shared<float>(0.9f);
   CLI::Option* momentum_opt =
       cmd->add_option("--momentum", *momentum,
                       "SGD momentum in [0, 1) (PyTorch's definition)")
@@ -436,6 +431,29 @@ Subcommand AddTrainCommand(CLI::App& app) {
                   "seed of the weight initialisation and the shuffling");
   cmd->add_flag("--no-shuffle", train->no_shuffle,
                 "keep the file order instead of shuffling every epoch");
+  return momentum_opt;
+}
+
+}  // namespace
+
+Subcommand AddTrainCommand(CLI::App& app) {
+  auto train = std::make_shared<TrainOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "train",
+      "Train a network on a CSV file over one Train stream, publish it and "
+      "print the version");
+  AddConnectionOptions(cmd, &train->common, "--trainer", "localhost:50051",
+                       "trainer");
+  cmd->add_option("--model", train->model, "model name")->required();
+  cmd->add_option("--data", train->data,
+                  "training CSV with a header row and a label column")
+      ->required();
+  cmd->add_option("--label-column", train->label_column,
+                  "name of the label (target) column");
+  AddNetworkOptions(cmd, train.get());
+  auto momentum = std::make_shared<float>(0.9f);
+  CLI::Option* momentum_opt =
+      AddOptimizerOptions(cmd, train.get(), momentum.get());
   auto from_version = std::make_shared<int64_t>(0);
   auto from_label = std::make_shared<std::string>();
   CLI::Option* from_version_opt = cmd->add_option(
