@@ -307,6 +307,12 @@ class OnnxTorchTest(unittest.TestCase):
                 r = bnctl("export", "--store", self.store, "--model", name,
                           "--format", "onnx", "--output", out)
                 self.assertEqual(r.returncode, 0, r.stderr)
+                stdout = subprocess.run(
+                    [BNCTL, "export", "--store", self.store, "--model", name,
+                     "--format", "onnx"], capture_output=True, timeout=120)
+                self.assertEqual(stdout.returncode, 0, stdout.stderr)
+                with open(out, "rb") as f:
+                    self.assertEqual(stdout.stdout, f.read())  # > model.onnx
                 exported = onnx.load(out)
                 onnx.checker.check_model(exported)
                 self.assertEqual(exported.opset_import[0].version, 13)
