@@ -38,10 +38,16 @@
 #ifndef BNSERVE_STORE_FILE_STORE_H_
 #define BNSERVE_STORE_FILE_STORE_H_
 
+#include <sys/types.h>
+
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "store/store.h"
 
 namespace bnserve::store {
@@ -95,10 +101,36 @@ class FileStore final : public SnapshotStore {
   absl::StatusOr<std::map<std::string, int64_t>> ListLabelsUnchecked(
       const std::string& model_dir);
 
+  // What ListModels last saw of one model directory. A directory whose
+  // stamp is unchanged since then has the same entries, so it is not read
+  // again: a poll of a store full of directories that are not models costs
+  // one stat each, not one directory read each.
+  struct DirStamp {
+    ino_t inode = 0;
+    nlink_t links = 0;  // counts subdirectories on most file systems
+    int64_t mtime_ns = 0;
+    int64_t ctime_ns = 0;
+    bool operator==(const DirStamp&) const = default;
+  };
+  struct ListedDir {
+    DirStamp stamp;
+    bool has_versions = false;
+  };
+  using ListedDirs = std::unordered_map<std::string, ListedDir>;
+  // Stats the root's entry `name` (through `root_fd`) and tells whether it
+  // holds a version, reading it only when `cached` has no entry with the
+  // same stamp. NOT_FOUND if the entry is gone or is not a directory.
+  absl::StatusOr<ListedDir> ListDir(int root_fd, const std::string& name,
+                                    ListedDirs& cached);
+
   const std::string root_;  // absolute, no trailing slash
   const StoreOptions options_;
   // The test-only fault point's directory; empty (the default) = off.
   const std::string pause_dir_;
+  absl::Mutex listed_mu_;
+  // Directories listed by the last ListModels whose stamps were old enough to
+  // trust (see kRacyWindow in file_store.cc); replaced by each ListModels.
+  ListedDirs listed_ ABSL_GUARDED_BY(listed_mu_);
 };
 
 }  // namespace bnserve::store

@@ -74,6 +74,34 @@ TEST(FileStoreTest, OpenCreatesTheRootFromAPathOrFileUri) {
                            "/file: Not a directory"));
 }
 
+// ListModels does not read a directory again while its stamp (inode, link
+// count, mtime, ctime) is unchanged and older than two seconds. Whatever
+// changes a directory changes its stamp, so nothing is missed: a directory
+// listed (and remembered) as "not a model" that later gets a version, and a
+// directory changed again right after it was listed.
+TEST(FileStoreTest, ListModelsSeesVersionsAddedToDirectoriesListedBefore) {
+  TempDir dir;
+  auto store = *FileStore::Open(dir.path());
+  auto writer = *FileStore::Open(dir.path());
+  for (const char* name : {"junk", "late"}) {
+    fs::create_directory(dir.path() + "/" + name);
+    std::ofstream(dir.path() + "/" + name + "/notes.txt") << "not a version";
+  }
+  absl::SleepFor(absl::Milliseconds(2500));  // old enough to be remembered
+  ASSERT_THAT(*store->ListModels(), ElementsAre());
+  ASSERT_THAT(*store->ListModels(), ElementsAre());  // from what it remembered
+  ASSERT_EQ(*writer->Publish(MakeSnapshot("late")), 1);
+  EXPECT_THAT(*store->ListModels(), ElementsAre("late"));
+  // A new directory, listed while fresh and changed at once.
+  fs::create_directory(dir.path() + "/fresh");
+  EXPECT_THAT(*store->ListModels(), ElementsAre("late"));
+  ASSERT_EQ(*writer->Publish(MakeSnapshot("fresh")), 1);
+  EXPECT_THAT(*store->ListModels(), ElementsAre("fresh", "late"));
+  // Removing the only version makes it a non-model again.
+  ASSERT_TRUE(writer->DeleteVersion("late", 1).ok());
+  EXPECT_THAT(*store->ListModels(), ElementsAre("fresh"));
+}
+
 TEST(FileStoreTest, OnlyStrictlyNumericDirectoriesAreVersions) {
   TempDir dir;
   auto store = *FileStore::Open(dir.path());
