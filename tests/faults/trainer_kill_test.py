@@ -276,12 +276,13 @@ def main():
             confirmed_in_publish, kinds)
         if kind == "file" and rounds >= 1:
             assert confirmed_in_publish >= 1, "no kill inside Publish"
-        log(f"{rounds} SIGKILLs ({confirmed_in_publish} inside Publish at the "
-            f"store's fault point, each confirmed by its staging directory "
-            f"left behind, {kinds['random']} at a random moment of a "
-            f"publish-every-step stream, {kinds['training']} in a plain "
-            f"training stream); {staging_leftovers} kills left a staging "
-            f"directory (killed inside Publish); {verified} versions "
+        in_publish = (f"{confirmed_in_publish} inside Publish at the store's "
+                      f"fault point, each confirmed by its staging directory "
+                      f"left behind, " if kind == "file" else "")
+        log(f"{rounds} SIGKILLs ({in_publish}{kinds['random']} at a random "
+            f"moment of a publish-every-step stream, {kinds['training']} in "
+            f"a plain training stream); {staging_leftovers} kills left a "
+            f"staging directory (killed inside Publish); {verified} versions "
             f"verified in Python, {exported} exports with bnctl, all OK; "
             f"final publish v{version} served")
         print("1 passed, 0 failed")
