@@ -670,7 +670,13 @@ absl::StatusOr<RedisStore::Endpoint> RedisStore::Locate(
 void RedisStore::Forget(const Endpoint& node) {
   absl::MutexLock lock(&mu_);
   idle_.erase(Address(node));
-  if (uri_.scheme == StoreUri::Scheme::kRedisSentinel) master_.reset();
+  if (uri_.scheme == StoreUri::Scheme::kRedisSentinel) {
+    // The Sentinel that named it may not have heard of a failover yet
+    // (Sentinels learn the new configuration from each other within
+    // seconds): ask the next one first.
+    master_.reset();
+    next_sentinel_ = (next_sentinel_ + 1) % uri_.endpoints.size();
+  }
   if (uri_.scheme == StoreUri::Scheme::kRedisCluster) slots_stale_ = true;
 }
 

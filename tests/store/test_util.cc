@@ -360,8 +360,8 @@ absl::StatusOr<std::unique_ptr<RedisSentinelSet>> RedisSentinelSet::Start(
           << "dir " << set->dir_.path() << "\n"
           << "sentinel monitor mymaster 127.0.0.1 " << master << " "
           << sentinels / 2 + 1 << "\n"
-          << "sentinel down-after-milliseconds mymaster 300\n"
-          << "sentinel failover-timeout mymaster 3000\n"
+          << "sentinel down-after-milliseconds mymaster 1000\n"
+          << "sentinel failover-timeout mymaster 5000\n"
           << "sentinel parallel-syncs mymaster 2\n";
     }
     node->pid = Spawn({"redis-sentinel", conf},
@@ -434,7 +434,10 @@ absl::StatusOr<int> RedisSentinelSet::KillMasterAndWaitForFailover(
         return true;
       },
       timeout, "the Sentinels to promote a replica");
-  if (!promoted.ok()) return promoted;
+  if (!promoted.ok()) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        promoted.message(), "; Sentinel events:\n", SentinelEvents()));
+  }
   absl::Status relaunched = LaunchNode(*killed, now);
   if (!relaunched.ok()) return relaunched;
   const std::string replicas = absl::StrCat(nodes_.size() - 1);
@@ -452,6 +455,26 @@ absl::StatusOr<int> RedisSentinelSet::KillMasterAndWaitForFailover(
       absl::Seconds(30), "every replica to attach to the new master");
   if (!attached.ok()) return attached;
   return now;
+}
+
+std::string RedisSentinelSet::SentinelEvents() const {
+  std::string events;
+  for (const auto& s : sentinels_) {
+    std::ifstream in(absl::StrCat(dir_.path(), "/sentinel-", s->port, ".log"));
+    std::string line;
+    while (std::getline(in, line)) {
+      for (const char* what :
+           {"+switch-master", "+sdown master", "+odown", "+elected-leader",
+            "+promoted-slave", "+failover-end ", "-failover-abort",
+            "+failover-state-select-slave", "+selected-slave",
+            "+try-failover", "+new-epoch", "+vote-for-leader"}) {
+        if (line.find(what) != std::string::npos) {
+          absl::StrAppend(&events, s->port, ": ", line, "\n");
+        }
+      }
+    }
+  }
+  return events;
 }
 
 absl::Status RedisSentinelSet::FlushAll() {

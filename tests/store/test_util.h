@@ -61,7 +61,7 @@ class RedisServer {
 
 // A master with replicas under a set of Sentinels, all on loopback (free
 // ports, a temp dir for their files). The Sentinels monitor it as
-// "mymaster" with a majority quorum, down-after 300 ms.
+// "mymaster" with a majority quorum, down-after 1 s.
 class RedisSentinelSet {
  public:
   // Starts the master, `replicas` replicas and `sentinels` Sentinels and
@@ -78,6 +78,9 @@ class RedisSentinelSet {
   // node as a replica of the new master and waits until the master sees
   // all its replicas online. Returns the new master's port.
   absl::StatusOr<int> KillMasterAndWaitForFailover(absl::Duration timeout);
+  // The failover events in the Sentinels' logs (+sdown master,
+  // +promoted-slave, +switch-master, +failover-end), one per line.
+  std::string SentinelEvents() const;
   // FLUSHALL on the master, waiting until every replica has it.
   absl::Status FlushAll();
 
