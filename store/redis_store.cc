@@ -8,8 +8,8 @@
 
 #include <algorithm>
 #include <map>
-#include <optional>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -104,8 +104,9 @@ absl::Status ReplyErrorStatus(std::string_view message) {
   if (absl::StartsWith(Sv(message), "MOVED ") ||
       absl::StartsWith(Sv(message), "ASK ")) {
     return absl::FailedPreconditionError(
-        Cat(text, " (this node belongs to a Redis Cluster: open the store as "
-                  "redis-cluster://host:port,...)"));
+        Cat(text,
+            " (this node belongs to a Redis Cluster: open the store as "
+            "redis-cluster://host:port,...)"));
   }
   if (absl::StartsWith(Sv(message), "OOM")) {
     return absl::ResourceExhaustedError(text);
@@ -497,13 +498,12 @@ absl::Status RedisStore::SetUp(Connection& conn, bool sentinel) {
          Str(r->element[0]) != "master")) {
       // Sentinel's answer is stale (the failover is not finished) or the
       // node was demoted: look the master up again.
-      return absl::UnavailableError(
-          Cat("redis store ", uri(), ": ", conn.address(),
-              " is not the master (ROLE ",
-              r->type == REDIS_REPLY_ARRAY && r->elements > 0
-                  ? Str(r->element[0])
-                  : "?",
-              "); a failover is in progress"));
+      return absl::UnavailableError(Cat(
+          "redis store ", uri(), ": ", conn.address(),
+          " is not the master (ROLE ",
+          r->type == REDIS_REPLY_ARRAY && r->elements > 0 ? Str(r->element[0])
+                                                          : "?",
+          "); a failover is in progress"));
     }
   }
   return absl::OkStatus();
@@ -565,8 +565,8 @@ absl::StatusOr<RedisStore::Endpoint> RedisStore::DiscoverMaster() {
 absl::StatusOr<RedisStore::Endpoint> RedisStore::AskSentinel(
     const Endpoint& sentinel) {
   BNSERVE_ASSIGN_OR_RETURN(auto conn, Connect(sentinel, /*sentinel=*/true));
-  Reply reply(CommandArgv(conn->get(), {"SENTINEL", "get-master-addr-by-name",
-                                        uri_.master_name}));
+  Reply reply(CommandArgv(
+      conn->get(), {"SENTINEL", "get-master-addr-by-name", uri_.master_name}));
   const redisReply* r = reply.r;
   if (r == nullptr) return ContextErrorStatus(conn->get(), Address(sentinel));
   Endpoint master;
@@ -579,8 +579,8 @@ absl::StatusOr<RedisStore::Endpoint> RedisStore::AskSentinel(
   if (r->type == REDIS_REPLY_ERROR) {
     return absl::UnavailableError(Cat(Address(sentinel), ": ", Str(r)));
   }
-  return absl::UnavailableError(Cat(Address(sentinel), " knows no master '",
-                                    uri_.master_name, "'"));
+  return absl::UnavailableError(
+      Cat(Address(sentinel), " knows no master '", uri_.master_name, "'"));
 }
 
 absl::Status RedisStore::RefreshSlots() {
@@ -789,9 +789,8 @@ absl::StatusOr<RedisStore::Replies> RedisStore::RunWrite(
   const int n = options_.redis_min_replicas;
   if (n <= 0) return Run(route_key, commands, retry_safe);
   const std::string replicas = Cat(n);
-  const std::string timeout =
-      Cat(std::max<int64_t>(
-          1, absl::ToInt64Milliseconds(options_.redis_wait_timeout)));
+  const std::string timeout = Cat(std::max<int64_t>(
+      1, absl::ToInt64Milliseconds(options_.redis_wait_timeout)));
   std::vector<Command> with_wait = commands;
   with_wait.push_back({"WAIT", replicas, timeout});
   BNSERVE_ASSIGN_OR_RETURN(Replies replies,
@@ -799,11 +798,11 @@ absl::StatusOr<RedisStore::Replies> RedisStore::RunWrite(
   const redisReply* wait = replies.back()->r;
   if (wait->type != REDIS_REPLY_INTEGER) return Unexpected("WAIT");
   if (wait->integer < n) {
-    return absl::UnavailableError(Cat(
-        "redis store ", uri(), ": the write reached ", wait->integer, " of the ",
-        n, " replicas required (redis_min_replicas) within ",
-        absl::FormatDuration(options_.redis_wait_timeout),
-        "; it is not acknowledged and may be lost if the master fails"));
+    return absl::UnavailableError(
+        Cat("redis store ", uri(), ": the write reached ", wait->integer,
+            " of the ", n, " replicas required (redis_min_replicas) within ",
+            absl::FormatDuration(options_.redis_wait_timeout),
+            "; it is not acknowledged and may be lost if the master fails"));
   }
   replies.pop_back();
   return replies;
@@ -811,8 +810,7 @@ absl::StatusOr<RedisStore::Replies> RedisStore::RunWrite(
 
 absl::StatusOr<std::shared_ptr<RedisStore::Reply>> RedisStore::RunOne(
     std::string_view route_key, const Command& command, bool retry_safe) {
-  BNSERVE_ASSIGN_OR_RETURN(auto replies,
-                           Run(route_key, {command}, retry_safe));
+  BNSERVE_ASSIGN_OR_RETURN(auto replies, Run(route_key, {command}, retry_safe));
   return replies[0];
 }
 
@@ -835,8 +833,8 @@ absl::StatusOr<int64_t> RedisStore::Publish(
   const std::string counter_key = Key(model, "counter");
   const std::string versions_key = Key(model, "versions");
   const std::string blob_prefix = Key(model, "v:");
-  const Command allocate = {"EVAL",      kAllocateScript, "3", counter_key,
-                            versions_key, blob_prefix};
+  const Command allocate = {"EVAL",      kAllocateScript, "3",
+                            counter_key, versions_key,    blob_prefix};
   Replies allocated;
   if (uri_.scheme == StoreUri::Scheme::kRedisCluster) {
     // Another slot, so its own batch (and its own WAIT).
@@ -892,7 +890,8 @@ absl::StatusOr<bnserve::v1::Snapshot> RedisStore::Read(std::string_view model,
     return absl::NotFoundError(
         Cat("model '", model, "' has no version ", version));
   }
-  auto reply = RunOne(BlobKey(model, version), {"GET", BlobKey(model, version)});
+  auto reply =
+      RunOne(BlobKey(model, version), {"GET", BlobKey(model, version)});
   if (!reply.ok() && absl::StrContains(reply.status().message(), "WRONGTYPE")) {
     // Outside damage to this version's key: like a checksum failure.
     return absl::DataLossError(Cat("snapshot ", model, "/", version,
@@ -912,7 +911,7 @@ absl::StatusOr<int64_t> RedisStore::Latest(std::string_view model) {
   BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
   BNSERVE_ASSIGN_OR_RETURN(
       auto reply, RunOne(Key(model, "versions"),
-                           {"ZREVRANGE", Key(model, "versions"), "0", "0"}));
+                         {"ZREVRANGE", Key(model, "versions"), "0", "0"}));
   const redisReply* r = reply->r;
   if (r->type != REDIS_REPLY_ARRAY) return Unexpected("ZREVRANGE");
   int64_t v;
@@ -927,7 +926,7 @@ absl::StatusOr<std::vector<int64_t>> RedisStore::ListVersions(
   BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
   BNSERVE_ASSIGN_OR_RETURN(
       auto reply, RunOne(Key(model, "versions"),
-                           {"ZRANGE", Key(model, "versions"), "0", "-1"}));
+                         {"ZRANGE", Key(model, "versions"), "0", "-1"}));
   const redisReply* r = reply->r;
   if (r->type != REDIS_REPLY_ARRAY) return Unexpected("ZRANGE");
   std::vector<int64_t> versions;
@@ -940,7 +939,8 @@ absl::StatusOr<std::vector<int64_t>> RedisStore::ListVersions(
 }
 
 absl::StatusOr<std::vector<std::string>> RedisStore::ListModels() {
-  BNSERVE_ASSIGN_OR_RETURN(auto members, RunOne(kModelsKey, {"SMEMBERS", kModelsKey}));
+  BNSERVE_ASSIGN_OR_RETURN(auto members,
+                           RunOne(kModelsKey, {"SMEMBERS", kModelsKey}));
   if (members->r->type != REDIS_REPLY_ARRAY) return Unexpected("SMEMBERS");
   std::vector<std::string> names;
   for (size_t i = 0; i < members->r->elements; ++i) {
@@ -995,8 +995,9 @@ absl::StatusOr<int64_t> RedisStore::ResolveLabel(std::string_view model,
                                                  std::string_view label) {
   BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
   BNSERVE_RETURN_IF_ERROR(ValidateLabel(label));
-  BNSERVE_ASSIGN_OR_RETURN(auto reply,
-                           RunOne(Key(model, "labels"), {"HGET", Key(model, "labels"), label}));
+  BNSERVE_ASSIGN_OR_RETURN(
+      auto reply,
+      RunOne(Key(model, "labels"), {"HGET", Key(model, "labels"), label}));
   if (reply->r->type == REDIS_REPLY_NIL) {
     return absl::NotFoundError(
         Cat("model '", model, "' has no label '", label, "'"));
@@ -1013,8 +1014,9 @@ absl::StatusOr<int64_t> RedisStore::ResolveLabel(std::string_view model,
 absl::StatusOr<std::map<std::string, int64_t>> RedisStore::ListLabels(
     std::string_view model) {
   BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
-  BNSERVE_ASSIGN_OR_RETURN(auto reply,
-                           RunOne(Key(model, "labels"), {"HGETALL", Key(model, "labels")}));
+  BNSERVE_ASSIGN_OR_RETURN(
+      auto reply,
+      RunOne(Key(model, "labels"), {"HGETALL", Key(model, "labels")}));
   const redisReply* r = reply->r;
   if (r->type != REDIS_REPLY_ARRAY) return Unexpected("HGETALL");
   std::map<std::string, int64_t> labels;
@@ -1032,9 +1034,9 @@ absl::Status RedisStore::DeleteLabel(std::string_view model,
   BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
   BNSERVE_RETURN_IF_ERROR(ValidateLabel(label));
   BNSERVE_ASSIGN_OR_RETURN(
-      auto replies, RunWrite(Key(model, "labels"),
-                             {{"HDEL", Key(model, "labels"), label}},
-                             /*retry_safe=*/false));
+      auto replies,
+      RunWrite(Key(model, "labels"), {{"HDEL", Key(model, "labels"), label}},
+               /*retry_safe=*/false));
   const std::shared_ptr<Reply>& reply = replies[0];
   if (reply->r->type != REDIS_REPLY_INTEGER) return Unexpected("HDEL");
   if (reply->r->integer == 0) {

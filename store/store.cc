@@ -58,7 +58,6 @@ absl::Status BadUri(std::string_view uri, std::string_view why) {
           "redis-cluster://host:port,... or mem://name)"));
 }
 
-
 // host[:port] or [v6]:port; `port` keeps its value if none is given.
 absl::Status ParseEndpoint(std::string_view uri, std::string_view hostport,
                            StoreUri::Endpoint* out) {
@@ -130,8 +129,9 @@ absl::StatusOr<StoreUri> ParseRedisUri(std::string_view uri,
     const size_t comma = many ? hosts.find(',', pos) : std::string_view::npos;
     StoreUri::Endpoint endpoint{"", default_port};
     BNSERVE_RETURN_IF_ERROR(ParseEndpoint(
-        uri, hosts.substr(pos, comma == std::string_view::npos ? comma
-                                                               : comma - pos),
+        uri,
+        hosts.substr(pos,
+                     comma == std::string_view::npos ? comma : comma - pos),
         &endpoint));
     out.endpoints.push_back(std::move(endpoint));
     if (out.endpoints.size() > kMaxRedisEndpoints) {
@@ -150,7 +150,8 @@ absl::StatusOr<StoreUri> ParseRedisUri(std::string_view uri,
         return BadUri(uri, "redis-sentinel:// needs a master name after '/'");
       }
       if (!ValidateModelName(out.master_name).ok()) {
-        return BadUri(uri, "the master name must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}");
+        return BadUri(
+            uri, "the master name must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}");
       }
       if (next != std::string_view::npos) {
         BNSERVE_RETURN_IF_ERROR(ParseDb(uri, path.substr(next + 1), &out.db));
@@ -159,8 +160,9 @@ absl::StatusOr<StoreUri> ParseRedisUri(std::string_view uri,
     }
     case StoreUri::Scheme::kRedisCluster:
       if (!path.empty()) {
-        return BadUri(uri, "a Redis Cluster has no databases: nothing may "
-                           "follow the node list");
+        return BadUri(uri,
+                      "a Redis Cluster has no databases: nothing may "
+                      "follow the node list");
       }
       break;
     default:

@@ -91,8 +91,8 @@ class RedisClusterStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto cluster = RedisClusterSet::Start(3);
-    ASSERT_TRUE(cluster.ok()) << "cannot start a Redis Cluster: "
-                              << cluster.status();
+    ASSERT_TRUE(cluster.ok())
+        << "cannot start a Redis Cluster: " << cluster.status();
     cluster_ = *std::move(cluster);
   }
 
@@ -159,11 +159,10 @@ class RedisClusterStoreTest : public ::testing::Test {
 
 TEST_F(RedisClusterStoreTest, SlotsAgreeWithTheServer) {
   for (const std::string& key :
-       {std::string("foo"), std::string("123456789"),
-        std::string("foo{}{bar}"), std::string("foo{{bar}}zap"),
-        std::string("foo{bar}{zap}"), RedisStore::BlobKey("digits", 42),
-        std::string("bnserve:models"), std::string("{"), std::string("}{"),
-        std::string("\xff\x00\x80", 3)}) {
+       {std::string("foo"), std::string("123456789"), std::string("foo{}{bar}"),
+        std::string("foo{{bar}}zap"), std::string("foo{bar}{zap}"),
+        RedisStore::BlobKey("digits", 42), std::string("bnserve:models"),
+        std::string("{"), std::string("}{"), std::string("\xff\x00\x80", 3)}) {
     EXPECT_EQ(ClusterSlot(key), KeySlotOnServer(cluster_->ports()[0], key))
         << key;
   }
@@ -178,8 +177,8 @@ TEST_F(RedisClusterStoreTest, ModelsLandOnEveryNodeAndEachModelOnOneNode) {
     ASSERT_TRUE((*store)->Publish(MakeSnapshot(model)).ok());
     ASSERT_TRUE((*store)->SetLabel(model, "stable", 1).ok());
     auto blob = cluster_->PortForKey(RedisStore::BlobKey(model, 1));
-    auto versions = cluster_->PortForKey(absl::StrCat("bnserve:{", model,
-                                                      "}:versions"));
+    auto versions =
+        cluster_->PortForKey(absl::StrCat("bnserve:{", model, "}:versions"));
     ASSERT_TRUE(blob.ok() && versions.ok());
     EXPECT_EQ(*blob, *versions) << model;
     ++per_node[*blob];
@@ -218,11 +217,11 @@ TEST_F(RedisClusterStoreTest, FollowsAskDuringAMigrationAndMovedAfter) {
                                                      : cluster_->ports()[0];
   const std::string slot = absl::StrCat(ClusterSlot("m"));
   const std::string blob = RedisStore::BlobKey("m", 1);
-  ASSERT_EQ(Command(target, {"CLUSTER", "SETSLOT", slot, "IMPORTING",
-                             NodeId(*source)}),
+  ASSERT_EQ(Command(target,
+                    {"CLUSTER", "SETSLOT", slot, "IMPORTING", NodeId(*source)}),
             "OK");
-  ASSERT_EQ(Command(*source, {"CLUSTER", "SETSLOT", slot, "MIGRATING",
-                              NodeId(target)}),
+  ASSERT_EQ(Command(*source,
+                    {"CLUSTER", "SETSLOT", slot, "MIGRATING", NodeId(target)}),
             "OK");
   ASSERT_EQ(Command(*source, {"MIGRATE", "127.0.0.1", absl::StrCat(target),
                               blob, "0", "5000"}),
@@ -243,9 +242,9 @@ TEST_F(RedisClusterStoreTest, FollowsAskDuringAMigrationAndMovedAfter) {
         << key;
   }
   for (int port : cluster_->ports()) {
-    ASSERT_EQ(Command(port, {"CLUSTER", "SETSLOT", slot, "NODE",
-                             NodeId(target)}),
-              "OK");
+    ASSERT_EQ(
+        Command(port, {"CLUSTER", "SETSLOT", slot, "NODE", NodeId(target)}),
+        "OK");
   }
   auto v = (*store)->Publish(MakeSnapshot("m", 16, 3));  // MOVED → target
   ASSERT_TRUE(v.ok()) << v.status();

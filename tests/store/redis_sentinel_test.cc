@@ -127,7 +127,8 @@ TEST_F(RedisSentinelTest, KillingTheMasterLosesNoAcknowledgedVersion) {
       if (first_ok > killed_at || absl::Now() > deadline) break;
       absl::SleepFor(absl::Milliseconds(10));
     }
-    ASSERT_GT(first_ok, killed_at) << "no publish succeeded after kill " << kill;
+    ASSERT_GT(first_ok, killed_at)
+        << "no publish succeeded after kill " << kill;
     resumed_after.push_back(first_ok - killed_at);
     // The watcher re-subscribed on the new master: a version published
     // after this point is pushed to it (polling is off).

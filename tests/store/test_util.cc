@@ -186,9 +186,9 @@ ReplyPtr Ask(int port, const std::vector<std::string>& args) {
 }
 
 std::string ReplyText(const ReplyPtr& r) {
-  return r != nullptr && (r->type == REDIS_REPLY_STRING ||
-                          r->type == REDIS_REPLY_STATUS ||
-                          r->type == REDIS_REPLY_ERROR)
+  return r != nullptr &&
+                 (r->type == REDIS_REPLY_STRING ||
+                  r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_ERROR)
              ? std::string(r->str, r->len)
              : std::string();
 }
@@ -202,7 +202,8 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
   dup2(out, 1);
   dup2(out, 2);
   std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  for (const std::string& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   execvp(args[0], args.data());
   _exit(127);
@@ -278,8 +279,8 @@ absl::Status RunCommand(const std::vector<std::string>& argv,
       if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         return absl::OkStatus();
       }
-      return absl::InternalError(absl::StrCat(
-          argv[0], " failed (status ", status, "); see ", log));
+      return absl::InternalError(
+          absl::StrCat(argv[0], " failed (status ", status, "); see ", log));
     }
     absl::SleepFor(absl::Milliseconds(20));
   }
@@ -310,18 +311,30 @@ absl::Status RedisSentinelSet::WaitUntil(const std::function<bool()>& ready,
     if (ready()) return absl::OkStatus();
     absl::SleepFor(absl::Milliseconds(20));
   }
-  return absl::DeadlineExceededError(absl::StrCat(
-      "timed out after ", absl::FormatDuration(timeout), " waiting for ",
-      what));
+  return absl::DeadlineExceededError(absl::StrCat("timed out after ",
+                                                  absl::FormatDuration(timeout),
+                                                  " waiting for ", what));
 }
 
 absl::Status RedisSentinelSet::LaunchNode(Node& node, int master_port) {
   const std::string port = absl::StrCat(node.port);
-  std::vector<std::string> argv = {
-      "redis-server", "--bind", "127.0.0.1", "--port", port, "--save", "",
-      "--appendonly", "no", "--dir", dir_.path(), "--dbfilename",
-      absl::StrCat("dump-", port, ".rdb"), "--repl-diskless-sync-delay", "0",
-      "--daemonize", "no"};
+  std::vector<std::string> argv = {"redis-server",
+                                   "--bind",
+                                   "127.0.0.1",
+                                   "--port",
+                                   port,
+                                   "--save",
+                                   "",
+                                   "--appendonly",
+                                   "no",
+                                   "--dir",
+                                   dir_.path(),
+                                   "--dbfilename",
+                                   absl::StrCat("dump-", port, ".rdb"),
+                                   "--repl-diskless-sync-delay",
+                                   "0",
+                                   "--daemonize",
+                                   "no"};
   if (master_port > 0) {
     argv.insert(argv.end(),
                 {"--replicaof", "127.0.0.1", absl::StrCat(master_port)});
@@ -344,7 +357,8 @@ absl::StatusOr<std::unique_ptr<RedisSentinelSet>> RedisSentinelSet::Start(
   const int master = ports[0];
   absl::Status ready = set->WaitUntil(
       [&] {
-        const std::string info = ReplyText(Ask(master, {"INFO", "replication"}));
+        const std::string info =
+            ReplyText(Ask(master, {"INFO", "replication"}));
         return InfoField(info, "connected_slaves") == absl::StrCat(replicas);
       },
       absl::Seconds(20), "the replicas to attach");
@@ -364,9 +378,9 @@ absl::StatusOr<std::unique_ptr<RedisSentinelSet>> RedisSentinelSet::Start(
           << "sentinel failover-timeout mymaster 5000\n"
           << "sentinel parallel-syncs mymaster 2\n";
     }
-    node->pid = Spawn({"redis-sentinel", conf},
-                      absl::StrCat(set->dir_.path(), "/sentinel-", node->port,
-                                   ".log"));
+    node->pid =
+        Spawn({"redis-sentinel", conf},
+              absl::StrCat(set->dir_.path(), "/sentinel-", node->port, ".log"));
     absl::Status up = WaitForPing(node->port, &node->pid, "redis-sentinel");
     set->sentinels_.push_back(std::move(node));
     if (!up.ok()) return up;
@@ -466,8 +480,8 @@ std::string RedisSentinelSet::SentinelEvents() const {
       for (const char* what :
            {"+switch-master", "+sdown master", "+odown", "+elected-leader",
             "+promoted-slave", "+failover-end ", "-failover-abort",
-            "+failover-state-select-slave", "+selected-slave",
-            "+try-failover", "+new-epoch", "+vote-for-leader"}) {
+            "+failover-state-select-slave", "+selected-slave", "+try-failover",
+            "+new-epoch", "+vote-for-leader"}) {
         if (line.find(what) != std::string::npos) {
           absl::StrAppend(&events, s->port, ": ", line, "\n");
         }
@@ -483,8 +497,8 @@ absl::Status RedisSentinelSet::FlushAll() {
   if (ReplyText(Ask(*master, {"FLUSHALL"})) != "OK") {
     return absl::InternalError("FLUSHALL failed");
   }
-  ReplyPtr wait = Ask(*master, {"WAIT", absl::StrCat(nodes_.size() - 1),
-                                "5000"});
+  ReplyPtr wait =
+      Ask(*master, {"WAIT", absl::StrCat(nodes_.size() - 1), "5000"});
   if (wait == nullptr || wait->type != REDIS_REPLY_INTEGER ||
       wait->integer != static_cast<long long>(nodes_.size() - 1)) {
     return absl::InternalError("FLUSHALL did not reach every replica");
@@ -500,14 +514,28 @@ absl::StatusOr<std::unique_ptr<RedisClusterSet>> RedisClusterSet::Start(
   for (int i = 0; i < masters; ++i) {
     const std::string port = absl::StrCat(ports[i]);
     const std::string dir = set->dir_.path();
-    pid_t pid = Spawn(
-        {"redis-server", "--bind", "127.0.0.1", "--port", port,
-         "--cluster-enabled", "yes", "--cluster-config-file",
-         absl::StrCat(dir, "/nodes-", port, ".conf"), "--cluster-port",
-         absl::StrCat(ports[masters + i]), "--cluster-node-timeout", "2000",
-         "--save", "", "--appendonly", "no", "--dir", dir, "--daemonize",
-         "no"},
-        absl::StrCat(dir, "/redis-", port, ".log"));
+    pid_t pid = Spawn({"redis-server",
+                       "--bind",
+                       "127.0.0.1",
+                       "--port",
+                       port,
+                       "--cluster-enabled",
+                       "yes",
+                       "--cluster-config-file",
+                       absl::StrCat(dir, "/nodes-", port, ".conf"),
+                       "--cluster-port",
+                       absl::StrCat(ports[masters + i]),
+                       "--cluster-node-timeout",
+                       "2000",
+                       "--save",
+                       "",
+                       "--appendonly",
+                       "no",
+                       "--dir",
+                       dir,
+                       "--daemonize",
+                       "no"},
+                      absl::StrCat(dir, "/redis-", port, ".log"));
     absl::Status up = WaitForPing(ports[i], &pid, "redis-server");
     if (!up.ok()) return up;
     set->pids_.push_back(pid);
