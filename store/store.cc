@@ -124,6 +124,11 @@ absl::StatusOr<StoreUri> ParseRedisUri(std::string_view uri,
   const bool many = out.scheme != StoreUri::Scheme::kRedis;
   const int default_port =
       out.scheme == StoreUri::Scheme::kRedisSentinel ? 26379 : 6379;
+  if (!many && hosts.find(',') != std::string_view::npos) {
+    return BadUri(uri,
+                  "redis:// takes one host; several hosts need "
+                  "redis-sentinel://h1,h2/master or redis-cluster://h1,h2");
+  }
   size_t pos = 0;
   while (true) {
     const size_t comma = many ? hosts.find(',', pos) : std::string_view::npos;
