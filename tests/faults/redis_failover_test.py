@@ -184,6 +184,12 @@ def main():
                 resumed = min(c[1] for c in calls
                               if c[0] > t_kill and c[2] == "OK") - t_kill
                 rounds.append((promoted, back, resumed))
+                refused = [c for c in calls
+                           if c[0] > t_kill and c[2] == "UNAVAILABLE"]
+                if refused:   # what Publish said meanwhile: first and last
+                    for c in (refused[0], refused[-1]):
+                        log(f"  +{c[0] - t_kill:.2f}s UNAVAILABLE: "
+                            f"{c[4][:220]}")
                 log(f"kill {k + 1}: replica promoted after {promoted:.2f}s, "
                     f"killed node back as a replica after {back:.2f}s, "
                     f"Publish OK again {resumed:.2f}s after the kill; "
