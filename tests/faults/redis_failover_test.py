@@ -98,17 +98,24 @@ class SentinelSet:
                    cli(self.ports[i], "ping") == "PONG", f"redis{i} PONG")
 
     def master(self):
+        """The master a majority of the Sentinels names (one that led an
+        unfinished failover can name a stale node for a while)."""
+        votes = {}
         for port in self.sentinels:
             out = cli(port, "sentinel", "get-master-addr-by-name",
                       "mymaster").split()
             if len(out) == 2:
-                return int(out[1])
+                votes[int(out[1])] = votes.get(int(out[1]), 0) + 1
+                if votes[int(out[1])] > len(self.sentinels) // 2:
+                    return int(out[1])
         return None
 
     def kill_master(self):
         """SIGKILLs the master; returns (seconds until a replica was
         promoted, seconds until the killed node was back as a replica)."""
         old = self.master()
+        assert old is not None and cli(old, "role").split("\n")[0] == \
+            "master", f"no agreed master to kill ({old})"
         i = self.ports.index(old)
         t0 = time.monotonic()
         self.env.kill(f"redis{i}", signal.SIGKILL)

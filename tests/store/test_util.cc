@@ -409,6 +409,9 @@ std::string RedisSentinelSet::uri() const {
 }
 
 absl::StatusOr<int> RedisSentinelSet::MasterPort() {
+  // A Sentinel that led an unfinished failover can name a stale node for a
+  // while: the majority's answer is the configuration in force.
+  std::map<int, size_t> votes;
   for (const auto& s : sentinels_) {
     ReplyPtr r =
         Ask(s->port, {"SENTINEL", "get-master-addr-by-name", "mymaster"});
@@ -416,16 +419,24 @@ absl::StatusOr<int> RedisSentinelSet::MasterPort() {
     if (r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
         absl::SimpleAtoi(std::string(r->element[1]->str, r->element[1]->len),
                          &port)) {
-      return port;
+      if (++votes[port] > sentinels_.size() / 2) return port;
     }
   }
-  return absl::UnavailableError("no Sentinel names a master");
+  return absl::UnavailableError("no majority of the Sentinels names a master");
 }
 
 absl::StatusOr<int> RedisSentinelSet::KillMasterAndWaitForFailover(
     absl::Duration timeout) {
   absl::StatusOr<int> old = MasterPort();
   if (!old.ok()) return old.status();
+  ReplyPtr old_role = Ask(*old, {"ROLE"});
+  if (old_role == nullptr || old_role->type != REDIS_REPLY_ARRAY ||
+      old_role->elements == 0 ||
+      std::string(old_role->element[0]->str, old_role->element[0]->len) !=
+          "master") {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the Sentinels name ", *old, " but it is not a master"));
+  }
   Node* killed = nullptr;
   for (auto& node : nodes_) {
     if (node->port == *old) killed = node.get();

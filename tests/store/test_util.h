@@ -71,7 +71,7 @@ class RedisSentinelSet {
   ~RedisSentinelSet();
   // redis-sentinel://127.0.0.1:<s1>,.../mymaster/0
   std::string uri() const;
-  // The port of the master as the first reachable Sentinel names it.
+  // The port of the master as a majority of the Sentinels names it.
   absl::StatusOr<int> MasterPort();
   // SIGKILLs the current master, waits (up to `timeout`) until the Sentinels
   // name another node and it answers ROLE master, then restarts the killed
