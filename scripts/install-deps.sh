@@ -12,7 +12,7 @@ packages=(
   grpc-proto libabsl-dev libeigen3-dev libhiredis-dev libssl-dev
   libcpp-httplib-dev libcli11-dev nlohmann-json3-dev
   # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev redis-server
+  libgtest-dev libgmock-dev libbenchmark-dev redis-server redis-sentinel
   python3 python3-numpy python3-torch python3-grpcio python3-grpc-tools
   nghttp2-client procps openssl clang-14 libclang-rt-14-dev gnuplot-nox valgrind
   python3-yaml libonnx-dev python3-onnx

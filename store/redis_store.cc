@@ -7,15 +7,19 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "model/status_macros.h"
 #include "store/envelope.h"
+#include "store/redis_cluster.h"
 #include "store/strings.h"
 #include "store/watch_loop.h"
 
@@ -23,16 +27,19 @@ namespace bnserve::store {
 
 class RedisStore::Connection {
  public:
-  explicit Connection(redisContext* c) : c_(c) {}
+  Connection(redisContext* c, std::string address)
+      : c_(c), address_(std::move(address)) {}
   ~Connection() {
     if (c_ != nullptr) redisFree(c_);
   }
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
   redisContext* get() const { return c_; }
+  const std::string& address() const { return address_; }
 
  private:
   redisContext* c_;
+  const std::string address_;
 };
 
 struct RedisStore::Reply {
@@ -50,6 +57,10 @@ namespace {
 constexpr char kModelsKey[] = "bnserve:models";
 constexpr char kEventsChannel[] = "bnserve:events";
 constexpr size_t kMaxIdleConnections = 8;
+// Attempts of one batch while the topology answers "not here / not now"
+// (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, READONLY, -REDIRECT): the pauses
+// between waits double from 5 ms to 200 ms, so about 2 s in all.
+constexpr int kMaxAttempts = 16;
 
 // Allocates the next version of a model: KEYS = counter, versions index,
 // blob key prefix. Raises the counter to the highest indexed version if it
@@ -89,6 +100,13 @@ absl::Status ReplyErrorStatus(std::string_view message) {
     if (absl::StartsWith(Sv(message), Sv(transient))) {
       return absl::UnavailableError(text);
     }
+  }
+  if (absl::StartsWith(Sv(message), "MOVED ") ||
+      absl::StartsWith(Sv(message), "ASK ")) {
+    return absl::FailedPreconditionError(
+        Cat(text,
+            " (this node belongs to a Redis Cluster: open the store as "
+            "redis-cluster://host:port,...)"));
   }
   if (absl::StartsWith(Sv(message), "OOM")) {
     return absl::ResourceExhaustedError(text);
@@ -131,6 +149,151 @@ std::string_view Str(const redisReply* r) {
 
 absl::Status Unexpected(std::string_view what) {
   return absl::InternalError(Cat("unexpected redis reply to ", what));
+}
+
+using Endpoint = StoreUri::Endpoint;
+
+std::string Address(const Endpoint& e) {
+  const bool v6 = e.host.find(':') != std::string::npos;
+  return Cat(v6 ? "[" : "", e.host, v6 ? "]" : "", ":", e.port);
+}
+
+std::string EndpointList(const std::vector<Endpoint>& endpoints) {
+  std::vector<std::string> parts;
+  for (const Endpoint& e : endpoints) parts.push_back(Address(e));
+  return absl::StrJoin(parts, ",");
+}
+
+redisReply* CommandArgv(redisContext* c, const std::vector<std::string>& args) {
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  for (const std::string& a : args) {
+    argv.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  return static_cast<redisReply*>(redisCommandArgv(
+      c, static_cast<int>(argv.size()), argv.data(), lens.data()));
+}
+
+// Sends `commands` pipelined (after ASKING if `asking`) and reads their
+// replies; a connection error is a status.
+absl::StatusOr<RedisStore::Replies> Exchange(
+    RedisStore::Connection& conn,
+    const std::vector<std::vector<std::string_view>>& commands, bool asking) {
+  redisContext* c = conn.get();
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  const std::vector<std::string_view> asking_command = {"ASKING"};
+  const size_t first = asking ? 0 : 1;
+  for (size_t i = first; i <= commands.size(); ++i) {
+    const auto& command = i == 0 ? asking_command : commands[i - 1];
+    argv.clear();
+    lens.clear();
+    for (std::string_view a : command) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    if (redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(),
+                               lens.data()) != REDIS_OK) {
+      return ContextErrorStatus(c, conn.address());
+    }
+  }
+  RedisStore::Replies replies;
+  for (size_t i = first; i <= commands.size(); ++i) {
+    void* r = nullptr;
+    if (redisGetReply(c, &r) != REDIS_OK || r == nullptr) {
+      return ContextErrorStatus(c, conn.address());
+    }
+    auto reply =
+        std::make_shared<RedisStore::Reply>(static_cast<redisReply*>(r));
+    if (i > 0) replies.push_back(std::move(reply));
+  }
+  return replies;
+}
+
+// Why a batch was not executed where it was sent, if it was not.
+struct Refusal {
+  enum Kind { kNone, kMoved, kAsk, kNotMaster, kWait };
+  Kind kind = kNone;
+  std::optional<ClusterRedirect> redirect;
+  std::string message;
+};
+
+// The first top-level error reply that means "not executed, go elsewhere or
+// come back": in a transaction the refused command's own reply says so and
+// EXEC answers EXECABORT; in a Cluster every key of a batch has one slot.
+Refusal Classify(const RedisStore::Replies& replies, StoreUri::Scheme scheme) {
+  const bool cluster = scheme == StoreUri::Scheme::kRedisCluster;
+  const bool sentinel = scheme == StoreUri::Scheme::kRedisSentinel;
+  for (const auto& reply : replies) {
+    const redisReply* r = reply->r;
+    if (r->type != REDIS_REPLY_ERROR) continue;
+    const std::string_view error = Str(r);
+    Refusal out;
+    out.message = std::string(error);
+    if (cluster) {
+      out.redirect = ParseClusterRedirect(error);
+      if (out.redirect.has_value()) {
+        out.kind = out.redirect->kind == ClusterRedirect::Kind::kMoved
+                       ? Refusal::kMoved
+                       : Refusal::kAsk;
+        return out;
+      }
+      if (absl::StartsWith(Sv(error), "TRYAGAIN") ||
+          absl::StartsWith(Sv(error), "CLUSTERDOWN")) {
+        out.kind = Refusal::kWait;
+        return out;
+      }
+    }
+    if (sentinel && (absl::StartsWith(Sv(error), "READONLY") ||
+                     absl::StartsWith(Sv(error), "REDIRECT"))) {
+      out.kind = Refusal::kNotMaster;
+      return out;
+    }
+  }
+  return Refusal{};
+}
+
+// An empty host in a redirect means the node that sent it.
+Endpoint RedirectTarget(const ClusterRedirect& redirect, const Endpoint& from) {
+  Endpoint to = redirect.to;
+  if (to.host.empty()) to.host = from.host;
+  return to;
+}
+
+// CLUSTER SLOTS: [[start, end, [host, port, id...], replicas...]...]. Fills
+// the masters and, per slot, 1 + the index of its master.
+bool ParseClusterSlots(const redisReply* r, const Endpoint& asked,
+                       std::vector<Endpoint>* nodes,
+                       std::vector<uint16_t>* owner) {
+  if (r->type != REDIS_REPLY_ARRAY) return false;
+  std::map<std::string, uint16_t> index;
+  for (size_t i = 0; i < r->elements; ++i) {
+    const redisReply* range = r->element[i];
+    if (range->type != REDIS_REPLY_ARRAY || range->elements < 3 ||
+        range->element[0]->type != REDIS_REPLY_INTEGER ||
+        range->element[1]->type != REDIS_REPLY_INTEGER ||
+        range->element[2]->type != REDIS_REPLY_ARRAY ||
+        range->element[2]->elements < 2 ||
+        range->element[2]->element[1]->type != REDIS_REPLY_INTEGER) {
+      return false;
+    }
+    const long long start = range->element[0]->integer;
+    const long long end = range->element[1]->integer;
+    if (start < 0 || end >= kClusterSlots || start > end) return false;
+    Endpoint master{std::string(Str(range->element[2]->element[0])),
+                    static_cast<int>(range->element[2]->element[1]->integer)};
+    if (master.host.empty() || master.host == "?") master.host = asked.host;
+    auto [it, added] = index.emplace(Address(master), 0);
+    if (added) {
+      nodes->push_back(master);
+      it->second = static_cast<uint16_t>(nodes->size());
+    }
+    for (long long slot = start; slot <= end; ++slot) {
+      (*owner)[slot] = it->second;
+    }
+  }
+  return !nodes->empty();
 }
 
 // An idle pooled connection whose socket is readable has been closed by the
@@ -210,7 +373,7 @@ class RedisWatchHandle final : public WatchHandle {
     absl::Duration backoff = options_.redis_backoff_initial;
     while (true) {
       absl::StatusOr<std::unique_ptr<RedisStore::Connection>> conn =
-          scanner_->Connect();
+          scanner_->ConnectForSubscribe();
       bool subscribed = false;
       if (conn.ok()) {
         redisContext* c = (*conn)->get();
@@ -270,140 +433,386 @@ RedisStore::RedisStore(const StoreUri& uri, const StoreOptions& options)
 RedisStore::~RedisStore() = default;
 
 std::string RedisStore::uri() const {
-  const bool v6 = uri_.host.find(':') != std::string::npos;
-  return Cat("redis://", v6 ? "[" : "", uri_.host, v6 ? "]" : "", ":",
-             uri_.port, "/", uri_.db);
+  switch (uri_.scheme) {
+    case StoreUri::Scheme::kRedisSentinel:
+      return Cat("redis-sentinel://", EndpointList(uri_.endpoints), "/",
+                 uri_.master_name, "/", uri_.db);
+    case StoreUri::Scheme::kRedisCluster:
+      return Cat("redis-cluster://", EndpointList(uri_.endpoints));
+    default:
+      return Cat("redis://", Address(Endpoint{uri_.host, uri_.port}), "/",
+                 uri_.db);
+  }
 }
 
 std::string RedisStore::BlobKey(std::string_view model, int64_t version) {
   return Key(model, Cat("v:", version));
 }
 
-absl::StatusOr<std::unique_ptr<RedisStore::Connection>> RedisStore::Connect() {
-  {
-    absl::MutexLock lock(&mu_);
-    if (absl::Now() < next_connect_) {
-      return absl::UnavailableError(
-          Cat("redis store ", uri(), " unavailable: ", last_error_,
-              " (next reconnect attempt in ",
-              absl::FormatDuration(next_connect_ - absl::Now()), ")"));
+absl::Status RedisStore::CheckBackoff(const std::string& what) {
+  absl::MutexLock lock(&mu_);
+  auto it = backoff_.find(what);
+  if (it == backoff_.end() || absl::Now() >= it->second.next) {
+    return absl::OkStatus();
+  }
+  return absl::UnavailableError(
+      Cat("redis store ", uri(), " unavailable: ", it->second.error,
+          " (next attempt in ",
+          absl::FormatDuration(it->second.next - absl::Now()), ")"));
+}
+
+void RedisStore::RecordAttempt(const std::string& what,
+                               const absl::Status& status) {
+  absl::MutexLock lock(&mu_);
+  if (status.ok()) {
+    backoff_.erase(what);
+    return;
+  }
+  Backoff& b = backoff_[what];
+  b.delay = b.delay == absl::ZeroDuration()
+                ? options_.redis_backoff_initial
+                : std::min(b.delay * 2, options_.redis_backoff_max);
+  b.next = absl::Now() + b.delay;
+  b.error = std::string(status.message());
+}
+
+absl::Status RedisStore::SetUp(Connection& conn, bool sentinel) {
+  redisContext* c = conn.get();
+  std::vector<std::vector<std::string>> setup;
+  if (!sentinel && !uri_.password.empty()) {
+    if (uri_.username.empty()) {
+      setup.push_back({"AUTH", uri_.password});
+    } else {
+      setup.push_back({"AUTH", uri_.username, uri_.password});
     }
   }
+  if (!sentinel && uri_.db != 0) setup.push_back({"SELECT", Cat(uri_.db)});
+  const bool check_role =
+      !sentinel && uri_.scheme == StoreUri::Scheme::kRedisSentinel;
+  if (check_role) setup.push_back({"ROLE"});
+  for (const auto& command : setup) {
+    Reply reply(CommandArgv(c, command));
+    const redisReply* r = reply.r;
+    if (r == nullptr) return ContextErrorStatus(c, uri());
+    if (r->type == REDIS_REPLY_ERROR) return ReplyErrorStatus(Str(r));
+    if (command[0] == "ROLE" &&
+        (r->type != REDIS_REPLY_ARRAY || r->elements == 0 ||
+         Str(r->element[0]) != "master")) {
+      // Sentinel's answer is stale (the failover is not finished) or the
+      // node was demoted: look the master up again.
+      return absl::UnavailableError(Cat(
+          "redis store ", uri(), ": ", conn.address(),
+          " is not the master (ROLE ",
+          r->type == REDIS_REPLY_ARRAY && r->elements > 0 ? Str(r->element[0])
+                                                          : "?",
+          "); a failover is in progress"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<RedisStore::Connection>> RedisStore::Connect(
+    const Endpoint& node, bool sentinel) {
+  const std::string address = Address(node);
+  BNSERVE_RETURN_IF_ERROR(CheckBackoff(address));
   auto conn = std::make_unique<Connection>(
-      redisConnectWithTimeout(uri_.host.c_str(), uri_.port,
-                              absl::ToTimeval(options_.redis_connect_timeout)));
+      redisConnectWithTimeout(node.host.c_str(), node.port,
+                              absl::ToTimeval(options_.redis_connect_timeout)),
+      address);
   redisContext* c = conn->get();
   absl::Status status;
   if (c == nullptr || c->err != 0) {
-    status = ContextErrorStatus(c, uri());
+    status = ContextErrorStatus(c, Cat(uri(), " (", address, ")"));
   } else {
     redisSetTimeout(c, absl::ToTimeval(options_.redis_command_timeout));
     redisEnableKeepAlive(c);
-    std::vector<std::vector<std::string>> setup;
-    if (!uri_.password.empty()) {
-      if (uri_.username.empty()) {
-        setup.push_back({"AUTH", uri_.password});
-      } else {
-        setup.push_back({"AUTH", uri_.username, uri_.password});
-      }
-    }
-    if (uri_.db != 0) setup.push_back({"SELECT", Cat(uri_.db)});
-    for (const auto& command : setup) {
-      std::vector<const char*> argv;
-      std::vector<size_t> lens;
-      for (const std::string& a : command) {
-        argv.push_back(a.data());
-        lens.push_back(a.size());
-      }
-      auto* r = static_cast<redisReply*>(redisCommandArgv(
-          c, static_cast<int>(argv.size()), argv.data(), lens.data()));
-      Reply reply(r);
-      if (r == nullptr) {
-        status = ContextErrorStatus(c, uri());
-      } else if (r->type == REDIS_REPLY_ERROR) {
-        status = ReplyErrorStatus(Str(r));
-      }
-      if (!status.ok()) break;
-    }
+    status = SetUp(*conn, sentinel);
   }
-  absl::MutexLock lock(&mu_);
+  RecordAttempt(address, status);
   if (!status.ok()) {
-    backoff_ = backoff_ == absl::ZeroDuration()
-                   ? options_.redis_backoff_initial
-                   : std::min(backoff_ * 2, options_.redis_backoff_max);
-    next_connect_ = absl::Now() + backoff_;
-    last_error_ = std::string(status.message());
+    if (!sentinel) Forget(node);
     return status;
   }
-  backoff_ = absl::ZeroDuration();
-  next_connect_ = absl::InfinitePast();
   return conn;
 }
 
-absl::StatusOr<std::vector<std::shared_ptr<RedisStore::Reply>>> RedisStore::Run(
-    const std::vector<Command>& commands, bool retry_safe) {
-  for (int attempt = 0;; ++attempt) {
-    std::unique_ptr<Connection> conn;
-    {
+absl::StatusOr<RedisStore::Endpoint> RedisStore::DiscoverMaster() {
+  BNSERVE_RETURN_IF_ERROR(CheckBackoff("sentinel"));
+  size_t first;
+  {
+    absl::MutexLock lock(&mu_);
+    first = next_sentinel_;
+  }
+  std::vector<std::string> errors;
+  const size_t n = uri_.endpoints.size();
+  for (size_t i = 0; i < n; ++i) {
+    const Endpoint& sentinel = uri_.endpoints[(first + i) % n];
+    absl::StatusOr<Endpoint> master = AskSentinel(sentinel);
+    if (master.ok()) {
       absl::MutexLock lock(&mu_);
-      while (conn == nullptr && !idle_.empty()) {
-        conn = std::move(idle_.back());
-        idle_.pop_back();
-        if (LooksDead(conn->get())) conn.reset();
-      }
+      next_sentinel_ = (first + i) % n;
+      master_ = *master;
+      backoff_.erase("sentinel");
+      return *master;
     }
-    const bool fresh = conn == nullptr;
-    if (fresh) {
-      BNSERVE_ASSIGN_OR_RETURN(conn, Connect());
-    }
-    redisContext* c = conn->get();
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    for (const Command& command : commands) {
-      argv.clear();
-      lens.clear();
-      for (std::string_view a : command) {
-        argv.push_back(a.data());
-        lens.push_back(a.size());
-      }
-      if (redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(),
-                                 lens.data()) != REDIS_OK) {
-        return ContextErrorStatus(c, uri());
-      }
-    }
-    std::vector<std::shared_ptr<Reply>> replies;
-    bool io_error = false;
-    for (size_t i = 0; i < commands.size(); ++i) {
-      void* r = nullptr;
-      if (redisGetReply(c, &r) != REDIS_OK || r == nullptr) {
-        io_error = true;
-        break;
-      }
-      replies.push_back(std::make_shared<Reply>(static_cast<redisReply*>(r)));
-    }
-    if (io_error) {
-      absl::Status status = ContextErrorStatus(c, uri());
-      {
-        absl::MutexLock lock(&mu_);
-        idle_.clear();  // the others are most likely dead too
-      }
-      if (fresh || !retry_safe || attempt > 0) return status;
+    errors.push_back(std::string(master.status().message()));
+  }
+  const absl::Status status = absl::UnavailableError(
+      Cat("redis store ", uri(), " unavailable: no Sentinel named a master '",
+          uri_.master_name, "': ", absl::StrJoin(errors, "; ")));
+  RecordAttempt("sentinel", status);
+  return status;
+}
+
+absl::StatusOr<RedisStore::Endpoint> RedisStore::AskSentinel(
+    const Endpoint& sentinel) {
+  BNSERVE_ASSIGN_OR_RETURN(auto conn, Connect(sentinel, /*sentinel=*/true));
+  Reply reply(CommandArgv(
+      conn->get(), {"SENTINEL", "get-master-addr-by-name", uri_.master_name}));
+  const redisReply* r = reply.r;
+  if (r == nullptr) return ContextErrorStatus(conn->get(), Address(sentinel));
+  Endpoint master;
+  if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+      r->element[0]->type == REDIS_REPLY_STRING &&
+      absl::SimpleAtoi(Sv(Str(r->element[1])), &master.port)) {
+    master.host = std::string(Str(r->element[0]));
+    return master;
+  }
+  if (r->type == REDIS_REPLY_ERROR) {
+    return absl::UnavailableError(Cat(Address(sentinel), ": ", Str(r)));
+  }
+  return absl::UnavailableError(
+      Cat(Address(sentinel), " knows no master '", uri_.master_name, "'"));
+}
+
+absl::Status RedisStore::RefreshSlots() {
+  std::vector<Endpoint> candidates;
+  {
+    absl::MutexLock lock(&mu_);
+    candidates = cluster_nodes_;
+  }
+  candidates.insert(candidates.end(), uri_.endpoints.begin(),
+                    uri_.endpoints.end());
+  std::vector<std::string> errors;
+  for (const Endpoint& node : candidates) {
+    absl::StatusOr<std::shared_ptr<Reply>> reply = ExchangeOne(node, "SLOTS");
+    if (!reply.ok()) {
+      errors.push_back(std::string(reply.status().message()));
       continue;
     }
-    {
-      absl::MutexLock lock(&mu_);
-      if (idle_.size() < kMaxIdleConnections) idle_.push_back(std::move(conn));
+    std::vector<Endpoint> nodes;
+    std::vector<uint16_t> owner(kClusterSlots, 0);
+    if (!ParseClusterSlots((*reply)->r, node, &nodes, &owner)) {
+      errors.push_back(Cat(Address(node), ": unexpected CLUSTER SLOTS reply"));
+      continue;
     }
-    for (const auto& reply : replies) {
-      BNSERVE_RETURN_IF_ERROR(CheckNested(reply->r));
-    }
-    return replies;
+    absl::MutexLock lock(&mu_);
+    cluster_nodes_ = std::move(nodes);
+    slot_owner_ = std::move(owner);
+    slots_stale_ = false;
+    return absl::OkStatus();
   }
+  return absl::UnavailableError(
+      Cat("redis store ", uri(), " unavailable: no Cluster node answered ",
+          "CLUSTER SLOTS: ", absl::StrJoin(errors, "; ")));
+}
+
+absl::StatusOr<std::shared_ptr<RedisStore::Reply>> RedisStore::ExchangeOne(
+    const Endpoint& node, std::string_view what) {
+  std::unique_ptr<Connection> conn = TakeIdle(node);
+  if (conn == nullptr) {
+    BNSERVE_ASSIGN_OR_RETURN(conn, Connect(node));
+  }
+  auto reply = std::make_shared<Reply>(
+      CommandArgv(conn->get(), {"CLUSTER", std::string(what)}));
+  if (reply->r == nullptr) {
+    return ContextErrorStatus(conn->get(), Address(node));
+  }
+  GiveBack(node, std::move(conn));
+  if (reply->r->type == REDIS_REPLY_ERROR) {
+    return absl::UnavailableError(Cat(Address(node), ": ", Str(reply->r)));
+  }
+  return reply;
+}
+
+absl::StatusOr<RedisStore::Endpoint> RedisStore::Locate(
+    std::string_view route_key) {
+  switch (uri_.scheme) {
+    case StoreUri::Scheme::kRedisSentinel: {
+      {
+        absl::MutexLock lock(&mu_);
+        if (master_.has_value()) return *master_;
+      }
+      return DiscoverMaster();
+    }
+    case StoreUri::Scheme::kRedisCluster:
+      break;
+    default:
+      return uri_.endpoints[0];
+  }
+  bool stale;
+  {
+    absl::MutexLock lock(&mu_);
+    stale = slots_stale_;
+  }
+  if (stale) {
+    absl::Status refreshed = RefreshSlots();
+    absl::MutexLock lock(&mu_);
+    if (!refreshed.ok() && cluster_nodes_.empty()) return refreshed;
+  }
+  absl::MutexLock lock(&mu_);
+  if (!route_key.empty() && !slot_owner_.empty()) {
+    const uint16_t owner = slot_owner_[ClusterSlot(route_key)];
+    if (owner != 0) return cluster_nodes_[owner - 1];
+  }
+  // No key, or an unassigned slot (the node answers CLUSTERDOWN or MOVED).
+  return cluster_nodes_[next_node_++ % cluster_nodes_.size()];
+}
+
+void RedisStore::Forget(const Endpoint& node) {
+  absl::MutexLock lock(&mu_);
+  idle_.erase(Address(node));
+  if (uri_.scheme == StoreUri::Scheme::kRedisSentinel) {
+    // The Sentinel that named it may not have heard of a failover yet
+    // (Sentinels learn the new configuration from each other within
+    // seconds): ask the next one first.
+    master_.reset();
+    next_sentinel_ = (next_sentinel_ + 1) % uri_.endpoints.size();
+  }
+  if (uri_.scheme == StoreUri::Scheme::kRedisCluster) slots_stale_ = true;
+}
+
+void RedisStore::NoteMoved(int slot, const Endpoint& to) {
+  absl::MutexLock lock(&mu_);
+  slots_stale_ = true;  // a MOVED usually means more than one slot moved
+  if (slot_owner_.empty()) return;
+  for (size_t i = 0; i < cluster_nodes_.size(); ++i) {
+    if (Address(cluster_nodes_[i]) == Address(to)) {
+      slot_owner_[slot] = static_cast<uint16_t>(i + 1);
+      return;
+    }
+  }
+  cluster_nodes_.push_back(to);
+  slot_owner_[slot] = static_cast<uint16_t>(cluster_nodes_.size());
+}
+
+std::unique_ptr<RedisStore::Connection> RedisStore::TakeIdle(
+    const Endpoint& node) {
+  absl::MutexLock lock(&mu_);
+  auto it = idle_.find(Address(node));
+  if (it == idle_.end()) return nullptr;
+  std::unique_ptr<Connection> conn;
+  while (conn == nullptr && !it->second.empty()) {
+    conn = std::move(it->second.back());
+    it->second.pop_back();
+    if (LooksDead(conn->get())) conn.reset();
+  }
+  return conn;
+}
+
+void RedisStore::GiveBack(const Endpoint& node,
+                          std::unique_ptr<Connection> conn) {
+  absl::MutexLock lock(&mu_);
+  auto& pool = idle_[Address(node)];
+  if (pool.size() < kMaxIdleConnections) pool.push_back(std::move(conn));
+}
+
+absl::StatusOr<std::unique_ptr<RedisStore::Connection>>
+RedisStore::ConnectForSubscribe() {
+  if (uri_.scheme == StoreUri::Scheme::kRedisSentinel) {
+    absl::MutexLock lock(&mu_);
+    master_.reset();  // ask the Sentinels afresh
+  }
+  BNSERVE_ASSIGN_OR_RETURN(Endpoint node, Locate(""));
+  return Connect(node);
+}
+
+absl::StatusOr<RedisStore::Replies> RedisStore::Run(
+    std::string_view route_key, const std::vector<Command>& commands,
+    bool retry_safe) {
+  std::optional<Endpoint> ask;
+  absl::Duration pause = absl::Milliseconds(5);
+  bool retried_io = false;
+  std::string last;
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    Endpoint node;
+    if (ask.has_value()) {
+      node = *ask;
+    } else {
+      BNSERVE_ASSIGN_OR_RETURN(node, Locate(route_key));
+    }
+    const bool asking = ask.has_value();
+    ask.reset();
+    std::unique_ptr<Connection> conn = TakeIdle(node);
+    const bool fresh = conn == nullptr;
+    if (fresh) {
+      BNSERVE_ASSIGN_OR_RETURN(conn, Connect(node));
+    }
+    absl::StatusOr<Replies> replies = Exchange(*conn, commands, asking);
+    if (!replies.ok()) {
+      Forget(node);  // the other pooled connections are most likely dead too
+      if (fresh || !retry_safe || retried_io) return replies.status();
+      retried_io = true;
+      continue;
+    }
+    GiveBack(node, std::move(conn));
+    const Refusal refusal = Classify(*replies, uri_.scheme);
+    switch (refusal.kind) {
+      case Refusal::kNone:
+        for (const auto& reply : *replies) {
+          BNSERVE_RETURN_IF_ERROR(CheckNested(reply->r));
+        }
+        return *std::move(replies);
+      case Refusal::kMoved:
+        NoteMoved(refusal.redirect->slot,
+                  RedirectTarget(*refusal.redirect, node));
+        break;
+      case Refusal::kAsk:
+        ask = RedirectTarget(*refusal.redirect, node);
+        break;
+      case Refusal::kNotMaster:
+        Forget(node);
+        [[fallthrough]];
+      case Refusal::kWait:
+        absl::SleepFor(pause);
+        pause = std::min(pause * 2, absl::Milliseconds(200));
+        break;
+    }
+    last = refusal.message;
+  }
+  return absl::UnavailableError(Cat("redis store ", uri(),
+                                    " unavailable: still refused after ",
+                                    kMaxAttempts, " attempts: ", last));
+}
+
+absl::StatusOr<RedisStore::Replies> RedisStore::RunWrite(
+    std::string_view route_key, const std::vector<Command>& commands,
+    bool retry_safe) {
+  const int n = options_.redis_min_replicas;
+  if (n <= 0) return Run(route_key, commands, retry_safe);
+  const std::string replicas = Cat(n);
+  const std::string timeout = Cat(std::max<int64_t>(
+      1, absl::ToInt64Milliseconds(options_.redis_wait_timeout)));
+  std::vector<Command> with_wait = commands;
+  with_wait.push_back({"WAIT", replicas, timeout});
+  BNSERVE_ASSIGN_OR_RETURN(Replies replies,
+                           Run(route_key, with_wait, retry_safe));
+  const redisReply* wait = replies.back()->r;
+  if (wait->type != REDIS_REPLY_INTEGER) return Unexpected("WAIT");
+  if (wait->integer < n) {
+    return absl::UnavailableError(
+        Cat("redis store ", uri(), ": the write reached ", wait->integer,
+            " of the ", n, " replicas required (redis_min_replicas) within ",
+            absl::FormatDuration(options_.redis_wait_timeout),
+            "; it is not acknowledged and may be lost if the master fails"));
+  }
+  replies.pop_back();
+  return replies;
 }
 
 absl::StatusOr<std::shared_ptr<RedisStore::Reply>> RedisStore::RunOne(
-    const Command& command, bool retry_safe) {
-  BNSERVE_ASSIGN_OR_RETURN(auto replies, Run({command}, retry_safe));
+    std::string_view route_key, const Command& command, bool retry_safe) {
+  BNSERVE_ASSIGN_OR_RETURN(auto replies, Run(route_key, {command}, retry_safe));
   return replies[0];
 }
 
@@ -411,7 +820,7 @@ void RedisStore::Notify(std::string_view kind, std::string_view model,
                         int64_t version) {
   // Best effort: watchers also poll.
   const std::string message = Cat(kind, " ", model, " ", version);
-  (void)RunOne({"PUBLISH", kEventsChannel, message});
+  (void)RunOne("", {"PUBLISH", kEventsChannel, message});
 }
 
 absl::StatusOr<int64_t> RedisStore::Publish(
@@ -422,11 +831,23 @@ absl::StatusOr<int64_t> RedisStore::Publish(
   // crash after this leaves nothing visible. Then allocate atomically (one
   // script): never at or below the highest indexed version (the counter may
   // have been lost) nor on an existing blob (an unindexed leftover).
-  BNSERVE_ASSIGN_OR_RETURN(
-      auto allocated, Run({{"SADD", kModelsKey, model},
-                           {"EVAL", kAllocateScript, "3", Key(model, "counter"),
-                            Key(model, "versions"), Key(model, "v:")}},
-                          true));
+  const std::string tag = Key(model, "");
+  const std::string counter_key = Key(model, "counter");
+  const std::string versions_key = Key(model, "versions");
+  const std::string blob_prefix = Key(model, "v:");
+  const Command allocate = {"EVAL",      kAllocateScript, "3",
+                            counter_key, versions_key,    blob_prefix};
+  Replies allocated;
+  if (uri_.scheme == StoreUri::Scheme::kRedisCluster) {
+    // Another slot, so its own batch (and its own WAIT).
+    BNSERVE_RETURN_IF_ERROR(
+        RunWrite(kModelsKey, {{"SADD", kModelsKey, model}}, true).status());
+    BNSERVE_ASSIGN_OR_RETURN(allocated, Run(tag, {allocate}, true));
+    allocated.insert(allocated.begin(), nullptr);
+  } else {
+    BNSERVE_ASSIGN_OR_RETURN(
+        allocated, Run(tag, {{"SADD", kModelsKey, model}, allocate}, true));
+  }
   int64_t version = 0;
   if (allocated[1]->r->type != REDIS_REPLY_STRING) {
     return Unexpected("version allocation");
@@ -443,11 +864,13 @@ absl::StatusOr<int64_t> RedisStore::Publish(
   const std::string versions = Key(model, "versions");
   const std::string v = Cat(version);
   // NX: a blob is never overwritten, whatever happened to the counter.
-  BNSERVE_ASSIGN_OR_RETURN(auto replies, Run({{"MULTI"},
-                                              {"SET", blob, envelope, "NX"},
-                                              {"ZADD", versions, v, v},
-                                              {"EXEC"}},
-                                             /*retry_safe=*/true));
+  BNSERVE_ASSIGN_OR_RETURN(auto replies,
+                           RunWrite(tag,
+                                    {{"MULTI"},
+                                     {"SET", blob, envelope, "NX"},
+                                     {"ZADD", versions, v, v},
+                                     {"EXEC"}},
+                                    /*retry_safe=*/true));
   const redisReply* exec = replies[3]->r;
   if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 2) {
     return absl::InternalError(Cat("redis transaction publishing ", model, "/",
@@ -469,7 +892,8 @@ absl::StatusOr<bnserve::v1::Snapshot> RedisStore::Read(std::string_view model,
     return absl::NotFoundError(
         Cat("model '", model, "' has no version ", version));
   }
-  auto reply = RunOne({"GET", BlobKey(model, version)});
+  auto reply =
+      RunOne(BlobKey(model, version), {"GET", BlobKey(model, version)});
   if (!reply.ok() && absl::StrContains(reply.status().message(), "WRONGTYPE")) {
     // Outside damage to this version's key: like a checksum failure.
     return absl::DataLossError(Cat("snapshot ", model, "/", version,
@@ -488,7 +912,8 @@ absl::StatusOr<bnserve::v1::Snapshot> RedisStore::Read(std::string_view model,
 absl::StatusOr<int64_t> RedisStore::Latest(std::string_view model) {
   BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
   BNSERVE_ASSIGN_OR_RETURN(
-      auto reply, RunOne({"ZREVRANGE", Key(model, "versions"), "0", "0"}));
+      auto reply, RunOne(Key(model, "versions"),
+                         {"ZREVRANGE", Key(model, "versions"), "0", "0"}));
   const redisReply* r = reply->r;
   if (r->type != REDIS_REPLY_ARRAY) return Unexpected("ZREVRANGE");
   int64_t v;
@@ -502,7 +927,8 @@ absl::StatusOr<std::vector<int64_t>> RedisStore::ListVersions(
     std::string_view model) {
   BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
   BNSERVE_ASSIGN_OR_RETURN(
-      auto reply, RunOne({"ZRANGE", Key(model, "versions"), "0", "-1"}));
+      auto reply, RunOne(Key(model, "versions"),
+                         {"ZRANGE", Key(model, "versions"), "0", "-1"}));
   const redisReply* r = reply->r;
   if (r->type != REDIS_REPLY_ARRAY) return Unexpected("ZRANGE");
   std::vector<int64_t> versions;
@@ -515,7 +941,8 @@ absl::StatusOr<std::vector<int64_t>> RedisStore::ListVersions(
 }
 
 absl::StatusOr<std::vector<std::string>> RedisStore::ListModels() {
-  BNSERVE_ASSIGN_OR_RETURN(auto members, RunOne({"SMEMBERS", kModelsKey}));
+  BNSERVE_ASSIGN_OR_RETURN(auto members,
+                           RunOne(kModelsKey, {"SMEMBERS", kModelsKey}));
   if (members->r->type != REDIS_REPLY_ARRAY) return Unexpected("SMEMBERS");
   std::vector<std::string> names;
   for (size_t i = 0; i < members->r->elements; ++i) {
@@ -526,9 +953,17 @@ absl::StatusOr<std::vector<std::string>> RedisStore::ListModels() {
   if (names.empty()) return models;
   std::vector<std::string> keys;
   for (const std::string& name : names) keys.push_back(Key(name, "versions"));
-  std::vector<Command> commands;
-  for (const std::string& key : keys) commands.push_back({"ZCARD", key});
-  BNSERVE_ASSIGN_OR_RETURN(auto counts, Run(commands, true));
+  Replies counts;
+  if (uri_.scheme == StoreUri::Scheme::kRedisCluster) {
+    for (const std::string& key : keys) {  // one slot per model
+      BNSERVE_ASSIGN_OR_RETURN(auto count, RunOne(key, {"ZCARD", key}));
+      counts.push_back(std::move(count));
+    }
+  } else {
+    std::vector<Command> commands;
+    for (const std::string& key : keys) commands.push_back({"ZCARD", key});
+    BNSERVE_ASSIGN_OR_RETURN(counts, Run("", commands, true));
+  }
   for (size_t i = 0; i < names.size(); ++i) {
     if (counts[i]->r->type == REDIS_REPLY_INTEGER && counts[i]->r->integer > 0)
       models.push_back(names[i]);
@@ -543,8 +978,12 @@ absl::Status RedisStore::SetLabel(std::string_view model,
   BNSERVE_RETURN_IF_ERROR(ValidateLabel(label));
   const std::string v = Cat(version);
   BNSERVE_ASSIGN_OR_RETURN(
-      auto reply, RunOne({"EVAL", kSetLabelScript, "2", Key(model, "versions"),
-                          Key(model, "labels"), label, v}));
+      auto replies,
+      RunWrite(Key(model, "labels"),
+               {{"EVAL", kSetLabelScript, "2", Key(model, "versions"),
+                 Key(model, "labels"), label, v}},
+               true));
+  const std::shared_ptr<Reply>& reply = replies[0];
   if (reply->r->type != REDIS_REPLY_INTEGER) return Unexpected("SetLabel");
   if (reply->r->integer == 0) {
     return absl::NotFoundError(
@@ -558,8 +997,9 @@ absl::StatusOr<int64_t> RedisStore::ResolveLabel(std::string_view model,
                                                  std::string_view label) {
   BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
   BNSERVE_RETURN_IF_ERROR(ValidateLabel(label));
-  BNSERVE_ASSIGN_OR_RETURN(auto reply,
-                           RunOne({"HGET", Key(model, "labels"), label}));
+  BNSERVE_ASSIGN_OR_RETURN(
+      auto reply,
+      RunOne(Key(model, "labels"), {"HGET", Key(model, "labels"), label}));
   if (reply->r->type == REDIS_REPLY_NIL) {
     return absl::NotFoundError(
         Cat("model '", model, "' has no label '", label, "'"));
@@ -576,8 +1016,9 @@ absl::StatusOr<int64_t> RedisStore::ResolveLabel(std::string_view model,
 absl::StatusOr<std::map<std::string, int64_t>> RedisStore::ListLabels(
     std::string_view model) {
   BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
-  BNSERVE_ASSIGN_OR_RETURN(auto reply,
-                           RunOne({"HGETALL", Key(model, "labels")}));
+  BNSERVE_ASSIGN_OR_RETURN(
+      auto reply,
+      RunOne(Key(model, "labels"), {"HGETALL", Key(model, "labels")}));
   const redisReply* r = reply->r;
   if (r->type != REDIS_REPLY_ARRAY) return Unexpected("HGETALL");
   std::map<std::string, int64_t> labels;
@@ -595,8 +1036,10 @@ absl::Status RedisStore::DeleteLabel(std::string_view model,
   BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
   BNSERVE_RETURN_IF_ERROR(ValidateLabel(label));
   BNSERVE_ASSIGN_OR_RETURN(
-      auto reply,
-      RunOne({"HDEL", Key(model, "labels"), label}, /*retry_safe=*/false));
+      auto replies,
+      RunWrite(Key(model, "labels"), {{"HDEL", Key(model, "labels"), label}},
+               /*retry_safe=*/false));
+  const std::shared_ptr<Reply>& reply = replies[0];
   if (reply->r->type != REDIS_REPLY_INTEGER) return Unexpected("HDEL");
   if (reply->r->integer == 0) {
     return absl::NotFoundError(
@@ -611,10 +1054,12 @@ absl::Status RedisStore::DeleteVersion(std::string_view model,
   BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
   const std::string v = Cat(version);
   BNSERVE_ASSIGN_OR_RETURN(
-      auto reply,
-      RunOne({"EVAL", kDeleteVersionScript, "3", Key(model, "versions"),
-              Key(model, "labels"), BlobKey(model, version), v},
-             /*retry_safe=*/false));
+      auto replies,
+      RunWrite(Key(model, "versions"),
+               {{"EVAL", kDeleteVersionScript, "3", Key(model, "versions"),
+                 Key(model, "labels"), BlobKey(model, version), v}},
+               /*retry_safe=*/false));
+  const std::shared_ptr<Reply>& reply = replies[0];
   const redisReply* r = reply->r;
   if (r->type != REDIS_REPLY_ARRAY || r->elements == 0 ||
       r->element[0]->type != REDIS_REPLY_INTEGER) {

@@ -3,7 +3,9 @@
 //   file   a directory (`path` or `file:///abs/path`), the embedded default;
 //          layout `<root>/<model>/<version>/snapshot.binpb` (see file_store.h)
 //   redis  `redis://[[user]:password@]host[:port][/db]`, the shared store for
-//          several machines (see redis_store.h)
+//          several machines; `redis-sentinel://…` (a master found and
+//          followed through Sentinel) and `redis-cluster://…` (a Redis
+//          Cluster) have no single point of failure (see redis_store.h)
 //   mem    `mem://name`, in-memory, shared by name within one process, with
 //          failure injection for tests (see memory_store.h)
 //
@@ -148,12 +150,26 @@ struct StoreOptions {
   // fast with UNAVAILABLE); reset by a successful connect.
   absl::Duration redis_backoff_initial = absl::Milliseconds(50);
   absl::Duration redis_backoff_max = absl::Seconds(2);
+  // Redis: every write (Publish, labels, deletions) is acknowledged only
+  // once at least this many replicas of the master that took it have it
+  // (`WAIT`), waiting at most `redis_wait_timeout`; fewer is UNAVAILABLE
+  // ("written but not acknowledged"). 0 = do not wait (single node).
+  int redis_min_replicas = 0;
+  absl::Duration redis_wait_timeout = absl::Seconds(2);
 };
 
 // Opens a store from a URI:
 //   "path" or "file:///abs/path"      FileStore (creates the root directory)
 //   "redis://[[user]:pass@]host[:port][/db]"  RedisStore (port 6379, db 0 by
 //                                     default; connects lazily)
+//   "redis-sentinel://[[user]:pass@]h1[:port],h2[:port],.../master[/db]"
+//                                     RedisStore on the master that the
+//                                     Sentinels (port 26379 by default) name
+//                                     `master`; credentials are for the
+//                                     Redis nodes, not the Sentinels
+//   "redis-cluster://[[user]:pass@]h1[:port],h2[:port],..."
+//                                     RedisStore on a Redis Cluster found
+//                                     from these seed nodes (no db: 0)
 //   "mem://name"                      MemoryStore shared by name within the
 //                                     process for the life of the process
 // An unknown scheme or a malformed URI is INVALID_ARGUMENT.
@@ -162,16 +178,27 @@ absl::StatusOr<std::unique_ptr<SnapshotStore>> OpenStore(
 
 // A parsed store URI (exposed for tests and for flags validation).
 struct StoreUri {
-  enum class Scheme { kFile, kRedis, kMemory };
+  enum class Scheme { kFile, kRedis, kRedisSentinel, kRedisCluster, kMemory };
+  struct Endpoint {
+    std::string host;  // IPv6 without brackets
+    int port = 6379;
+  };
   Scheme scheme = Scheme::kFile;
-  std::string path;      // kFile: as given (may be relative)
-  std::string host;      // kRedis
-  int port = 6379;       // kRedis
-  int db = 0;            // kRedis
-  std::string username;  // kRedis, optional
-  std::string password;  // kRedis, optional
-  std::string name;      // kMemory
+  std::string path;  // kFile: as given (may be relative)
+  // kRedis*: the node (kRedis), the Sentinels (kRedisSentinel) or the seed
+  // nodes (kRedisCluster), in URI order; 1..kMaxRedisEndpoints of them.
+  // `host`/`port` repeat the first one.
+  std::vector<Endpoint> endpoints;
+  std::string host;
+  int port = 6379;
+  int db = 0;               // kRedis, kRedisSentinel
+  std::string master_name;  // kRedisSentinel: the Sentinels' master name
+  std::string username;     // kRedis*, optional
+  std::string password;     // kRedis*, optional
+  std::string name;         // kMemory
 };
+// Most hosts in one redis-sentinel:// or redis-cluster:// URI.
+inline constexpr size_t kMaxRedisEndpoints = 64;
 absl::StatusOr<StoreUri> ParseStoreUri(std::string_view uri);
 
 // Versions are 1..kMaxVersion: at most 18 decimal digits, so every version

@@ -12,7 +12,14 @@ ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
 ABSL_FLAG(int, port, 50051, "gRPC port (0 picks a free port and logs it).");
 ABSL_FLAG(std::string, store, "bnserve-store",
           "Snapshot store URI: a directory path or file:///abs/path (the "
-          "embedded default), or redis://host:port[/db] (shared).");
+          "embedded default), or, shared: redis://host:port[/db], "
+          "redis-sentinel://s1:26379,s2:26379/master[/db] or "
+          "redis-cluster://h1:7000,h2:7001,...");
+ABSL_FLAG(int, redis_min_replicas, 0,
+          "Redis stores: a publish (or label change, deletion) is "
+          "acknowledged only once this many replicas have it (WAIT); set it "
+          "to the number of replicas so that a Sentinel failover loses no "
+          "acknowledged version. 0 = do not wait.");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain; enables TLS.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert.");
 ABSL_FLAG(std::string, tls_client_ca, "",
@@ -55,6 +62,8 @@ int main(int argc, char** argv) {
   options.listen_address =
       absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
   options.store_uri = absl::GetFlag(FLAGS_store);
+  options.store_options.redis_min_replicas =
+      absl::GetFlag(FLAGS_redis_min_replicas);
   options.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
                  absl::GetFlag(FLAGS_tls_client_ca)};
   options.token_file = absl::GetFlag(FLAGS_token_file);

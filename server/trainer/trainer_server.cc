@@ -15,7 +15,8 @@ namespace bnserve::server {
 absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
     const TrainerServerOptions& options) {
   std::unique_ptr<TrainerServer> s(new TrainerServer());
-  BNSERVE_ASSIGN_OR_RETURN(s->store_, store::OpenStore(options.store_uri));
+  BNSERVE_ASSIGN_OR_RETURN(
+      s->store_, store::OpenStore(options.store_uri, options.store_options));
   BNSERVE_ASSIGN_OR_RETURN(TokenAuth auth,
                            TokenAuth::FromFile(options.token_file));
   BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds,

@@ -24,6 +24,8 @@ struct TrainerServerOptions {
   // host:port; port 0 picks an ephemeral port.
   std::string listen_address = "0.0.0.0:50051";
   std::string store_uri = "bnserve-store";
+  // How the store is opened (Redis: replicas every publish must reach).
+  store::StoreOptions store_options;
   TlsOptions tls;
   // File with the bearer token clients must send; empty = no auth.
   std::string token_file;

@@ -246,6 +246,35 @@ def check_compose():
                 check(str(v).split(":")[0] in volumes,
                       f"compose.file-store.yaml: {name} volume {v} is not declared")
 
+    sentinel_path = os.path.join(DEPLOY, "compose.sentinel.yaml")
+    if check(os.path.exists(sentinel_path), "compose.sentinel.yaml missing"):
+        override = load_all(sentinel_path)[0]
+        extra = override.get("services", {})
+        all_services = set(services) | set(extra)
+        all_volumes = set(volumes) | set(override.get("volumes", {}) or {})
+        replicas = [n for n, svc in extra.items()
+                    if "--replicaof" in " ".join(map(str, svc.get("command", [])))]
+        sentinels = [n for n in extra if n.startswith("sentinel-")]
+        check(len(replicas) >= 1 and len(sentinels) >= 3,
+              f"compose.sentinel.yaml: {len(replicas)} replicas, "
+              f"{len(sentinels)} Sentinels")
+        for name, svc in extra.items():
+            env = svc.get("environment", {}) or {}
+            if name in ("trainer", "inference-1", "inference-2"):
+                store = env.get("BNSERVE_STORE", "")
+                check(store.startswith("redis-sentinel://") and
+                      all(f"{s}:26379" in store for s in sentinels),
+                      f"compose.sentinel.yaml: {name} should use every Sentinel")
+            for dep in (svc.get("depends_on") or {}):
+                check(dep in all_services,
+                      f"compose.sentinel.yaml: {name} depends on unknown {dep}")
+            for v in svc.get("volumes", []):
+                check(str(v).split(":")[0] in all_volumes,
+                      f"compose.sentinel.yaml: {name} volume {v} is not declared")
+        check(extra.get("trainer", {}).get("environment", {}).get(
+                  "BNSERVE_REDIS_MIN_REPLICAS") == str(len(replicas)),
+              "compose.sentinel.yaml: the trainer should wait for every replica")
+
 
 # ------------------------------------------------------------------ k8s
 def container_ports(container):

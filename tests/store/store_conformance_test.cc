@@ -1,6 +1,9 @@
 // One suite, every guarantee of store/store.h, run against the file, mem and
-// redis backends. The redis run starts its own redis-server; if it cannot,
-// the test fails (it is never skipped).
+// redis backends: one redis-server, a master with 2 replicas under 3
+// Sentinels (redis-sentinel://, every write waiting for 1 replica), and a
+// 3-master Redis Cluster (redis-cluster://). The Redis runs start their own
+// processes (the Sentinel set and the Cluster once for the suite, flushed
+// before each test); if they cannot, the test fails (it is never skipped).
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
@@ -27,6 +30,8 @@ namespace {
 
 using ::bnserve::store::testing::EventCollector;
 using ::bnserve::store::testing::MakeSnapshot;
+using ::bnserve::store::testing::RedisClusterSet;
+using ::bnserve::store::testing::RedisSentinelSet;
 using ::bnserve::store::testing::RedisServer;
 using ::bnserve::store::testing::TempDir;
 using ::bnserve::store::testing::UniqueName;
@@ -38,6 +43,11 @@ enum class Corruption { kBitFlip, kTruncate };
 
 class StoreConformanceTest : public ::testing::TestWithParam<std::string> {
  protected:
+  static void TearDownTestSuite() {
+    sentinel_set_.reset();
+    cluster_set_.reset();
+  }
+
   void SetUp() override {
     const std::string& backend = GetParam();
     if (backend == "file") {
@@ -47,6 +57,23 @@ class StoreConformanceTest : public ::testing::TestWithParam<std::string> {
       uri_ = absl::StrCat("file://", dir_->path(), "/root");
     } else if (backend == "mem") {
       uri_ = absl::StrCat("mem://", UniqueName("conformance"));
+    } else if (backend == "redis-sentinel") {
+      if (sentinel_set_ == nullptr) {
+        auto set = RedisSentinelSet::Start(/*replicas=*/2, /*sentinels=*/3);
+        ASSERT_TRUE(set.ok()) << "cannot start Sentinel set: " << set.status();
+        sentinel_set_ = *std::move(set);
+      }
+      ASSERT_TRUE(sentinel_set_->FlushAll().ok());
+      uri_ = sentinel_set_->uri();
+      options_.redis_min_replicas = 1;
+    } else if (backend == "redis-cluster") {
+      if (cluster_set_ == nullptr) {
+        auto set = RedisClusterSet::Start(/*masters=*/3);
+        ASSERT_TRUE(set.ok()) << "cannot start Redis Cluster: " << set.status();
+        cluster_set_ = *std::move(set);
+      }
+      ASSERT_TRUE(cluster_set_->FlushAll().ok());
+      uri_ = cluster_set_->uri();
     } else {
       auto server = RedisServer::Start();
       ASSERT_TRUE(server.ok())
@@ -58,7 +85,9 @@ class StoreConformanceTest : public ::testing::TestWithParam<std::string> {
     ASSERT_NE(store_, nullptr);
   }
 
-  std::unique_ptr<SnapshotStore> Open(const StoreOptions& options = {}) {
+  std::unique_ptr<SnapshotStore> Open() { return Open(options_); }
+  std::unique_ptr<SnapshotStore> Open(StoreOptions options) {
+    options.redis_min_replicas = options_.redis_min_replicas;
     auto store = OpenStore(uri_, options);
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? *std::move(store) : nullptr;
@@ -88,7 +117,17 @@ class StoreConformanceTest : public ::testing::TestWithParam<std::string> {
       std::ifstream in(path, std::ios::binary);
       data.assign(std::istreambuf_iterator<char>(in), {});
     } else {
-      c = redisConnect("127.0.0.1", redis_->port());
+      int port = 0;
+      if (backend == "redis") {
+        port = redis_->port();
+      } else {
+        auto found = backend == "redis-sentinel"
+                         ? sentinel_set_->MasterPort()
+                         : cluster_set_->PortForKey(key);
+        ASSERT_TRUE(found.ok()) << found.status();
+        port = *found;
+      }
+      c = redisConnect("127.0.0.1", port);
       ASSERT_TRUE(c != nullptr && c->err == 0);
       auto* r = static_cast<redisReply*>(
           redisCommand(c, "GET %b", key.data(), key.size()));
@@ -113,11 +152,17 @@ class StoreConformanceTest : public ::testing::TestWithParam<std::string> {
     }
   }
 
+  static std::unique_ptr<RedisSentinelSet> sentinel_set_;
+  static std::unique_ptr<RedisClusterSet> cluster_set_;
   std::unique_ptr<TempDir> dir_;
   std::unique_ptr<RedisServer> redis_;
+  StoreOptions options_;
   std::string uri_;
   std::unique_ptr<SnapshotStore> store_;
 };
+
+std::unique_ptr<RedisSentinelSet> StoreConformanceTest::sentinel_set_;
+std::unique_ptr<RedisClusterSet> StoreConformanceTest::cluster_set_;
 
 TEST_P(StoreConformanceTest, PublishAssignsConsecutiveVersions) {
   EXPECT_EQ(MustPublish("m"), 1);
@@ -420,8 +465,13 @@ TEST_P(StoreConformanceTest, UriNamesTheBackend) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreConformanceTest,
-                         ::testing::Values("file", "mem", "redis"),
-                         [](const auto& info) { return info.param; });
+                         ::testing::Values("file", "mem", "redis",
+                                           "redis-sentinel", "redis-cluster"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace bnserve::store

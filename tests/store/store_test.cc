@@ -64,6 +64,74 @@ TEST(ParseStoreUriTest, RedisUris) {
   EXPECT_EQ(p->password, "secret");
 }
 
+TEST(ParseStoreUriTest, RedisSentinelUris) {
+  auto p = ParseStoreUri("redis-sentinel://s1:26380,s2,[::1]:5000/mymaster/3");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->scheme, StoreUri::Scheme::kRedisSentinel);
+  ASSERT_EQ(p->endpoints.size(), 3u);
+  EXPECT_EQ(p->endpoints[0].host, "s1");
+  EXPECT_EQ(p->endpoints[0].port, 26380);
+  EXPECT_EQ(p->endpoints[1].host, "s2");
+  EXPECT_EQ(p->endpoints[1].port, 26379);  // Sentinel's default port
+  EXPECT_EQ(p->endpoints[2].host, "::1");
+  EXPECT_EQ(p->endpoints[2].port, 5000);
+  EXPECT_EQ(p->master_name, "mymaster");
+  EXPECT_EQ(p->db, 3);
+  p = ParseStoreUri("Redis-Sentinel://u:pw@s1/m.1");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->master_name, "m.1");
+  EXPECT_EQ(p->db, 0);
+  EXPECT_EQ(p->username, "u");
+  EXPECT_EQ(p->password, "pw");
+  // uri() spells it out in full, and reopens to the same store.
+  auto store = OpenStore("redis-sentinel://s1,s2:1/mymaster");
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->uri(), "redis-sentinel://s1:26379,s2:1/mymaster/0");
+}
+
+TEST(ParseStoreUriTest, RedisClusterUris) {
+  auto p = ParseStoreUri("redis-cluster://:pw@h1:7000,h2:7001,h3");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->scheme, StoreUri::Scheme::kRedisCluster);
+  ASSERT_EQ(p->endpoints.size(), 3u);
+  EXPECT_EQ(p->endpoints[1].host, "h2");
+  EXPECT_EQ(p->endpoints[1].port, 7001);
+  EXPECT_EQ(p->endpoints[2].port, 6379);
+  EXPECT_EQ(p->password, "pw");
+  auto store = OpenStore("redis-cluster://h1:7000,h2:7001");
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->uri(), "redis-cluster://h1:7000,h2:7001");
+}
+
+TEST(ParseStoreUriTest, BadSentinelAndClusterUrisSayWhy) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"redis-sentinel://s1,s2", "needs a master name"},
+      {"redis-sentinel://s1/", "needs a master name"},
+      {"redis-sentinel://s1/m/x", "database 'x'"},
+      {"redis-sentinel://s1/m/-1", "database '-1'"},
+      {"redis-sentinel://s1/bad%name", "master name must match"},
+      {"redis-sentinel://s1,,s2/m", "missing host"},
+      {"redis-sentinel://s1,/m", "missing host"},
+      {"redis-sentinel:///m", "missing host"},
+      {"redis-sentinel://s1:0/m", "port '0'"},
+      {"redis-cluster://h1:7000/0", "no databases"},
+      {"redis-cluster://h1,h2:x", "port 'x'"},
+      {"redis-cluster://", "missing host"},
+      {"redis://h1,h2", "redis:// takes one host"},
+  };
+  for (const auto& [uri, why] : cases) {
+    auto p = ParseStoreUri(uri);
+    EXPECT_TRUE(absl::IsInvalidArgument(p.status())) << uri;
+    EXPECT_THAT(std::string(p.status().message()), HasSubstr(why)) << uri;
+  }
+  std::string many = "redis-cluster://h";
+  for (size_t i = 0; i < kMaxRedisEndpoints; ++i) many += ",h";
+  EXPECT_THAT(std::string(ParseStoreUri(many).status().message()),
+              HasSubstr("more than 64 hosts"));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      OpenStore("redis://h", StoreOptions{.redis_min_replicas = -1}).status()));
+}
+
 TEST(ParseStoreUriTest, MemoryUris) {
   auto p = ParseStoreUri("mem://shared");
   ASSERT_TRUE(p.ok());

@@ -11,10 +11,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace bnserve::store::testing {
@@ -155,6 +158,445 @@ absl::Status RedisServer::Restart() {
 
 std::string RedisServer::uri() const {
   return absl::StrCat("redis://127.0.0.1:", port_, "/0");
+}
+
+namespace {
+
+using ReplyPtr = std::unique_ptr<redisReply, void (*)(void*)>;
+
+// One command on a fresh connection to 127.0.0.1:`port` (1 s timeouts);
+// nullptr if the node cannot be reached.
+ReplyPtr Ask(int port, const std::vector<std::string>& args) {
+  timeval tv{1, 0};
+  redisContext* c = redisConnectWithTimeout("127.0.0.1", port, tv);
+  ReplyPtr reply(nullptr, freeReplyObject);
+  if (c != nullptr && c->err == 0) {
+    redisSetTimeout(c, tv);
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    for (const std::string& a : args) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    reply.reset(static_cast<redisReply*>(redisCommandArgv(
+        c, static_cast<int>(argv.size()), argv.data(), lens.data())));
+  }
+  if (c != nullptr) redisFree(c);
+  return reply;
+}
+
+std::string ReplyText(const ReplyPtr& r) {
+  return r != nullptr &&
+                 (r->type == REDIS_REPLY_STRING ||
+                  r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_ERROR)
+             ? std::string(r->str, r->len)
+             : std::string();
+}
+
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid != 0) return pid;
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  const int out = open(log.empty() ? "/dev/null" : log.c_str(),
+                       O_WRONLY | O_CREAT | O_APPEND, 0644);
+  dup2(out, 1);
+  dup2(out, 2);
+  std::vector<char*> args;
+  for (const std::string& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  execvp(args[0], args.data());
+  _exit(127);
+}
+
+void KillAndReap(pid_t* pid) {
+  if (*pid <= 0) return;
+  kill(*pid, SIGKILL);
+  waitpid(*pid, nullptr, 0);
+  *pid = -1;
+}
+
+// `count` distinct free ports.
+std::vector<int> FreePorts(int count) {
+  std::vector<int> ports;
+  while (static_cast<int>(ports.size()) < count) {
+    const int port = FreePort();
+    if (port > 0 &&
+        std::find(ports.begin(), ports.end(), port) == ports.end()) {
+      ports.push_back(port);
+    }
+  }
+  return ports;
+}
+
+// Waits until `port` answers PING; an error if `pid` exits first.
+absl::Status WaitForPing(int port, pid_t* pid, const std::string& program) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline) {
+    if (Pings(port)) return absl::OkStatus();
+    int status;
+    if (waitpid(*pid, &status, WNOHANG) == *pid) {
+      *pid = -1;
+      return absl::InternalError(absl::StrCat(
+          program, " exited at start (status ", status, "); is the ", program,
+          " package installed (scripts/install-deps.sh)?"));
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  KillAndReap(pid);
+  return absl::DeadlineExceededError(program + " did not answer PING");
+}
+
+// The value of `field` in an INFO-style or SENTINEL MASTER reply.
+std::string InfoField(const std::string& info, const std::string& field) {
+  const size_t at = info.find(field + ":");
+  if (at == std::string::npos) return "";
+  const size_t start = at + field.size() + 1;
+  return info.substr(start, info.find_first_of("\r\n", start) - start);
+}
+
+std::string FlatField(const ReplyPtr& r, const std::string& field) {
+  if (r == nullptr || r->type != REDIS_REPLY_ARRAY) return "";
+  for (size_t i = 0; i + 1 < r->elements; i += 2) {
+    if (r->element[i]->type == REDIS_REPLY_STRING &&
+        std::string(r->element[i]->str, r->element[i]->len) == field) {
+      return std::string(r->element[i + 1]->str, r->element[i + 1]->len);
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+absl::Status RunCommand(const std::vector<std::string>& argv,
+                        const std::string& log, absl::Duration timeout) {
+  pid_t pid = Spawn(argv, log);
+  if (pid < 0) return absl::InternalError("fork failed");
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    int status;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        return absl::OkStatus();
+      }
+      return absl::InternalError(
+          absl::StrCat(argv[0], " failed (status ", status, "); see ", log));
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  KillAndReap(&pid);
+  return absl::DeadlineExceededError(
+      absl::StrCat(argv[0], " did not finish within ",
+                   absl::FormatDuration(timeout), "; see ", log));
+}
+
+struct RedisSentinelSet::Node {
+  int port = 0;
+  pid_t pid = -1;
+  ~Node() { KillAndReap(&pid); }
+};
+
+RedisSentinelSet::RedisSentinelSet() = default;
+
+RedisSentinelSet::~RedisSentinelSet() {
+  sentinels_.clear();  // first, so that they do not fail anything over
+  nodes_.clear();
+}
+
+absl::Status RedisSentinelSet::WaitUntil(const std::function<bool()>& ready,
+                                         absl::Duration timeout,
+                                         const std::string& what) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (ready()) return absl::OkStatus();
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return absl::DeadlineExceededError(absl::StrCat("timed out after ",
+                                                  absl::FormatDuration(timeout),
+                                                  " waiting for ", what));
+}
+
+absl::Status RedisSentinelSet::LaunchNode(Node& node, int master_port) {
+  const std::string port = absl::StrCat(node.port);
+  std::vector<std::string> argv = {"redis-server",
+                                   "--bind",
+                                   "127.0.0.1",
+                                   "--port",
+                                   port,
+                                   "--save",
+                                   "",
+                                   "--appendonly",
+                                   "no",
+                                   "--dir",
+                                   dir_.path(),
+                                   "--dbfilename",
+                                   absl::StrCat("dump-", port, ".rdb"),
+                                   "--repl-diskless-sync-delay",
+                                   "0",
+                                   "--daemonize",
+                                   "no"};
+  if (master_port > 0) {
+    argv.insert(argv.end(),
+                {"--replicaof", "127.0.0.1", absl::StrCat(master_port)});
+  }
+  node.pid = Spawn(argv, absl::StrCat(dir_.path(), "/redis-", port, ".log"));
+  return WaitForPing(node.port, &node.pid, "redis-server");
+}
+
+absl::StatusOr<std::unique_ptr<RedisSentinelSet>> RedisSentinelSet::Start(
+    int replicas, int sentinels) {
+  auto set = std::unique_ptr<RedisSentinelSet>(new RedisSentinelSet());
+  const std::vector<int> ports = FreePorts(1 + replicas + sentinels);
+  for (int i = 0; i <= replicas; ++i) {
+    set->nodes_.push_back(std::make_unique<Node>());
+    set->nodes_.back()->port = ports[i];
+    absl::Status launched =
+        set->LaunchNode(*set->nodes_.back(), i == 0 ? 0 : ports[0]);
+    if (!launched.ok()) return launched;
+  }
+  const int master = ports[0];
+  absl::Status ready = set->WaitUntil(
+      [&] {
+        const std::string info =
+            ReplyText(Ask(master, {"INFO", "replication"}));
+        return InfoField(info, "connected_slaves") == absl::StrCat(replicas);
+      },
+      absl::Seconds(20), "the replicas to attach");
+  if (!ready.ok()) return ready;
+  for (int i = 0; i < sentinels; ++i) {
+    auto node = std::make_unique<Node>();
+    node->port = ports[1 + replicas + i];
+    const std::string conf =
+        absl::StrCat(set->dir_.path(), "/sentinel-", node->port, ".conf");
+    {
+      std::ofstream out(conf);
+      out << "port " << node->port << "\nbind 127.0.0.1\ndaemonize no\n"
+          << "dir " << set->dir_.path() << "\n"
+          << "sentinel monitor mymaster 127.0.0.1 " << master << " "
+          << sentinels / 2 + 1 << "\n"
+          << "sentinel down-after-milliseconds mymaster 1000\n"
+          << "sentinel failover-timeout mymaster 5000\n"
+          << "sentinel parallel-syncs mymaster 2\n";
+    }
+    node->pid =
+        Spawn({"redis-sentinel", conf},
+              absl::StrCat(set->dir_.path(), "/sentinel-", node->port, ".log"));
+    absl::Status up = WaitForPing(node->port, &node->pid, "redis-sentinel");
+    set->sentinels_.push_back(std::move(node));
+    if (!up.ok()) return up;
+  }
+  for (const auto& sentinel : set->sentinels_) {
+    const int port = sentinel->port;
+    ready = set->WaitUntil(
+        [&] {
+          ReplyPtr r = Ask(port, {"SENTINEL", "MASTER", "mymaster"});
+          return FlatField(r, "num-slaves") == absl::StrCat(replicas) &&
+                 FlatField(r, "num-other-sentinels") ==
+                     absl::StrCat(sentinels - 1);
+        },
+        absl::Seconds(30), "every Sentinel to see the replicas and the others");
+    if (!ready.ok()) return ready;
+  }
+  return set;
+}
+
+std::string RedisSentinelSet::uri() const {
+  std::string hosts;
+  for (const auto& s : sentinels_) {
+    absl::StrAppend(&hosts, hosts.empty() ? "" : ",", "127.0.0.1:", s->port);
+  }
+  return absl::StrCat("redis-sentinel://", hosts, "/mymaster/0");
+}
+
+absl::StatusOr<int> RedisSentinelSet::MasterPort() {
+  // A Sentinel that led an unfinished failover can name a stale node for a
+  // while: the majority's answer is the configuration in force.
+  std::map<int, size_t> votes;
+  for (const auto& s : sentinels_) {
+    ReplyPtr r =
+        Ask(s->port, {"SENTINEL", "get-master-addr-by-name", "mymaster"});
+    int port;
+    if (r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        absl::SimpleAtoi(std::string(r->element[1]->str, r->element[1]->len),
+                         &port)) {
+      if (++votes[port] > sentinels_.size() / 2) return port;
+    }
+  }
+  return absl::UnavailableError("no majority of the Sentinels names a master");
+}
+
+absl::StatusOr<int> RedisSentinelSet::KillMasterAndWaitForFailover(
+    absl::Duration timeout) {
+  absl::StatusOr<int> old = MasterPort();
+  if (!old.ok()) return old.status();
+  ReplyPtr old_role = Ask(*old, {"ROLE"});
+  if (old_role == nullptr || old_role->type != REDIS_REPLY_ARRAY ||
+      old_role->elements == 0 ||
+      std::string(old_role->element[0]->str, old_role->element[0]->len) !=
+          "master") {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the Sentinels name ", *old, " but it is not a master"));
+  }
+  Node* killed = nullptr;
+  for (auto& node : nodes_) {
+    if (node->port == *old) killed = node.get();
+  }
+  if (killed == nullptr) return absl::InternalError("unknown master port");
+  KillAndReap(&killed->pid);
+  int now = 0;
+  absl::Status promoted = WaitUntil(
+      [&] {
+        absl::StatusOr<int> port = MasterPort();
+        if (!port.ok() || *port == *old) return false;
+        ReplyPtr role = Ask(*port, {"ROLE"});
+        if (role == nullptr || role->type != REDIS_REPLY_ARRAY ||
+            role->elements == 0 ||
+            std::string(role->element[0]->str, role->element[0]->len) !=
+                "master") {
+          return false;
+        }
+        now = *port;
+        return true;
+      },
+      timeout, "the Sentinels to promote a replica");
+  if (!promoted.ok()) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        promoted.message(), "; Sentinel events:\n", SentinelEvents()));
+  }
+  absl::Status relaunched = LaunchNode(*killed, now);
+  if (!relaunched.ok()) return relaunched;
+  const std::string replicas = absl::StrCat(nodes_.size() - 1);
+  absl::Status attached = WaitUntil(
+      [&] {
+        const std::string info = ReplyText(Ask(now, {"INFO", "replication"}));
+        int online = 0;
+        for (size_t at = info.find("state=online"); at != std::string::npos;
+             at = info.find("state=online", at + 1)) {
+          ++online;
+        }
+        return InfoField(info, "connected_slaves") == replicas &&
+               absl::StrCat(online) == replicas;
+      },
+      absl::Seconds(30), "every replica to attach to the new master");
+  if (!attached.ok()) return attached;
+  return now;
+}
+
+std::string RedisSentinelSet::SentinelEvents() const {
+  std::string events;
+  for (const auto& s : sentinels_) {
+    std::ifstream in(absl::StrCat(dir_.path(), "/sentinel-", s->port, ".log"));
+    std::string line;
+    while (std::getline(in, line)) {
+      for (const char* what :
+           {"+switch-master", "+sdown master", "+odown", "+elected-leader",
+            "+promoted-slave", "+failover-end ", "-failover-abort",
+            "+failover-state-select-slave", "+selected-slave", "+try-failover",
+            "+new-epoch", "+vote-for-leader"}) {
+        if (line.find(what) != std::string::npos) {
+          absl::StrAppend(&events, s->port, ": ", line, "\n");
+        }
+      }
+    }
+  }
+  return events;
+}
+
+absl::Status RedisSentinelSet::FlushAll() {
+  absl::StatusOr<int> master = MasterPort();
+  if (!master.ok()) return master.status();
+  if (ReplyText(Ask(*master, {"FLUSHALL"})) != "OK") {
+    return absl::InternalError("FLUSHALL failed");
+  }
+  ReplyPtr wait =
+      Ask(*master, {"WAIT", absl::StrCat(nodes_.size() - 1), "5000"});
+  if (wait == nullptr || wait->type != REDIS_REPLY_INTEGER ||
+      wait->integer != static_cast<long long>(nodes_.size() - 1)) {
+    return absl::InternalError("FLUSHALL did not reach every replica");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<RedisClusterSet>> RedisClusterSet::Start(
+    int masters) {
+  auto set = std::unique_ptr<RedisClusterSet>(new RedisClusterSet());
+  const std::vector<int> ports = FreePorts(2 * masters);
+  std::vector<std::string> create = {"redis-cli", "--cluster", "create"};
+  for (int i = 0; i < masters; ++i) {
+    const std::string port = absl::StrCat(ports[i]);
+    const std::string dir = set->dir_.path();
+    pid_t pid = Spawn({"redis-server",
+                       "--bind",
+                       "127.0.0.1",
+                       "--port",
+                       port,
+                       "--cluster-enabled",
+                       "yes",
+                       "--cluster-config-file",
+                       absl::StrCat(dir, "/nodes-", port, ".conf"),
+                       "--cluster-port",
+                       absl::StrCat(ports[masters + i]),
+                       "--cluster-node-timeout",
+                       "2000",
+                       "--save",
+                       "",
+                       "--appendonly",
+                       "no",
+                       "--dir",
+                       dir,
+                       "--daemonize",
+                       "no"},
+                      absl::StrCat(dir, "/redis-", port, ".log"));
+    absl::Status up = WaitForPing(ports[i], &pid, "redis-server");
+    if (!up.ok()) return up;
+    set->pids_.push_back(pid);
+    set->ports_.push_back(ports[i]);
+    create.push_back(absl::StrCat("127.0.0.1:", port));
+  }
+  create.insert(create.end(), {"--cluster-replicas", "0", "--cluster-yes"});
+  absl::Status created =
+      RunCommand(create, set->dir_.path() + "/create.log", absl::Seconds(60));
+  if (!created.ok()) return created;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  for (int port : set->ports_) {
+    while (InfoField(ReplyText(Ask(port, {"CLUSTER", "INFO"})),
+                     "cluster_state") != "ok") {
+      if (absl::Now() > deadline) {
+        return absl::DeadlineExceededError("the cluster did not become ok");
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+  return set;
+}
+
+RedisClusterSet::~RedisClusterSet() {
+  for (pid_t& pid : pids_) KillAndReap(&pid);
+}
+
+std::string RedisClusterSet::uri() const {
+  std::string hosts;
+  for (int port : ports_) {
+    absl::StrAppend(&hosts, hosts.empty() ? "" : ",", "127.0.0.1:", port);
+  }
+  return absl::StrCat("redis-cluster://", hosts);
+}
+
+absl::StatusOr<int> RedisClusterSet::PortForKey(const std::string& key) {
+  for (int port : ports_) {
+    ReplyPtr r = Ask(port, {"EXISTS", key});
+    if (r != nullptr && r->type == REDIS_REPLY_INTEGER) return port;
+  }
+  return absl::NotFoundError("no node serves " + key);
+}
+
+absl::Status RedisClusterSet::FlushAll() {
+  for (int port : ports_) {
+    if (ReplyText(Ask(port, {"FLUSHALL"})) != "OK") {
+      return absl::InternalError(absl::StrCat("FLUSHALL failed on ", port));
+    }
+  }
+  return absl::OkStatus();
 }
 
 pid_t ForkChild(const std::function<bool()>& body) {

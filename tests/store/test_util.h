@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,6 +58,70 @@ class RedisServer {
   int port_;
   pid_t pid_ = -1;
 };
+
+// A master with replicas under a set of Sentinels, all on loopback (free
+// ports, a temp dir for their files). The Sentinels monitor it as
+// "mymaster" with a majority quorum, down-after 1 s.
+class RedisSentinelSet {
+ public:
+  // Starts the master, `replicas` replicas and `sentinels` Sentinels and
+  // waits until every Sentinel sees every replica and every other Sentinel.
+  static absl::StatusOr<std::unique_ptr<RedisSentinelSet>> Start(
+      int replicas = 2, int sentinels = 3);
+  ~RedisSentinelSet();
+  // redis-sentinel://127.0.0.1:<s1>,.../mymaster/0
+  std::string uri() const;
+  // The port of the master as a majority of the Sentinels names it.
+  absl::StatusOr<int> MasterPort();
+  // SIGKILLs the current master, waits (up to `timeout`) until the Sentinels
+  // name another node and it answers ROLE master, then restarts the killed
+  // node as a replica of the new master and waits until the master sees
+  // all its replicas online. Returns the new master's port.
+  absl::StatusOr<int> KillMasterAndWaitForFailover(absl::Duration timeout);
+  // The failover events in the Sentinels' logs (+sdown master,
+  // +promoted-slave, +switch-master, +failover-end), one per line.
+  std::string SentinelEvents() const;
+  // FLUSHALL on the master, waiting until every replica has it.
+  absl::Status FlushAll();
+
+ private:
+  struct Node;
+  RedisSentinelSet();
+  absl::Status LaunchNode(Node& node, int master_port);
+  absl::Status WaitUntil(const std::function<bool()>& ready,
+                         absl::Duration timeout, const std::string& what);
+  TempDir dir_;
+  std::vector<std::unique_ptr<Node>> nodes_;  // data nodes
+  std::vector<std::unique_ptr<Node>> sentinels_;
+};
+
+// A Redis Cluster of `masters` nodes (no replicas) on loopback, created with
+// `redis-cli --cluster create`; free ports for clients and the cluster bus.
+class RedisClusterSet {
+ public:
+  static absl::StatusOr<std::unique_ptr<RedisClusterSet>> Start(
+      int masters = 3);
+  ~RedisClusterSet();
+  // redis-cluster://127.0.0.1:<p1>,...
+  std::string uri() const;
+  const std::vector<int>& ports() const { return ports_; }
+  // The port of the node that serves `key` now (the one that does not answer
+  // MOVED).
+  absl::StatusOr<int> PortForKey(const std::string& key);
+  // FLUSHALL on every node.
+  absl::Status FlushAll();
+
+ private:
+  RedisClusterSet() = default;
+  TempDir dir_;
+  std::vector<int> ports_;
+  std::vector<pid_t> pids_;
+};
+
+// Runs `argv` (program first) with stdout/stderr to `log`, waiting at most
+// `timeout`; OK if it exits with status 0.
+absl::Status RunCommand(const std::vector<std::string>& argv,
+                        const std::string& log, absl::Duration timeout);
 
 // Runs `body` in a forked child, which exits with status 0 if it returns
 // true, 1 otherwise. Returns the child's pid.
