@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/dense_kernel.h"
+#include "model/gemm.h"
 #include "model/status_macros.h"
 
 namespace bnserve::model {
@@ -289,8 +290,9 @@ void Conv2d::ForwardTrain(const Shape& in, const Matrix& x, Matrix* y,
   for (Eigen::Index r = 0; r < m; ++r) {
     Im2Col(x.row(r).data(), in, window, oh, ow, cols.data() + r * n, m * n);
   }
-  Matrix out;
-  out.noalias() = weight * cols;  // K x (m * n)
+  Matrix out(out_channels(), m * n);
+  Gemm({weight.data(), weight.rows(), weight.cols()},
+       {cols.data(), cols.rows(), cols.cols()}, out.data());
   if (has_bias()) out.colwise() += bias.transpose();
   y->resize(m, out_channels() * n);
   for (Eigen::Index r = 0; r < m; ++r) {
@@ -314,12 +316,13 @@ void Conv2d::Backward(const Shape& in, const Matrix&, const Matrix&,
   }
   grads->resize(has_bias() ? 2 : 1);
   (*grads)[0].resize(weight.size());
-  Eigen::Map<Matrix>((*grads)[0].data(), weight.rows(), weight.cols())
-      .noalias() = d * cache.a.transpose();
+  const GemmOperand dop{d.data(), d.rows(), d.cols()};
+  Gemm(dop, {cache.a.data(), cache.a.rows(), cache.a.cols(), true},
+       (*grads)[0].data());
   if (has_bias()) (*grads)[1] = d.rowwise().sum();
   if (dx == nullptr) return;
-  Matrix dcols;
-  dcols.noalias() = weight.transpose() * d;
+  Matrix dcols(patch(), m * n);
+  Gemm({weight.data(), weight.rows(), weight.cols(), true}, dop, dcols.data());
   dx->setZero(m, in.size());
   for (Eigen::Index r = 0; r < m; ++r) {
     Col2Im(dcols.data() + r * n, m * n, in, window, oh, ow, dx->row(r).data());
