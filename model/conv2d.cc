@@ -12,8 +12,21 @@
 namespace bnserve::model {
 namespace {
 
+// [*lo, *hi): the output positions o in [0, out) whose input position
+// o * stride - pad + tap lies inside [0, size).
+void ValidRange(int out, int size, int stride, int pad, int tap, int* lo,
+                int* hi) {
+  const int first = pad - tap;  // o * stride >= first
+  *lo = first <= 0 ? 0 : std::min(out, (first + stride - 1) / stride);
+  const int last = size - 1 + pad - tap;  // o * stride <= last
+  *hi = last < 0 ? 0 : std::min(out, last / stride + 1);
+  *hi = std::max(*hi, *lo);
+}
+
 // Writes the kernel windows of one example `x` (shape `in`) as the columns
 // of a patch x (oh * ow) block starting at `cols`, rows `ld` floats apart.
+// The in-bounds range of each kernel column is computed once, so the inner
+// loop is a plain (for stride 1, contiguous) copy.
 void Im2Col(const float* x, const Shape& in, const Window2d& w, int oh, int ow,
             float* cols, int64_t ld) {
   const int H = in.height, W = in.width;
@@ -22,19 +35,26 @@ void Im2Col(const float* x, const Shape& in, const Window2d& w, int oh, int ow,
     const float* xc = x + int64_t{c} * H * W;
     for (int i = 0; i < w.kernel_h; ++i) {
       for (int j = 0; j < w.kernel_w; ++j, ++row) {
+        int lo, hi;
+        ValidRange(ow, W, w.stride_w, w.pad_w, j, &lo, &hi);
         float* dst = cols + row * ld;
         for (int oy = 0; oy < oh; ++oy) {
           const int iy = oy * w.stride_h - w.pad_h + i;
           float* d = dst + int64_t{oy} * ow;
-          if (iy < 0 || iy >= H) {
+          if (iy < 0 || iy >= H || lo == hi) {  // only padding
             std::fill(d, d + ow, 0.0f);
             continue;
           }
-          const float* src = xc + int64_t{iy} * W;
-          for (int ox = 0; ox < ow; ++ox) {
-            const int ix = ox * w.stride_w - w.pad_w + j;
-            d[ox] = (ix >= 0 && ix < W) ? src[ix] : 0.0f;
+          // The input of output position lo, then every stride_w-th value.
+          const float* src =
+              xc + int64_t{iy} * W + lo * w.stride_w - w.pad_w + j;
+          std::fill(d, d + lo, 0.0f);
+          if (w.stride_w == 1) {
+            std::copy(src, src + (hi - lo), d + lo);
+          } else {
+            for (int k = 0; k < hi - lo; ++k) d[lo + k] = src[k * w.stride_w];
           }
+          std::fill(d + hi, d + ow, 0.0f);
         }
       }
     }
@@ -76,15 +96,19 @@ void Col2Im(const float* cols, int64_t ld, const Shape& in, const Window2d& w,
     float* xc = dx + int64_t{c} * H * W;
     for (int i = 0; i < w.kernel_h; ++i) {
       for (int j = 0; j < w.kernel_w; ++j, ++row) {
+        int lo, hi;
+        ValidRange(ow, W, w.stride_w, w.pad_w, j, &lo, &hi);
+        if (lo == hi) continue;  // this kernel column reads only padding
         const float* src = cols + row * ld;
         for (int oy = 0; oy < oh; ++oy) {
           const int iy = oy * w.stride_h - w.pad_h + i;
           if (iy < 0 || iy >= H) continue;
-          float* d = xc + int64_t{iy} * W;
-          const float* s = src + int64_t{oy} * ow;
-          for (int ox = 0; ox < ow; ++ox) {
-            const int ix = ox * w.stride_w - w.pad_w + j;
-            if (ix >= 0 && ix < W) d[ix] += s[ox];
+          float* d = xc + int64_t{iy} * W + lo * w.stride_w - w.pad_w + j;
+          const float* s = src + int64_t{oy} * ow + lo;
+          if (w.stride_w == 1) {
+            for (int k = 0; k < hi - lo; ++k) d[k] += s[k];
+          } else {
+            for (int k = 0; k < hi - lo; ++k) d[k * w.stride_w] += s[k];
           }
         }
       }
