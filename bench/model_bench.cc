@@ -12,7 +12,11 @@
 //       maxpool:2, conv:32:3:p1, bn, relu, maxpool:2, flatten, dense:64, bn,
 //       relu, dense:10), batch norm folded or not;
 //   BM_TrainStepCnn/B                       one SGD-momentum step of that
-//       CNN on B rows (bench/torch_cnn.py is the PyTorch side).
+//       CNN on B rows (bench/torch_cnn.py is the PyTorch side);
+//   BM_GemmGeneric / BM_GemmAvx2            the CNN's three conv GEMMs of a
+//       training step at batch 64 (forward, weight gradient, input
+//       gradient of the second conv) through the portable and the AVX2+FMA
+//       builds of model/gemm.h.
 // Data: --digits_train / --digits_test (defaults: data/digits/*.csv relative
 // to the working directory), read before the benchmarks start.
 #include <benchmark/benchmark.h>
@@ -23,6 +27,7 @@
 
 #include "bench/bench_util.h"
 #include "model/dense_kernel.h"
+#include "model/gemm.h"
 #include "model/network.h"
 #include "model/trainer.h"
 
@@ -153,6 +158,33 @@ void BM_DenseKernel(benchmark::State& state) {
 }
 BENCHMARK(BM_DenseKernel<false>)->Name("BM_DenseKernelGeneric");
 BENCHMARK(BM_DenseKernel<true>)->Name("BM_DenseKernelAvx2");
+
+// The second conv layer of the CNN at batch 64: W 32 x 144, im2col columns
+// 144 x (4 * 4 * 64), output gradient 32 x 1024.
+template <bool kAvx2>
+void BM_Gemm(benchmark::State& state) {
+  if (kAvx2 && !model::internal::CpuHasAvx2Fma()) {
+    state.SkipWithError("CPU without AVX2+FMA");
+    return;
+  }
+  const int k = 32, p = 144, n = 1024;
+  std::vector<float> w(k * p, 0.01f), cols(p * n, 0.5f), d(k * n, 0.1f);
+  std::vector<float> out(k * n), dw(k * p), dcols(p * n);
+  auto gemm =
+      kAvx2 ? &model::internal::GemmAvx2 : &model::internal::GemmGeneric;
+  for (auto _ : state) {
+    gemm({w.data(), k, p}, {cols.data(), p, n}, out.data(), false);
+    gemm({d.data(), k, n}, {cols.data(), p, n, true}, dw.data(), false);
+    gemm({w.data(), k, p, true}, {d.data(), k, n}, dcols.data(), false);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::DoNotOptimize(dw.data());
+    benchmark::DoNotOptimize(dcols.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Gemm<false>)->Name("BM_GemmGeneric");
+BENCHMARK(BM_Gemm<true>)->Name("BM_GemmAvx2");
 
 void RunTrainStep(benchmark::State& state, model::Network net) {
   const int b = static_cast<int>(state.range(0));

@@ -98,13 +98,16 @@ void ActivationLayer::Backward(const Shape&, const Matrix&, const Matrix& y,
   if (dx == nullptr) return;
   switch (fn) {
     case v1::ACTIVATION_RELU: {
-      // A plain loop the compiler vectorizes (Eigen's select is not).
+      // A plain loop the compiler vectorizes (Eigen's select is not): both
+      // loads unconditional, then a select (a conditional load of dy kept
+      // it scalar and branchy).
       dx->resize(dy.rows(), dy.cols());
       const float* yv = y.data();
       const float* d = dy.data();
       float* out = dx->data();
       for (Eigen::Index i = 0; i < dy.size(); ++i) {
-        out[i] = yv[i] > 0.0f ? d[i] : 0.0f;
+        const float g = d[i];
+        out[i] = yv[i] > 0.0f ? g : 0.0f;
       }
       break;
     }

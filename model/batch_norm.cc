@@ -57,10 +57,18 @@ void ForwardTrainSpatial(const BatchNorm& bn, const Matrix& z, Matrix* out,
     cache->mean(c) = static_cast<float>(mean);
     cache->var(c) = static_cast<float>(var);
     const float inv_std = 1.0f / std::sqrt(cache->var(c) + bn.config.eps);
-    auto x_hat = Block(cache->a, c, plane);
-    x_hat = (block.array() - cache->mean(c)) * inv_std;
-    out->middleCols(c * plane, plane) =
-        (x_hat.array() * bn.gamma(c) + bn.beta(c)).matrix();
+    // x_hat and the output in one pass over the channel's values.
+    const float g = bn.gamma(c), b = bn.beta(c);
+    for (Eigen::Index r = 0; r < z.rows(); ++r) {
+      const float* zr = z.row(r).data() + c * plane;
+      float* xr = cache->a.row(r).data() + c * plane;
+      float* yr = out->row(r).data() + c * plane;
+      for (int64_t i = 0; i < plane; ++i) {
+        const float h = (zr[i] - mean_f) * inv_std;
+        xr[i] = h;
+        yr[i] = h * g + b;
+      }
+    }
   }
   cache->inv_std = (cache->var.array() + bn.config.eps).rsqrt();
 }

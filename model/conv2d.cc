@@ -6,34 +6,88 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/dense_kernel.h"
+#include "model/gemm.h"
 #include "model/status_macros.h"
 
 namespace bnserve::model {
 namespace {
 
-// Writes the kernel windows of one example `x` (shape `in`) as the columns
-// of a patch x (oh * ow) block starting at `cols`, rows `ld` floats apart.
-void Im2Col(const float* x, const Shape& in, const Window2d& w, int oh, int ow,
-            float* cols, int64_t ld) {
+// [*lo, *hi): the output positions o in [0, out) whose input position
+// o * stride - pad + tap lies inside [0, size).
+void ValidRange(int out, int size, int stride, int pad, int tap, int* lo,
+                int* hi) {
+  const int first = pad - tap;  // o * stride >= first
+  *lo = first <= 0 ? 0 : std::min(out, (first + stride - 1) / stride);
+  const int last = size - 1 + pad - tap;  // o * stride <= last
+  *hi = last < 0 ? 0 : std::min(out, last / stride + 1);
+  *hi = std::max(*hi, *lo);
+}
+
+// out (cols x rows) = a (rows x cols) transposed, both row-major, in 8 x 8
+// tiles: a plain transposed copy reads one of the two with a stride of a
+// whole row and spends its time in cache misses, and with rows a power of
+// two apart (4 KiB for 1024 floats) more than 8 rows of a tile fall into
+// one set of the 8-way L1 cache.
+void Transpose(const float* a, int64_t rows, int64_t cols, float* out) {
+  constexpr int64_t kTile = 8;
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+    const int64_t r1 = std::min(rows, r0 + kTile);
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+      const int64_t c1 = std::min(cols, c0 + kTile);
+      for (int64_t c = c0; c < c1; ++c) {
+        for (int64_t r = r0; r < r1; ++r) out[c * rows + r] = a[r * cols + c];
+      }
+    }
+  }
+}
+
+// A rows x cols matrix holding `a` transposed.
+Matrix Transposed(const float* a, int64_t rows, int64_t cols) {
+  Matrix t(cols, rows);
+  Transpose(a, rows, cols, t.data());
+  return t;
+}
+
+// The minibatch layout of training: "example-innermost", one row per input
+// (or output) value and one column per example, i.e. the transpose of the
+// batch matrix. Then the m examples of one value are contiguous, and the
+// im2col copies below move whole runs of (positions x m) floats at a time
+// instead of a few floats per example.
+//
+// Writes the kernel windows of the minibatch `xt` (in.size() x m,
+// example-innermost) as a patch x (oh * ow * m) matrix `cols`: row
+// (c, i, j), column (oy, ox, example). The in-bounds range of each kernel
+// column is computed once, so the inner loops are plain copies.
+void Im2Col(const float* xt, int64_t m, const Shape& in, const Window2d& w,
+            int oh, int ow, float* cols) {
   const int H = in.height, W = in.width;
-  int64_t row = 0;
+  const int64_t run = int64_t{ow} * m;  // one output row of every example
+  float* dst = cols;
   for (int c = 0; c < in.channels; ++c) {
-    const float* xc = x + int64_t{c} * H * W;
     for (int i = 0; i < w.kernel_h; ++i) {
-      for (int j = 0; j < w.kernel_w; ++j, ++row) {
-        float* dst = cols + row * ld;
-        for (int oy = 0; oy < oh; ++oy) {
+      for (int j = 0; j < w.kernel_w; ++j) {
+        int lo, hi;
+        ValidRange(ow, W, w.stride_w, w.pad_w, j, &lo, &hi);
+        for (int oy = 0; oy < oh; ++oy, dst += run) {
           const int iy = oy * w.stride_h - w.pad_h + i;
-          float* d = dst + int64_t{oy} * ow;
-          if (iy < 0 || iy >= H) {
-            std::fill(d, d + ow, 0.0f);
+          if (iy < 0 || iy >= H || lo == hi) {  // only padding
+            std::fill(dst, dst + run, 0.0f);
             continue;
           }
-          const float* src = xc + int64_t{iy} * W;
-          for (int ox = 0; ox < ow; ++ox) {
-            const int ix = ox * w.stride_w - w.pad_w + j;
-            d[ox] = (ix >= 0 && ix < W) ? src[ix] : 0.0f;
+          // The input of output position lo, then every stride_w-th one.
+          const float* src =
+              xt +
+              ((int64_t{c} * H + iy) * W + lo * w.stride_w - w.pad_w + j) * m;
+          std::fill(dst, dst + lo * m, 0.0f);
+          if (w.stride_w == 1) {
+            std::copy(src, src + (hi - lo) * m, dst + lo * m);
+          } else {
+            for (int k = 0; k < hi - lo; ++k) {
+              std::copy(src + k * w.stride_w * m,
+                        src + (k * w.stride_w + 1) * m, dst + (lo + k) * m);
+            }
           }
+          std::fill(dst + hi * m, dst + run, 0.0f);
         }
       }
     }
@@ -65,25 +119,32 @@ void Im2Row(const float* x, const Shape& in, const Window2d& w, int oh, int ow,
   }
 }
 
-// The adjoint of Im2Col: adds each column entry back onto the input
-// position it was read from.
-void Col2Im(const float* cols, int64_t ld, const Shape& in, const Window2d& w,
-            int oh, int ow, float* dx) {
+// The adjoint of Im2Col: adds each entry of `cols` back onto the input
+// value it was read from, in `dxt` (in.size() x m, example-innermost).
+void Col2Im(const float* cols, int64_t m, const Shape& in, const Window2d& w,
+            int oh, int ow, float* dxt) {
   const int H = in.height, W = in.width;
-  int64_t row = 0;
+  const int64_t run = int64_t{ow} * m;
+  const float* src = cols;
   for (int c = 0; c < in.channels; ++c) {
-    float* xc = dx + int64_t{c} * H * W;
     for (int i = 0; i < w.kernel_h; ++i) {
-      for (int j = 0; j < w.kernel_w; ++j, ++row) {
-        const float* src = cols + row * ld;
-        for (int oy = 0; oy < oh; ++oy) {
+      for (int j = 0; j < w.kernel_w; ++j) {
+        int lo, hi;
+        ValidRange(ow, W, w.stride_w, w.pad_w, j, &lo, &hi);
+        for (int oy = 0; oy < oh; ++oy, src += run) {
           const int iy = oy * w.stride_h - w.pad_h + i;
-          if (iy < 0 || iy >= H) continue;
-          float* d = xc + int64_t{iy} * W;
-          const float* s = src + int64_t{oy} * ow;
-          for (int ox = 0; ox < ow; ++ox) {
-            const int ix = ox * w.stride_w - w.pad_w + j;
-            if (ix >= 0 && ix < W) d[ix] += s[ox];
+          if (iy < 0 || iy >= H || lo == hi) continue;
+          float* d =
+              dxt +
+              ((int64_t{c} * H + iy) * W + lo * w.stride_w - w.pad_w + j) * m;
+          const float* s = src + lo * m;
+          if (w.stride_w == 1) {
+            for (int64_t k = 0; k < (hi - lo) * m; ++k) d[k] += s[k];
+          } else {
+            for (int k = 0; k < hi - lo; ++k) {
+              float* dk = d + k * w.stride_w * m;
+              for (int64_t e = 0; e < m; ++e) dk[e] += s[k * m + e];
+            }
           }
         }
       }
@@ -281,23 +342,21 @@ void Conv2d::Forward(const Shape& in, const float* x, float* y,
 
 void Conv2d::ForwardTrain(const Shape& in, const Matrix& x, Matrix* y,
                           LayerCache* cache) const {
+  // Example-innermost (see Im2Col): out = W * cols is K x (oh * ow * m),
+  // which read as (K * oh * ow) x m is y transposed.
   const int oh = window.OutHeight(in.height), ow = window.OutWidth(in.width);
   const int64_t n = int64_t{oh} * ow;
   const Eigen::Index m = x.rows();
+  const Matrix xt = Transposed(x.data(), m, x.cols());
   Matrix& cols = cache->a;
-  cols.resize(patch(), m * n);
-  for (Eigen::Index r = 0; r < m; ++r) {
-    Im2Col(x.row(r).data(), in, window, oh, ow, cols.data() + r * n, m * n);
-  }
-  Matrix out;
-  out.noalias() = weight * cols;  // K x (m * n)
+  cols.resize(patch(), n * m);
+  Im2Col(xt.data(), m, in, window, oh, ow, cols.data());
+  Matrix out(out_channels(), n * m);
+  Gemm({weight.data(), weight.rows(), weight.cols()},
+       {cols.data(), cols.rows(), cols.cols()}, out.data());
   if (has_bias()) out.colwise() += bias.transpose();
   y->resize(m, out_channels() * n);
-  for (Eigen::Index r = 0; r < m; ++r) {
-    for (int k = 0; k < out_channels(); ++k) {
-      y->row(r).segment(k * n, n) = out.row(k).segment(r * n, n);
-    }
-  }
+  Transpose(out.data(), out_channels() * n, m, y->data());
 }
 
 void Conv2d::Backward(const Shape& in, const Matrix&, const Matrix&,
@@ -306,24 +365,25 @@ void Conv2d::Backward(const Shape& in, const Matrix&, const Matrix&,
   const int oh = window.OutHeight(in.height), ow = window.OutWidth(in.width);
   const int64_t n = int64_t{oh} * ow;
   const Eigen::Index m = dy.rows();
-  Matrix d(out_channels(), m * n);  // dL/d(W * cols)
-  for (Eigen::Index r = 0; r < m; ++r) {
-    for (int k = 0; k < out_channels(); ++k) {
-      d.row(k).segment(r * n, n) = dy.row(r).segment(k * n, n);
-    }
-  }
+  // dL/d(W * cols), K x (oh * ow * m): dy transposed, example-innermost.
+  const Matrix d = Transposed(dy.data(), m, dy.cols());
+  const GemmOperand dop{d.data(), out_channels(), n * m};
   grads->resize(has_bias() ? 2 : 1);
   (*grads)[0].resize(weight.size());
-  Eigen::Map<Matrix>((*grads)[0].data(), weight.rows(), weight.cols())
-      .noalias() = d * cache.a.transpose();
-  if (has_bias()) (*grads)[1] = d.rowwise().sum();
-  if (dx == nullptr) return;
-  Matrix dcols;
-  dcols.noalias() = weight.transpose() * d;
-  dx->setZero(m, in.size());
-  for (Eigen::Index r = 0; r < m; ++r) {
-    Col2Im(dcols.data() + r * n, m * n, in, window, oh, ow, dx->row(r).data());
+  Gemm(dop, {cache.a.data(), cache.a.rows(), cache.a.cols(), true},
+       (*grads)[0].data());
+  if (has_bias()) {
+    (*grads)[1] = Eigen::Map<const Matrix>(d.data(), out_channels(), n * m)
+                      .rowwise()
+                      .sum();
   }
+  if (dx == nullptr) return;
+  Matrix dcols(patch(), n * m);
+  Gemm({weight.data(), weight.rows(), weight.cols(), true}, dop, dcols.data());
+  Matrix dxt = Matrix::Zero(in.size(), m);
+  Col2Im(dcols.data(), m, in, window, oh, ow, dxt.data());
+  dx->resize(m, in.size());
+  Transpose(dxt.data(), in.size(), m, dx->data());
 }
 
 std::vector<ParamRef> Conv2d::Parameters() {

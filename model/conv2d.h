@@ -5,7 +5,9 @@
 //
 // Computed as im2col + GEMM: the input's kernel windows become the columns
 // of a (C*kh*kw) x (H'*W') matrix, and the output is W times it. A training
-// step builds one such matrix for the whole minibatch and runs one GEMM.
+// step builds one such matrix for the whole minibatch, example-innermost
+// (columns ordered by position, then example), and runs one GEMM
+// (model/gemm.h: AVX2+FMA where the CPU has it).
 //
 // JSON: {"type": "conv2d", "in_channels": C, "out_channels": K,
 //        "kernel_size": [kh, kw], "stride": [sh, sw], "padding": [ph, pw],

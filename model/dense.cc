@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/dense_kernel.h"
+#include "model/gemm.h"
 #include "model/status_macros.h"
 
 namespace bnserve::model {
@@ -126,7 +127,9 @@ void Dense::Forward(const Shape&, const float* x, float* y, float*) const {
 
 void Dense::ForwardTrain(const Shape&, const Matrix& x, Matrix* y,
                          LayerCache*) const {
-  y->noalias() = x * weight.transpose();
+  y->resize(x.rows(), out());
+  Gemm({x.data(), x.rows(), x.cols()},
+       {weight.data(), weight.rows(), weight.cols(), true}, y->data());
   if (has_bias()) y->rowwise() += bias;
 }
 
@@ -135,10 +138,13 @@ void Dense::Backward(const Shape&, const Matrix& x, const Matrix&,
                      LayerGradients* grads) const {
   grads->resize(has_bias() ? 2 : 1);
   (*grads)[0].resize(weight.size());
-  Eigen::Map<Matrix>((*grads)[0].data(), out(), in()).noalias() =
-      dy.transpose() * x;
+  Gemm({dy.data(), dy.rows(), dy.cols(), true}, {x.data(), x.rows(), x.cols()},
+       (*grads)[0].data());
   if (has_bias()) (*grads)[1] = dy.colwise().sum().transpose();
-  if (dx != nullptr) dx->noalias() = dy * weight;
+  if (dx == nullptr) return;
+  dx->resize(dy.rows(), in());
+  Gemm({dy.data(), dy.rows(), dy.cols()},
+       {weight.data(), weight.rows(), weight.cols()}, dx->data());
 }
 
 std::vector<ParamRef> Dense::Parameters() {

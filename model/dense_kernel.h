@@ -11,7 +11,8 @@
 // differ in the last bits (about 1e-7 relative), as two BLAS libraries do.
 //
 // Setting the environment variable BNSERVE_DENSE_KERNEL=generic before the
-// first call forces the portable kernel (to compare, or to rule it out).
+// first call forces the portable kernel (to compare, or to rule it out); the
+// training GEMMs (model/gemm.h) follow the same choice.
 //
 // Pure functions; thread-safe.
 #ifndef BNSERVE_MODEL_DENSE_KERNEL_H_

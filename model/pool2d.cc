@@ -33,7 +33,9 @@ void ForEachWindow(const Shape& in, const Window2d& w, F emit) {
 
 // Max over one window; writes the flat input index of the maximum (the
 // first one on ties, as PyTorch). Activations are finite (inputs and
-// parameters are checked), so no NaN handling.
+// parameters are checked), so no NaN handling. Selects, not branches: which
+// value wins is data-dependent, and a mispredicted branch per value cost
+// more than the comparisons.
 float WindowMax(const float* x, int width, int y_begin, int y_end, int x_begin,
                 int x_end, int64_t base, int32_t* arg) {
   float best = -std::numeric_limits<float>::infinity();
@@ -41,14 +43,49 @@ float WindowMax(const float* x, int width, int y_begin, int y_end, int x_begin,
   for (int yy = y_begin; yy < y_end; ++yy) {
     for (int xx = x_begin; xx < x_end; ++xx) {
       const int64_t idx = base + int64_t{yy} * width + xx;
-      if (x[idx] > best) {
-        best = x[idx];
-        best_index = idx;
-      }
+      const float v = x[idx];
+      const bool better = v > best;
+      best = better ? v : best;
+      best_index = better ? idx : best_index;
     }
   }
   if (arg != nullptr) *arg = static_cast<int32_t>(best_index);
   return best;
+}
+
+// Max pooling of one example with 2 x 2 windows and no padding (the usual
+// max pool): the same maxima and argmax positions as WindowMax, with the
+// window's four offsets fixed, so there is no per-window bounds arithmetic.
+// `arg` may be null.
+void MaxPool2x2(const float* x, const Shape& in, const Window2d& w, float* y,
+                int32_t* arg) {
+  const int oh = w.OutHeight(in.height), ow = w.OutWidth(in.width);
+  const int W = in.width;
+  int64_t o = 0;
+  for (int c = 0; c < in.channels; ++c) {
+    const int64_t plane = int64_t{c} * in.height * W;
+    for (int oy = 0; oy < oh; ++oy) {
+      const int64_t row = plane + int64_t{oy} * w.stride_h * W;
+      for (int ox = 0; ox < ow; ++ox, ++o) {
+        const int64_t i0 = row + int64_t{ox} * w.stride_w;
+        const int64_t idx[4] = {i0, i0 + 1, i0 + W, i0 + W + 1};
+        float best = x[i0];
+        int64_t best_index = i0;
+        for (int k = 1; k < 4; ++k) {
+          const float v = x[idx[k]];
+          const bool better = v > best;
+          best = better ? v : best;
+          best_index = better ? idx[k] : best_index;
+        }
+        y[o] = best;
+        if (arg != nullptr) arg[o] = static_cast<int32_t>(best_index);
+      }
+    }
+  }
+}
+
+bool Is2x2Unpadded(const Window2d& w) {
+  return w.kernel_h == 2 && w.kernel_w == 2 && w.pad_h == 0 && w.pad_w == 0;
 }
 
 float WindowSum(const float* x, int width, int y_begin, int y_end, int x_begin,
@@ -169,6 +206,10 @@ absl::StatusOr<std::unique_ptr<Layer>> MaxPool2d::FromSpec(
 
 void MaxPool2d::Forward(const Shape& in, const float* x, float* y,
                         float*) const {
+  if (Is2x2Unpadded(window)) {
+    MaxPool2x2(x, in, window, y, nullptr);
+    return;
+  }
   ForEachWindow(in, window,
                 [&](int64_t o, int yb, int ye, int xb, int xe, int64_t base) {
                   y[o] = WindowMax(x, in.width, yb, ye, xb, xe, base, nullptr);
@@ -185,6 +226,10 @@ void MaxPool2d::ForwardTrain(const Shape& in, const Matrix& x, Matrix* y,
     const float* xr = x.row(r).data();
     float* yr = y->row(r).data();
     int32_t* arg = cache->index.data() + r * n;
+    if (Is2x2Unpadded(window)) {
+      MaxPool2x2(xr, in, window, yr, arg);
+      continue;
+    }
     ForEachWindow(in, window,
                   [&](int64_t o, int yb, int ye, int xb, int xe, int64_t base) {
                     yr[o] =

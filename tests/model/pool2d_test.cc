@@ -74,6 +74,8 @@ const std::vector<Case>& Cases() {
   static const auto* c = new std::vector<Case>{
       {Shape::Image(2, 7, 7), {2, 2, 2, 2, 0, 0}},  // floor: 7 -> 3
       {Shape::Image(2, 6, 6), {2, 2, 2, 2, 0, 0}},
+      {Shape::Image(2, 5, 4), {2, 2, 1, 1, 0, 0}},  // 2x2 windows overlapping
+      {Shape::Image(1, 7, 6), {2, 2, 3, 2, 0, 0}},  // 2x2, unequal strides
       {Shape::Image(3, 5, 5), {3, 3, 2, 2, 1, 1}},
       {Shape::Image(1, 6, 5), {3, 2, 1, 2, 1, 1}},
       {Shape::Image(2, 2, 2), {2, 2, 1, 1, 1, 1}},  // 2 -> 3 with padding
