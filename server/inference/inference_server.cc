@@ -40,8 +40,9 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
       ::inference::GRPCInferenceService::service_full_name()});
   s->inference_ = std::make_unique<InferenceService>(
       s->manager_.get(), &s->auth_, &s->metrics_, limits);
-  s->kserve_ = std::make_unique<KServeService>(s->manager_.get(), &s->auth_,
-                                               &s->metrics_, limits);
+  s->kserve_core_ = std::make_unique<KServeCore>(s->manager_.get(), limits);
+  s->kserve_ = std::make_unique<KServeService>(s->kserve_core_.get(), &s->auth_,
+                                               &s->metrics_);
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -82,6 +82,7 @@ class InferenceServer {
   server::TokenAuth auth_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<InferenceService> inference_;
+  std::unique_ptr<KServeCore> kserve_core_;
   std::unique_ptr<KServeService> kserve_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
