@@ -87,20 +87,54 @@ HttpResponse KServeHttpHandler::Answer(const KServeRoute& route,
   }
   *status = auth_->CheckAuthorization(request.authorization);
   if (!status->ok()) return {};
+  if (route.kind == KServeRoute::kModelInfer) {
+    ::inference::ModelInferRequest q;
+    *status = ParseInferBody(request.body, &q);
+    if (!status->ok()) return {};
+    q.set_model_name(route.model);
+    q.set_model_version(route.version);
+    ::inference::ModelInferResponse r;
+    *status = core_->ModelInfer(q, &r);
+    return status->ok() ? Json(InferResponseJson(r)) : HttpResponse{};
+  }
+  if (route.kind == KServeRoute::kRepositoryIndex) {
+    ::inference::RepositoryIndexRequest q;
+    *status = ParseIndexBody(request.body, &q);
+    if (!status->ok()) return {};
+    ::inference::RepositoryIndexResponse r;
+    *status = core_->RepositoryIndex(q, &r);
+    return Json(RepositoryIndexJson(r));
+  }
+  return AnswerModelQuery(route, status);
+}
+
+HttpResponse KServeHttpHandler::AnswerModelQuery(const KServeRoute& route,
+                                                 absl::Status* status) const {
+  // The GET queries: a name and a version in, one message out.
+  auto ask = [&](auto request, auto response, auto call, auto to_json) {
+    request.set_name(route.model);
+    request.set_version(route.version);
+    *status = (core_->*call)(request, &response);
+    return Json(to_json(response));
+  };
   switch (route.kind) {
     case KServeRoute::kServerMetadata: {
       ::inference::ServerMetadataResponse r;
       core_->ServerMetadata(&r);
       return Json(ServerMetadataJson(r));
     }
-    case KServeRoute::kModelMetadata: {
-      ::inference::ModelMetadataRequest q;
-      q.set_name(route.model);
-      q.set_version(route.version);
-      ::inference::ModelMetadataResponse r;
-      *status = core_->ModelMetadata(q, &r);
-      return Json(ModelMetadataJson(r));
-    }
+    case KServeRoute::kModelMetadata:
+      return ask(::inference::ModelMetadataRequest(),
+                 ::inference::ModelMetadataResponse(),
+                 &KServeCore::ModelMetadata, ModelMetadataJson);
+    case KServeRoute::kModelConfig:
+      return ask(::inference::ModelConfigRequest(),
+                 ::inference::ModelConfigResponse(), &KServeCore::ModelConfig,
+                 ModelConfigJson);
+    case KServeRoute::kModelStatistics:
+      return ask(::inference::ModelStatisticsRequest(),
+                 ::inference::ModelStatisticsResponse(),
+                 &KServeCore::ModelStatistics, ModelStatisticsJson);
     case KServeRoute::kModelReady: {
       ::inference::ModelReadyRequest q;
       q.set_name(route.model);
@@ -111,45 +145,10 @@ HttpResponse KServeHttpHandler::Answer(const KServeRoute& route,
           absl::StrCat("{\"ready\":", r.ready() ? "true" : "false", "}"),
           r.ready());
     }
-    case KServeRoute::kModelInfer: {
-      ::inference::ModelInferRequest q;
-      *status = ParseInferBody(request.body, &q);
-      if (!status->ok()) return {};
-      q.set_model_name(route.model);
-      q.set_model_version(route.version);
-      ::inference::ModelInferResponse r;
-      *status = core_->ModelInfer(q, &r);
-      if (!status->ok()) return {};
-      return Json(InferResponseJson(r));
-    }
-    case KServeRoute::kModelConfig: {
-      ::inference::ModelConfigRequest q;
-      q.set_name(route.model);
-      q.set_version(route.version);
-      ::inference::ModelConfigResponse r;
-      *status = core_->ModelConfig(q, &r);
-      return Json(ModelConfigJson(r));
-    }
-    case KServeRoute::kModelStatistics: {
-      ::inference::ModelStatisticsRequest q;
-      q.set_name(route.model);
-      q.set_version(route.version);
-      ::inference::ModelStatisticsResponse r;
-      *status = core_->ModelStatistics(q, &r);
-      return Json(ModelStatisticsJson(r));
-    }
-    case KServeRoute::kRepositoryIndex: {
-      ::inference::RepositoryIndexRequest q;
-      *status = ParseIndexBody(request.body, &q);
-      if (!status->ok()) return {};
-      ::inference::RepositoryIndexResponse r;
-      *status = core_->RepositoryIndex(q, &r);
-      return Json(RepositoryIndexJson(r));
-    }
     default:
-      break;
+      *status = absl::InternalError("unrouted KServe endpoint");
+      return {};
   }
-  return {};
 }
 
 }  // namespace bnserve::inference

@@ -40,6 +40,10 @@ class KServeHttpHandler {
   server::HttpResponse Answer(const KServeRoute& route,
                               const server::HttpRequest& request,
                               absl::Status* status) const;
+  // The GET queries of one model (metadata, readiness, config, statistics)
+  // and the server metadata.
+  server::HttpResponse AnswerModelQuery(const KServeRoute& route,
+                                        absl::Status* status) const;
 
   const KServeCore* const core_;
   const server::TokenAuth* const auth_;
