@@ -27,16 +27,16 @@
 #include "tests/fuzz/fuzz_models.h"
 
 using bnserve::fuzz::Fail;
-namespace inference = bnserve::inference;
+namespace bi = bnserve::inference;
 namespace v1 = bnserve::v1;
 
 namespace {
 
 struct Env {
-  std::unique_ptr<inference::ServableManager> manager;
-  std::unique_ptr<inference::KServeCore> core;
+  std::unique_ptr<bi::ServableManager> manager;
+  std::unique_ptr<bi::KServeCore> core;
   bnserve::server::TokenAuth auth{"fuzz"};
-  std::unique_ptr<inference::KServeHttpHandler> handler;
+  std::unique_ptr<bi::KServeHttpHandler> handler;
 };
 
 Env* Setup() {
@@ -52,19 +52,18 @@ Env* Setup() {
     Fail("SetLabel", s.ToString());
   }
   auto* env = new Env;
-  inference::ServableManagerOptions options;
+  bi::ServableManagerOptions options;
   options.drift.sample_every = 0;
-  env->manager = std::make_unique<inference::ServableManager>(store, options);
+  env->manager = std::make_unique<bi::ServableManager>(store, options);
   if (auto s = env->manager->SyncAllForTesting(); !s.ok()) {
     Fail("SyncAllForTesting", s.ToString());
   }
   // Small bounds so that fuzzed inputs reach them.
-  env->core = std::make_unique<inference::KServeCore>(
-      env->manager.get(),
-      inference::RequestLimits{.max_response_bytes = 1 << 20,
-                               .max_work = int64_t{1} << 16});
-  env->handler = std::make_unique<inference::KServeHttpHandler>(
-      env->core.get(), &env->auth, nullptr);
+  env->core = std::make_unique<bi::KServeCore>(
+      env->manager.get(), bi::RequestLimits{.max_response_bytes = 1 << 20,
+                                            .max_work = int64_t{1} << 16});
+  env->handler = std::make_unique<bi::KServeHttpHandler>(env->core.get(),
+                                                         &env->auth, nullptr);
   return env;
 }
 
