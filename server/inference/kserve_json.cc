@@ -329,6 +329,12 @@ bool InferBodyParser::start_array(std::size_t) { return StartContainer(false); }
 // ---- Writing ----
 
 std::string Quote(const std::string& s) {
+  // Model names, versions and tensor names never need escaping: skip the
+  // JSON library for them (an infer answer quotes a few strings).
+  bool plain = true;
+  for (unsigned char c : s)
+    plain &= c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+  if (plain) return absl::StrCat("\"", s, "\"");
   return Json(s).dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
