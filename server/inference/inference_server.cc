@@ -150,6 +150,7 @@ void InferenceServer::Shutdown(absl::Duration deadline) {
   shut_down_ = true;
   if (manager_ != nullptr) manager_->SetReadyCallback(nullptr);
   if (health_ != nullptr) health_->Shutdown();
+  if (kserve_core_ != nullptr) kserve_core_->StopServing();
   if (server_ != nullptr) {
     server_->Shutdown(absl::ToChronoTime(absl::Now() + deadline));
     server_->Wait();

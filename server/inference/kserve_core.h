@@ -33,6 +33,7 @@
 #ifndef BNSERVE_SERVER_INFERENCE_KSERVE_CORE_H_
 #define BNSERVE_SERVER_INFERENCE_KSERVE_CORE_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -54,8 +55,13 @@ class KServeCore {
 
   // Always true while the process answers.
   bool Live() const { return true; }
-  // True once the configured models are loaded and verified.
-  bool Ready() const { return manager_->Ready(); }
+  // True once the configured models are loaded and verified, until
+  // StopServing() (the server is draining: readiness probes must fail so
+  // that no new traffic arrives).
+  bool Ready() const {
+    return !stopping_.load(std::memory_order_relaxed) && manager_->Ready();
+  }
+  void StopServing() { stopping_.store(true, std::memory_order_relaxed); }
 
   // Name "bnserve", the build's version and the extensions implemented.
   void ServerMetadata(::inference::ServerMetadataResponse* response) const;
@@ -102,6 +108,7 @@ class KServeCore {
 
   const ServableManager* const manager_;
   const RequestLimits limits_;
+  std::atomic<bool> stopping_{false};
 };
 
 // Parses a KServe model version string (see above) into a VersionRequest.

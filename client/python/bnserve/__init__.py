@@ -9,11 +9,17 @@ arrays and predict with a bnserve-inference server.
 over the same servers. Needs Debian's python3-grpcio, python3-protobuf and
 python3-numpy; see client/python/README.md.
 """
-from ._channel import BnserveError
-from .estimators import BnserveClassifier, BnserveRegressor
-from .inference import (BatchPrediction, InferenceClient, ModelInfo,
-                        Prediction)
-from .trainer import Progress, TrainerClient, TrainResult
+# The protobuf modules of the proto package bnserve.v1 live under this
+# package's name too (bnserve/v1/*_pb2.py): let directories of generated
+# stubs named bnserve on sys.path (predict.py's, grpc_tools output) extend
+# this package instead of being shadowed by it.
+__path__ = __import__("pkgutil").extend_path(__path__, __name__)
+
+from ._channel import BnserveError  # noqa: E402
+from .estimators import BnserveClassifier, BnserveRegressor  # noqa: E402
+from .inference import (BatchPrediction, InferenceClient,  # noqa: E402
+                        ModelInfo, Prediction)
+from .trainer import Progress, TrainerClient, TrainResult  # noqa: E402
 
 __all__ = [
     "BatchPrediction", "BnserveClassifier", "BnserveError",

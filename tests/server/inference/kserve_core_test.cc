@@ -215,6 +215,17 @@ TEST_F(KServeCoreTest, RepositoryIndexListsVersionsAndRefusedOnes) {
   EXPECT_TRUE(absl::IsNotFound(core_->RepositoryIndex(other, &resp)));
 }
 
+TEST_F(KServeCoreTest, ReadinessEndsWhenTheServerStopsServing) {
+  ASSERT_TRUE(manager_->Start().ok());
+  ASSERT_TRUE(manager_->WaitUntilReady(absl::Seconds(10)));
+  EXPECT_TRUE(core_->Ready());
+  core_->StopServing();  // draining: probes must fail, requests still work
+  EXPECT_FALSE(core_->Ready());
+  kserve::ModelInferResponse resp;
+  EXPECT_TRUE(
+      core_->ModelInfer(Infer(clf_, RandomFeatures(4, 2), 1, 4), &resp).ok());
+}
+
 TEST_F(KServeCoreTest, ServerMetadataNamesTheExtensions) {
   kserve::ServerMetadataResponse resp;
   core_->ServerMetadata(&resp);
