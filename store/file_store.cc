@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -21,11 +22,14 @@
 #include <thread>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "model/status_macros.h"
 #include "store/envelope.h"
 #include "store/strings.h"
@@ -242,6 +246,43 @@ void CleanUpAbandoned(const std::string& model_dir) {
   }
 }
 
+// The test-only fault point (file_store.h): the directory named by
+// kPublishPauseEnv, or "" when the variable is unset. Anything but an
+// existing directory is refused, so a typo cannot silently disarm a test.
+absl::StatusOr<std::string> PublishPauseDirFromEnv() {
+  const char* dir = std::getenv(kPublishPauseEnv);
+  if (dir == nullptr) return std::string();
+  if (*dir != '/' || !IsDirectory(dir)) {
+    return absl::InvalidArgumentError(
+        Cat(kPublishPauseEnv, "='", dir,
+            "' is not an absolute path to an existing directory (a test-only "
+            "fault point; unset it outside tests)"));
+  }
+  std::fprintf(stderr,
+               "WARNING: file store test hook active: %s=%s (a publish pauses "
+               "while %s/pause exists); never set it in production\n",
+               kPublishPauseEnv, dir, dir);
+  return std::string(dir);
+}
+
+// While `dir`/pause exists: announce `staging` in `dir`/paused, wait until
+// the pause file is removed, remove the announcement.
+void PauseInPublishForTest(const std::string& dir, const std::string& staging) {
+  const std::string pause = Cat(dir, "/pause");
+  const std::string paused = Cat(dir, "/paused");
+  if (access(pause.c_str(), F_OK) != 0) return;
+  const std::string tmp = Cat(paused, ".tmp-", getpid());
+  {
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    if (f == nullptr) return;
+    std::fprintf(f, "%s\n", staging.c_str());
+    std::fclose(f);
+  }
+  if (rename(tmp.c_str(), paused.c_str()) != 0) return;
+  while (access(pause.c_str(), F_OK) == 0) poll(nullptr, 0, 5);
+  unlink(paused.c_str());
+}
+
 // The persisted high-water mark: the next version to hand out, in
 // 1..kMaxVersion + 1 (the latter: every version is used). Numeric but past
 // that range is OUT_OF_RANGE (never wrapped or reset: a lower number could
@@ -285,8 +326,10 @@ class FileWatchHandle final : public WatchHandle {
       : scanner_(std::move(scanner)) {
     if (options.watch_notifications) StartInotify();
     loop_ = std::make_unique<WatchLoop>(
-        [s = scanner_.get()] { return ScanStore(*s); }, std::move(callback),
-        options.poll_interval);
+        [s = scanner_.get(), only = options.watch_models] {
+          return ScanStore(*s, only);
+        },
+        std::move(callback), options.poll_interval);
     if (inotify_fd_ >= 0) thread_ = std::thread([this] { ReadEvents(); });
   }
 
@@ -421,7 +464,9 @@ absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(
     return ErrnoStatus(ec ? ec.value() : ENOTDIR,
                        Cat("cannot create store directory ", normalized));
   }
-  return std::unique_ptr<FileStore>(new FileStore(normalized, options));
+  BNSERVE_ASSIGN_OR_RETURN(std::string pause_dir, PublishPauseDirFromEnv());
+  return std::unique_ptr<FileStore>(
+      new FileStore(normalized, options, std::move(pause_dir)));
 }
 
 std::string FileStore::ModelDir(std::string_view model) const {
@@ -513,6 +558,7 @@ absl::StatusOr<int64_t> FileStore::Publish(
   }
   s = WriteNewFileDurably(Cat(staging, "/", kSnapshotFile), envelope);
   if (s.ok()) s = FsyncPath(staging);
+  if (s.ok() && !pause_dir_.empty()) PauseInPublishForTest(pause_dir_, staging);
   if (s.ok() && renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, target.c_str(),
                           RENAME_NOREPLACE) != 0) {
     if (errno == EINVAL || errno == ENOSYS) {  // no RENAME_NOREPLACE support
@@ -566,15 +612,77 @@ absl::StatusOr<std::vector<int64_t>> FileStore::ListVersions(
   return ListVersionsUnchecked(ModelDir(model));
 }
 
+namespace {
+
+// A directory changed within this window of the time it was read may change
+// again without its stamp changing (timestamps are as coarse as the kernel's
+// clock tick, and a client's clock may differ from an NFS server's): such a
+// stamp is never trusted for a later scan.
+constexpr absl::Duration kRacyWindow = absl::Seconds(2);
+
+int64_t Nanos(const struct timespec& t) {
+  return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec;
+}
+
+}  // namespace
+
+absl::StatusOr<FileStore::ListedDir> FileStore::ListDir(int root_fd,
+                                                        const std::string& name,
+                                                        ListedDirs& cached) {
+  struct stat st;
+  if (fstatat(root_fd, name.c_str(), &st, 0) != 0) {
+    return errno == ENOENT ? absl::NotFoundError(name)
+                           : ErrnoStatus(errno, Cat("stat ", root_, "/", name));
+  }
+  if (!S_ISDIR(st.st_mode)) return absl::NotFoundError(name);
+  ListedDir dir;
+  dir.stamp = {st.st_ino, st.st_nlink, Nanos(st.st_mtim), Nanos(st.st_ctim)};
+  if (auto it = cached.find(name);
+      it != cached.end() && it->second.stamp == dir.stamp) {
+    return it->second;
+  }
+  BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> versions,
+                           ListVersionsUnchecked(Cat(root_, "/", name)));
+  dir.has_versions = !versions.empty();
+  return dir;
+}
+
 absl::StatusOr<std::vector<std::string>> FileStore::ListModels() {
+  // Stamps newer than this may still change unseen (see kRacyWindow).
+  const int64_t trusted_before = absl::ToUnixNanos(absl::Now() - kRacyWindow);
   BNSERVE_ASSIGN_OR_RETURN(auto entries, ReadDir(root_));
+  const int root_fd = open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root_fd < 0) return ErrnoStatus(errno, Cat("open ", root_));
+  absl::Cleanup close_root = [root_fd] { close(root_fd); };
+  ListedDirs cached, listed;
+  {
+    absl::MutexLock lock(&listed_mu_);
+    cached.swap(listed_);
+  }
   std::vector<std::string> models;
   for (const auto& [name, type] : entries) {
+    if (type != DT_DIR && type != DT_UNKNOWN && type != DT_LNK) continue;
     if (!ValidateModelName(name).ok()) continue;
-    if (!EntryIsDirectory(root_, name, type)) continue;
-    BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> versions,
-                             ListVersionsUnchecked(ModelDir(name)));
-    if (!versions.empty()) models.push_back(name);
+    absl::StatusOr<ListedDir> dir = ListDir(root_fd, name, cached);
+    if (absl::IsNotFound(dir.status())) continue;
+    if (!dir.ok()) return dir.status();
+    if (dir->has_versions) models.push_back(name);
+    if (dir->stamp.mtime_ns >= trusted_before ||
+        dir->stamp.ctime_ns >= trusted_before) {
+      continue;  // too fresh to trust next time
+    }
+    // Reuse the remembered node when there is one (no allocation).
+    auto node = cached.extract(name);
+    if (node.empty()) {
+      listed.emplace(name, *dir);
+    } else {
+      node.mapped() = *dir;
+      listed.insert(std::move(node));
+    }
+  }
+  {
+    absl::MutexLock lock(&listed_mu_);
+    listed_.swap(listed);
   }
   std::sort(models.begin(), models.end());
   return models;
@@ -682,7 +790,8 @@ absl::StatusOr<std::vector<int64_t>> FileStore::ApplyRetention(
 
 absl::StatusOr<std::unique_ptr<WatchHandle>> FileStore::Watch(
     std::function<void(const StoreEvent&)> callback) {
-  auto scanner = std::unique_ptr<FileStore>(new FileStore(root_, options_));
+  auto scanner =
+      std::unique_ptr<FileStore>(new FileStore(root_, options_, pause_dir_));
   return std::unique_ptr<WatchHandle>(std::make_unique<FileWatchHandle>(
       std::move(scanner), std::move(callback), options_));
 }

@@ -44,8 +44,10 @@ class MemoryWatchHandle final : public WatchHandle {
                     const StoreOptions& options)
       : shared_(std::move(shared)), scanner_(std::move(scanner)) {
     loop_ = std::make_unique<WatchLoop>(
-        [s = scanner_.get()] { return ScanStore(*s); }, std::move(callback),
-        options.poll_interval);
+        [s = scanner_.get(), only = options.watch_models] {
+          return ScanStore(*s, only);
+        },
+        std::move(callback), options.poll_interval);
     if (options.watch_notifications) {
       absl::MutexLock lock(&shared_->watchers_mu);
       shared_->watchers.insert(loop_.get());

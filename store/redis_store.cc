@@ -178,8 +178,10 @@ class RedisWatchHandle final : public WatchHandle {
                    const StoreOptions& options)
       : scanner_(std::move(scanner)), options_(options) {
     loop_ = std::make_unique<WatchLoop>(
-        [s = scanner_.get()] { return ScanStore(*s); }, std::move(callback),
-        options.poll_interval);
+        [s = scanner_.get(), only = options.watch_models] {
+          return ScanStore(*s, only);
+        },
+        std::move(callback), options.poll_interval);
     if (options.watch_notifications) {
       stop_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
       if (stop_fd_ >= 0) thread_ = std::thread([this] { Subscribe(); });

@@ -136,6 +136,10 @@ struct StoreOptions {
   // Whether Watch also uses push notifications (inotify / Redis pub-sub /
   // in-process). false = polling only (e.g. for NFS, or to test polling).
   bool watch_notifications = true;
+  // Models Watch scans and reports; empty = every model in the store. A
+  // server that serves a fixed list sets it, so the cost of each poll
+  // follows the models it serves, not everything else in the store.
+  std::vector<std::string> watch_models;
   // Redis: connect timeout and per-command timeout.
   absl::Duration redis_connect_timeout = absl::Seconds(2);
   absl::Duration redis_command_timeout = absl::Seconds(5);

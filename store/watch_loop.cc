@@ -9,9 +9,13 @@
 
 namespace bnserve::store {
 
-absl::StatusOr<StoreState> ScanStore(SnapshotStore& store) {
+absl::StatusOr<StoreState> ScanStore(SnapshotStore& store,
+                                     const std::vector<std::string>& only) {
   StoreState state;
-  BNSERVE_ASSIGN_OR_RETURN(std::vector<std::string> models, store.ListModels());
+  std::vector<std::string> models = only;
+  if (only.empty()) {
+    BNSERVE_ASSIGN_OR_RETURN(models, store.ListModels());
+  }
   for (const std::string& model : models) {
     ModelState& m = state[model];
     BNSERVE_ASSIGN_OR_RETURN(m.versions, store.ListVersions(model));

@@ -30,8 +30,11 @@ struct ModelState {
 };
 using StoreState = std::map<std::string, ModelState>;
 
-// Scans through the public interface: ListModels, ListVersions, ListLabels.
-absl::StatusOr<StoreState> ScanStore(SnapshotStore& store);
+// Scans through the public interface: ListModels (unless `only` names the
+// models to scan), ListVersions, ListLabels. Models without versions or
+// labels are absent from the result.
+absl::StatusOr<StoreState> ScanStore(SnapshotStore& store,
+                                     const std::vector<std::string>& only = {});
 
 // Events that turn `before` into `after` (per model: deletions, publications
 // ascending, then one kLabelsChanged if the labels differ).

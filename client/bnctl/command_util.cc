@@ -3,9 +3,41 @@
 #include <numeric>
 #include <ostream>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 
 namespace bnserve::client {
+
+int UsageError(Io& io, const std::string& message) {
+  io.err << "error: " << message << "\nRun with --help for more "
+         << "information." << std::endl;
+  return 2;
+}
+
+void AddConnectionOptions(CLI::App* cmd, CommonOptions* common,
+                          const char* flag, const char* default_address,
+                          const char* what) {
+  common->connection.address = default_address;
+  cmd->add_option(flag, common->connection.address,
+                  std::string("HOST:PORT of the ") + what);
+  cmd->add_option("--tls-ca", common->connection.tls_ca,
+                  "PEM CA certificates to verify the server with (enables "
+                  "TLS)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--tls-cert", common->connection.tls_cert,
+                  "PEM client certificate chain for mutual TLS (with "
+                  "--tls-key)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--tls-key", common->connection.tls_key,
+                  "PEM client private key for mutual TLS (with --tls-cert)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--token-file", common->connection.token_file,
+                  "file holding a bearer token, sent as `authorization: "
+                  "Bearer <token>`")
+      ->check(CLI::ExistingFile);
+  cmd->add_flag("--json", common->json,
+                "print exactly one JSON object on stdout");
+}
 
 void PrintJson(Io& io, const nlohmann::json& json) {
   io.out << json.dump() << "\n";

@@ -14,6 +14,7 @@
 #define BNSERVE_CLIENT_BNCTL_COMMANDS_H_
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <optional>
 #include <string>
@@ -21,6 +22,10 @@
 
 #include "absl/status/statusor.h"
 #include "client/bnctl/connection.h"
+
+namespace CLI {
+class App;
+}  // namespace CLI
 
 namespace bnserve::client {
 
@@ -97,6 +102,7 @@ absl::StatusOr<int> RunLabelDelete(const RegistryOptions& options, Io& io);
 absl::StatusOr<int> RunDeleteVersion(const RegistryOptions& options, Io& io);
 absl::StatusOr<int> RunJobs(const RegistryOptions& options, Io& io);
 absl::StatusOr<int> RunCancel(const RegistryOptions& options, Io& io);
+absl::StatusOr<int> RunDeleteJob(const RegistryOptions& options, Io& io);
 absl::StatusOr<int> RunPublish(const RegistryOptions& options, Io& io);
 absl::StatusOr<int> RunRecalibrate(const RegistryOptions& options, Io& io);
 
@@ -106,6 +112,48 @@ struct HealthOptions {
   std::string service;  // "" = the server as a whole
 };
 absl::StatusOr<int> RunHealth(const HealthOptions& options, Io& io);
+
+// --- The command line ----------------------------------------------------
+// Each Add*Command registers one subcommand (its options and help) on a
+// CLI11 app and returns how to run it; main.cc only builds the app, calls
+// these, parses and runs the one subcommand given. The options live in the
+// returned `run` closure.
+
+// A registered subcommand. After parsing, `run` checks what CLI11 cannot
+// (e.g. a version given must be >= 1; see UsageError), runs the command and
+// returns its exit code; main prints a failed status as
+// `error: CODE: message` and exits 1.
+struct Subcommand {
+  CLI::App* cli = nullptr;
+  std::function<absl::StatusOr<int>(Io&)> run;
+};
+
+// A usage error found after parsing: writes `error: <message>` and a --help
+// hint to io.err and returns the usage exit code, 2.
+int UsageError(Io& io, const std::string& message);
+
+// The options every server command shares: `flag` (e.g. --trainer) with its
+// default address, TLS, the token file and --json.
+void AddConnectionOptions(CLI::App* cmd, CommonOptions* common,
+                          const char* flag, const char* default_address,
+                          const char* what);
+
+// train_command.cc
+Subcommand AddTrainCommand(CLI::App& app);
+// predict_command.cc
+Subcommand AddPredictCommand(CLI::App& app);
+// registry_commands.cc; the label ones are added to the `label` group.
+Subcommand AddModelsCommand(CLI::App& app);
+Subcommand AddVersionsCommand(CLI::App& app);
+Subcommand AddLabelSetCommand(CLI::App& label);
+Subcommand AddLabelDeleteCommand(CLI::App& label);
+Subcommand AddDeleteVersionCommand(CLI::App& app);
+Subcommand AddJobsCommand(CLI::App& app);
+Subcommand AddCancelCommand(CLI::App& app);
+Subcommand AddDeleteJobCommand(CLI::App& app);
+Subcommand AddPublishCommand(CLI::App& app);
+Subcommand AddRecalibrateCommand(CLI::App& app);
+Subcommand AddHealthCommand(CLI::App& app);
 
 }  // namespace bnserve::client
 

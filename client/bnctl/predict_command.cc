@@ -4,8 +4,10 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <ostream>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -184,6 +186,44 @@ absl::StatusOr<int> RunPredict(const PredictOptions& o, Io& io) {
   Predictor predictor(*connection, o);
   if (!o.features.empty()) return PredictOne(o, predictor, io);
   return PredictFile(o, predictor, io);
+}
+
+Subcommand AddPredictCommand(CLI::App& app) {
+  auto predict = std::make_shared<PredictOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "predict",
+      "One Predict RPC per example: print the prediction (--features) or "
+      "accuracy/RMSE, versions and latency percentiles (--data)");
+  AddConnectionOptions(cmd, &predict->common, "--server", "localhost:50052",
+                       "inference server");
+  cmd->add_option("--model", predict->model, "model name")->required();
+  CLI::Option* features_opt = cmd->add_option(
+      "--features", predict->features,
+      "one example, comma-separated (write --features=-1,2 when the first "
+      "value is negative)");
+  CLI::Option* data_opt = cmd->add_option(
+      "--data", predict->data, "CSV with a header row and a label column");
+  features_opt->excludes(data_opt);
+  cmd->add_option("--label-column", predict->label_column,
+                  "name of the label column in --data");
+  auto version = std::make_shared<int64_t>(0);
+  auto label = std::make_shared<std::string>();
+  CLI::Option* version_opt = cmd->add_option(
+      "--version", *version, "pin this version (default: newest)");
+  CLI::Option* label_opt = cmd->add_option(
+      "--label", *label, "use the version this label points at");
+  version_opt->excludes(label_opt);
+  return {cmd, [=](Io& io) -> absl::StatusOr<int> {
+            if (features_opt->count() == 0 && data_opt->count() == 0) {
+              return UsageError(io, "predict needs --features or --data");
+            }
+            if (version_opt->count() > 0) {
+              if (*version < 1) return UsageError(io, "--version must be >= 1");
+              predict->version = *version;
+            }
+            if (label_opt->count() > 0) predict->label = *label;
+            return RunPredict(*predict, io);
+          }};
 }
 
 }  // namespace bnserve::client

@@ -1,7 +1,10 @@
 // bnctl models | versions | label set/delete | delete-version | jobs |
 // cancel | publish | recalibrate (trainer) and health (any server).
+#include <memory>
 #include <ostream>
+#include <utility>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -286,6 +289,151 @@ absl::StatusOr<int> RunHealth(const HealthOptions& o, Io& io) {
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING
              ? 0
              : 1;
+}
+
+absl::StatusOr<int> RunDeleteJob(const RegistryOptions& o, Io& io) {
+  absl::StatusOr<Trainer> t = OpenTrainer(o.common);
+  if (!t.ok()) return t.status();
+  v1::DeleteJobRequest request;
+  request.set_job_id(o.job);
+  v1::DeleteJobResponse response;
+  absl::Status s = Call(*t, &v1::Trainer::Stub::DeleteJob, request, &response,
+                        "deleting the job");
+  if (!s.ok()) return s;
+  if (o.common.json) {
+    PrintJson(io, {{"job_id", o.job}, {"deleted", true}});
+  } else {
+    io.out << "deleted job " << o.job << "\n";
+  }
+  return 0;
+}
+
+namespace {
+
+// A registry subcommand of `parent` talking to the trainer; `run` gets its
+// options once parsed.
+std::pair<CLI::App*, std::shared_ptr<RegistryOptions>> AddTrainerCommand(
+    CLI::App& parent, const char* name, const char* description) {
+  auto options = std::make_shared<RegistryOptions>();
+  CLI::App* cmd = parent.add_subcommand(name, description);
+  AddConnectionOptions(cmd, &options->common, "--trainer", "localhost:50051",
+                       "trainer");
+  return {cmd, options};
+}
+
+Subcommand Bind(CLI::App* cmd, std::shared_ptr<RegistryOptions> options,
+                absl::StatusOr<int> (*run)(const RegistryOptions&, Io&)) {
+  return {cmd, [options, run](Io& io) { return run(*options, io); }};
+}
+
+void AddModelOption(CLI::App* cmd, RegistryOptions& o) {
+  cmd->add_option("--model", o.model, "model name")->required();
+}
+
+void AddJobOption(CLI::App* cmd, RegistryOptions& o) {
+  cmd->add_option("--job", o.job, "job id")->required();
+}
+
+}  // namespace
+
+Subcommand AddModelsCommand(CLI::App& app) {
+  auto [cmd, o] = AddTrainerCommand(app, "models",
+                                    "List the models in the trainer's store");
+  return Bind(cmd, o, RunModels);
+}
+
+Subcommand AddVersionsCommand(CLI::App& app) {
+  auto [cmd, o] = AddTrainerCommand(
+      app, "versions", "List a model's versions and the labels on them");
+  AddModelOption(cmd, *o);
+  return Bind(cmd, o, RunVersions);
+}
+
+Subcommand AddLabelSetCommand(CLI::App& label) {
+  auto [cmd, o] = AddTrainerCommand(
+      label, "set", "Point a label (e.g. stable, canary) at a version");
+  AddModelOption(cmd, *o);
+  cmd->add_option("--label", o->label, "label name")->required();
+  cmd->add_option("--version", o->version, "version")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  return Bind(cmd, o, RunLabelSet);
+}
+
+Subcommand AddLabelDeleteCommand(CLI::App& label) {
+  auto [cmd, o] = AddTrainerCommand(label, "delete", "Delete a label");
+  AddModelOption(cmd, *o);
+  cmd->add_option("--label", o->label, "label name")->required();
+  return Bind(cmd, o, RunLabelDelete);
+}
+
+Subcommand AddDeleteVersionCommand(CLI::App& app) {
+  auto [cmd, o] = AddTrainerCommand(
+      app, "delete-version",
+      "Delete a version (refused while a label points at it)");
+  AddModelOption(cmd, *o);
+  cmd->add_option("--version", o->version, "version")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  return Bind(cmd, o, RunDeleteVersion);
+}
+
+Subcommand AddJobsCommand(CLI::App& app) {
+  auto [cmd, o] = AddTrainerCommand(app, "jobs", "List training jobs");
+  cmd->add_option("--model", o->model, "only jobs of this model");
+  cmd->add_option("--job", o->job, "only this job");
+  return Bind(cmd, o, RunJobs);
+}
+
+Subcommand AddCancelCommand(CLI::App& app) {
+  auto [cmd, o] = AddTrainerCommand(app, "cancel", "Cancel a training job");
+  AddJobOption(cmd, *o);
+  return Bind(cmd, o, RunCancel);
+}
+
+Subcommand AddDeleteJobCommand(CLI::App& app) {
+  auto [cmd, o] = AddTrainerCommand(
+      app, "delete-job",
+      "Forget a training job now (refused while it trains: cancel it first); "
+      "its published versions stay");
+  AddJobOption(cmd, *o);
+  return Bind(cmd, o, RunDeleteJob);
+}
+
+Subcommand AddPublishCommand(CLI::App& app) {
+  auto [cmd, o] = AddTrainerCommand(
+      app, "publish", "Publish a job's current network as a new version now");
+  AddJobOption(cmd, *o);
+  return Bind(cmd, o, RunPublish);
+}
+
+Subcommand AddRecalibrateCommand(CLI::App& app) {
+  auto [cmd, o] = AddTrainerCommand(
+      app, "recalibrate",
+      "Publish a job's network with exact population batch-norm statistics "
+      "over a CSV file's examples");
+  AddJobOption(cmd, *o);
+  cmd->add_option("--data", o->data,
+                  "CSV (e.g. the training set) with a header row and a "
+                  "label column")
+      ->required();
+  cmd->add_option("--label-column", o->label_column,
+                  "name of the label column (not sent)");
+  cmd->add_option("--batch-size", o->batch_size, "rows per message")
+      ->check(CLI::Range(2, 1 << 20));
+  return Bind(cmd, o, RunRecalibrate);
+}
+
+Subcommand AddHealthCommand(CLI::App& app) {
+  auto health = std::make_shared<HealthOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "health",
+      "grpc.health.v1 Check; exit status 0 only when the server is SERVING");
+  AddConnectionOptions(cmd, &health->common, "--server", "localhost:50052",
+                       "server");
+  cmd->add_option("--service", health->service,
+                  "service name (empty: the server as a whole)");
+  return {cmd, [health](Io& io) { return RunHealth(*health, io); }};
 }
 
 }  // namespace bnserve::client

@@ -4,14 +4,19 @@
 #include <iostream>
 #include <iterator>
 #include <limits>
+#include <memory>
 #include <sstream>
 
+#include "CLI/CLI.hpp"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/bnctl/command_util.h"
 #include "client/bnctl/connection.h"
 #include "client/bnctl/snapshot_json.h"
+#include "client/onnx/onnx_export.h"
+#include "client/onnx/onnx_import.h"
 
 namespace bnserve::client {
 
@@ -34,9 +39,16 @@ absl::StatusOr<int64_t> ImportSnapshotJson(store::SnapshotStore& store,
   if (absl::Status s = store::ValidateModelName(model); !s.ok()) return s;
   absl::StatusOr<v1::Snapshot> snapshot = SnapshotFromJsonText(json_text);
   if (!snapshot.ok()) return snapshot.status();
-  snapshot->set_model(std::string(model));
-  snapshot->set_version(0);
-  v1::Provenance* t = snapshot->mutable_training();
+  return PublishImported(store, model, *std::move(snapshot));
+}
+
+absl::StatusOr<int64_t> PublishImported(store::SnapshotStore& store,
+                                        const std::string& model,
+                                        v1::Snapshot snapshot) {
+  if (absl::Status s = store::ValidateModelName(model); !s.ok()) return s;
+  snapshot.set_model(std::string(model));
+  snapshot.set_version(0);
+  v1::Provenance* t = snapshot.mutable_training();
   t->clear_job_id();
   t->set_parent_version(0);
   t->set_origin("import");
@@ -45,7 +57,7 @@ absl::StatusOr<int64_t> ImportSnapshotJson(store::SnapshotStore& store,
   t->mutable_created()->set_seconds(seconds);
   t->mutable_created()->set_nanos(static_cast<int32_t>(
       absl::ToInt64Nanoseconds(now - absl::FromUnixSeconds(seconds))));
-  return store.Publish(*snapshot);
+  return store.Publish(snapshot);
 }
 
 absl::StatusOr<int> RunExport(const ExportOptions& o, Io& io) {
@@ -55,7 +67,9 @@ absl::StatusOr<int> RunExport(const ExportOptions& o, Io& io) {
   absl::StatusOr<v1::Snapshot> snapshot =
       ReadSnapshotForExport(**store, o.model, o.version, o.label);
   if (!snapshot.ok()) return snapshot.status();
-  absl::StatusOr<std::string> text = SnapshotToJsonText(*snapshot);
+  absl::StatusOr<std::string> text = o.format == "onnx"
+                                         ? onnx_io::SnapshotToOnnx(*snapshot)
+                                         : SnapshotToJsonText(*snapshot);
   if (!text.ok()) {
     return absl::Status(
         text.status().code(),
@@ -63,7 +77,7 @@ absl::StatusOr<int> RunExport(const ExportOptions& o, Io& io) {
                      text.status().message()));
   }
   if (o.output.empty() || o.output == "-") {
-    io.out << *text;  // the snapshot itself is the one JSON object
+    io.out << *text;  // the snapshot itself is the one object
     io.out.flush();
     return 0;
   }
@@ -87,6 +101,28 @@ absl::StatusOr<int> RunExport(const ExportOptions& o, Io& io) {
   return 0;
 }
 
+namespace {
+
+bool IsOnnx(const ImportOptions& o) {
+  if (!o.format.empty()) return o.format == "onnx";
+  return absl::EndsWithIgnoreCase(o.from, ".onnx");
+}
+
+absl::StatusOr<int64_t> ImportOnnx(store::SnapshotStore& store,
+                                   const ImportOptions& o,
+                                   const std::string& bytes) {
+  onnx_io::OnnxImportOptions options;
+  options.task =
+      o.task == "regression" ? v1::TASK_REGRESSION : v1::TASK_CLASSIFICATION;
+  options.class_names = o.classes;
+  absl::StatusOr<v1::Snapshot> snapshot =
+      onnx_io::SnapshotFromOnnx(bytes, options);
+  if (!snapshot.ok()) return snapshot.status();
+  return PublishImported(store, o.model, *std::move(snapshot));
+}
+
+}  // namespace
+
 absl::StatusOr<int> RunImport(const ImportOptions& o, Io& io) {
   std::string text;
   if (o.from == "-") {
@@ -100,7 +136,9 @@ absl::StatusOr<int> RunImport(const ImportOptions& o, Io& io) {
   absl::StatusOr<std::unique_ptr<store::SnapshotStore>> store =
       store::OpenStore(o.store);
   if (!store.ok()) return store.status();
-  absl::StatusOr<int64_t> version = ImportSnapshotJson(**store, o.model, text);
+  absl::StatusOr<int64_t> version =
+      IsOnnx(o) ? ImportOnnx(**store, o, text)
+                : ImportSnapshotJson(**store, o.model, text);
   if (absl::IsInvalidArgument(version.status())) {
     return absl::Status(version.status().code(),
                         absl::StrCat(o.from == "-" ? "<stdin>" : o.from, ": ",
@@ -113,6 +151,83 @@ absl::StatusOr<int> RunImport(const ImportOptions& o, Io& io) {
     io.out << "imported model " << o.model << " version " << *version << "\n";
   }
   return 0;
+}
+
+Subcommand AddExportCommand(CLI::App& app) {
+  auto exp = std::make_shared<ExportOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "export",
+      "Write a snapshot from a store as JSON (spec, parameters, running "
+      "statistics and their provenance) that numpy/PyTorch can load");
+  cmd->add_option("--store", exp->store,
+                  "store URI: a directory, file:///abs/path, "
+                  "redis://host:port[/db]")
+      ->required();
+  cmd->add_option("--model", exp->model, "model name")->required();
+  auto version = std::make_shared<int64_t>(0);
+  auto label = std::make_shared<std::string>();
+  CLI::Option* version_opt =
+      cmd->add_option("--version", *version,
+                      "version to export (default: the newest that verifies)");
+  CLI::Option* label_opt = cmd->add_option(
+      "--label", *label, "export the version this label points at");
+  version_opt->excludes(label_opt);
+  cmd->add_option("--output,-o", exp->output,
+                  "write to this file instead of stdout");
+  cmd->add_option("--format", exp->format,
+                  "json (the snapshot JSON) or onnx (an opset 13 ONNX model: "
+                  "input `input`, raw outputs `output`, batch norms kept)")
+      ->check(CLI::IsMember({"json", "onnx"}));
+  cmd->add_flag("--json", exp->json,
+                "with --output: print {model, version, path} (without "
+                "--output the snapshot JSON is the one object)");
+  return {cmd, [=](Io& io) -> absl::StatusOr<int> {
+            if (version_opt->count() > 0) {
+              if (*version < 1) return UsageError(io, "--version must be >= 1");
+              exp->version = *version;
+            }
+            if (label_opt->count() > 0) exp->label = *label;
+            return RunExport(*exp, io);
+          }};
+}
+
+Subcommand AddImportCommand(CLI::App& app) {
+  auto imp = std::make_shared<ImportOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "import",
+      "Validate a snapshot JSON (the export format) or an ONNX model "
+      "(e.g. from torch.onnx.export) and publish it to a store as the "
+      "model's next version");
+  cmd->add_option("--store", imp->store, "store URI")->required();
+  cmd->add_option("--model", imp->model, "model name to publish as")
+      ->required();
+  cmd->add_option("--from", imp->from,
+                  "JSON or ONNX (.onnx) file (- for stdin)")
+      ->required();
+  cmd->add_option("--format", imp->format,
+                  "json or onnx (default: onnx for a .onnx file, else json)")
+      ->check(CLI::IsMember({"json", "onnx"}));
+  CLI::Option* task_opt =
+      cmd->add_option("--task", imp->task,
+                      "ONNX only: the head of the imported network")
+          ->check(CLI::IsMember({"classification", "regression"}));
+  CLI::Option* classes_opt =
+      cmd->add_option("--classes", imp->classes,
+                      "ONNX classification only: class names, comma-separated "
+                      "(default 0..K-1)")
+          ->delimiter(',');
+  cmd->add_flag("--json", imp->json, "print {model, version}");
+  return {cmd, [=](Io& io) -> absl::StatusOr<int> {
+            if (!IsOnnx(*imp) && (task_opt->count() || classes_opt->count())) {
+              return UsageError(io,
+                                "--task and --classes apply to ONNX "
+                                "imports only");
+            }
+            if (imp->task == "regression" && classes_opt->count()) {
+              return UsageError(io, "--classes needs --task classification");
+            }
+            return RunImport(*imp, io);
+          }};
 }
 
 }  // namespace bnserve::client

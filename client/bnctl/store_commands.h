@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "bnserve/v1/snapshot.pb.h"
@@ -32,13 +33,20 @@ absl::StatusOr<int64_t> ImportSnapshotJson(store::SnapshotStore& store,
                                            const std::string& model,
                                            const std::string& json_text);
 
+// The same for a snapshot that is already decoded and validated (ONNX
+// import): names it `model`, records the import provenance and publishes.
+absl::StatusOr<int64_t> PublishImported(store::SnapshotStore& store,
+                                        const std::string& model,
+                                        v1::Snapshot snapshot);
+
 struct ExportOptions {
   bool json = false;
   std::string store;
   std::string model;
   std::optional<int64_t> version;
   std::optional<std::string> label;
-  std::string output;  // file; empty = stdout
+  std::string output;           // file; empty = stdout
+  std::string format = "json";  // or "onnx" (client/onnx/onnx_export.h)
 };
 absl::StatusOr<int> RunExport(const ExportOptions& options, Io& io);
 
@@ -46,9 +54,18 @@ struct ImportOptions {
   bool json = false;
   std::string store;
   std::string model;
-  std::string from;  // JSON file ("-" = stdin)
+  std::string from;  // JSON or ONNX file ("-" = stdin)
+  // "json", "onnx", or empty: ONNX when `from` ends in ".onnx", else JSON.
+  std::string format;
+  // ONNX only (a JSON snapshot names its own task and classes).
+  std::string task = "classification";  // or "regression"
+  std::vector<std::string> classes;     // empty: "0".."K-1"
 };
 absl::StatusOr<int> RunImport(const ImportOptions& options, Io& io);
+
+// The command-line registration of export and import (commands.h).
+Subcommand AddExportCommand(CLI::App& app);
+Subcommand AddImportCommand(CLI::App& app);
 
 }  // namespace bnserve::client
 

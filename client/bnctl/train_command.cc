@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <numeric>
 #include <ostream>
 #include <random>
 #include <thread>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -368,6 +370,115 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
   }
   if (o.common.json) PrintJson(io, result);
   return 0;
+}
+
+namespace {
+
+// --task, --hidden, --layers, --input-shape, --no-input-norm, --activation.
+void AddNetworkOptions(CLI::App* cmd, TrainOptions* train) {
+  cmd->add_option("--task", train->task, "output head")
+      ->check(CLI::IsMember({"classification", "regression"}));
+  cmd->add_option("--hidden", train->hidden,
+                  "hidden widths, each Dense -> BatchNorm -> activation")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option(
+         "--layers", train->layers,
+         "explicit hidden layers instead of --hidden, e.g. "
+         "conv:16:3:p1,bn,relu,maxpool:2,flatten,dense:64,bn,relu (tokens: "
+         "conv:OUT:K[:sS][:pP], dense:N, bn, relu|tanh|sigmoid|identity, "
+         "maxpool:K[:sS][:pP], avgpool:K[:sS][:pP], flatten; the output "
+         "layer is added)")
+      ->excludes("--hidden");
+  cmd->add_option("--input-shape", train->input_shape,
+                  "C,H,W: the feature columns are an image in C, H, W "
+                  "order (needed by conv and pooling layers)");
+  cmd->add_flag("--no-input-norm", train->no_input_norm,
+                "with --hidden: no batch norm over the raw input "
+                "features (by default one normalizes them)");
+  cmd->add_option("--activation", train->activation, "hidden activation")
+      ->check(CLI::IsMember({"relu", "tanh", "sigmoid", "identity"}));
+}
+
+// --epochs to --no-shuffle. --momentum goes to `momentum`; the returned
+// option tells whether it was given (unset means the trainer's default).
+CLI::Option* AddOptimizerOptions(CLI::App* cmd, TrainOptions* train,
+                                 float* momentum) {
+  cmd->add_option("--epochs", train->epochs, "passes over the data")
+      ->check(CLI::Range(1, 1000000));
+  cmd->add_option("--batch-size", train->batch_size,
+                  "rows per minibatch (>= 2; a last batch of one row is "
+                  "merged into the previous one)")
+      ->check(CLI::Range(2, 1 << 20));
+  cmd->add_option("--optimizer", train->optimizer, "optimizer")
+      ->check(CLI::IsMember({"sgd", "adam"}));
+  cmd->add_option("--lr", train->lr,
+                  "learning rate (0: the trainer's default, 0.01 for SGD, "
+                  "0.001 for Adam)")
+      ->check(CLI::Range(0.0f, 1e6f));
+  CLI::Option* momentum_opt =
+      cmd->add_option("--momentum", *momentum,
+                      "SGD momentum in [0, 1) (PyTorch's definition)")
+          ->check(CLI::Range(0.0f, 0.999999f));
+  cmd->add_option("--weight-decay", train->weight_decay,
+                  "L2 penalty added to the gradient")
+      ->check(CLI::Range(0.0f, 1e6f));
+  cmd->add_option("--bn-momentum", train->bn_momentum,
+                  "batch-norm running-statistics momentum: weight of the NEW "
+                  "minibatch value (PyTorch convention; Keras' 0.99 is 0.01)")
+      ->check(CLI::Range(1e-6f, 1.0f));
+  cmd->add_option("--seed", train->seed,
+                  "seed of the weight initialisation and the shuffling");
+  cmd->add_flag("--no-shuffle", train->no_shuffle,
+                "keep the file order instead of shuffling every epoch");
+  return momentum_opt;
+}
+
+}  // namespace
+
+Subcommand AddTrainCommand(CLI::App& app) {
+  auto train = std::make_shared<TrainOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "train",
+      "Train a network on a CSV file over one Train stream, publish it and "
+      "print the version");
+  AddConnectionOptions(cmd, &train->common, "--trainer", "localhost:50051",
+                       "trainer");
+  cmd->add_option("--model", train->model, "model name")->required();
+  cmd->add_option("--data", train->data,
+                  "training CSV with a header row and a label column")
+      ->required();
+  cmd->add_option("--label-column", train->label_column,
+                  "name of the label (target) column");
+  AddNetworkOptions(cmd, train.get());
+  auto momentum = std::make_shared<float>(0.9f);
+  CLI::Option* momentum_opt =
+      AddOptimizerOptions(cmd, train.get(), momentum.get());
+  auto from_version = std::make_shared<int64_t>(0);
+  auto from_label = std::make_shared<std::string>();
+  CLI::Option* from_version_opt = cmd->add_option(
+      "--from-version", *from_version, "continue from this published version");
+  CLI::Option* from_label_opt =
+      cmd->add_option("--from-label", *from_label,
+                      "continue from the version this label points at");
+  from_version_opt->excludes(from_label_opt);
+  cmd->add_option("--publish-every", train->publish_every,
+                  "also publish every N training steps (0: only at the end)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--recalibrate", train->recalibrate,
+                "then publish the next version with exact population "
+                "batch-norm statistics over the training set");
+  return {cmd, [=](Io& io) -> absl::StatusOr<int> {
+            if (momentum_opt->count() > 0) train->momentum = *momentum;
+            if (from_version_opt->count() > 0) {
+              if (*from_version < 1) {
+                return UsageError(io, "--from-version must be >= 1");
+              }
+              train->from_version = *from_version;
+            }
+            if (from_label_opt->count() > 0) train->from_label = *from_label;
+            return RunTrain(*train, io);
+          }};
 }
 
 }  // namespace bnserve::client

@@ -13,6 +13,13 @@ docs/DESIGN.md section 3.3, written by `bnctl export`:
     convention = bnserve's: the weight of the NEW value; momentum=None is
     the cumulative average) and num_batches_tracked.
 
+Most PyTorch models are better brought with ONNX (`torch.onnx.export`, then
+`bnctl import --from model.onnx`; README "Bring a PyTorch model"), which
+also takes convolutional networks. This script stays for what ONNX does not
+carry: num_batches_tracked, the cumulative average (momentum=None) of a
+batch norm, and it skips a final Softmax and Dropout, which the ONNX import
+refuses.
+
 Usage (Debian's python3-torch, so /usr/bin/python3):
 
     # a model saved whole with torch.save(model, "mlp.pt")

@@ -2,7 +2,9 @@
 
 #include <grpcpp/impl/server_builder_plugin.h>
 #include <grpcpp/security/server_credentials.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +15,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -25,12 +28,86 @@ namespace {
 std::atomic<int> g_log_level{static_cast<int>(LogLevel::kInfo)};
 absl::Mutex g_log_mutex;
 
+std::string EnvName(const std::string& flag) {
+  return "BNSERVE_" + absl::AsciiStrToUpper(flag);
+}
+
+// Levenshtein distance.
+size_t EditDistance(absl::string_view a, absl::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1,
+                         diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// Warns about unknown BNSERVE_* variables and notes the test-only fault
+// point.
+void CheckEnvironment(const std::vector<std::string>& flag_names) {
+  for (const std::string& unknown :
+       UnknownEnvironmentVariables(environ, flag_names)) {
+    Log(LogLevel::kWarning,
+        absl::StrCat("unknown environment variable ", unknown,
+                     ": ignored (this binary reads BNSERVE_<FLAG> for its "
+                     "flags, see --help)"));
+  }
+  if (const char* pause = std::getenv(kLibraryEnvironmentVariables[1])) {
+    Log(LogLevel::kWarning,
+        absl::StrCat(kLibraryEnvironmentVariables[1], "=", pause,
+                     " is set: the file store's test-only fault point can "
+                     "pause publishes; never set it in production"));
+  }
+}
+
 }  // namespace
+
+const char* const kLibraryEnvironmentVariables[2] = {
+    "BNSERVE_DENSE_KERNEL", "BNSERVE_TEST_PUBLISH_PAUSE_DIR"};
+
+std::vector<std::string> UnknownEnvironmentVariables(
+    const char* const* environment,
+    const std::vector<std::string>& flag_names) {
+  std::vector<std::string> known(std::begin(kLibraryEnvironmentVariables),
+                                 std::end(kLibraryEnvironmentVariables));
+  for (const std::string& flag : flag_names) known.push_back(EnvName(flag));
+  std::vector<std::string> unknown;
+  for (const char* const* e = environment; e != nullptr && *e != nullptr; ++e) {
+    const absl::string_view entry(*e);
+    const absl::string_view name = entry.substr(0, entry.find('='));
+    if (!absl::StartsWith(name, "BNSERVE_") ||
+        std::find(known.begin(), known.end(), name) != known.end()) {
+      continue;
+    }
+    std::string line(name);
+    const std::string* closest = nullptr;
+    size_t best = 4;  // suggest within 3 edits
+    for (const std::string& k : known) {
+      const size_t d = EditDistance(name, k);
+      if (d < best) {
+        best = d;
+        closest = &k;
+      }
+    }
+    if (closest != nullptr)
+      absl::StrAppend(&line, " (did you mean ", *closest, "?)");
+    unknown.push_back(std::move(line));
+  }
+  std::sort(unknown.begin(), unknown.end());
+  return unknown;
+}
 
 std::vector<char*> ParseFlagsWithEnvironment(
     int argc, char** argv, const std::vector<std::string>& flag_names) {
   for (const std::string& name : flag_names) {
-    const std::string env = "BNSERVE_" + absl::AsciiStrToUpper(name);
+    const std::string env = EnvName(name);
     const char* value = std::getenv(env.c_str());
     if (value == nullptr) continue;
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
@@ -40,7 +117,9 @@ std::vector<char*> ParseFlagsWithEnvironment(
       std::exit(2);
     }
   }
-  return absl::ParseCommandLine(argc, argv);
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  CheckEnvironment(flag_names);
+  return positional;
 }
 
 std::vector<char*> ParseFlagsWithEnvironment(int argc, char** argv,

@@ -19,7 +19,13 @@ namespace bnserve::server {
 // Parses the command line with Abseil flags after giving every flag listed
 // in `flag_names` its value from the environment variable
 // BNSERVE_<NAME IN UPPER CASE>, if set: command-line flags win. Exits with a
-// message on a malformed value. Returns the positional arguments.
+// message on a malformed value. Logs a warning for every other BNSERVE_*
+// variable of the environment (UnknownEnvironmentVariables: a typo such as
+// BNSERVE_VERSION_TO_KEEP would otherwise be ignored silently), naming the
+// closest variable this binary reads; unknown variables are not fatal, so
+// one environment (a compose anchor, a ConfigMap) can serve several
+// binaries. Logs that the file store's test-only fault point is set, if it
+// is. Returns the positional arguments.
 std::vector<char*> ParseFlagsWithEnvironment(
     int argc, char** argv, const std::vector<std::string>& flag_names);
 
@@ -28,6 +34,21 @@ std::vector<char*> ParseFlagsWithEnvironment(
 // the flags themselves, so a new flag is never forgotten.
 std::vector<char*> ParseFlagsWithEnvironment(int argc, char** argv,
                                              const char* defining_file);
+
+// The BNSERVE_* environment variables read by the code below the servers
+// rather than as flags: the dense kernel override (model/dense_kernel.cc)
+// and the file store's test-only fault point (kPublishPauseEnv,
+// store/file_store.h). tests/deploy/validate_manifests.py reads this list
+// and checks that it names every BNSERVE_* literal in the sources.
+extern const char* const kLibraryEnvironmentVariables[2];
+
+// The BNSERVE_* names in `environment` (NAME=VALUE strings, null-terminated,
+// as `environ`) that are neither BNSERVE_<FLAG> for a name in `flag_names`
+// nor in kLibraryEnvironmentVariables, each with a hint: the closest known
+// name when one is within 3 edits ("BNSERVE_X (did you mean BNSERVE_Y?)").
+// Sorted.
+std::vector<std::string> UnknownEnvironmentVariables(
+    const char* const* environment, const std::vector<std::string>& flag_names);
 
 // A ServerBuilder option that removes gRPC server reflection. Linking
 // grpc++_reflection registers its plugin for every server of the process,

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "model/status_macros.h"
 #include "server/common/http_status.h"
+#include "server/common/parse_error_interceptor.h"
 
 namespace bnserve::inference {
 
@@ -31,7 +32,10 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
   BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds,
                            server::MakeServerCredentials(options.tls));
   if (store == nullptr) {
-    BNSERVE_ASSIGN_OR_RETURN(store, store::OpenStore(options.store_uri));
+    store::StoreOptions store_options;
+    store_options.watch_models = options.manager.models;
+    BNSERVE_ASSIGN_OR_RETURN(
+        store, store::OpenStore(options.store_uri, store_options));
   }
   s->store_ = std::move(store);
   s->manager_ = std::make_unique<ServableManager>(s->store_, options.manager,
@@ -49,6 +53,7 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
   grpc::ServerBuilder builder;
   if (!options.reflection) builder.SetOption(server::WithoutReflection());
   builder.AddListeningPort(options.listen_address, creds, &s->port_);
+  builder.experimental().SetInterceptorCreators(server::ServerInterceptors());
   builder.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
   builder.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);
   builder.RegisterService(s->inference_.get());

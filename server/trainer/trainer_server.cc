@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/status_macros.h"
+#include "server/common/parse_error_interceptor.h"
 
 namespace bnserve::server {
 
@@ -51,6 +52,7 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
   grpc::ServerBuilder builder;
   if (!options.reflection) builder.SetOption(WithoutReflection());
   builder.AddListeningPort(options.listen_address, creds, &s->port_);
+  builder.experimental().SetInterceptorCreators(server::ServerInterceptors());
   builder.SetMaxReceiveMessageSize(options.max_message_mb << 20);
   builder.SetMaxSendMessageSize(options.max_message_mb << 20);
   builder.RegisterService(s->service_.get());

@@ -32,6 +32,7 @@
 #include "bnserve/v1/inference.grpc.pb.h"
 #include "bnserve/v1/trainer.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "tests/common/skip.h"
 
 namespace bnserve::client {
 namespace {
@@ -249,6 +250,26 @@ class FakeTrainer final : public v1::Trainer::Service {
             absl::StrCat("no job ", req->job_id())};
   }
 
+  // Only job-1 exists; job-2 is training.
+  grpc::Status DeleteJob(grpc::ServerContext*, const v1::DeleteJobRequest* req,
+                         v1::DeleteJobResponse*) override {
+    if (req->job_id() == "job-2") {
+      return {grpc::StatusCode::FAILED_PRECONDITION,
+              "job job-2 is training; cancel it first"};
+    }
+    if (req->job_id() != "job-1") {
+      return {grpc::StatusCode::NOT_FOUND,
+              absl::StrCat("no job ", req->job_id())};
+    }
+    absl::MutexLock lock(&mu_);
+    deleted_jobs_.push_back(req->job_id());
+    return grpc::Status::OK;
+  }
+
+  std::vector<std::string> deleted_jobs() {
+    absl::MutexLock lock(&mu_);
+    return deleted_jobs_;
+  }
   std::vector<v1::CreateJobRequest> jobs() {
     absl::MutexLock lock(&mu_);
     return jobs_;
@@ -278,6 +299,7 @@ class FakeTrainer final : public v1::Trainer::Service {
   int64_t versions_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t recalibrated_rows_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, int64_t> labels_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> deleted_jobs_ ABSL_GUARDED_BY(mu_);
 };
 
 // Model "cls": 3 features, class = feature 0 mod 3, version 7 (or the
@@ -571,7 +593,7 @@ TEST_F(BnctlServerTest, TrainStreamErrorsEndTheCommand) {
 
 TEST_F(BnctlServerTest, TrainDrawsAProgressBarOnATerminal) {
   if (std::system("command -v script >/dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "script(1) not installed";
+    BNSERVE_SKIP_OR_FAIL_IN_CI("script(1) not installed (Debian: bsdutils)");
   }
   // script(1) runs bnctl on a pseudo-terminal: stderr is a tty.
   std::string command;
@@ -727,6 +749,27 @@ TEST_F(BnctlServerTest, RegistryCommands) {
                                "job-9"));
 }
 
+TEST_F(BnctlServerTest, DeleteJobCallsDeleteJobAndReportsRefusals) {
+  Result r = RunBnctl(
+      {"delete-job", "--trainer", address_, "--job", "job-1", "--json"}, tmp_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.json(), Json::parse(R"({"job_id":"job-1","deleted":true})"));
+  EXPECT_EQ(trainer_.deleted_jobs(), std::vector<std::string>{"job-1"});
+  r = RunBnctl({"delete-job", "--trainer", address_, "--job", "job-1"}, tmp_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "deleted job job-1\n");
+
+  r = RunBnctl({"delete-job", "--trainer", address_, "--job", "job-2"}, tmp_);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: FAILED_PRECONDITION: deleting the job: "
+                               "job job-2 is training; cancel it first"));
+  r = RunBnctl({"delete-job", "--trainer", address_, "--job", "job-9"}, tmp_);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err,
+              HasSubstr("error: NOT_FOUND: deleting the job: no job job-9"));
+  EXPECT_EQ(trainer_.deleted_jobs().size(), 2u);
+}
+
 TEST_F(BnctlServerTest, HealthExitStatusFollowsServingStatus) {
   Result r = RunBnctl({"health", "--server", address_}, tmp_);
   EXPECT_EQ(r.code, 0) << r.err;
@@ -764,7 +807,7 @@ class BnctlTlsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (std::system("command -v openssl >/dev/null 2>&1") != 0) {
-      GTEST_SKIP() << "openssl not installed";
+      BNSERVE_SKIP_OR_FAIL_IN_CI("openssl not installed");
     }
     ASSERT_TRUE(MakeCertificates(tmp_)) << ReadFile(tmp_ / "openssl.log");
   }
@@ -909,6 +952,7 @@ TEST(BnctlCliTest, EveryCommandHasHelp) {
       {{"delete-version"}, {"--trainer", "--model", "--version"}},
       {{"jobs"}, {"--trainer", "--model", "--job"}},
       {{"cancel"}, {"--trainer", "--job"}},
+      {{"delete-job"}, {"--trainer", "--job"}},
       {{"publish"}, {"--trainer", "--job"}},
       {{"recalibrate"}, {"--trainer", "--job", "--data", "--batch-size"}},
       {{"health"}, {"--server", "--service"}},
@@ -928,15 +972,18 @@ TEST(BnctlCliTest, EveryCommandHasHelp) {
       EXPECT_THAT(r.out, HasSubstr(flag)) << name;
     }
   }
-  for (const HelpCase& c : std::vector<HelpCase>{
-           {{"export"},
-            {"--store", "--model", "--version", "--label", "--output",
-             "--json"}},
-           {{"import"}, {"--store", "--model", "--from", "--json"}},
-           {{"label"}, {"set", "delete"}},
-           {{},
-            {"train", "predict", "versions", "label", "jobs", "cancel",
-             "health", "export", "import", "publish", "recalibrate"}}}) {
+  for (const HelpCase& c :
+       std::vector<HelpCase>{{{"export"},
+                              {"--store", "--model", "--version", "--label",
+                               "--output", "--format", "--json"}},
+                             {{"import"},
+                              {"--store", "--model", "--from", "--format",
+                               "--task", "--classes", "--json"}},
+                             {{"label"}, {"set", "delete"}},
+                             {{},
+                              {"train", "predict", "versions", "label", "jobs",
+                               "cancel", "delete-job", "health", "export",
+                               "import", "publish", "recalibrate"}}}) {
     std::vector<std::string> args = c.command;
     args.push_back("--help");
     Result r = RunBnctl(args, tmp);
@@ -965,8 +1012,16 @@ TEST(BnctlCliTest, UsageErrorsExitWithTwo) {
       {"label"},
       {"label", "set", "--model", "m", "--label", "a"},  // no --version
       {"cancel"},
+      {"delete-job"},                                    // no --job
       {"export", "--model", "m"},                        // no --store
       {"import", "--store", "mem://x", "--model", "m"},  // no --from
+      {"import", "--store", "mem://x", "--model", "m", "--from", "m.json",
+       "--task", "regression"},  // --task is for ONNX
+      {"import", "--store", "mem://x", "--model", "m", "--from", "m.onnx",
+       "--task", "regression", "--classes", "a,b"},
+      {"import", "--store", "mem://x", "--model", "m", "--from", "m.onnx",
+       "--format", "protobuf"},
+      {"export", "--store", "mem://x", "--model", "m", "--format", "pb"},
   };
   for (const std::vector<std::string>& args : cases) {
     Result r = RunBnctl(args, tmp);

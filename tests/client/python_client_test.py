@@ -23,8 +23,10 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "client", "python"))
+sys.path.insert(0, os.path.join(REPO, "tests", "common"))
 
 import predict  # noqa: E402
+import skip  # noqa: E402
 
 BNCTL = os.environ.get("BNCTL", os.path.join(REPO, "build/client/bnctl/bnctl"))
 
@@ -135,9 +137,10 @@ class TorchToBnserveTest(unittest.TestCase):
         try:
             import torch  # noqa: F401
         except ImportError:
-            self.skipTest("python3-torch is not installed")
+            skip.skip_case(self, "python3-torch is not installed: the "
+                           "PyTorch parity check did not run")
         if not os.path.exists(BNCTL):
-            self.skipTest("bnctl not built at " + BNCTL)
+            skip.skip_case(self, "bnctl not built at " + BNCTL)
         self.tmp = tempfile.mkdtemp(prefix="bnserve_torch_")
         self.store = os.path.join(self.tmp, "store")
 

@@ -13,10 +13,12 @@
 #include "absl/strings/str_replace.h"
 #include "client/bnctl/store_commands.h"
 #include "store/store.h"
+#include "tests/common/status_matchers.h"
 
 namespace bnserve::client {
 namespace {
 
+using ::bnserve::testing::StatusIs;
 using ::google::protobuf::util::MessageDifferencer;
 using ::testing::HasSubstr;
 
@@ -324,7 +326,6 @@ TEST(SnapshotJsonTest, RejectsTextThatIsNotJson) {
   for (const char* text :
        {"", "{", "[1,2]", "{\"format\": NaN}", "null", "{\"a\":1}garbage"}) {
     absl::StatusOr<v1::Snapshot> s = SnapshotFromJsonText(text);
-    EXPECT_FALSE(s.ok()) << text;
     EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << text;
   }
   EXPECT_THAT(SnapshotFromJsonText("{").status().message(),
@@ -345,20 +346,23 @@ TEST(SnapshotJsonTest, RejectsNumbersBeyondFloat32) {
 TEST(SnapshotJsonTest, ExportRejectsAnInconsistentSnapshot) {
   v1::Snapshot s = MakeSnapshot();
   s.mutable_layers(0)->mutable_dense()->mutable_weight()->RemoveLast();
-  absl::StatusOr<SnapshotJson> j = SnapshotToJson(s);
-  ASSERT_FALSE(j.ok());
-  EXPECT_THAT(j.status().message(), HasSubstr("layers[0].weight: has 11"));
+  EXPECT_THAT(SnapshotToJson(s), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          "layers[0].weight: has 11"));
   s = MakeSnapshot();
   s.mutable_layers(1)->mutable_batch_norm()->set_running_mean(
       0, std::numeric_limits<float>::infinity());
-  EXPECT_THAT(SnapshotToJson(s).status().message(),
-              HasSubstr("layers[1].running_mean[0]: must be finite"));
+  EXPECT_THAT(SnapshotToJson(s),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "layers[1].running_mean[0]: must be finite"));
   s = MakeSnapshot();
   s.mutable_layers(2)->mutable_activation()->set_fn(v1::ACTIVATION_UNSPECIFIED);
-  EXPECT_FALSE(SnapshotToJson(s).ok());
+  EXPECT_THAT(SnapshotToJson(s),
+              StatusIs(absl::StatusCode::kInvalidArgument, "layers[2]"));
   s = MakeSnapshot();
   s.add_layers();  // no kind
-  EXPECT_FALSE(SnapshotToJson(s).ok());
+  EXPECT_THAT(SnapshotToJson(s),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "layers[4]: unknown or missing layer kind"));
 }
 
 // --- export / import through a store (mem://) ---------------------------
@@ -444,8 +448,8 @@ TEST(StoreTransferTest, InvalidImportPublishesNothing) {
   SnapshotJson j = MakeJson();
   j["layers"][1]["running_var"][0] = -2.0f;
   absl::StatusOr<int64_t> v = ImportSnapshotJson(*store, "m", j.dump());
-  ASSERT_FALSE(v.ok());
-  EXPECT_THAT(v.status().message(), HasSubstr("running_var[0]"));
+  EXPECT_THAT(v, StatusIs(absl::StatusCode::kInvalidArgument,
+                          "layers[1].running_var[0]"));
   EXPECT_EQ(store->Latest("m").status().code(), absl::StatusCode::kNotFound);
 
   absl::StatusOr<std::string> text = SnapshotToJsonText(MakeSnapshot());

@@ -9,27 +9,109 @@ selectors and target ports match a Deployment, the HPA scales an existing
 Deployment, env/volume references name objects that exist, the kustomization
 lists every manifest, probes point at declared container ports.
 
+Environment keys are checked against the real names, derived from the
+sources so the list cannot drift: BNSERVE_<FLAG> for every ABSL_FLAG of the
+container's binary (server/trainer/main.cc, server/inference/main.cc), plus
+the library variables the servers recognise
+(kLibraryEnvironmentVariables in server/common/server_setup.cc), which must
+name every "BNSERVE_*" literal in model/, store/ and server/. Test-only
+variables (BNSERVE_TEST_*) are refused in a manifest. A ConfigMap loaded with
+envFrom must fit every container that loads it.
+
 Usage: validate_manifests.py [REPO_ROOT]   (default: two levels up)
+       validate_manifests.py REPO_ROOT --self-test
+  --self-test: the checks must catch planted mistakes (an env typo in a
+  ConfigMap, an inference flag in the trainer's env, a test-only variable in
+  compose) in a copy of the manifests, and pass on the unchanged copy.
 Exit 0 when all checks pass, 1 on failures (each printed), 77 when PyYAML is
-missing (Debian: python3-yaml).
+missing (Debian: python3-yaml; in CI, CI=true, exit 1 instead).
 """
 import os
 import re
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "common"))
+import skip  # noqa: E402
+
 try:
     import yaml
 except ImportError:  # pragma: no cover
-    print("SKIP: PyYAML is not installed (apt-get install python3-yaml)")
-    sys.exit(77)
+    skip.skip_script("PyYAML is not installed (apt-get install python3-yaml)")
 
-ROOT = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+ROOT = os.path.abspath(ARGS[0] if ARGS else
                        os.path.join(os.path.dirname(__file__), "..", ".."))
-DEPLOY = os.path.join(ROOT, "deploy")
+# Where the Dockerfile and deploy/ are read (--manifests DIR: a copy, for
+# --self-test); the sources are always read from ROOT.
+MANIFESTS = next((a.split("=", 1)[1] for a in sys.argv[1:]
+                  if a.startswith("--manifests=")), ROOT)
+DEPLOY = os.path.join(MANIFESTS, "deploy")
 K8S = os.path.join(DEPLOY, "k8s")
 
 failures = []
 checks = 0
+
+BINARIES = {"bnserve-trainer": "server/trainer/main.cc",
+            "bnserve-inference": "server/inference/main.cc"}
+
+
+def read(rel):
+    with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
+        return f.read()
+
+
+def environment_names():
+    """{binary: set of BNSERVE_* names it reads}, from the sources."""
+    setup = read("server/common/server_setup.cc")
+    block = re.search(r"kLibraryEnvironmentVariables\[\d*\]\s*=\s*\{(.*?)\};",
+                      setup, re.S)
+    library = set(re.findall(r'"(BNSERVE_[A-Z0-9_]+)"', block.group(1))
+                  if block else [])
+    check(library, "server_setup.cc: kLibraryEnvironmentVariables not found")
+    for top in ("model", "store", "server"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
+            for f in files:
+                if not f.endswith((".cc", ".h")):
+                    continue
+                path = os.path.join(dirpath, f)
+                with open(path, encoding="utf-8") as src:
+                    for name in re.findall(r'"(BNSERVE_[A-Z0-9_]+)"', src.read()):
+                        check(name in library,
+                              f"{os.path.relpath(path, ROOT)} reads {name}, which "
+                              "kLibraryEnvironmentVariables (server/common/"
+                              "server_setup.cc) does not list: the servers "
+                              "would warn that it is unknown")
+    names = {}
+    for binary, main in BINARIES.items():
+        flags = re.findall(r"ABSL_FLAG\(\s*[\w:<>]+\s*,\s*(\w+)\s*,", read(main))
+        check(len(flags) >= 5, f"{main}: no ABSL_FLAG found")
+        names[binary] = {"BNSERVE_" + f.upper() for f in flags} | library
+    return names
+
+
+NAMES = None
+
+
+def check_env_keys(where, binary, keys):
+    """Every key is a name `binary` reads, and none is test-only."""
+    global NAMES
+    if NAMES is None:
+        NAMES = environment_names()
+    for key in keys:
+        if not str(key).startswith("BNSERVE_"):
+            continue
+        check(not key.startswith("BNSERVE_TEST_"),
+              f"{where}: {key} is a test-only variable; never set it in a "
+              "deployment")
+        check(key in NAMES[binary],
+              f"{where}: {key} is not read by {binary} (not BNSERVE_<FLAG> "
+              "of one of its flags nor a library variable)")
+
+
+def binary_of(command):
+    words = command if isinstance(command, list) else str(command).split()
+    return next((w for w in words if w in BINARIES), None)
 
 
 def check(cond, message):
@@ -47,7 +129,7 @@ def load_all(path):
 
 # ------------------------------------------------------------------ Dockerfile
 def check_dockerfile():
-    path = os.path.join(ROOT, "Dockerfile")
+    path = os.path.join(MANIFESTS, "Dockerfile")
     with open(path, encoding="utf-8") as f:
         text = f.read()
     # Join continuation lines into instructions.
@@ -81,7 +163,7 @@ def check_dockerfile():
           "deploy/bnserve-healthcheck must exist and be executable")
     for binary in ("bnserve-trainer", "bnserve-inference", "bnctl"):
         check(binary in text, f"Dockerfile: {binary} is not installed")
-    ignore = os.path.join(ROOT, ".dockerignore")
+    ignore = os.path.join(MANIFESTS, ".dockerignore")
     check(os.path.exists(ignore), ".dockerignore missing")
     if os.path.exists(ignore):
         with open(ignore, encoding="utf-8") as f:
@@ -143,6 +225,11 @@ def check_compose():
               f"compose.yaml: {name} should depend on redis")
         check(svc.get("image") == services["trainer"].get("image"),
               f"compose.yaml: {name} should use the same image as the trainer")
+    for name, svc in services.items():
+        binary = binary_of(svc.get("command", []))
+        if binary:
+            check_env_keys(f"compose.yaml: {name}", binary,
+                           (svc.get("environment") or {}).keys())
 
     override_path = os.path.join(DEPLOY, "compose.file-store.yaml")
     if check(os.path.exists(override_path), "compose.file-store.yaml missing"):
@@ -151,6 +238,10 @@ def check_compose():
             check(name in services, f"compose.file-store.yaml: unknown service {name}")
             check(svc.get("environment", {}).get("BNSERVE_STORE", "").startswith("/"),
                   f"compose.file-store.yaml: {name} should use a file store")
+            binary = binary_of(services.get(name, {}).get("command", []))
+            if binary:
+                check_env_keys(f"compose.file-store.yaml: {name}", binary,
+                               (svc.get("environment") or {}).keys())
             for v in svc.get("volumes", []):
                 check(str(v).split(":")[0] in volumes,
                       f"compose.file-store.yaml: {name} volume {v} is not declared")
@@ -244,10 +335,20 @@ def check_k8s():
                     if kind in probe:
                         check(port_matches(probe[kind]["port"], ports),
                               f"k8s: {cname} {probe_name} port {probe[kind]['port']} not declared")
+            binary = binary_of(c.get("command", []) + c.get("args", []))
+            if binary:
+                check_env_keys(f"k8s: {cname} env", binary,
+                               [e["name"] for e in c.get("env", [])])
             for ef in c.get("envFrom", []):
                 if "configMapRef" in ef:
                     check(ef["configMapRef"]["name"] in configmaps,
                           f"k8s: {cname} envFrom unknown ConfigMap")
+                    if binary and ef["configMapRef"]["name"] in configmaps:
+                        cm_name = ef["configMapRef"]["name"]
+                        check_env_keys(
+                            f"k8s: ConfigMap {cm_name} loaded by {cname}",
+                            binary,
+                            configmaps[cm_name].get("data", {}).keys())
                 if "secretRef" in ef:
                     check(ef["secretRef"]["name"] in secrets,
                           f"k8s: {cname} envFrom unknown Secret")
@@ -317,7 +418,65 @@ def check_k8s():
               f"k8s: ConfigMap key {key} must be a BNSERVE_* string")
 
 
+def self_test():
+    """Plants mistakes in copies of the manifests; each must be reported."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    def run(mutate):
+        with tempfile.TemporaryDirectory(prefix="bnserve-manifests-") as tmp:
+            for name in ("Dockerfile", ".dockerignore"):
+                shutil.copy(os.path.join(ROOT, name), tmp)
+            shutil.copytree(os.path.join(ROOT, "deploy"),
+                            os.path.join(tmp, "deploy"), symlinks=True)
+            mutate(tmp)
+            return subprocess.run(
+                [sys.executable, os.path.abspath(__file__), ROOT,
+                 f"--manifests={tmp}"], capture_output=True, text=True)
+
+    def replace(tmp, rel, old, new):
+        path = os.path.join(tmp, rel)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        assert old in text, (rel, old)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text.replace(old, new, 1))
+
+    cases = [
+        ("unchanged", lambda t: None, None),
+        ("ConfigMap typo", lambda t: replace(
+            t, "deploy/k8s/configmap.yaml", 'BNSERVE_VERSIONS_TO_KEEP: "2"',
+            'BNSERVE_VERSION_TO_KEEP: "2"'),
+         "BNSERVE_VERSION_TO_KEEP is not read by bnserve-inference"),
+        ("inference flag given to the trainer", lambda t: replace(
+            t, "deploy/k8s/trainer.yaml", "- name: BNSERVE_PORT",
+            '- name: BNSERVE_MODELS\n              value: "m"\n'
+            "            - name: BNSERVE_PORT"),
+         "BNSERVE_MODELS is not read by bnserve-trainer"),
+        ("test-only variable in compose", lambda t: replace(
+            t, "deploy/compose.yaml", 'BNSERVE_PORT: "50051"',
+            'BNSERVE_PORT: "50051"\n      BNSERVE_TEST_PUBLISH_PAUSE_DIR: /x'),
+         "BNSERVE_TEST_PUBLISH_PAUSE_DIR is a test-only variable"),
+    ]
+    bad = 0
+    for name, mutate, expected in cases:
+        r = run(mutate)
+        if expected is None:
+            ok = r.returncode == 0
+        else:
+            ok = r.returncode == 1 and expected in r.stdout
+        print(("ok  " if ok else "FAIL"), name)
+        if not ok:
+            bad += 1
+            print(r.stdout, r.stderr)
+    print(f"{len(cases) - bad} passed, {bad} failed")
+    return 1 if bad else 0
+
+
 def main():
+    if "--self-test" in sys.argv:
+        return self_test()
     check_dockerfile()
     check_compose()
     check_k8s()

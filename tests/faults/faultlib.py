@@ -143,15 +143,17 @@ class Env:
             subprocess.run(["umount", "-l", m], capture_output=True)
         shutil.rmtree(self.work, ignore_errors=True)
 
-    def start(self, name, argv, preexec_fn=None):
+    def start(self, name, argv, preexec_fn=None, env_extra=None):
         """Starts (or restarts) a named process, appending to its log;
-        `preexec_fn` runs in the child before exec (e.g. setrlimit)."""
+        `preexec_fn` runs in the child before exec (e.g. setrlimit);
+        `env_extra` adds environment variables."""
         path = os.path.join(self.work, f"{name}.log")
         self.logs[name] = path
         with open(path, "a") as logf:
             proc = subprocess.Popen(argv, stdout=logf, stderr=logf,
                                     stdin=subprocess.DEVNULL,
-                                    preexec_fn=preexec_fn)
+                                    preexec_fn=preexec_fn,
+                                    env={**os.environ, **(env_extra or {})})
         self.procs[name] = proc
         return proc
 
@@ -167,10 +169,11 @@ class Env:
     # -- servers -----------------------------------------------------------
 
     def start_trainer(self, port, store, name="trainer", extra=(),
-                      preexec_fn=None):
+                      preexec_fn=None, env_extra=None):
         proc = self.start(name, [self.trainer_bin, "--host", "127.0.0.1",
                                  "--port", str(port), "--store", store,
-                                 *extra], preexec_fn=preexec_fn)
+                                 *extra], preexec_fn=preexec_fn,
+                          env_extra=env_extra)
         self.wait_health(f"127.0.0.1:{port}", name, proc)
         return proc
 

@@ -5,9 +5,14 @@ on the same file store serves Predict under load.
 
 Each round restarts the trainer if needed and starts `bnctl train`; rounds
 cycle through three kill moments:
-- in-publish: `--publish-every 1`; SIGKILL the moment a `.staging-*`
-  directory appears in the model directory, i.e. inside Publish, between the
-  staging mkdir and the rename that makes the version visible;
+- in-publish: `--publish-every 1`; the trainer runs with the file store's
+  test-only fault point (BNSERVE_TEST_PUBLISH_PAUSE_DIR, store/file_store.h):
+  after a few publishes the test arms it, the next Publish stops after its
+  staging directory is written and fsynced, before the rename that makes the
+  version visible, and announces that; the test checks the announced staging
+  directory and SIGKILLs the trainer there. Every such kill is confirmed to
+  have landed inside Publish: its staging directory is still there after the
+  kill and no version appeared;
 - random: `--publish-every 1` (the trainer publishes after every step and
   spends most of its time in Publish); SIGKILL 0-300 ms after a few publishes;
 - training: no publishing; SIGKILL 0-300 ms into a stream with steps done.
@@ -17,8 +22,9 @@ After every kill:
   and a random sample with `bnctl export` (the product's reader);
 - version numbers are unique and nothing but versions and the store's own
   hidden files is visible (leftover `.staging-*` directories, i.e. kills that
-  hit a publish between mkdir and rename, are counted and must vanish at the
-  next publish).
+  hit a publish between mkdir and rename, are counted; the last must vanish
+  at the next publish, earlier ones are removed by the next round's first
+  publish).
 At the end a fresh publish gets a higher version, the inference server
 answers with it, and the load saw zero failed Predict calls.
 
@@ -98,6 +104,41 @@ class RedisView:
         return faultlib.verify_envelope(data, MODEL, v)
 
 
+# The file store's test-only fault point (store/file_store.h).
+PAUSE_ENV = "BNSERVE_TEST_PUBLISH_PAUSE_DIR"
+
+
+def kill_inside_publish(env, view, pause_dir):
+    """Arms the fault point, waits for the trainer to stop inside a Publish,
+    SIGKILLs it there and checks that the kill landed mid-publish: the
+    announced staging directory is complete before the kill and still there
+    after it, and no version appeared. Returns the staging directory name."""
+    pause = os.path.join(pause_dir, "pause")
+    paused = os.path.join(pause_dir, "paused")
+    open(pause, "w").close()
+    # A hang guard: the trainer publishes after every step.
+    wait_until(lambda: os.path.exists(paused),
+               "the trainer stopping inside Publish at the fault point", 60)
+    with open(paused) as f:
+        staging = f.read().strip()
+    assert os.path.dirname(staging) == view.model_dir, staging
+    name = os.path.basename(staging)
+    assert name.startswith(".staging-"), staging
+    assert os.path.getsize(os.path.join(staging, "snapshot.binpb")) > 0
+    versions = view.versions()
+    env.procs["trainer"].kill()
+    env.procs["trainer"].wait(timeout=30)
+    os.unlink(pause)
+    os.unlink(paused)  # the killed trainer never removed its announcement
+    assert name in view.staging(), (
+        "the kill did not land inside Publish: its staging directory is gone",
+        name, view.staging())
+    assert view.versions() == versions, (
+        "a version appeared although Publish was killed before its rename",
+        versions, view.versions())
+    return name
+
+
 def main():
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else int(
         os.environ.get("KILL_ROUNDS", "12"))
@@ -115,6 +156,9 @@ def main():
             view = RedisView(rport)
         else:
             view = FileView(os.path.join(env.work, "store"))
+        pause_dir = os.path.join(env.work, "publish-pause")
+        os.makedirs(pause_dir)
+        hook = {PAUSE_ENV: pause_dir} if kind == "file" else {}
         store = view.uri
         tport, iport = faultlib.free_port(), faultlib.free_port()
         taddr, iaddr = f"127.0.0.1:{tport}", f"127.0.0.1:{iport}"
@@ -122,7 +166,7 @@ def main():
         xs, _ = faultlib.load_csv(
             os.path.join(faultlib.REPO, "data/digits/test.csv"))
 
-        env.start_trainer(tport, store)
+        env.start_trainer(tport, store, env_extra=hook)
         first = env.bnctl("train", "--trainer", taddr, "--model", MODEL,
                           "--data", data, "--hidden", "64,32", "--epochs",
                           "2", "--json")
@@ -134,12 +178,13 @@ def main():
         kinds = {m: 0 for m in modes}
         staging_leftovers = 0
         staging_seen = set()
+        confirmed_in_publish = 0
         verified = exported = 0
         seen = set(view.versions())
         try:
             for r in range(rounds):
                 if not env.alive("trainer"):
-                    env.start_trainer(tport, store)
+                    env.start_trainer(tport, store, env_extra=hook)
                 mode = modes[r % len(modes)]
                 publishing = mode != "training"
                 before = view.versions()
@@ -163,13 +208,8 @@ def main():
                                len(before) + 2,
                         "publishes during the stream", 60)
                 if mode == "in-publish":
-                    # SIGKILL the moment a publish's staging directory
-                    # exists: between its mkdir and its rename.
-                    deadline = time.monotonic() + 20
-                    while time.monotonic() < deadline and not view.staging():
-                        pass
-                    env.procs["trainer"].kill()
-                    env.procs["trainer"].wait(timeout=30)
+                    kill_inside_publish(env, view, pause_dir)
+                    confirmed_in_publish += 1
                 else:
                     time.sleep(rng.uniform(0.0, 0.3))
                     env.kill("trainer")
@@ -214,7 +254,7 @@ def main():
 
             # Recovery: a restarted trainer publishes a higher version, the
             # leftovers are cleaned, and inference serves the new version.
-            env.start_trainer(tport, store)
+            env.start_trainer(tport, store, env_extra=hook)
             newest = view.versions()[-1]
             final = env.bnctl("train", "--trainer", taddr, "--model", MODEL,
                               "--data", data, "--hidden", "64,32",
@@ -232,11 +272,17 @@ def main():
         log(load.summary())
         load.check()
         assert env.alive("inference"), "inference server died"
-        log(f"{rounds} SIGKILLs ({kinds.get('in-publish', 0)} as soon as a staging "
-            f"directory appeared, {kinds['random']} at a random moment of a "
-            f"publish-every-step stream, {kinds['training']} in a plain "
-            f"training stream); {staging_leftovers} kills left a staging "
-            f"directory (killed inside Publish); {verified} versions "
+        assert confirmed_in_publish == kinds.get("in-publish", 0), (
+            confirmed_in_publish, kinds)
+        if kind == "file" and rounds >= 1:
+            assert confirmed_in_publish >= 1, "no kill inside Publish"
+        in_publish = (f"{confirmed_in_publish} inside Publish at the store's "
+                      f"fault point, each confirmed by its staging directory "
+                      f"left behind, " if kind == "file" else "")
+        log(f"{rounds} SIGKILLs ({in_publish}{kinds['random']} at a random "
+            f"moment of a publish-every-step stream, {kinds['training']} in "
+            f"a plain training stream); {staging_leftovers} kills left a "
+            f"staging directory (killed inside Publish); {verified} versions "
             f"verified in Python, {exported} exports with bnctl, all OK; "
             f"final publish v{version} served")
         print("1 passed, 0 failed")

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/skip.h"
+
 namespace bnserve::model {
 namespace {
 
@@ -89,12 +91,20 @@ TEST(DenseKernelTest, GenericMatchesDoubleReference) {
 }
 
 TEST(DenseKernelTest, Avx2MatchesDoubleReference) {
-  if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "CPU without AVX2+FMA";
+  if (!internal::CpuHasAvx2Fma()) {
+    BNSERVE_SKIP_OR_FAIL_IN_CI(
+        "CPU without AVX2+FMA: the AVX2 kernel cannot "
+        "run here");
+  }
   CheckKernel(&internal::DenseForwardAvx2, "avx2");
 }
 
 TEST(DenseKernelTest, KernelsAgreeClosely) {
-  if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "CPU without AVX2+FMA";
+  if (!internal::CpuHasAvx2Fma()) {
+    BNSERVE_SKIP_OR_FAIL_IN_CI(
+        "CPU without AVX2+FMA: the AVX2 kernel cannot "
+        "run here");
+  }
   const Case c = MakeCase(128, 64, 99);
   std::vector<float> a(128), g(128);
   internal::DenseForwardAvx2(c.w.data(), c.b.data(), c.x.data(), a.data(), 128,

@@ -23,10 +23,11 @@ using Values = const std::vector<float>*;
 struct TorchCase {
   std::string name;
   v1::NetworkSpec spec;
-  int rows = 0;                // per training minibatch
-  std::vector<Values> params;  // PyTorch parameters() order
-  std::vector<Values> xs;      // 3 minibatches
-  std::vector<const std::vector<int>*> labels;
+  int rows = 0;                                 // per training minibatch
+  std::vector<Values> params;                   // PyTorch parameters() order
+  std::vector<Values> xs;                       // 3 minibatches
+  std::vector<const std::vector<int>*> labels;  // classification
+  std::vector<Values> targets;                  // regression (rows x outputs)
   Values train_logits0 = nullptr;  // train-mode forward of minibatch 0
   Values train_loss0 = nullptr;
   std::vector<Values> grads;              // of minibatch 0, before any update
@@ -167,6 +168,68 @@ inline std::vector<TorchCase> AllCases() {
   return {CnnCase(false), CnnCase(true), InputNormCase(), InputNorm2dCase()};
 }
 
+// The hidden-layer shorthand 4 -> [6, 5] -> 3 (dense without bias -> batch
+// norm -> activation, twice: stacked batch norms) with each activation and
+// both heads; PyTorch computed it in float64 (make_torch_reference.py,
+// mlp_case). Training references only.
+#define BNSERVE_MLP_CASE(P, NAME, ACT, TASK)                             \
+  [] {                                                                   \
+    TorchCase c;                                                         \
+    c.name = NAME;                                                       \
+    c.spec.set_task(TASK);                                               \
+    c.spec.set_input_features(4);                                        \
+    c.spec.set_output_dim(3);                                            \
+    c.spec.add_hidden(6);                                                \
+    c.spec.add_hidden(5);                                                \
+    c.spec.set_hidden_activation(ACT);                                   \
+    c.rows = 7;                                                          \
+    c.params = {                                                         \
+        &P##P0, &P##P1, &P##P2, &P##P3, &P##P4, &P##P5, &P##P6, &P##P7}; \
+    c.xs = {&P##X0, &P##X1, &P##X2};                                     \
+    c.train_logits0 = &P##TrainLogits0;                                  \
+    c.grads = {                                                          \
+        &P##G0, &P##G1, &P##G2, &P##G3, &P##G4, &P##G5, &P##G6, &P##G7}; \
+    c.losses = &P##Losses;                                               \
+    c.after = {&P##AfterP0, &P##AfterP1, &P##AfterP2, &P##AfterP3,       \
+               &P##AfterP4, &P##AfterP5, &P##AfterP6, &P##AfterP7};      \
+    c.run_mean = {&P##RunMean0, &P##RunMean1};                           \
+    c.run_var = {&P##RunVar0, &P##RunVar1};                              \
+    return c;                                                            \
+  }()
+
+inline std::vector<TorchCase> MlpCases() {
+  std::vector<TorchCase> cases = {
+      BNSERVE_MLP_CASE(kMlpRelu, "mlp relu", v1::ACTIVATION_RELU,
+                       v1::TASK_CLASSIFICATION),
+      BNSERVE_MLP_CASE(kMlpTanh, "mlp tanh", v1::ACTIVATION_TANH,
+                       v1::TASK_CLASSIFICATION),
+      BNSERVE_MLP_CASE(kMlpSigmoid, "mlp sigmoid", v1::ACTIVATION_SIGMOID,
+                       v1::TASK_CLASSIFICATION),
+      BNSERVE_MLP_CASE(kMlpIdentity, "mlp identity", v1::ACTIVATION_IDENTITY,
+                       v1::TASK_CLASSIFICATION),
+      BNSERVE_MLP_CASE(kMlpTanhMse, "mlp tanh mse", v1::ACTIVATION_TANH,
+                       v1::TASK_REGRESSION),
+      BNSERVE_MLP_CASE(kMlpSigmoidMse, "mlp sigmoid mse",
+                       v1::ACTIVATION_SIGMOID, v1::TASK_REGRESSION)};
+  cases[0].labels = {&kMlpReluLabels0, &kMlpReluLabels1, &kMlpReluLabels2};
+  cases[1].labels = {&kMlpTanhLabels0, &kMlpTanhLabels1, &kMlpTanhLabels2};
+  cases[2].labels = {&kMlpSigmoidLabels0, &kMlpSigmoidLabels1,
+                     &kMlpSigmoidLabels2};
+  cases[3].labels = {&kMlpIdentityLabels0, &kMlpIdentityLabels1,
+                     &kMlpIdentityLabels2};
+  cases[4].targets = {&kMlpTanhMseY0, &kMlpTanhMseY1, &kMlpTanhMseY2};
+  cases[5].targets = {&kMlpSigmoidMseY0, &kMlpSigmoidMseY1, &kMlpSigmoidMseY2};
+  return cases;
+}
+#undef BNSERVE_MLP_CASE
+
+// Every training reference: AllCases() then MlpCases().
+inline std::vector<TorchCase> TrainingCases() {
+  std::vector<TorchCase> all = AllCases();
+  for (TorchCase& c : MlpCases()) all.push_back(std::move(c));
+  return all;
+}
+
 // Every trainable tensor of `net` in order (Layer::Parameters(), layer by
 // layer), which is PyTorch's parameters() order for these networks.
 inline std::vector<ParamRef> AllParameters(Network* net) {
@@ -198,7 +261,11 @@ inline Network LoadNetwork(const TorchCase& c) {
 inline Batch TorchBatch(const TorchCase& c, int step) {
   Batch b;
   b.features = test::FromVector(*c.xs[step], c.rows);
-  b.labels.assign(c.labels[step]->begin(), c.labels[step]->end());
+  if (!c.targets.empty()) {
+    b.targets = test::FromVector(*c.targets[step], c.rows);
+  } else {
+    b.labels.assign(c.labels[step]->begin(), c.labels[step]->end());
+  }
   return b;
 }
 

@@ -74,14 +74,17 @@ TEST_F(RedisStoreTest, UnavailableWhileDownThenRecovers) {
 
   ASSERT_TRUE(server_->Restart().ok());  // same port, empty data
   absl::StatusOr<int64_t> v;
-  EXPECT_TRUE(Eventually([&] {
+  // ASSERT: the version is dereferenced below; a failed wait must fail the
+  // test, not crash it.
+  ASSERT_TRUE(Eventually([&] {
     v = store->Publish(MakeSnapshot("after"));
     return v.ok();
   })) << v.status();
   // The watcher re-subscribed and learns of the new model.
   EXPECT_TRUE(events.WaitForPublished("after", *v));
-  const int64_t v2 = *store->Publish(MakeSnapshot("after"));
-  EXPECT_TRUE(events.WaitForPublished("after", v2));
+  const absl::StatusOr<int64_t> v2 = store->Publish(MakeSnapshot("after"));
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_TRUE(events.WaitForPublished("after", *v2));
 }
 
 TEST_F(RedisStoreTest, NothingListeningIsUnavailableQuickly) {

@@ -368,6 +368,30 @@ TEST_P(StoreConformanceTest, WatchFallsBackToPolling) {
   EXPECT_TRUE(events.WaitForPublished("m", v));
 }
 
+TEST_P(StoreConformanceTest, WatchModelsLimitsWhatIsScannedAndReported) {
+  for (bool notifications : {false, true}) {
+    SCOPED_TRACE(notifications ? "push and polling" : "polling only");
+    StoreOptions options;
+    options.watch_notifications = notifications;
+    options.poll_interval = absl::Milliseconds(50);
+    options.watch_models = {"m"};
+    auto watcher_store = Open(options);
+    EventCollector events;
+    auto handle = watcher_store->Watch(events.Callback());
+    ASSERT_TRUE(handle.ok()) << handle.status();
+    MustPublish("other");
+    const int64_t v = MustPublish("m");
+    ASSERT_TRUE(events.WaitForPublished("m", v));
+    // Every scan after `other`'s publication has run by the time this
+    // second version of `m` is reported, and none reported `other`.
+    const int64_t v2 = MustPublish("m");
+    ASSERT_TRUE(events.WaitForPublished("m", v2));
+    EXPECT_FALSE(
+        events.WaitFor([](const StoreEvent& e) { return e.model == "other"; },
+                       absl::ZeroDuration()));
+  }
+}
+
 TEST_P(StoreConformanceTest, NoCallbackAfterWatchHandleIsDestroyed) {
   StoreOptions options;
   options.poll_interval = absl::Milliseconds(20);

@@ -33,6 +33,7 @@ using ::testing::HasSubstr;
 using testing::MakeSnapshot;
 using testing::RandomFeatures;
 using testing::ReferenceOutputs;
+using testing::ReferenceProbabilities;
 using testing::UniqueName;
 namespace kserve = ::inference;
 using HealthResponse = grpc::health::v1::HealthCheckResponse;
@@ -46,9 +47,10 @@ void ExpectClose(const std::vector<float>& got,
   }
 }
 
-std::vector<float> SoftmaxOf(std::vector<float> v) {
-  SoftmaxInPlace(v.data(), static_cast<int>(v.size()));
-  return v;
+// Probabilities computed independently of the server (double softmax in
+// test_util), never with the server's own SoftmaxInPlace.
+std::vector<float> SoftmaxOf(const std::vector<float>& v) {
+  return ReferenceProbabilities(v);
 }
 
 class InferenceServerTest : public ::testing::Test {

@@ -1,9 +1,11 @@
 // Test helper for the Python client test: publishes a test snapshot
 // (tests/server/inference/test_util.h) into a store and prints, as one JSON
 // object, the assigned version, an example and the model library's
-// inference-mode outputs for it.
+// inference-mode outputs for it, computed independently of the model library
+// (test_util's ReferenceOutputs and ReferenceProbabilities).
 //
 //   publish_test_model STORE_URI MODEL SEED
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -51,7 +53,9 @@ int main(int argc, char** argv) {
   std::printf(", ");
   PrintArray("outputs", out);
   std::printf(", ");
-  PrintArray("probabilities", model::Softmax(out));
-  std::printf(", \"class_id\": %d}\n", model::ArgMax(out));
+  PrintArray("probabilities", inference::testing::ReferenceProbabilities(out));
+  std::printf(
+      ", \"class_id\": %d}\n",
+      static_cast<int>(std::max_element(out.begin(), out.end()) - out.begin()));
   return 0;
 }

@@ -243,13 +243,18 @@ class PythonClientTest(unittest.TestCase):
 
     def test_5_sigterm_drains_and_exits_zero(self):
         # Draining waits (up to 5 s) for clients to leave: close ours first.
+        # No timing assertion: the events (signal, drain, stop) in order and
+        # exit 0; the 30 s wait is only a hang guard.
         self.channel.close()
-        start = time.time()
         self.server.send_signal(signal.SIGTERM)
         self.assertEqual(self.server.wait(timeout=30), 0)
-        self.assertLess(time.time() - start, 4)
         log = self.server_log()
-        self.assertIn("listening on :%d" % self.port, log)
+        listening = log.find("listening on :%d" % self.port)
+        draining = log.find("signal %d: draining" % signal.SIGTERM)
+        stopped = log.find("INFO stopped")
+        self.assertGreaterEqual(listening, 0, log)
+        self.assertGreater(draining, listening, log)
+        self.assertGreater(stopped, draining, log)
 
 
 def main():

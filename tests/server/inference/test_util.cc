@@ -2,7 +2,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <variant>
 
@@ -49,10 +53,86 @@ v1::Snapshot MakeSnapshot(const std::string& model, uint64_t seed,
   return s;
 }
 
+namespace {
+
+[[noreturn]] void Unsupported(const std::string& what) {
+  std::fprintf(stderr, "ReferenceOutputs: %s\n", what.c_str());
+  std::abort();
+}
+
+std::vector<double> DenseForward(const v1::DenseLayer& d,
+                                 const std::vector<double>& x) {
+  if (static_cast<int>(x.size()) != d.in()) Unsupported("dense input size");
+  std::vector<double> y(d.out());
+  for (int o = 0; o < d.out(); ++o) {
+    double sum = d.bias_size() > 0 ? d.bias(o) : 0.0;
+    for (int i = 0; i < d.in(); ++i)
+      sum += double{d.weight(o * d.in() + i)} * x[i];
+    y[o] = sum;
+  }
+  return y;
+}
+
+void BatchNormInPlace(const v1::BatchNormLayer& bn, std::vector<double>* z) {
+  if (static_cast<int>(z->size()) != bn.features()) Unsupported("bn size");
+  for (int j = 0; j < bn.features(); ++j) {
+    (*z)[j] = bn.gamma(j) * ((*z)[j] - bn.running_mean(j)) /
+                  std::sqrt(double{bn.running_var(j)} + double{bn.eps()}) +
+              bn.beta(j);
+  }
+}
+
+void ActivationInPlace(v1::Activation fn, std::vector<double>* z) {
+  for (double& v : *z) {
+    switch (fn) {
+      case v1::ACTIVATION_RELU:
+        v = v > 0 ? v : 0.0;
+        break;
+      case v1::ACTIVATION_TANH:
+        v = std::tanh(v);
+        break;
+      case v1::ACTIVATION_SIGMOID:
+        v = 1.0 / (1.0 + std::exp(-v));
+        break;
+      case v1::ACTIVATION_IDENTITY:
+        break;
+      default:
+        Unsupported("activation");
+    }
+  }
+}
+
+}  // namespace
+
 std::vector<float> ReferenceOutputs(const v1::Snapshot& snapshot,
                                     const std::vector<float>& x) {
-  model::Network net = *model::Network::FromSnapshot(snapshot);
-  return *net.Predict(x);
+  std::vector<double> h(x.begin(), x.end());
+  for (const v1::Layer& layer : snapshot.layers()) {
+    if (layer.has_dense()) {
+      h = DenseForward(layer.dense(), h);
+    } else if (layer.has_batch_norm()) {
+      BatchNormInPlace(layer.batch_norm(), &h);
+    } else if (layer.has_activation()) {
+      ActivationInPlace(layer.activation().fn(), &h);
+    } else {
+      Unsupported("layer kind (flat dense/batch_norm/activation only)");
+    }
+  }
+  return std::vector<float>(h.begin(), h.end());
+}
+
+std::vector<float> ReferenceProbabilities(const std::vector<float>& outputs) {
+  double top = outputs.at(0);
+  for (float o : outputs) top = std::max(top, double{o});
+  double sum = 0;
+  std::vector<double> e;
+  for (float o : outputs) {
+    e.push_back(std::exp(double{o} - top));
+    sum += e.back();
+  }
+  std::vector<float> p;
+  for (double v : e) p.push_back(static_cast<float>(v / sum));
+  return p;
 }
 
 std::vector<float> RandomFeatures(int n, uint64_t seed) {

@@ -19,10 +19,19 @@ v1::Snapshot MakeSnapshot(const std::string& model, uint64_t seed,
                           v1::Task task = v1::TASK_CLASSIFICATION,
                           int features = 4, int outputs = 3);
 
-// Inference-mode outputs of the UNFOLDED network of `snapshot` for `x`
-// (model::Network::Predict), the reference the server must match.
+// Inference-mode outputs of the network of `snapshot` for `x`, the
+// reference the server must match, computed independently of the model
+// library: straight from the snapshot's fields, in double, with the
+// documented formulas (y = W x + b; gamma * (z - running_mean) /
+// sqrt(running_var + eps) + beta; relu, tanh, sigmoid, identity). Only flat
+// networks of dense, batch_norm and activation layers (what MakeSnapshot
+// builds); aborts on anything else.
 std::vector<float> ReferenceOutputs(const v1::Snapshot& snapshot,
                                     const std::vector<float>& x);
+
+// softmax(outputs) in double (exp(o - max) / sum), independent of the model
+// library's and the server's softmax.
+std::vector<float> ReferenceProbabilities(const std::vector<float>& outputs);
 
 // `n` deterministic pseudo-random feature values.
 std::vector<float> RandomFeatures(int n, uint64_t seed);
