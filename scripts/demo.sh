@@ -35,7 +35,7 @@ echo "== store: $work/store (embedded file store)"
   --store "$work/store" 2>"$work/trainer.log" &
 pids+=($!)
 "$build/server/inference/bnserve-inference" --host 127.0.0.1 --port "$inference_port" \
-  --metrics_port 0 --store "$work/store" --models digits,digits_cnn 2>"$work/inference.log" &
+  --metrics_port 0 --http_port 0 --store "$work/store" --models digits,digits_cnn 2>"$work/inference.log" &
 pids+=($!)
 
 for _ in $(seq 100); do

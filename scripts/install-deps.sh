@@ -15,7 +15,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev redis-server redis-sentinel
   python3 python3-numpy python3-torch python3-grpcio python3-grpc-tools
   nghttp2-client procps openssl clang-14 libclang-rt-14-dev gnuplot-nox valgrind
-  python3-yaml libonnx-dev python3-onnx
+  python3-yaml libonnx-dev python3-onnx python3-sklearn python3-pytest
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -55,6 +55,11 @@ def load_stubs(stubs_dir=None, proto_dir=None):
         atexit.register(shutil.rmtree, stubs_dir, ignore_errors=True)
         generate_stubs(proto_dir or os.path.join(REPO, "proto"), stubs_dir)
     sys.path.insert(0, stubs_dir)
+    # client/python/bnserve (the package) is a regular package named like
+    # the proto package: if it is already imported, add the stubs to it.
+    package = sys.modules.get("bnserve")
+    if package is not None and hasattr(package, "__path__"):
+        package.__path__.append(os.path.join(stubs_dir, "bnserve"))
     pb2 = importlib.import_module("bnserve.v1.inference_pb2")
     pb2_grpc = importlib.import_module("bnserve.v1.inference_pb2_grpc")
     return pb2, pb2_grpc

@@ -29,11 +29,19 @@ absl::Status TokenAuth::Check(const grpc::ServerContextBase& context) const {
   if (!enabled()) return absl::OkStatus();
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
-    return absl::UnauthenticatedError(
-        "this server requires 'authorization: Bearer <token>' metadata");
-  }
+  if (it == metadata.end()) return CheckAuthorization(nullptr);
   const std::string value(it->second.data(), it->second.size());
+  return CheckAuthorization(&value);
+}
+
+absl::Status TokenAuth::CheckAuthorization(
+    const std::string* authorization) const {
+  if (!enabled()) return absl::OkStatus();
+  if (authorization == nullptr) {
+    return absl::UnauthenticatedError(
+        "this server requires 'authorization: Bearer <token>'");
+  }
+  const std::string& value = *authorization;
   const std::string expected = "Bearer " + token_;
   // Constant-time comparison.
   unsigned char diff = value.size() == expected.size() ? 0 : 1;

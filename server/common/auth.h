@@ -1,5 +1,6 @@
 // Optional bearer-token authentication: clients send
-// `authorization: Bearer <token>` metadata. Immutable after construction,
+// `authorization: Bearer <token>` (gRPC metadata or an HTTP header).
+// Immutable after construction,
 // so safe to share between threads.
 #ifndef BNSERVE_SERVER_COMMON_AUTH_H_
 #define BNSERVE_SERVER_COMMON_AUTH_H_
@@ -27,6 +28,9 @@ class TokenAuth {
   // OK when disabled or when the call carries the right bearer token;
   // UNAUTHENTICATED otherwise (the comparison takes constant time).
   absl::Status Check(const grpc::ServerContextBase& context) const;
+  // The same check on the value of an `authorization` header (gRPC metadata
+  // or HTTP), nullptr when the request has none. Every transport calls it.
+  absl::Status CheckAuthorization(const std::string* authorization) const;
 
  private:
   std::string token_;

@@ -21,6 +21,14 @@ inline constexpr int64_t kMaxBatchRows = 65536;
 // (about its multiply-adds): ~1-2 s of one core (--max_request_work).
 inline constexpr int64_t kDefaultMaxRequestWork = int64_t{1} << 32;
 
+// HTTP ports (KServe REST, /metrics): the largest request body is the
+// largest gRPC message (--max_message_mb); every read or write of a
+// connection must progress within kHttpIoTimeoutSeconds (slow clients are
+// dropped) and an idle keep-alive connection is closed after it;
+// kHttpThreads workers per port.
+inline constexpr int kHttpIoTimeoutSeconds = 5;
+inline constexpr int kHttpThreads = 8;
+
 // Trainer: values (rows x cols) of one training minibatch.
 inline constexpr int64_t kMaxMinibatchValues = int64_t{1} << 28;
 // Trainer: default memory of one training step's activations, caches and

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/status_macros.h"
+#include "server/common/http_status.h"
 #include "server/common/parse_error_interceptor.h"
 
 namespace bnserve::inference {
@@ -44,8 +45,9 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
       ::inference::GRPCInferenceService::service_full_name()});
   s->inference_ = std::make_unique<InferenceService>(
       s->manager_.get(), &s->auth_, &s->metrics_, limits);
-  s->kserve_ = std::make_unique<KServeService>(s->manager_.get(), &s->auth_,
-                                               &s->metrics_, limits);
+  s->kserve_core_ = std::make_unique<KServeCore>(s->manager_.get(), limits);
+  s->kserve_ = std::make_unique<KServeService>(s->kserve_core_.get(), &s->auth_,
+                                               &s->metrics_);
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -68,20 +70,73 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
       [health](bool ready) { health->SetServing(ready); });
   BNSERVE_RETURN_IF_ERROR(s->manager_->Start());
 
-  if (options.metrics_port != 0) {
-    InferenceServer* self = s.get();
-    s->metrics_http_ = std::make_unique<MetricsHttpServer>(
-        [self] { return self->RenderMetrics(); });
-    BNSERVE_RETURN_IF_ERROR(s->metrics_http_->Start(
-        options.metrics_host,
-        options.metrics_port == InferenceServerOptions::kEphemeralPort
-            ? 0
-            : options.metrics_port));
-  }
+  BNSERVE_RETURN_IF_ERROR(s->StartHttp(options));
   return s;
 }
 
+namespace {
+
+int HttpPort(int option) {
+  return option == InferenceServerOptions::kEphemeralPort ? 0 : option;
+}
+
+}  // namespace
+
+absl::Status InferenceServer::StartHttp(const InferenceServerOptions& options) {
+  server::HttpServerOptions http;
+  http.tls = options.tls;
+  http.max_body_bytes = int64_t{options.max_message_mb} << 20;
+  http.io_timeout = options.http_io_timeout;
+  http.keep_alive_timeout = options.http_io_timeout;
+  http.threads = options.http_threads;
+  if (options.http_port != 0) {
+    kserve_http_ = std::make_unique<KServeHttpHandler>(kserve_core_.get(),
+                                                       &auth_, &metrics_);
+    http.host = options.http_host;
+    http.port = HttpPort(options.http_port);
+    KServeHttpHandler* handler = kserve_http_.get();
+    BNSERVE_ASSIGN_OR_RETURN(
+        http_, server::HttpServer::Start(http, [handler](const auto& request) {
+          return handler->Handle(request);
+        }));
+  }
+  if (options.metrics_port != 0) {
+    http.host = options.metrics_host;
+    http.port = HttpPort(options.metrics_port);
+    http.max_body_bytes = 4096;  // GET only
+    http.threads = 2;
+    BNSERVE_ASSIGN_OR_RETURN(
+        metrics_http_,
+        server::HttpServer::Start(http, [this](const auto& request) {
+          return ServeMetrics(request);
+        }));
+  }
+  return absl::OkStatus();
+}
+
+server::HttpResponse InferenceServer::ServeMetrics(
+    const server::HttpRequest& request) const {
+  absl::Status status;
+  if (request.path != "/metrics") {
+    status = absl::NotFoundError(absl::StrCat("no endpoint ", request.path,
+                                              "; metrics are at /metrics"));
+  } else if (request.method != "GET") {
+    status = absl::InvalidArgumentError("use GET /metrics");
+  } else {
+    status = auth_.CheckAuthorization(request.authorization);
+  }
+  if (!status.ok()) {
+    return {server::HttpStatusOf(status), "application/json",
+            server::HttpErrorBody(status)};
+  }
+  return {200, "text/plain; version=0.0.4; charset=utf-8", RenderMetrics()};
+}
+
 InferenceServer::~InferenceServer() { Shutdown(absl::ZeroDuration()); }
+
+int InferenceServer::http_port() const {
+  return http_ == nullptr ? 0 : http_->port();
+}
 
 int InferenceServer::metrics_port() const {
   return metrics_http_ == nullptr ? 0 : metrics_http_->port();
@@ -100,10 +155,12 @@ void InferenceServer::Shutdown(absl::Duration deadline) {
   shut_down_ = true;
   if (manager_ != nullptr) manager_->SetReadyCallback(nullptr);
   if (health_ != nullptr) health_->Shutdown();
+  if (kserve_core_ != nullptr) kserve_core_->StopServing();
   if (server_ != nullptr) {
     server_->Shutdown(absl::ToChronoTime(absl::Now() + deadline));
     server_->Wait();
   }
+  if (http_ != nullptr) http_->Stop();
   if (manager_ != nullptr) manager_->Stop();
   if (metrics_http_ != nullptr) metrics_http_->Stop();
 }

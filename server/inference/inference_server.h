@@ -1,6 +1,10 @@
 // Assembles the inference server: store -> ServableManager -> gRPC services
-// (bnserve.v1.Inference, KServe v2, grpc.health.v1.Health, reflection) and
-// the Prometheus endpoint. main.cc only turns flags into these options.
+// (bnserve.v1.Inference, KServe v2, grpc.health.v1.Health, reflection),
+// KServe v2 REST on the HTTP port and the Prometheus endpoint on the metrics
+// port. Both HTTP ports use the gRPC port's TLS settings (TLS, mutual TLS)
+// and bearer token: /metrics needs the token when one is configured, the
+// REST health endpoints never do. main.cc only turns flags into these
+// options.
 #ifndef BNSERVE_SERVER_INFERENCE_INFERENCE_SERVER_H_
 #define BNSERVE_SERVER_INFERENCE_INFERENCE_SERVER_H_
 
@@ -12,10 +16,12 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/common/auth.h"
+#include "server/common/http_server.h"
 #include "server/common/limits.h"
 #include "server/common/server_setup.h"
 #include "server/inference/health_service.h"
 #include "server/inference/inference_service.h"
+#include "server/inference/kserve_http.h"
 #include "server/inference/kserve_service.h"
 #include "server/inference/metrics.h"
 #include "server/inference/servable_manager.h"
@@ -26,11 +32,18 @@ namespace bnserve::inference {
 struct InferenceServerOptions {
   // gRPC listen address, host:port (port 0 = an ephemeral port).
   std::string listen_address = "0.0.0.0:50052";
-  // Prometheus endpoint: host and port; port 0 = off, kEphemeralPort = pick a
-  // free one (tests).
+  // HTTP ports (KServe v2 REST; Prometheus /metrics): host and port; port 0
+  // = off, kEphemeralPort = pick a free one (tests).
   static constexpr int kEphemeralPort = -1;
+  std::string http_host = "0.0.0.0";
+  int http_port = 0;  // the binary's --http_port defaults to 8000
   std::string metrics_host = "0.0.0.0";
   int metrics_port = 9090;
+  // Slow clients on the HTTP ports: every read or write must progress within
+  // this time; idle keep-alive connections are closed after it too.
+  absl::Duration http_io_timeout = absl::Seconds(server::kHttpIoTimeoutSeconds);
+  // Worker threads of each HTTP port (connections beyond wait to be served).
+  int http_threads = server::kHttpThreads;
   // Store URI (see store/store.h); ignored when Start() is given a store.
   std::string store_uri = "./bnserve-store";
   ServableManagerOptions manager;
@@ -57,8 +70,9 @@ class InferenceServer {
   // Shutdown(zero deadline) if not done yet.
   ~InferenceServer();
 
-  // Bound ports (metrics_port() is 0 when the endpoint is off).
+  // Bound ports (http_port() and metrics_port() are 0 when off).
   int port() const { return port_; }
+  int http_port() const;
   int metrics_port() const;
 
   ServableManager& manager() { return *manager_; }
@@ -75,6 +89,9 @@ class InferenceServer {
 
  private:
   InferenceServer() = default;
+  absl::Status StartHttp(const InferenceServerOptions& options);
+  // GET /metrics (with the token when one is configured).
+  server::HttpResponse ServeMetrics(const server::HttpRequest& request) const;
 
   Metrics metrics_;
   std::shared_ptr<store::SnapshotStore> store_;
@@ -82,9 +99,12 @@ class InferenceServer {
   server::TokenAuth auth_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<InferenceService> inference_;
+  std::unique_ptr<KServeCore> kserve_core_;
   std::unique_ptr<KServeService> kserve_;
   std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<MetricsHttpServer> metrics_http_;
+  std::unique_ptr<KServeHttpHandler> kserve_http_;
+  std::unique_ptr<server::HttpServer> http_;
+  std::unique_ptr<server::HttpServer> metrics_http_;
   int port_ = 0;
   bool shut_down_ = false;
 };

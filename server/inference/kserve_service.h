@@ -1,45 +1,31 @@
 // The KServe v2 / Open Inference Protocol gRPC service
 // (`inference.GRPCInferenceService`), so standard KServe and Triton clients
-// work unchanged.
+// work unchanged: a thin transport over KServeCore (kserve_core.h), which
+// holds the protocol's decoding, validation and encoding, shared with the
+// REST handler (kserve_http.h).
 //
-// Model "version" strings: empty = the newest loaded version; digits = that
-// version; anything else is taken as a label (a bnserve extension).
+// Authentication: every call needs the bearer token when one is configured,
+// except ServerLive and ServerReady, which answer without it (like
+// grpc.health.v1.Health: they reveal only whether the server is live or
+// ready, and probes carry no credentials). The same rule holds over REST.
 //
-// Model tensors (ModelMetadata reports them):
-//   input          "input"          FP32 [-1, F]  (rows are independent; any
-//                                   input name is accepted)
-//   outputs        "output"         FP32 [-1, D]  raw outputs (logits for
-//                                   classification)
-//   classification "probabilities"  FP32 [-1, D]  softmax of "output"
-//                  "class_id"       INT64 [-1]    argmax
-// ModelInfer takes exactly one FP32 input of shape [N, F] (1 <= N <=
-// kMaxBatchRows) whose values are either in contents.fp32_contents or in
-// raw_input_contents[0] (little-endian, row-major), never both. The declared
-// shape is checked against the model before anything is allocated. The
-// request's `outputs` (if any) select which outputs are returned. Outputs
-// are returned in raw_output_contents when the input came raw, in typed
-// contents (fp32_contents / int64_contents) otherwise.
-//
-// Thread-safe; the manager, auth and metrics must outlive the service.
+// Thread-safe; the core, auth and metrics must outlive the service.
 #ifndef BNSERVE_SERVER_INFERENCE_KSERVE_SERVICE_H_
 #define BNSERVE_SERVER_INFERENCE_KSERVE_SERVICE_H_
 
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/common/auth.h"
+#include "server/inference/kserve_core.h"
 #include "server/inference/metrics.h"
-#include "server/inference/request_limits.h"
-#include "server/inference/servable_manager.h"
 
 namespace bnserve::inference {
 
 class KServeService final
     : public ::inference::GRPCInferenceService::CallbackService {
  public:
-  KServeService(const ServableManager* manager, const server::TokenAuth* auth,
-                Metrics* metrics, RequestLimits limits = {})
-      : manager_(manager), auth_(auth), metrics_(metrics), limits_(limits) {}
+  KServeService(const KServeCore* core, const server::TokenAuth* auth,
+                Metrics* metrics)
+      : core_(core), auth_(auth), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* ServerLive(
       grpc::CallbackServerContext* context,
@@ -65,29 +51,30 @@ class KServeService final
       grpc::CallbackServerContext* context,
       const ::inference::ModelInferRequest* request,
       ::inference::ModelInferResponse* response) override;
+  grpc::ServerUnaryReactor* ModelConfig(
+      grpc::CallbackServerContext* context,
+      const ::inference::ModelConfigRequest* request,
+      ::inference::ModelConfigResponse* response) override;
+  grpc::ServerUnaryReactor* ModelStatistics(
+      grpc::CallbackServerContext* context,
+      const ::inference::ModelStatisticsRequest* request,
+      ::inference::ModelStatisticsResponse* response) override;
+  grpc::ServerUnaryReactor* RepositoryIndex(
+      grpc::CallbackServerContext* context,
+      const ::inference::RepositoryIndexRequest* request,
+      ::inference::RepositoryIndexResponse* response) override;
 
  private:
-  absl::StatusOr<std::shared_ptr<const Servable>> Select(
-      const std::string& model, const std::string& version) const;
-  absl::Status DoModelReady(const grpc::CallbackServerContext& context,
-                            const ::inference::ModelReadyRequest& request,
-                            ::inference::ModelReadyResponse* response) const;
-  absl::Status DoModelMetadata(
-      const grpc::CallbackServerContext& context,
-      const ::inference::ModelMetadataRequest& request,
-      ::inference::ModelMetadataResponse* response) const;
-  absl::Status DoModelInfer(const grpc::CallbackServerContext& context,
-                            const ::inference::ModelInferRequest& request,
-                            ::inference::ModelInferResponse* response) const;
+  // Checks the token, then runs `body` (an absl::Status-returning call of
+  // the core) under server::GuardCall and finishes the call.
+  template <typename Body>
+  grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
+                                   const char* method, Body&& body);
 
-  const ServableManager* const manager_;
+  const KServeCore* const core_;
   const server::TokenAuth* const auth_;
   Metrics* const metrics_;
-  const RequestLimits limits_;
 };
-
-// Parses a KServe model version string (see above) into a VersionRequest.
-absl::StatusOr<VersionRequest> ParseKServeVersion(const std::string& version);
 
 }  // namespace bnserve::inference
 

@@ -1,6 +1,7 @@
 // bnserve-inference: serves the models of a snapshot store over gRPC
-// (bnserve.v1.Inference, KServe v2, health, reflection) with Prometheus
-// metrics. Every flag can also come from BNSERVE_<FLAG> (flags win).
+// (bnserve.v1.Inference, KServe v2, health, reflection) and KServe v2 REST,
+// with Prometheus metrics. Every flag can also come from BNSERVE_<FLAG> (flags
+// win).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -15,8 +16,11 @@
 
 ABSL_FLAG(int32_t, port, 50052, "gRPC port (0 = pick a free one)");
 ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on");
+ABSL_FLAG(int32_t, http_port, 8000,
+          "KServe v2 REST HTTP port (0 = off); same TLS and token as gRPC");
 ABSL_FLAG(int32_t, metrics_port, 9090,
-          "Prometheus /metrics HTTP port (0 = off)");
+          "Prometheus /metrics HTTP port (0 = off); same TLS and token as "
+          "gRPC");
 ABSL_FLAG(std::string, store, "./bnserve-store",
           "snapshot store URI: a directory, file:///abs/path or "
           "redis://host:port[/db]");
@@ -51,10 +55,12 @@ int Run() {
   bnserve::inference::InferenceServerOptions options;
   options.listen_address =
       absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
+  options.http_host = absl::GetFlag(FLAGS_host);
+  options.http_port = absl::GetFlag(FLAGS_http_port);
   options.metrics_host = absl::GetFlag(FLAGS_host);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
-  if (options.metrics_port < 0) {
-    Log(LogLevel::kError, "--metrics_port must be >= 0");
+  if (options.metrics_port < 0 || options.http_port < 0) {
+    Log(LogLevel::kError, "--http_port and --metrics_port must be >= 0");
     return 2;
   }
   options.store_uri = absl::GetFlag(FLAGS_store);
@@ -78,7 +84,11 @@ int Run() {
   }
   Log(LogLevel::kInfo,
       absl::StrCat("listening on :", (*server)->port(), " (store ",
-                   options.store_uri, ", metrics ",
+                   options.store_uri, ", http ",
+                   (*server)->http_port() == 0
+                       ? std::string("off")
+                       : absl::StrCat(":", (*server)->http_port()),
+                   ", metrics ",
                    (*server)->metrics_port() == 0
                        ? std::string("off")
                        : absl::StrCat(":", (*server)->metrics_port()),

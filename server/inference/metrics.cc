@@ -1,7 +1,5 @@
 #include "server/inference/metrics.h"
 
-#include <httplib.h>
-
 #include <map>
 #include <set>
 
@@ -231,44 +229,6 @@ std::string Metrics::Render(
          "layer's input.");
   out += ratio;
   return out;
-}
-
-MetricsHttpServer::MetricsHttpServer(RenderFn render)
-    : render_(std::move(render)) {}
-
-MetricsHttpServer::~MetricsHttpServer() { Stop(); }
-
-absl::Status MetricsHttpServer::Start(const std::string& host, int port) {
-  http_ = std::make_unique<httplib::Server>();
-  http_->Get(
-      "/metrics", [this](const httplib::Request&, httplib::Response& res) {
-        res.set_content(render_(), "text/plain; version=0.0.4; charset=utf-8");
-      });
-  if (port == 0) {
-    port_ = http_->bind_to_any_port(host.c_str());
-    if (port_ <= 0) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot bind metrics endpoint on ", host));
-    }
-  } else {
-    if (!http_->bind_to_port(host.c_str(), port)) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot bind metrics endpoint on ", host, ":", port));
-    }
-    port_ = port;
-  }
-  thread_ = std::thread([this] { http_->listen_after_bind(); });
-  // Stop() only works once the accept loop runs: wait for it.
-  const absl::Time deadline = absl::Now() + absl::Seconds(5);
-  while (!http_->is_running() && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  return absl::OkStatus();
-}
-
-void MetricsHttpServer::Stop() {
-  if (http_ != nullptr) http_->stop();
-  if (thread_.joinable()) thread_.join();
 }
 
 }  // namespace bnserve::inference

@@ -1,5 +1,5 @@
-// Prometheus metrics of the inference server (text exposition format 0.0.4)
-// and the small HTTP endpoint that serves them at /metrics.
+// Prometheus metrics of the inference server (text exposition format 0.0.4),
+// served at GET /metrics by the InferenceServer (inference_server.h).
 //
 // Exported series (all prefixed bnserve_inference_):
 //   requests_total{method,code}                counter
@@ -38,10 +38,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/inference/servable.h"
-
-namespace httplib {
-class Server;
-}
 
 namespace bnserve::inference {
 
@@ -115,27 +111,6 @@ class Metrics {
   std::vector<std::unique_ptr<MethodStats>> owned_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> reloads_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> load_failures_ ABSL_GUARDED_BY(mu_);
-};
-
-// GET /metrics over HTTP (cpp-httplib), on its own thread.
-class MetricsHttpServer {
- public:
-  using RenderFn = std::function<std::string()>;
-  explicit MetricsHttpServer(RenderFn render);
-  ~MetricsHttpServer();  // Stop()
-
-  // Binds `host`:`port` (port 0 = an ephemeral port) and starts serving.
-  // Unavailable if the port cannot be bound.
-  absl::Status Start(const std::string& host, int port);
-  // The bound port (after Start).
-  int port() const { return port_; }
-  void Stop();
-
- private:
-  RenderFn render_;
-  std::unique_ptr<httplib::Server> http_;
-  std::thread thread_;
-  int port_ = 0;
 };
 
 }  // namespace bnserve::inference

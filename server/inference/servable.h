@@ -1,7 +1,8 @@
 // One loaded, verified, immutable version of a model: the folded serving
 // network plus the metadata the services report. Created only through
 // Servable::Create, which validates, folds and warms up; after that nothing
-// about it changes except the drift statistics (internally synchronized).
+// about it changes except the drift and inference statistics (internally
+// synchronized).
 //
 // Servables are shared as std::shared_ptr<const Servable>: a request keeps
 // the version it started with alive until it finishes, whatever the
@@ -20,6 +21,7 @@
 #include "bnserve/v1/snapshot.pb.h"
 #include "model/network.h"
 #include "server/inference/drift.h"
+#include "server/inference/infer_stats.h"
 
 namespace bnserve::inference {
 
@@ -70,6 +72,8 @@ class Servable {
   void Run(const float* x, float* out) const;
 
   const DriftMonitor& drift() const { return *drift_; }
+  // KServe inference statistics of this version (internally synchronized).
+  InferStats& stats() const { return *stats_; }
 
  private:
   Servable(v1::Snapshot info, model::Network unfolded, model::Network folded);
@@ -80,6 +84,7 @@ class Servable {
   model::Network folded_;
   absl::Time loaded_at_;
   std::unique_ptr<DriftMonitor> drift_;
+  std::unique_ptr<InferStats> stats_ = std::make_unique<InferStats>();
 };
 
 // First index of a non-finite value in `x[0..n)`, or -1.

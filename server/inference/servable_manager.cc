@@ -199,6 +199,7 @@ absl::Status ServableManager::SyncModel(const std::string& model) {
   }
   std::set<int64_t>& failed = failed_[model];
   std::map<int64_t, std::shared_ptr<const Servable>> next;
+  std::map<int64_t, std::string> refused;  // newly refused: the reason
   absl::Status transient;
 
   // Loads `v` into `next` (reusing a loaded servable); false if it cannot be
@@ -232,6 +233,7 @@ absl::Status ServableManager::SyncModel(const std::string& model) {
     if (absl::IsNotFound(st)) return false;  // deleted meanwhile
     if (IsPermanentLoadError(st)) {
       failed.insert(v);
+      refused[v] = std::string(st.message());
       Log(LogLevel::kError, absl::StrCat("refusing model ", model, " version ",
                                          v, ": ", st.ToString()));
       if (metrics_ != nullptr) metrics_->RecordLoadFailure(model);
@@ -281,6 +283,12 @@ absl::Status ServableManager::SyncModel(const std::string& model) {
       ModelState& state = models_[model];
       state.loaded = std::move(next);
       state.labels = std::move(labels);
+      state.refused.merge(refused);
+      // Forget refusals of versions deleted from the store.
+      for (auto it = state.refused.begin(); it != state.refused.end();) {
+        it = existing.count(it->first) == 0 ? state.refused.erase(it)
+                                            : std::next(it);
+      }
     }
   }
   if (!unloaded.empty()) {
@@ -425,6 +433,34 @@ std::vector<std::shared_ptr<const Servable>> ServableManager::AllLoaded()
   std::vector<std::shared_ptr<const Servable>> out;
   for (const auto& [name, state] : models_) {
     for (const auto& [v, s] : state.loaded) out.push_back(s);
+  }
+  return out;
+}
+
+std::vector<ModelIndexEntry> ServableManager::Index() const {
+  std::vector<ModelIndexEntry> out;
+  absl::ReaderMutexLock lock(&mu_);
+  auto add_model = [&](const std::string& name, const ModelState* state) {
+    std::map<int64_t, ModelIndexEntry> versions;
+    if (state != nullptr) {
+      for (const auto& [v, s] : state->loaded) {
+        versions[v] = {name, v, ModelIndexEntry::kReady, ""};
+      }
+      for (const auto& [v, reason] : state->refused) {
+        versions[v] = {name, v, ModelIndexEntry::kUnavailable, reason};
+      }
+    }
+    if (versions.empty()) {
+      out.push_back({name, 0, ModelIndexEntry::kUnavailable,
+                     "no version of this model is loaded yet"});
+    }
+    for (auto& [v, entry] : versions) out.push_back(std::move(entry));
+  };
+  std::set<std::string> names(options_.models.begin(), options_.models.end());
+  for (const auto& [name, state] : models_) names.insert(name);
+  for (const std::string& name : names) {
+    auto it = models_.find(name);
+    add_model(name, it == models_.end() ? nullptr : &it->second);
   }
   return out;
 }

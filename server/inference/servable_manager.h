@@ -68,6 +68,15 @@ struct VersionRequest {
   // Neither: the newest loaded version.
 };
 
+// One line of the model repository's index (KServe/Triton RepositoryIndex).
+struct ModelIndexEntry {
+  enum State { kReady, kUnavailable };
+  std::string model;
+  int64_t version = 0;  // 0: the model as a whole (no version loaded)
+  State state = kReady;
+  std::string reason;  // why it is unavailable
+};
+
 class ServableManager {
  public:
   // `metrics` may be null; otherwise it must outlive the manager.
@@ -110,6 +119,11 @@ class ServableManager {
   std::vector<int64_t> LoadedVersions(absl::string_view model) const;
   // Every loaded servable, by model then version.
   std::vector<std::shared_ptr<const Servable>> AllLoaded() const;
+  // Every loaded version (READY) and every version refused for good
+  // (UNAVAILABLE, with the reason) of every model known here, by model then
+  // version; a configured or known model with nothing loaded is one
+  // UNAVAILABLE entry with version 0.
+  std::vector<ModelIndexEntry> Index() const;
   // Models that have at least one loaded version, sorted.
   std::vector<std::string> Models() const;
 
@@ -122,6 +136,9 @@ class ServableManager {
   struct ModelState {
     std::map<int64_t, std::shared_ptr<const Servable>> loaded;
     std::map<std::string, int64_t> labels;
+    // Versions refused for good (corrupt or invalid) still in the store,
+    // with the reason.
+    std::map<int64_t, std::string> refused;
   };
 
   void Loop();

@@ -96,7 +96,7 @@ def main():
              "--store", store], stderr=logs["trainer"]),
         "inference": subprocess.Popen(
             [INFERENCE, "--host", "127.0.0.1", "--port", str(iport),
-             "--metrics_port", "0", "--store", store],
+             "--metrics_port", "0", "--http_port", "0", "--store", store],
             stderr=logs["inference"]),
     }
     try:

@@ -180,7 +180,8 @@ class Env:
     def start_inference(self, port, store, name="inference", extra=(),
                         metrics_port=0):
         return self.start(name, [self.inference_bin, "--host", "127.0.0.1",
-                                 "--port", str(port), "--metrics_port",
+                                 "--port", str(port), "--http_port", "0",
+                                 "--metrics_port",
                                  str(metrics_port), "--store", store, *extra])
 
     def health(self, addr):

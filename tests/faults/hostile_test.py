@@ -176,7 +176,7 @@ def infer_amplified(env):
         addr = f"127.0.0.1:{port}"
         env.start(f"inference-{name}", [
             env.inference_bin, "--host", "127.0.0.1", "--port", str(port),
-            "--metrics_port", "0", "--store", store, *extra],
+            "--metrics_port", "0", "--http_port", "0", "--store", store, *extra],
             preexec_fn=preexec)
         env.wait_health(addr, f"inference-{name}", env.procs[f"inference-{name}"])
         pid = env.procs[f"inference-{name}"].pid
@@ -301,7 +301,8 @@ def unauthenticated_surface(env):
         addr = f"127.0.0.1:{port}"
         name = f"inference-reflection-{reflection}"
         env.start(name, [env.inference_bin, "--host", "127.0.0.1", "--port",
-                         str(port), "--metrics_port", "0", "--store", store,
+                         str(port), "--metrics_port", "0", "--http_port", "0",
+                         "--store", store,
                          "--token_file", token, f"--reflection={reflection}"])
         env.wait_health(addr, name, env.procs[name])  # health: no token
         code, _ = predict_version(env, addr, "m")

@@ -674,6 +674,52 @@ TEST_F(InferenceServerTest, KServeServerAndModelQueries) {
   }
 }
 
+// Triton's extensions over gRPC (not UNIMPLEMENTED), and the input name
+// and platform rules of the shared KServe core.
+TEST_F(InferenceServerTest, KServeTritonExtensionsAndInputNames) {
+  StartServer();
+  {
+    grpc::ClientContext ctx;
+    kserve::ModelConfigRequest req;
+    req.set_name(reg_);
+    kserve::ModelConfigResponse resp;
+    ASSERT_TRUE(kserve_->ModelConfig(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.config().platform(), "bnserve_snapshot");
+    EXPECT_EQ(resp.config().max_batch_size(), 65536);
+    EXPECT_THAT(resp.config().input(0).dims(), ElementsAre(5));
+    ASSERT_EQ(resp.config().output_size(), 1);
+    EXPECT_THAT(resp.config().output(0).dims(), ElementsAre(2));
+  }
+  const std::vector<float> x = RandomFeatures(4, 9);
+  kserve::ModelInferRequest wrong = InferRequest(clf_, x, 1, 4);
+  wrong.mutable_inputs(0)->set_name("INPUT__0");
+  std::string message;
+  EXPECT_EQ(InferCode(wrong, &message), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(message, HasSubstr("'INPUT__0'"));
+  EXPECT_THAT(message, HasSubstr("'input'"));
+  EXPECT_EQ(InferCode(InferRequest(clf_, x, 1, 4)), StatusCode::OK);
+  {
+    grpc::ClientContext ctx;
+    kserve::ModelStatisticsRequest req;
+    req.set_name(clf_);
+    kserve::ModelStatisticsResponse resp;
+    ASSERT_TRUE(kserve_->ModelStatistics(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.model_stats_size(), 1);
+    EXPECT_EQ(resp.model_stats(0).inference_stats().success().count(), 1u);
+    EXPECT_EQ(resp.model_stats(0).inference_stats().fail().count(), 1u);
+  }
+  {
+    grpc::ClientContext ctx;
+    kserve::RepositoryIndexResponse resp;
+    ASSERT_TRUE(kserve_->RepositoryIndex(&ctx, {}, &resp).ok());
+    ASSERT_EQ(resp.models_size(), 2);
+    for (const auto& m : resp.models()) {
+      EXPECT_EQ(m.state(), "READY");
+      EXPECT_EQ(m.version(), "1");
+    }
+  }
+}
+
 TEST_F(InferenceServerTest, HealthIsNotServingUntilTheModelsAreLoaded) {
   using Op = store::MemoryStore::Op;
   for (Op op : {Op::kListModels, Op::kListVersions, Op::kRead, Op::kWatch}) {
@@ -741,6 +787,19 @@ TEST_F(InferenceServerTest, BearerTokenIsRequiredWhenConfigured) {
   grpc::ClientContext ctx;
   HealthResponse health;
   EXPECT_TRUE(health_->Check(&ctx, {}, &health).ok());  // probes need no token
+  // KServe liveness and readiness answer without it too (as over REST); the
+  // Triton extensions need it.
+  grpc::ClientContext live_ctx, ready_ctx, config_ctx;
+  kserve::ServerLiveResponse live;
+  EXPECT_TRUE(kserve_->ServerLive(&live_ctx, {}, &live).ok());
+  kserve::ServerReadyResponse ready;
+  EXPECT_TRUE(kserve_->ServerReady(&ready_ctx, {}, &ready).ok());
+  EXPECT_TRUE(ready.ready());
+  kserve::ModelConfigRequest config_req;
+  config_req.set_name(clf_);
+  kserve::ModelConfigResponse config;
+  EXPECT_EQ(kserve_->ModelConfig(&config_ctx, config_req, &config).error_code(),
+            StatusCode::UNAUTHENTICATED);
 }
 
 TEST_F(InferenceServerTest, OversizedMessagesAreResourceExhausted) {

@@ -105,7 +105,7 @@ class PythonClientTest(unittest.TestCase):
         cls.log = open(os.path.join(cls.tmp, "server.log"), "w+")
         cls.server = subprocess.Popen(
             [ARGS.server, "--host=127.0.0.1", "--port=%d" % cls.port,
-             "--log_level=info"],
+             "--log_level=info", "--http_port=0"],
             stdout=cls.log, stderr=subprocess.STDOUT, env=env)
         # Wait for the port first: a channel that fails to connect backs off
         # for a second or more before trying again.

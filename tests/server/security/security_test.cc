@@ -16,6 +16,9 @@
 #include "server/common/server_setup.h"
 #include "server/inference/inference_server.h"
 #include "server/trainer/trainer_server.h"
+// After Eigen (through the servers' headers): the socket headers httplib
+// includes define `_res`, a name Eigen uses.
+#include <httplib.h>
 
 namespace bnserve::server {
 namespace {
@@ -191,6 +194,53 @@ TEST_F(SecurityTest, InferenceServesMutualTlsAndToken) {
       << status.error_code() << ": " << status.error_message();
   EXPECT_THAT(status.error_message(),
               ::testing::HasSubstr("model 'absent' is not served here"));
+  (*server)->Shutdown(absl::Seconds(1));
+}
+
+// The HTTP ports (KServe REST and /metrics) take the gRPC port's TLS
+// settings: with a client CA, a client without a certificate from it gets
+// no answer; with one, the token decides, and health needs none.
+TEST_F(SecurityTest, InferenceHttpPortsServeMutualTlsAndToken) {
+  inference::InferenceServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.http_host = options.metrics_host = "127.0.0.1";
+  options.http_port = inference::InferenceServerOptions::kEphemeralPort;
+  options.metrics_port = inference::InferenceServerOptions::kEphemeralPort;
+  options.store_uri = File("store-inference-http");
+  options.tls = {File("server.crt"), File("server.key"), File("ca.crt")};
+  options.token_file = File("token");
+  auto server = inference::InferenceServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto get = [&](int port, const std::string& path, const std::string& cert,
+                 const std::string& token) {
+    std::unique_ptr<httplib::SSLClient> client =
+        cert.empty()
+            ? std::make_unique<httplib::SSLClient>("127.0.0.1", port)
+            : std::make_unique<httplib::SSLClient>(
+                  "127.0.0.1", port, File(cert + ".crt"), File(cert + ".key"));
+    client->set_ca_cert_path(File("ca.crt").c_str());
+    client->enable_server_certificate_verification(true);
+    client->set_read_timeout(10, 0);
+    httplib::Headers headers;
+    if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+    auto res = client->Get(path.c_str(), headers);
+    return res ? res->status : -1;
+  };
+  const int http = (*server)->http_port();
+  const int metrics = (*server)->metrics_port();
+  EXPECT_EQ(get(http, "/v2/health/live", "", ""), -1);  // no client cert
+  EXPECT_EQ(get(http, "/v2/health/live", "rogue", ""), -1);
+  EXPECT_EQ(get(http, "/v2/health/live", "client", ""), 200);
+  EXPECT_EQ(get(http, "/v2", "client", ""), 401);
+  EXPECT_EQ(get(http, "/v2", "client", "s3cret"), 200);
+  EXPECT_EQ(get(metrics, "/metrics", "", "s3cret"), -1);
+  EXPECT_EQ(get(metrics, "/metrics", "client", ""), 401);
+  EXPECT_EQ(get(metrics, "/metrics", "client", "s3cret"), 200);
+  // Plain HTTP gets no answer from a TLS port.
+  httplib::Client plain("127.0.0.1", http);
+  plain.set_read_timeout(10, 0);
+  auto res = plain.Get("/v2/health/live");
+  EXPECT_TRUE(!res || res->status != 200);
   (*server)->Shutdown(absl::Seconds(1));
 }
 
