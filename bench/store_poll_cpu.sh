@@ -20,7 +20,7 @@ for i in range(20000):
     with open(os.path.join(d, "junk.txt"), "w") as f:
         f.write("x")
 PY
-"$bin" --store "$dir/store" --host 127.0.0.1 --port 0 --metrics_port 0 "$@" \
+"$bin" --store "$dir/store" --host 127.0.0.1 --port 0 --metrics_port 0 --http_port 0 "$@" \
   2>"$dir/log" &
 pid=$!
 sleep 4  # start-up and the first scans (directories younger than 2 s)
