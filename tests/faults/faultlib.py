@@ -356,6 +356,44 @@ def file_versions(root, model):
     return sorted(int(n) for n in os.listdir(d) if n.isdigit())
 
 
+# -- publisher ---------------------------------------------------------------
+
+class Publisher:
+    """A thread that trains job `job_id` on (xs, ys) one minibatch at a time
+    and publishes it, every `pause` seconds, until stop(). `calls` holds
+    (t0, t1, code, version, details) per Publish; `train_failures` the
+    messages of failed Train streams."""
+
+    def __init__(self, env, trainer_addr, job_id, xs, ys, pause=0.1, seed=1):
+        self.env, self.addr, self.job_id = env, trainer_addr, job_id
+        self.xs, self.ys, self.pause, self.seed = xs, ys, pause, seed
+        self.calls = []
+        self.train_failures = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(timeout=60)
+
+    def _run(self):
+        stub = self.env.trainer_stub(self.addr)
+        rng = random.Random(self.seed)
+        while not self.stopping.is_set():
+            try:
+                train(stub, self.job_id, self.xs, self.ys, 1, rng=rng)
+            except grpc.RpcError as e:
+                self.train_failures.append(f"{e.code().name}: {e.details()}")
+            t0 = time.monotonic()
+            code, version, details = publish(stub, self.job_id)
+            self.calls.append((t0, time.monotonic(), code, version, details))
+            time.sleep(self.pause)
+
+
 # -- load generator ----------------------------------------------------------
 
 class Load:

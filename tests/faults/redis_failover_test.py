@@ -27,11 +27,9 @@ Checks:
 Usage: redis_failover_test.py BUILD_DIR   (env KILLS, default 5)
 """
 import os
-import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -160,25 +158,9 @@ def main():
             loads.append(faultlib.Load(f"127.0.0.1:{port}", MODEL, xtest,
                                        threads=2, rate=100).start())
 
-        calls = []   # (t0, t1, code, version, details)
-        train_failures = []
-        stop = threading.Event()
-
-        def publisher():
-            pstub = env.trainer_stub(taddr)
-            rng = random.Random(1)
-            while not stop.is_set():
-                try:
-                    faultlib.train(pstub, job, xs, ys, 1, rng=rng)
-                except env.grpc.RpcError as e:
-                    train_failures.append(f"{e.code().name}: {e.details()}")
-                t0 = time.monotonic()
-                code, version, details = faultlib.publish(pstub, job)
-                calls.append((t0, time.monotonic(), code, version, details))
-                time.sleep(0.1)
-
-        thread = threading.Thread(target=publisher, daemon=True)
-        thread.start()
+        publisher = faultlib.Publisher(env, taddr, job, xs, ys).start()
+        calls = publisher.calls  # (t0, t1, code, version, details)
+        train_failures = publisher.train_failures
         rounds = []   # (promoted s, replica back s, publish resumed s)
         try:
             for k in range(kills):
@@ -204,8 +186,7 @@ def main():
                                 for l in loads))
             time.sleep(1.0)
         finally:
-            stop.set()
-            thread.join(timeout=60)
+            publisher.stop()
         acked = [c[3] for c in calls if c[2] == "OK"]
         newest = max([first] + acked)
         try:

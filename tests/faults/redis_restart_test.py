@@ -21,10 +21,8 @@ and restarted on the same port and directory. Checks:
 Usage: redis_restart_test.py BUILD_DIR   (env OUTAGE_SECONDS, default 4)
 """
 import os
-import random
 import signal
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -57,25 +55,9 @@ def main():
         env.wait_health(iaddr, "inference", inference)
         load = faultlib.Load(iaddr, MODEL, xtest, threads=3, rate=150).start()
 
-        calls = []   # (t0, t1, code, version, details)
-        train_failures = []
-        stop = threading.Event()
-
-        def publisher():
-            pstub = env.trainer_stub(taddr)
-            rng = random.Random(1)
-            while not stop.is_set():
-                try:
-                    faultlib.train(pstub, job, xs, ys, 1, rng=rng)
-                except env.grpc.RpcError as e:
-                    train_failures.append(f"{e.code().name}: {e.details()}")
-                t0 = time.monotonic()
-                code, version, details = faultlib.publish(pstub, job)
-                calls.append((t0, time.monotonic(), code, version, details))
-                time.sleep(0.1)
-
-        thread = threading.Thread(target=publisher, daemon=True)
-        thread.start()
+        publisher = faultlib.Publisher(env, taddr, job, xs, ys).start()
+        calls = publisher.calls  # (t0, t1, code, version, details)
+        train_failures = publisher.train_failures
         outages = []   # (how, t_down, t_restart, t_recovered)
         try:
             for how in ("SIGTERM", "SIGKILL"):
@@ -99,8 +81,7 @@ def main():
                     f"restart; {load.ok} Predict OK, {load.failed} failed")
             time.sleep(1.0)
         finally:
-            stop.set()
-            thread.join(timeout=60)
+            publisher.stop()
         acked = [c[3] for c in calls if c[2] == "OK"]
         newest = max([first] + acked)
         try:
