@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "model/status_macros.h"
 #include "server/common/parse_error_interceptor.h"
+#include "server/common/server_setup.h"
 
 namespace bnserve::server {
 
@@ -43,7 +44,15 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
           .max_step_bytes = options.max_step_mb << 20,
           .max_job_parameters = options.max_job_parameters,
           .max_jobs = options.max_jobs,
-          .job_retention = absl::Seconds(options.job_retention_seconds)});
+          .job_retention = absl::Seconds(options.job_retention_seconds),
+          .checkpoints = options.checkpoints,
+          .checkpoint_every = options.checkpoint_every});
+  // Jobs checkpointed by an earlier trainer on this store resume here.
+  BNSERVE_ASSIGN_OR_RETURN(const int restored, s->jobs_->RestoreJobs());
+  if (restored > 0) {
+    Log(LogLevel::kInfo, absl::StrCat("restored ", restored,
+                                      " training job(s) from checkpoints"));
+  }
   s->service_ =
       std::make_unique<TrainerService>(s->jobs_.get(), std::move(auth));
 
