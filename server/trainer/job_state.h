@@ -128,6 +128,7 @@ struct JobState {
     job.set_checkpoint_step(checkpoint_steps.empty() ? -1
                                                      : checkpoint_steps.back());
     job.set_resumes(resumes);
+    job.set_last_published_step(last_published_step);
     return job;
   }
 };
