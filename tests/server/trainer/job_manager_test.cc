@@ -8,6 +8,7 @@
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "model/network.h"
+#include "store/memory_store.h"
 #include "store/store.h"
 
 namespace bnserve::server {
@@ -567,6 +568,141 @@ TEST_F(JobManagerTest, ShutdownRefusesNewWork) {
             StatusCode::kUnavailable);
   EXPECT_EQ(jobs.OpenTrainingSession(job.job_id()).status().code(),
             StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace bnserve::server
+
+namespace bnserve::server {
+namespace {
+
+// Durable jobs: checkpoints in the store, restored by a new JobManager.
+class CheckpointTest : public JobManagerTest {
+ protected:
+  JobManagerOptions Durable(int64_t every) {
+    JobManagerOptions o;
+    o.checkpoints = true;
+    o.checkpoint_every = every;
+    return o;
+  }
+  // Trains steps [from, to] of a deterministic stream on `jobs`' job.
+  void Train(JobManager& jobs, const std::string& id, int from, int to) {
+    auto session = *jobs.OpenTrainingSession(id);
+    for (int s = from; s <= to; ++s) {
+      ASSERT_TRUE(session->Step(RandomBatch(8, 1000 + s), s).ok()) << s;
+    }
+  }
+  std::string FinalNetwork(JobManager& jobs, const std::string& id) {
+    return Published("m", jobs.Publish(id).value().version());
+  }
+  store::MemoryStore& mem() {
+    return static_cast<store::MemoryStore&>(*store_);
+  }
+};
+
+v1::CreateJobRequest AdamJob() {
+  v1::CreateJobRequest r = SmallJob("m");
+  r.mutable_optimizer()->set_kind(v1::OptimizerSpec::ADAM);
+  return r;
+}
+
+TEST_F(CheckpointTest, ARestartedManagerResumesBitForBit) {
+  std::string straight, resumed;
+  std::string id;
+  {
+    JobManager jobs(store_.get(), Durable(5));
+    id = jobs.CreateJob(AdamJob())->job_id();
+    Train(jobs, id, 1, 23);
+    straight = FinalNetwork(jobs, id);
+    ASSERT_TRUE(jobs.DeleteJob(id).ok());
+    EXPECT_TRUE(store_->ListCheckpoints()->empty());
+  }
+  {
+    JobManager jobs(store_.get(), Durable(5));
+    id = jobs.CreateJob(AdamJob())->job_id();
+    Train(jobs, id, 1, 13);  // "killed" after step 13: checkpoint at 10
+  }
+  JobManager restarted(store_.get(), Durable(5));
+  ASSERT_EQ(*restarted.RestoreJobs(), 1);
+  v1::Job job = *restarted.GetJob(id);
+  EXPECT_EQ(job.steps(), 10);
+  EXPECT_EQ(job.resumes(), 1);
+  // A minibatch that does not follow the job's step is refused.
+  {
+    auto session = *restarted.OpenTrainingSession(id);
+    EXPECT_EQ(session->Step(RandomBatch(8, 1014), 14).status().code(),
+              StatusCode::kFailedPrecondition);
+  }
+  Train(restarted, id, 11, 23);
+  resumed = FinalNetwork(restarted, id);
+  EXPECT_EQ(resumed, straight);
+  // A new job does not reuse the restored job's id.
+  EXPECT_NE(restarted.CreateJob(AdamJob())->job_id(), id);
+}
+
+TEST_F(CheckpointTest, ShutdownCheckpointsSoARestartLosesNoStep) {
+  std::string id;
+  {
+    JobManager jobs(store_.get(), Durable(100));
+    id = jobs.CreateJob(SmallJob("m"))->job_id();
+    Train(jobs, id, 1, 7);
+    jobs.Shutdown();
+  }
+  JobManager restarted(store_.get(), Durable(100));
+  ASSERT_EQ(*restarted.RestoreJobs(), 1);
+  EXPECT_EQ(restarted.GetJob(id)->steps(), 7);
+}
+
+TEST_F(CheckpointTest, ACorruptCheckpointFallsBackToThePreviousOne) {
+  std::string id;
+  {
+    JobManager jobs(store_.get(), Durable(4));
+    id = jobs.CreateJob(SmallJob("m"))->job_id();
+    Train(jobs, id, 1, 9);  // checkpoints kept: 4 and 8
+  }
+  ASSERT_TRUE(mem().CorruptCheckpointForTesting("m", id, 8).ok());
+  EXPECT_EQ(store_->ReadCheckpoint("m", id, 8).status().code(),
+            StatusCode::kDataLoss);
+  JobManager restarted(store_.get(), Durable(4));
+  ASSERT_EQ(*restarted.RestoreJobs(), 1);
+  EXPECT_EQ(restarted.GetJob(id)->steps(), 4);
+}
+
+TEST_F(CheckpointTest, AllCheckpointsCorruptIsDataLossNeverAWrongModel) {
+  std::string id;
+  {
+    JobManager jobs(store_.get(), Durable(4));
+    id = jobs.CreateJob(SmallJob("m"))->job_id();
+    Train(jobs, id, 1, 9);
+  }
+  for (const store::CheckpointRef& ref : *store_->ListCheckpoints()) {
+    ASSERT_TRUE(mem().CorruptCheckpointForTesting("m", id, ref.step).ok());
+  }
+  JobManager restarted(store_.get(), Durable(4));
+  ASSERT_EQ(*restarted.RestoreJobs(), 0);
+  absl::Status s = restarted.GetJob(id).status();
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("cannot resume"), std::string::npos) << s;
+  EXPECT_EQ(restarted.OpenTrainingSession(id).status().code(),
+            StatusCode::kDataLoss);
+}
+
+TEST_F(CheckpointTest, CancelRemovesCheckpointsAndAFailedWriteIsReported) {
+  JobManager jobs(store_.get(), Durable(2));
+  const std::string id = jobs.CreateJob(SmallJob("m"))->job_id();
+  Train(jobs, id, 1, 3);
+  EXPECT_FALSE(store_->ListCheckpoints()->empty());
+  mem().FailNext(store::MemoryStore::Op::kWriteCheckpoint,
+                 absl::ResourceExhaustedError("disk full"));
+  {
+    auto session = *jobs.OpenTrainingSession(id);
+    absl::Status s = session->Step(RandomBatch(8, 1004), 4).status();
+    EXPECT_EQ(s.code(), StatusCode::kResourceExhausted);
+    EXPECT_NE(s.message().find("checkpoint of job"), std::string::npos) << s;
+  }
+  EXPECT_EQ(jobs.GetJob(id)->checkpoint_step(), 2);
+  ASSERT_TRUE(jobs.CancelJob(id).ok());
+  EXPECT_TRUE(store_->ListCheckpoints()->empty());
 }
 
 }  // namespace
