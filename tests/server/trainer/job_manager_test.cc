@@ -675,7 +675,11 @@ TEST_F(CheckpointTest, AllCheckpointsCorruptIsDataLossNeverAWrongModel) {
     id = jobs.CreateJob(SmallJob("m"))->job_id();
     Train(jobs, id, 1, 9);
   }
-  for (const store::CheckpointRef& ref : *store_->ListCheckpoints()) {
+  absl::StatusOr<std::vector<store::CheckpointRef>> refs =
+      store_->ListCheckpoints();
+  ASSERT_TRUE(refs.ok());
+  ASSERT_EQ(refs->size(), 2u);
+  for (const store::CheckpointRef& ref : *refs) {
     ASSERT_TRUE(mem().CorruptCheckpointForTesting("m", id, ref.step).ok());
   }
   JobManager restarted(store_.get(), Durable(4));
