@@ -57,7 +57,7 @@ class ProgressTracker {
       last_step_ = p.step();
       const int64_t rows = std::max<int64_t>(1, p.examples_seen() - examples_);
       examples_ = p.examples_seen();
-      ++steps_;
+      steps_ = p.step();
       epoch_rows_ += static_cast<double>(rows);
       epoch_loss_ += p.loss() * static_cast<double>(rows);
       epoch_accuracy_ += p.accuracy() * static_cast<double>(rows);
@@ -242,13 +242,15 @@ class Resumer {
  public:
   Resumer(const TrainOptions& o, Io& io)
       : io_(io),
-        deadline_(absl::Now() + absl::Seconds(o.resume_timeout_seconds)),
-        quiet_(o.common.json) {}
+        deadline_(absl::Now() + absl::Seconds(o.resume_timeout_seconds)) {}
 
-  // True (after a backoff sleep) if `status` is UNAVAILABLE and the
-  // resume deadline has not passed.
-  bool ShouldRetry(const grpc::Status& status) {
-    if (status.error_code() != grpc::StatusCode::UNAVAILABLE ||
+  // True (after a backoff sleep) if `status` is UNAVAILABLE (or, for an
+  // idempotent call, CANCELLED: a draining server cancels calls in flight)
+  // and the resume deadline has not passed.
+  bool ShouldRetry(const grpc::Status& status, bool idempotent = false) {
+    const grpc::StatusCode code = status.error_code();
+    if (!(code == grpc::StatusCode::UNAVAILABLE ||
+          (idempotent && code == grpc::StatusCode::CANCELLED)) ||
         absl::Now() >= deadline_) {
       return false;
     }
@@ -272,13 +274,11 @@ class Resumer {
       grpc::Status status = stub.GetJob(&context, get, &job);
       if (status.ok()) {
         backoff_ = absl::Milliseconds(100);
-        if (!quiet_) {
-          io_.err << "trainer back: job " << job_id << " resumes at step "
-                  << job.steps() + 1 << "\n";
-        }
+        io_.err << "trainer back: job " << job_id << " resumes at step "
+                << job.steps() + 1 << "\n";
         return job;
       }
-      if (!ShouldRetry(status)) {
+      if (!ShouldRetry(status, /*idempotent=*/true)) {
         return RpcError(status, absl::StrCat("resuming job ", job_id));
       }
     }
@@ -287,7 +287,6 @@ class Resumer {
  private:
   Io& io_;
   const absl::Time deadline_;
-  const bool quiet_;
   absl::Duration backoff_ = absl::Milliseconds(100);
 };
 
