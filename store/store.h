@@ -28,6 +28,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -233,6 +234,15 @@ absl::Status ValidateJobId(std::string_view job_id);
 // step >= 0. INVALID_ARGUMENT naming the problem.
 absl::Status ValidateCheckpointKey(std::string_view model,
                                    std::string_view job_id, int64_t step);
+
+// SnapshotStore::ApplyRetention that also keeps the versions in `also_keep`
+// (e.g. the versions live training jobs started from, which a restarted job
+// must still be able to read): keeps the newest `keep_newest` (>= 0), every
+// labelled version and `also_keep`; deletes the rest and returns them,
+// ascending.
+absl::StatusOr<std::vector<int64_t>> ApplyRetentionKeeping(
+    SnapshotStore& store, std::string_view model, int keep_newest,
+    const std::set<int64_t>& also_keep);
 
 // Reads the newest version of `model` that verifies, walking versions
 // newest-first and skipping DATA_LOSS (and versions deleted meanwhile).

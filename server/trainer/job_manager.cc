@@ -6,6 +6,7 @@
 #include <functional>
 #include <limits>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -465,7 +466,29 @@ absl::StatusOr<int64_t> JobManager::PublishNetwork(
   p->mutable_created()->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(
       now - absl::FromUnixSeconds(absl::ToUnixSeconds(now)))));
   p->set_origin(origin);
-  return store_->Publish(snapshot);
+  BNSERVE_ASSIGN_OR_RETURN(int64_t version, store_->Publish(snapshot));
+  ApplyRetention(job.model);
+  return version;
+}
+
+void JobManager::ApplyRetention(const std::string& model) {
+  if (options_.keep_versions <= 0) return;
+  std::set<int64_t> parents;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, job] : jobs_) {
+      if (job->model == model && job->parent_version > 0) {
+        parents.insert(job->parent_version);
+      }
+    }
+  }
+  absl::StatusOr<std::vector<int64_t>> deleted = store::ApplyRetentionKeeping(
+      *store_, model, options_.keep_versions, parents);
+  if (!deleted.ok()) {
+    Log(LogLevel::kWarning,
+        absl::StrCat("retention of ", model, " (keep ", options_.keep_versions,
+                     "): ", deleted.status().ToString()));
+  }
 }
 
 absl::Status JobManager::CheckStepMemory(const Job& job, int64_t rows) const {

@@ -67,6 +67,10 @@ struct JobManagerOptions {
   // (CreateJobRequest.checkpoint_every); <= 0: only at creation, publishes
   // and shutdown.
   int64_t checkpoint_every = server::kDefaultCheckpointEvery;
+  // Retention after each publish: keep the newest N versions of the model,
+  // every labelled one and every version a job of this manager started
+  // from (so that it can still be read when the job resumes); 0 keeps all.
+  int keep_versions = 0;
 };
 
 // The optimizer configuration of a job's spec, defaults resolved.
@@ -245,6 +249,9 @@ class JobManager {
   // Restores one job from the newest of `steps` that loads.
   void RestoreJob(const std::string& model, const std::string& job_id,
                   const std::vector<int64_t>& steps);
+  // Applies options_.keep_versions to `model` after a publish (best effort:
+  // a failure is logged, the publish stands).
+  void ApplyRetention(const std::string& model);
   // Publishes `network` with the job's names and provenance.
   absl::StatusOr<int64_t> PublishNetwork(Job& job,
                                          const model::Network& network,

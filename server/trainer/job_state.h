@@ -52,6 +52,9 @@ struct JobState {
   int64_t checkpoint_every = 0;
   std::vector<int64_t> checkpoint_steps ABSL_GUARDED_BY(mu);
   int64_t resumes ABSL_GUARDED_BY(mu) = 0;
+  // The last checkpoint write failed (with this error): retry at each step.
+  bool checkpoint_pending ABSL_GUARDED_BY(mu) = false;
+  std::string checkpoint_error ABSL_GUARDED_BY(mu);
 
   // Last create, step, publish, cancel or stream close (retention).
   absl::Time last_active ABSL_GUARDED_BY(mu);
@@ -129,6 +132,7 @@ struct JobState {
                                                      : checkpoint_steps.back());
     job.set_resumes(resumes);
     job.set_last_published_step(last_published_step);
+    job.set_checkpoint_error(checkpoint_error);
     return job;
   }
 };

@@ -42,6 +42,10 @@ ABSL_FLAG(int64_t, checkpoint_every, bnserve::server::kDefaultCheckpointEvery,
           "at creation, every publish and SIGTERM; a job's checkpoint_every "
           "overrides it); a restarted trainer resumes jobs from their "
           "checkpoints. 0: only at creation, publishes and SIGTERM.");
+ABSL_FLAG(int, keep_versions, 0,
+          "After each publish keep only the newest N versions of the model, "
+          "plus every labelled version and every version a job of this "
+          "trainer started from (0: keep all).");
 ABSL_FLAG(bool, checkpoints, true,
           "Checkpoint jobs and restore them at start (false: jobs live only "
           "in this process, as before).");
@@ -75,6 +79,7 @@ int main(int argc, char** argv) {
   options.reflection = absl::GetFlag(FLAGS_reflection);
   options.checkpoints = absl::GetFlag(FLAGS_checkpoints);
   options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
+  options.keep_versions = absl::GetFlag(FLAGS_keep_versions);
   if (options.checkpoint_every < 0) {
     Log(LogLevel::kError, "--checkpoint_every must be >= 0");
     return 2;

@@ -41,6 +41,8 @@ struct TrainerServerOptions {
   // JobManager); steps between two checkpoints unless a job says otherwise.
   bool checkpoints = true;
   int64_t checkpoint_every = kDefaultCheckpointEvery;
+  // Versions kept per model after each publish (0: all; see JobManager).
+  int keep_versions = 0;
   // gRPC server reflection (answers without a token).
   bool reflection = true;
 };

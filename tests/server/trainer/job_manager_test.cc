@@ -709,5 +709,23 @@ TEST_F(CheckpointTest, CancelRemovesCheckpointsAndAFailedWriteIsReported) {
   EXPECT_TRUE(store_->ListCheckpoints()->empty());
 }
 
+TEST_F(JobManagerTest, KeepVersionsSparesLabelledAndParentVersions) {
+  JobManagerOptions o;
+  o.keep_versions = 2;
+  JobManager jobs(store_.get(), o);
+  const std::string first = jobs.CreateJob(SmallJob("m"))->job_id();
+  ASSERT_TRUE(jobs.Publish(first).ok());  // v1: a job will start from it
+  ASSERT_TRUE(jobs.Publish(first).ok());  // v2: labelled
+  ASSERT_TRUE(store_->SetLabel("m", "prod", 2).ok());
+  v1::CreateJobRequest from = SmallJob("m");
+  from.set_from_version(1);
+  const std::string child = jobs.CreateJob(from)->job_id();
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(jobs.Publish(first).ok());  // v3-6
+  EXPECT_EQ(*store_->ListVersions("m"), (std::vector<int64_t>{1, 2, 5, 6}));
+  ASSERT_TRUE(jobs.DeleteJob(child).ok());
+  ASSERT_TRUE(jobs.Publish(first).ok());  // v7: v1 is no longer needed
+  EXPECT_EQ(*store_->ListVersions("m"), (std::vector<int64_t>{2, 6, 7}));
+}
+
 }  // namespace
 }  // namespace bnserve::server
