@@ -83,10 +83,20 @@ absl::Status JobManager::Checkpoint(Job& job) {
   if (absl::Status s =
           store_->WriteCheckpoint(job.model, job.id, step, payload);
       !s.ok()) {
-    return absl::Status(
+    s = absl::Status(
         s.code(), absl::StrCat("checkpoint of job ", job.id, " at step ", step,
                                ": ", s.message()));
+    if (!job.checkpoint_pending) Log(LogLevel::kWarning, s.ToString());
+    job.checkpoint_pending = true;
+    job.checkpoint_error = s.ToString();
+    return s;
   }
+  if (job.checkpoint_pending) {
+    Log(LogLevel::kInfo,
+        absl::StrCat("job ", job.id, " checkpointed again ", "at step ", step));
+  }
+  job.checkpoint_pending = false;
+  job.checkpoint_error.clear();
   job.checkpoint_steps.push_back(step);
   while (job.checkpoint_steps.size() > kCheckpointsKept) {
     // Best effort: a leftover older checkpoint is only a fallback.

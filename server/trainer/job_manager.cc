@@ -513,7 +513,7 @@ absl::StatusOr<v1::PublishResponse> JobManager::Publish(
       PublishNetwork(*job, job->trainer->network(), "trainer"));
   job->last_published = version;
   job->last_published_step = job->trainer->steps();
-  BNSERVE_RETURN_IF_ERROR(Checkpoint(*job));
+  (void)Checkpoint(*job);  // a failure is recorded in the job
   v1::PublishResponse response;
   response.set_model(job->model);
   response.set_version(version);
@@ -552,10 +552,7 @@ void JobManager::Shutdown() {
   for (const auto& job : jobs) {
     absl::MutexLock lock(&job->mu);  // waits for a running step
     if (job->state == v1::Job::CANCELLED || job->cancel_requested) continue;
-    if (absl::Status s = Checkpoint(*job); !s.ok()) {
-      Log(LogLevel::kWarning, absl::StrCat("checkpoint of job ", job->id,
-                                           " at shutdown: ", s.ToString()));
-    }
+    (void)Checkpoint(*job);  // a failure is logged
   }
 }
 
@@ -615,9 +612,9 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
   }
   BNSERVE_RETURN_IF_ERROR(Interrupted());  // cancelled meanwhile
   const int64_t interval = job_->checkpoint_every;
-  if (progress.published() ||
+  if (progress.published() || job_->checkpoint_pending ||
       (interval > 0 && trainer.steps() % interval == 0)) {
-    BNSERVE_RETURN_IF_ERROR(manager_->Checkpoint(*job_));
+    (void)manager_->Checkpoint(*job_);  // a failure is recorded in the job
   }
   FillProgress(&progress);
   return progress;
@@ -639,7 +636,7 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Finish() {
     job_->last_published_step = trainer.steps();
     progress.set_published(true);
   }
-  BNSERVE_RETURN_IF_ERROR(manager_->Checkpoint(*job_));
+  (void)manager_->Checkpoint(*job_);  // a failure is recorded in the job
   FillProgress(&progress);
   return progress;
 }

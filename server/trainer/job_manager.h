@@ -117,8 +117,10 @@ class TrainingSession {
   // is. INVALID_ARGUMENT (model unchanged) for a bad minibatch;
   // FAILED_PRECONDITION (unchanged) if `expected_step` > 0 is not the job's
   // steps + 1; CANCELLED if the job was cancelled; the store's error
-  // (UNAVAILABLE, RESOURCE_EXHAUSTED...) if a policy publish or checkpoint
-  // failed (the step itself was applied, the previous checkpoint stays).
+  // (UNAVAILABLE...) if a policy publish failed (the step itself was
+  // applied). A failed checkpoint does not fail the step: it is recorded in
+  // Job.checkpoint_error, the previous checkpoint stays, and the next step
+  // retries.
   absl::StatusOr<v1::TrainProgress> Step(const v1::Minibatch& minibatch,
                                          int64_t expected_step = 0);
 
@@ -240,7 +242,9 @@ class JobManager {
   // than options_.max_step_bytes.
   absl::Status CheckStepMemory(const Job& job, int64_t rows) const;
   // Writes a checkpoint of the job at its current step (nothing if it has
-  // one there already, or is not checkpointed) and keeps the newest two.
+  // one there already, or is not checkpointed) and keeps the newest two. A
+  // failure is also recorded in the job (Job.checkpoint_error, logged once)
+  // and makes every later step retry.
   absl::Status Checkpoint(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
   // A job rebuilt from the checkpoint of `ref`. DATA_LOSS if it does not
   // verify or does not describe a valid job.
