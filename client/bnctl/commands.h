@@ -99,6 +99,9 @@ struct RegistryOptions {
   std::string data;
   std::string label_column = "label";
   int batch_size = 256;
+  // recalibrate of a stored version (--model with --version or --label):
+  // the label to point at the result, if any.
+  std::string set_label;
 };
 absl::StatusOr<int> RunModels(const RegistryOptions& options, Io& io);
 absl::StatusOr<int> RunVersions(const RegistryOptions& options, Io& io);

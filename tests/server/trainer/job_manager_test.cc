@@ -732,5 +732,42 @@ TEST_F(JobManagerTest, KeepVersionsSparesLabelledAndParentVersions) {
   EXPECT_EQ(*store_->ListVersions("m"), (std::vector<int64_t>{2, 6, 7}));
 }
 
+TEST_F(JobManagerTest, AStoredVersionIsRecalibratedWithItsSourceInProvenance) {
+  // What `bnctl recalibrate --model M --version N` does: a job continuing
+  // from version N, recalibrated over unlabeled features, then deleted.
+  JobManager jobs(store_.get());
+  const std::string trained = jobs.CreateJob(SmallJob("m"))->job_id();
+  {
+    auto session = *jobs.OpenTrainingSession(trained);
+    for (int i = 0; i < 5; ++i)
+      ASSERT_TRUE(session->Step(RandomBatch(8, i)).ok());
+  }
+  ASSERT_EQ(jobs.Publish(trained)->version(), 1);
+  ASSERT_TRUE(jobs.DeleteJob(trained).ok());
+  v1::CreateJobRequest from;
+  from.set_model("m");
+  from.set_from_version(1);
+  const std::string id = jobs.CreateJob(from)->job_id();
+  auto recal = *jobs.OpenRecalibration(id);
+  v1::Minibatch unlabeled = RandomBatch(40, 99);
+  unlabeled.clear_labels();
+  ASSERT_TRUE(recal->Add(unlabeled).ok());
+  v1::PublishResponse r = *recal->Finish();
+  ASSERT_TRUE(jobs.DeleteJob(id).ok());
+  EXPECT_EQ(r.version(), 2);
+  EXPECT_EQ(r.stats_examples(), 40);
+  v1::Snapshot s = *store_->Read("m", 2);
+  EXPECT_EQ(s.training().parent_version(), 1);
+  EXPECT_EQ(s.training().origin(), "recalibrate");
+  EXPECT_EQ(s.layers(1).batch_norm().stats_source(), v1::STATS_SOURCE_EXACT);
+  EXPECT_EQ(s.layers(1).batch_norm().stats_examples(), 40);
+  // Only the statistics changed: the parameters are version 1's.
+  v1::Snapshot source = *store_->Read("m", 1);
+  EXPECT_EQ(s.layers(0).SerializeAsString(),
+            source.layers(0).SerializeAsString());
+  EXPECT_NE(s.layers(1).batch_norm().running_mean(0),
+            source.layers(1).batch_norm().running_mean(0));
+}
+
 }  // namespace
 }  // namespace bnserve::server
