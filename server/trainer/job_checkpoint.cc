@@ -162,12 +162,16 @@ absl::StatusOr<std::shared_ptr<JobManager::Job>> JobManager::LoadCheckpoint(
   return job;
 }
 
-void JobManager::RestoreJob(const std::string& model, const std::string& job_id,
-                            const std::vector<int64_t>& steps) {
+absl::Status JobManager::RestoreJob(const std::string& model,
+                                    const std::string& job_id,
+                                    const std::vector<int64_t>& steps) {
   std::vector<std::string> errors;
   for (auto step = steps.rbegin(); step != steps.rend(); ++step) {
     absl::StatusOr<std::shared_ptr<Job>> job =
         LoadCheckpoint({model, job_id, *step});
+    if (!job.ok() && !absl::IsDataLoss(job.status())) {
+      return job.status();  // e.g. the store is down: never fall back then
+    }
     if (!job.ok()) {
       Log(LogLevel::kWarning, job.status().ToString());
       errors.push_back(std::string(job.status().message()));
@@ -186,13 +190,14 @@ void JobManager::RestoreJob(const std::string& model, const std::string& job_id,
     jobs_[job_id] = *std::move(job);
     order_.push_back(job_id);
     next_id_ = std::max(next_id_, JobNumber(job_id) + 1);
-    return;
+    return absl::OkStatus();
   }
   absl::MutexLock lock(&mu_);
   lost_[job_id] = absl::DataLossError(absl::StrCat(
       "job ", job_id, " of '", model, "' cannot resume: every checkpoint ",
       "in the store is corrupt (", absl::StrJoin(errors, "; "), ")"));
   next_id_ = std::max(next_id_, JobNumber(job_id) + 1);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<int> JobManager::RestoreJobs() {
@@ -205,7 +210,7 @@ absl::StatusOr<int> JobManager::RestoreJobs() {
   }
   for (auto& [key, steps] : jobs) {
     std::sort(steps.begin(), steps.end());
-    RestoreJob(key.first, key.second, steps);
+    BNSERVE_RETURN_IF_ERROR(RestoreJob(key.first, key.second, steps));
   }
   absl::MutexLock lock(&mu_);
   return static_cast<int>(jobs_.size());

@@ -209,8 +209,8 @@ class JobManager {
 
   // Brings back the jobs checkpointed in the store (see the file comment);
   // call once, before serving. Returns how many were restored; the store's
-  // error if it cannot list them (a job's unreadable checkpoints only fail
-  // that job).
+  // error if it cannot list or read them (a job whose checkpoints are
+  // corrupt only fails that job).
   absl::StatusOr<int> RestoreJobs();
 
   // Refuses new jobs and sessions (UNAVAILABLE) and ends every open training
@@ -250,9 +250,11 @@ class JobManager {
   // verify or does not describe a valid job.
   absl::StatusOr<std::shared_ptr<Job>> LoadCheckpoint(
       const store::CheckpointRef& ref);
-  // Restores one job from the newest of `steps` that loads.
-  void RestoreJob(const std::string& model, const std::string& job_id,
-                  const std::vector<int64_t>& steps);
+  // Restores one job from the newest of `steps` that loads, falling back
+  // past DATA_LOSS only; any other store error is returned (nothing is
+  // removed or marked lost then).
+  absl::Status RestoreJob(const std::string& model, const std::string& job_id,
+                          const std::vector<int64_t>& steps);
   // Applies options_.keep_versions to `model` after a publish (best effort:
   // a failure is logged, the publish stands).
   void ApplyRetention(const std::string& model);

@@ -668,6 +668,26 @@ TEST_F(CheckpointTest, ACorruptCheckpointFallsBackToThePreviousOne) {
   EXPECT_EQ(restarted.GetJob(id)->steps(), 4);
 }
 
+TEST_F(CheckpointTest, AStoreOutageFailsTheRestoreAndRemovesNothing) {
+  std::string id;
+  {
+    JobManager jobs(store_.get(), Durable(4));
+    id = jobs.CreateJob(SmallJob("m"))->job_id();
+    Train(jobs, id, 1, 9);
+  }
+  mem().FailNext(store::MemoryStore::Op::kReadCheckpoint,
+                 absl::UnavailableError("store down"));
+  {
+    JobManager restarted(store_.get(), Durable(4));
+    EXPECT_EQ(restarted.RestoreJobs().status().code(),
+              StatusCode::kUnavailable);
+  }
+  EXPECT_EQ(store_->ListCheckpoints()->size(), 2u);
+  JobManager restarted(store_.get(), Durable(4));
+  ASSERT_EQ(*restarted.RestoreJobs(), 1);
+  EXPECT_EQ(restarted.GetJob(id)->steps(), 8);
+}
+
 TEST_F(CheckpointTest, AllCheckpointsCorruptIsDataLossNeverAWrongModel) {
   std::string id;
   {
