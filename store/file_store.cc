@@ -863,7 +863,9 @@ absl::Status FileStore::DeleteCheckpoint(std::string_view model,
   if (!entries.ok()) return absl::OkStatus();
   for (const auto& entry : *entries) {
     int64_t other;
-    if (ParseCheckpointName(entry.first, &other)) return FsyncPath(job_dir);
+    // Not fsynced: an older checkpoint that reappears after a crash is only
+    // a fallback, never preferred to a newer one.
+    if (ParseCheckpointName(entry.first, &other)) return absl::OkStatus();
   }
   // The job's last checkpoint: remove its directory (and crash leftovers).
   RemoveTreeQuietly(job_dir);
