@@ -200,4 +200,44 @@ absl::StatusOr<StepResult> Trainer::Step(const Batch& batch) {
   return result;
 }
 
+TrainerState Trainer::ExportState() const {
+  return {steps_, examples_seen_, moment1_, moment2_};
+}
+
+absl::Status Trainer::RestoreState(TrainerState state) {
+  if (state.steps < 0 || state.examples_seen < 0) {
+    return absl::InvalidArgumentError("negative trainer step or example count");
+  }
+  std::vector<Eigen::Index> sizes;
+  for (int i = 0; i < network_.num_layers(); ++i) {
+    for (const ParamRef& p : network_.mutable_layer(i).Parameters()) {
+      sizes.push_back(p.size);
+    }
+  }
+  const bool adam = config_.kind == OptimizerConfig::Kind::kAdam;
+  const bool started = !state.moment1.empty();
+  if (started && (state.moment1.size() != sizes.size() ||
+                  state.moment2.size() != sizes.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("optimizer state has ", state.moment1.size(),
+                     " buffers; the network "
+                     "has ",
+                     sizes.size(), " parameter tensors"));
+  }
+  for (size_t i = 0; started && i < sizes.size(); ++i) {
+    const size_t n = static_cast<size_t>(sizes[i]);
+    if (state.moment1[i].size() != n ||
+        state.moment2[i].size() != (adam ? n : 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("optimizer buffer ", i,
+                       " does not fit its parameter tensor of ", n, " values"));
+    }
+  }
+  steps_ = state.steps;
+  examples_seen_ = state.examples_seen;
+  moment1_ = std::move(state.moment1);
+  moment2_ = std::move(state.moment2);
+  return absl::OkStatus();
+}
+
 }  // namespace bnserve::model

@@ -46,6 +46,18 @@ struct StepResult {
   int examples = 0;       // rows in the minibatch
 };
 
+// Everything of a Trainer besides its network that the next step depends
+// on: with the same network (parameters and running statistics) and this
+// state, the next steps are bit-for-bit those of the original trainer.
+struct TrainerState {
+  int64_t steps = 0;
+  int64_t examples_seen = 0;
+  // One buffer per parameter tensor in visiting order; empty until the
+  // first step (SGD leaves every moment2 buffer empty).
+  std::vector<std::vector<float>> moment1;
+  std::vector<std::vector<float>> moment2;
+};
+
 class Trainer {
  public:
   // InvalidArgument for a non-positive learning rate or out-of-range
@@ -74,6 +86,13 @@ class Trainer {
   const OptimizerConfig& config() const { return config_; }
   int64_t steps() const { return steps_; }
   int64_t examples_seen() const { return examples_seen_; }
+
+  // The optimizer state and counters (for checkpoints).
+  TrainerState ExportState() const;
+  // Restores what ExportState returned for a trainer of the same network
+  // and optimizer. INVALID_ARGUMENT (nothing changed) if the buffers do not
+  // fit this network's parameter tensors or the counters are negative.
+  absl::Status RestoreState(TrainerState state);
 
  private:
   Trainer(Network network, const OptimizerConfig& config)

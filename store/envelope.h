@@ -23,6 +23,21 @@ absl::StatusOr<std::string> EncodeStoredSnapshot(
 absl::StatusOr<bnserve::v1::Snapshot> DecodeStoredSnapshot(
     std::string_view bytes, std::string_view model, int64_t version);
 
+// Wraps a training-job checkpoint's payload into a checksummed envelope
+// naming its model, job and step. INTERNAL if serialization fails.
+absl::StatusOr<std::string> EncodeStoredCheckpoint(std::string_view model,
+                                                   std::string_view job_id,
+                                                   int64_t step,
+                                                   std::string_view payload);
+
+// Verifies an envelope read for (model, job_id, step) and returns its
+// payload. DATA_LOSS if it does not parse, the checksum does not match, or
+// it names another model, job or step.
+absl::StatusOr<std::string> DecodeStoredCheckpoint(std::string_view bytes,
+                                                   std::string_view model,
+                                                   std::string_view job_id,
+                                                   int64_t step);
+
 }  // namespace bnserve::store
 
 #endif  // BNSERVE_STORE_ENVELOPE_H_

@@ -796,4 +796,123 @@ absl::StatusOr<std::unique_ptr<WatchHandle>> FileStore::Watch(
       std::move(scanner), std::move(callback), options_));
 }
 
+// Checkpoints: <root>/.checkpoints/<model>/<job_id>/<step>.ckpt, each a
+// StoredCheckpoint envelope written with AtomicReplaceFile.
+namespace {
+
+constexpr char kCheckpointsDir[] = ".checkpoints";
+constexpr char kCheckpointSuffix[] = ".ckpt";
+
+// Creates `dir` if needed, fsyncing its parent when it was created.
+absl::Status MakeDirDurably(const std::string& parent, std::string_view name) {
+  const std::string dir = Cat(parent, "/", name);
+  if (mkdir(dir.c_str(), 0755) == 0) return FsyncPath(parent);
+  if (errno == EEXIST && IsDirectory(dir)) return absl::OkStatus();
+  return ErrnoStatus(errno, Cat("mkdir ", dir));
+}
+
+// The step of a checkpoint file name "<step>.ckpt" (canonical decimal).
+bool ParseCheckpointName(std::string_view file_name, int64_t* step) {
+  absl::string_view name = Sv(file_name);
+  if (!absl::ConsumeSuffix(&name, kCheckpointSuffix)) return false;
+  return absl::SimpleAtoi(name, step) && *step >= 0 &&
+         absl::StrCat(*step) == name;
+}
+
+// Names of the subdirectories of `dir` that pass `valid`.
+std::vector<std::string> SubdirsNamed(const std::string& dir,
+                                      absl::Status (*valid)(std::string_view)) {
+  std::vector<std::string> out;
+  auto entries = ReadDir(dir);
+  if (!entries.ok()) return out;
+  for (const auto& [name, type] : *entries) {
+    if (valid(name).ok() && EntryIsDirectory(dir, name, type)) {
+      out.push_back(name);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string FileStore::CheckpointPath(std::string_view model,
+                                      std::string_view job_id,
+                                      int64_t step) const {
+  return Cat(root_, "/", kCheckpointsDir, "/", model, "/", job_id, "/", step,
+             kCheckpointSuffix);
+}
+
+absl::Status FileStore::WriteCheckpoint(std::string_view model,
+                                        std::string_view job_id, int64_t step,
+                                        std::string_view payload) {
+  BNSERVE_RETURN_IF_ERROR(ValidateCheckpointKey(model, job_id, step));
+  BNSERVE_ASSIGN_OR_RETURN(
+      std::string envelope,
+      EncodeStoredCheckpoint(model, job_id, step, payload));
+  const std::string top = Cat(root_, "/", kCheckpointsDir);
+  BNSERVE_RETURN_IF_ERROR(MakeDirDurably(root_, kCheckpointsDir));
+  BNSERVE_RETURN_IF_ERROR(MakeDirDurably(top, model));
+  const std::string model_dir = Cat(top, "/", model);
+  BNSERVE_RETURN_IF_ERROR(MakeDirDurably(model_dir, job_id));
+  return AtomicReplaceFile(Cat(model_dir, "/", job_id),
+                           Cat(step, kCheckpointSuffix), envelope);
+}
+
+absl::StatusOr<std::string> FileStore::ReadCheckpoint(std::string_view model,
+                                                      std::string_view job_id,
+                                                      int64_t step) {
+  BNSERVE_RETURN_IF_ERROR(ValidateCheckpointKey(model, job_id, step));
+  absl::StatusOr<std::string> bytes =
+      ReadWholeFile(CheckpointPath(model, job_id, step));
+  if (absl::IsNotFound(bytes.status())) {
+    return absl::NotFoundError(Cat("no checkpoint of job ", job_id, " of '",
+                                   model, "' at step ", step));
+  }
+  if (!bytes.ok()) return bytes.status();
+  return DecodeStoredCheckpoint(*bytes, model, job_id, step);
+}
+
+absl::StatusOr<std::vector<CheckpointRef>> FileStore::ListCheckpoints() {
+  std::vector<CheckpointRef> out;
+  const std::string top = Cat(root_, "/", kCheckpointsDir);
+  for (const std::string& model : SubdirsNamed(top, &ValidateModelName)) {
+    const std::string model_dir = Cat(top, "/", model);
+    for (const std::string& job : SubdirsNamed(model_dir, &ValidateJobId)) {
+      auto entries = ReadDir(Cat(model_dir, "/", job));
+      if (!entries.ok()) continue;  // deleted meanwhile
+      for (const auto& entry : *entries) {
+        int64_t step;
+        if (ParseCheckpointName(entry.first, &step)) {
+          out.push_back({model, job, step});
+        }
+      }
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+absl::Status FileStore::DeleteCheckpoint(std::string_view model,
+                                         std::string_view job_id,
+                                         int64_t step) {
+  BNSERVE_RETURN_IF_ERROR(ValidateCheckpointKey(model, job_id, step));
+  const std::string path = CheckpointPath(model, job_id, step);
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return ErrnoStatus(errno, Cat("unlink ", path));
+  }
+  const std::string job_dir = path.substr(0, path.rfind('/'));
+  auto entries = ReadDir(job_dir);
+  if (!entries.ok()) return absl::OkStatus();
+  for (const auto& entry : *entries) {
+    int64_t other;
+    // Not fsynced: an older checkpoint that reappears after a crash is only
+    // a fallback, never preferred to a newer one.
+    if (ParseCheckpointName(entry.first, &other)) return absl::OkStatus();
+  }
+  // The job's last checkpoint: remove its directory (and crash leftovers).
+  RemoveTreeQuietly(job_dir);
+  rmdir(job_dir.substr(0, job_dir.rfind('/')).c_str());  // fails if not empty
+  return absl::OkStatus();
+}
+
 }  // namespace bnserve::store

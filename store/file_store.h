@@ -7,6 +7,11 @@
 //                                            next version to hand out
 //   <root>/<model>/.lock                     flock(2) target
 //   <root>/<model>/.staging-<pid>-<rand>/    a publish in progress
+//   <root>/.checkpoints/<model>/<job>/<step>.ckpt
+//                                            StoredCheckpoint envelope of a
+//                                            training job (written like a
+//                                            label: temp file, fsync, rename,
+//                                            fsync the directory)
 //
 // Version directories are recognised only if their whole name is a positive
 // decimal number without leading zeros; anything else is ignored. Every
@@ -84,10 +89,21 @@ class FileStore final : public SnapshotStore {
   absl::StatusOr<std::unique_ptr<WatchHandle>> Watch(
       std::function<void(const StoreEvent&)> callback) override;
   std::string uri() const override;
+  absl::Status WriteCheckpoint(std::string_view model, std::string_view job_id,
+                               int64_t step, std::string_view payload) override;
+  absl::StatusOr<std::string> ReadCheckpoint(std::string_view model,
+                                             std::string_view job_id,
+                                             int64_t step) override;
+  absl::StatusOr<std::vector<CheckpointRef>> ListCheckpoints() override;
+  absl::Status DeleteCheckpoint(std::string_view model, std::string_view job_id,
+                                int64_t step) override;
 
   const std::string& root() const { return root_; }
   // Path of the envelope file of model/version (for tests and tools).
   std::string SnapshotPath(std::string_view model, int64_t version) const;
+  // Path of a checkpoint's envelope file (for tests and tools).
+  std::string CheckpointPath(std::string_view model, std::string_view job_id,
+                             int64_t step) const;
 
  private:
   FileStore(std::string root, const StoreOptions& options,

@@ -19,6 +19,8 @@ struct MemoryStore::Shared {
   };
   absl::Mutex mu;
   std::map<std::string, Model, std::less<>> models ABSL_GUARDED_BY(mu);
+  // Checkpoint envelopes (never part of a model's versions).
+  std::map<CheckpointRef, std::string> checkpoints ABSL_GUARDED_BY(mu);
 
   absl::Mutex watchers_mu;
   std::set<WatchLoop*> watchers ABSL_GUARDED_BY(watchers_mu);
@@ -305,5 +307,78 @@ absl::StatusOr<std::unique_ptr<WatchHandle>> MemoryStore::Watch(
 }
 
 std::string MemoryStore::uri() const { return Cat("mem://", name_); }
+
+namespace {
+
+CheckpointRef Ref(std::string_view model, std::string_view job_id,
+                  int64_t step) {
+  return {std::string(model), std::string(job_id), step};
+}
+
+absl::Status NoCheckpoint(std::string_view model, std::string_view job_id,
+                          int64_t step) {
+  return absl::NotFoundError(
+      Cat("no checkpoint of job ", job_id, " of '", model, "' at step ", step));
+}
+
+}  // namespace
+
+absl::Status MemoryStore::WriteCheckpoint(std::string_view model,
+                                          std::string_view job_id, int64_t step,
+                                          std::string_view payload) {
+  BNSERVE_RETURN_IF_ERROR(ValidateCheckpointKey(model, job_id, step));
+  BNSERVE_RETURN_IF_ERROR(Injected(Op::kWriteCheckpoint));
+  BNSERVE_ASSIGN_OR_RETURN(
+      std::string envelope,
+      EncodeStoredCheckpoint(model, job_id, step, payload));
+  absl::MutexLock lock(&shared_->mu);
+  shared_->checkpoints[Ref(model, job_id, step)] = std::move(envelope);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> MemoryStore::ReadCheckpoint(std::string_view model,
+                                                        std::string_view job_id,
+                                                        int64_t step) {
+  BNSERVE_RETURN_IF_ERROR(ValidateCheckpointKey(model, job_id, step));
+  BNSERVE_RETURN_IF_ERROR(Injected(Op::kReadCheckpoint));
+  std::string envelope;
+  {
+    absl::MutexLock lock(&shared_->mu);
+    auto it = shared_->checkpoints.find(Ref(model, job_id, step));
+    if (it == shared_->checkpoints.end()) {
+      return NoCheckpoint(model, job_id, step);
+    }
+    envelope = it->second;
+  }
+  return DecodeStoredCheckpoint(envelope, model, job_id, step);
+}
+
+absl::StatusOr<std::vector<CheckpointRef>> MemoryStore::ListCheckpoints() {
+  absl::MutexLock lock(&shared_->mu);
+  std::vector<CheckpointRef> out;
+  for (const auto& entry : shared_->checkpoints) out.push_back(entry.first);
+  return out;
+}
+
+absl::Status MemoryStore::DeleteCheckpoint(std::string_view model,
+                                           std::string_view job_id,
+                                           int64_t step) {
+  BNSERVE_RETURN_IF_ERROR(ValidateCheckpointKey(model, job_id, step));
+  absl::MutexLock lock(&shared_->mu);
+  shared_->checkpoints.erase(Ref(model, job_id, step));
+  return absl::OkStatus();
+}
+
+absl::Status MemoryStore::CorruptCheckpointForTesting(std::string_view model,
+                                                      std::string_view job_id,
+                                                      int64_t step) {
+  absl::MutexLock lock(&shared_->mu);
+  auto it = shared_->checkpoints.find(Ref(model, job_id, step));
+  if (it == shared_->checkpoints.end()) {
+    return NoCheckpoint(model, job_id, step);
+  }
+  if (!it->second.empty()) it->second[it->second.size() / 2] ^= 0x5a;
+  return absl::OkStatus();
+}
 
 }  // namespace bnserve::store

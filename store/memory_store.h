@@ -33,6 +33,8 @@ class MemoryStore final : public SnapshotStore {
     kDeleteVersion,
     kApplyRetention,
     kWatch,
+    kWriteCheckpoint,
+    kReadCheckpoint,
   };
 
   // The store named `name`, shared with every other MemoryStore of that name
@@ -75,6 +77,18 @@ class MemoryStore final : public SnapshotStore {
   absl::StatusOr<std::unique_ptr<WatchHandle>> Watch(
       std::function<void(const StoreEvent&)> callback) override;
   std::string uri() const override;
+  absl::Status WriteCheckpoint(std::string_view model, std::string_view job_id,
+                               int64_t step, std::string_view payload) override;
+  absl::StatusOr<std::string> ReadCheckpoint(std::string_view model,
+                                             std::string_view job_id,
+                                             int64_t step) override;
+  absl::StatusOr<std::vector<CheckpointRef>> ListCheckpoints() override;
+  absl::Status DeleteCheckpoint(std::string_view model, std::string_view job_id,
+                                int64_t step) override;
+  // Flips a byte in the middle of a stored checkpoint's envelope.
+  absl::Status CorruptCheckpointForTesting(std::string_view model,
+                                           std::string_view job_id,
+                                           int64_t step);
 
   struct Shared;  // the named contents (memory_store.cc)
 

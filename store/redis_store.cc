@@ -1094,4 +1094,120 @@ absl::StatusOr<std::unique_ptr<WatchHandle>> RedisStore::Watch(
       options_));
 }
 
+// Checkpoints: hash bnserve:{<model>}:ckpt:<job_id>, field "<step>" ->
+// StoredCheckpoint envelope (HSET replaces one field atomically), indexed by
+// the set bnserve:checkpoints of "<model>/<job_id>" (written before the
+// hash, like bnserve:models; ListCheckpoints skips empty hashes).
+namespace {
+
+constexpr char kCheckpointsKey[] = "bnserve:checkpoints";
+
+std::string CheckpointKey(std::string_view model, std::string_view job_id) {
+  return Key(model, Cat("ckpt:", job_id));
+}
+
+}  // namespace
+
+absl::Status RedisStore::WriteCheckpoint(std::string_view model,
+                                         std::string_view job_id, int64_t step,
+                                         std::string_view payload) {
+  BNSERVE_RETURN_IF_ERROR(ValidateCheckpointKey(model, job_id, step));
+  BNSERVE_ASSIGN_OR_RETURN(
+      std::string envelope,
+      EncodeStoredCheckpoint(model, job_id, step, payload));
+  const std::string member = Cat(model, "/", job_id);
+  BNSERVE_RETURN_IF_ERROR(
+      RunWrite(kCheckpointsKey, {{"SADD", kCheckpointsKey, member}}, true)
+          .status());
+  const std::string key = CheckpointKey(model, job_id);
+  const std::string field = Cat(step);
+  return RunWrite(key, {{"HSET", key, field, envelope}}, true).status();
+}
+
+absl::StatusOr<std::string> RedisStore::ReadCheckpoint(std::string_view model,
+                                                       std::string_view job_id,
+                                                       int64_t step) {
+  BNSERVE_RETURN_IF_ERROR(ValidateCheckpointKey(model, job_id, step));
+  const std::string field = Cat(step);
+  const std::string key = CheckpointKey(model, job_id);
+  auto reply = RunOne(key, {"HGET", key, field});
+  if (!reply.ok() && absl::StrContains(reply.status().message(), "WRONGTYPE")) {
+    return absl::DataLossError(
+        Cat("checkpoint ", model, "/", job_id, " is corrupt: key ",
+            CheckpointKey(model, job_id), " holds the wrong type of value"));
+  }
+  if (!reply.ok()) return reply.status();
+  if ((*reply)->r->type == REDIS_REPLY_NIL) {
+    return absl::NotFoundError(Cat("no checkpoint of job ", job_id, " of '",
+                                   model, "' at step ", step));
+  }
+  if ((*reply)->r->type != REDIS_REPLY_STRING) return Unexpected("HGET");
+  return DecodeStoredCheckpoint(Str((*reply)->r), model, job_id, step);
+}
+
+absl::StatusOr<std::vector<CheckpointRef>> RedisStore::ListCheckpoints() {
+  BNSERVE_ASSIGN_OR_RETURN(
+      auto members, RunOne(kCheckpointsKey, {"SMEMBERS", kCheckpointsKey}));
+  if (members->r->type != REDIS_REPLY_ARRAY) return Unexpected("SMEMBERS");
+  std::vector<std::pair<std::string, std::string>> jobs;
+  for (size_t i = 0; i < members->r->elements; ++i) {
+    const std::string_view member = Str(members->r->element[i]);
+    const size_t slash = member.find('/');
+    if (slash == std::string_view::npos) continue;
+    std::string model(member.substr(0, slash));
+    std::string job(member.substr(slash + 1));
+    if (ValidateModelName(model).ok() && ValidateJobId(job).ok()) {
+      jobs.emplace_back(std::move(model), std::move(job));
+    }
+  }
+  std::vector<CheckpointRef> out;
+  if (jobs.empty()) return out;
+  std::vector<std::string> keys;
+  for (const auto& [model, job] : jobs)
+    keys.push_back(CheckpointKey(model, job));
+  Replies replies;
+  if (uri_.scheme == StoreUri::Scheme::kRedisCluster) {
+    for (const std::string& key : keys) {  // one slot per model
+      BNSERVE_ASSIGN_OR_RETURN(auto fields, RunOne(key, {"HKEYS", key}));
+      replies.push_back(std::move(fields));
+    }
+  } else {
+    std::vector<Command> commands;
+    for (const std::string& key : keys) commands.push_back({"HKEYS", key});
+    BNSERVE_ASSIGN_OR_RETURN(replies, Run("", commands, true));
+  }
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const redisReply* r = replies[i]->r;
+    if (r->type != REDIS_REPLY_ARRAY) continue;
+    for (size_t j = 0; j < r->elements; ++j) {
+      const std::string_view field = Str(r->element[j]);
+      int64_t step;
+      if (absl::SimpleAtoi(Sv(field), &step) && step >= 0 &&
+          Cat(step) == field) {
+        out.push_back({jobs[i].first, jobs[i].second, step});
+      }
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+absl::Status RedisStore::DeleteCheckpoint(std::string_view model,
+                                          std::string_view job_id,
+                                          int64_t step) {
+  BNSERVE_RETURN_IF_ERROR(ValidateCheckpointKey(model, job_id, step));
+  const std::string key = CheckpointKey(model, job_id);
+  const std::string field = Cat(step);
+  BNSERVE_ASSIGN_OR_RETURN(
+      auto replies, RunWrite(key, {{"HDEL", key, field}, {"HLEN", key}}, true));
+  if (replies[1]->r->type == REDIS_REPLY_INTEGER &&
+      replies[1]->r->integer == 0) {
+    const std::string member = Cat(model, "/", job_id);
+    BNSERVE_RETURN_IF_ERROR(
+        RunWrite(kCheckpointsKey, {{"SREM", kCheckpointsKey, member}}, true)
+            .status());
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace bnserve::store

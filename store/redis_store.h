@@ -16,6 +16,11 @@
 //                               repeated by every Publish, and ListModels
 //                               keeps only models whose version set is
 //                               non-empty. So no write spans two slots.
+//   bnserve:{<model>}:ckpt:<job>  hash "<step>" -> StoredCheckpoint envelope
+//                               of a training job (never a version)
+//   bnserve:checkpoints         set of "<model>/<job>" with checkpoints (an
+//                               index like bnserve:models, written first in
+//                               its own single-key command)
 //   channel bnserve:events      "<kind> <model> <version>" after each change
 //
 // Publish = SADD, allocate (one Lua script), then MULTI { SET blob NX, ZADD
@@ -106,6 +111,14 @@ class RedisStore final : public SnapshotStore {
   absl::StatusOr<std::unique_ptr<WatchHandle>> Watch(
       std::function<void(const StoreEvent&)> callback) override;
   std::string uri() const override;
+  absl::Status WriteCheckpoint(std::string_view model, std::string_view job_id,
+                               int64_t step, std::string_view payload) override;
+  absl::StatusOr<std::string> ReadCheckpoint(std::string_view model,
+                                             std::string_view job_id,
+                                             int64_t step) override;
+  absl::StatusOr<std::vector<CheckpointRef>> ListCheckpoints() override;
+  absl::Status DeleteCheckpoint(std::string_view model, std::string_view job_id,
+                                int64_t step) override;
 
   // Key of the envelope of model/version (for tests and tools).
   static std::string BlobKey(std::string_view model, int64_t version);

@@ -201,6 +201,50 @@ absl::Status ValidateLabel(std::string_view label) {
   return ValidateName("label", label, /*must_start_with_letter=*/true);
 }
 
+absl::Status ValidateJobId(std::string_view job_id) {
+  return ValidateName("job id", job_id, /*must_start_with_letter=*/false);
+}
+
+absl::Status ValidateCheckpointKey(std::string_view model,
+                                   std::string_view job_id, int64_t step) {
+  BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
+  BNSERVE_RETURN_IF_ERROR(ValidateJobId(job_id));
+  if (step < 0) {
+    return absl::InvalidArgumentError(
+        Cat("checkpoint step must be >= 0, got ", step));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::Status NoCheckpoints(const SnapshotStore& store) {
+  return absl::UnimplementedError(
+      Cat("store ", store.uri(), " keeps no training checkpoints"));
+}
+
+}  // namespace
+
+absl::Status SnapshotStore::WriteCheckpoint(std::string_view, std::string_view,
+                                            int64_t, std::string_view) {
+  return NoCheckpoints(*this);
+}
+
+absl::StatusOr<std::string> SnapshotStore::ReadCheckpoint(std::string_view,
+                                                          std::string_view,
+                                                          int64_t) {
+  return NoCheckpoints(*this);
+}
+
+absl::StatusOr<std::vector<CheckpointRef>> SnapshotStore::ListCheckpoints() {
+  return NoCheckpoints(*this);
+}
+
+absl::Status SnapshotStore::DeleteCheckpoint(std::string_view, std::string_view,
+                                             int64_t) {
+  return NoCheckpoints(*this);
+}
+
 absl::StatusOr<StoreUri> ParseStoreUri(std::string_view uri) {
   StoreUri out;
   if (uri.empty()) return BadUri(uri, "it is empty");

@@ -30,8 +30,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -47,6 +49,17 @@ struct StoreEvent {
   Kind kind;
   std::string model;
   int64_t version;  // 0 for kLabelsChanged
+};
+
+// One stored checkpoint of a training job (see SnapshotStore::WriteCheckpoint).
+struct CheckpointRef {
+  std::string model;
+  std::string job_id;
+  int64_t step = 0;
+  bool operator==(const CheckpointRef&) const = default;
+  bool operator<(const CheckpointRef& o) const {
+    return std::tie(model, job_id, step) < std::tie(o.model, o.job_id, o.step);
+  }
 };
 
 // Returned by Watch. Destroying it unsubscribes and joins the threads it
@@ -115,6 +128,28 @@ class SnapshotStore {
   // deletes the rest and returns the deleted versions, ascending.
   virtual absl::StatusOr<std::vector<int64_t>> ApplyRetention(
       std::string_view model, int keep_newest) = 0;
+
+  // Training-job checkpoints, kept beside the versions of `model` but never
+  // listed, read, watched or served as versions, and atomic and checksummed
+  // like them. A checkpoint is identified by (model, job_id, step); job ids
+  // follow the model-name rule. The payload is opaque to the store.
+  //
+  // WriteCheckpoint stores or replaces one checkpoint atomically (a reader
+  // sees the old bytes or the new ones, never a mix) and durably.
+  // ReadCheckpoint returns the verified payload: NOT_FOUND if absent,
+  // DATA_LOSS if the checksum, the names or the parse fail.
+  // ListCheckpoints lists every checkpoint of every job of every model,
+  // sorted by (model, job_id, step). DeleteCheckpoint is idempotent (absent
+  // is OK). Backends without checkpoints answer UNIMPLEMENTED.
+  virtual absl::Status WriteCheckpoint(std::string_view model,
+                                       std::string_view job_id, int64_t step,
+                                       std::string_view payload);
+  virtual absl::StatusOr<std::string> ReadCheckpoint(std::string_view model,
+                                                     std::string_view job_id,
+                                                     int64_t step);
+  virtual absl::StatusOr<std::vector<CheckpointRef>> ListCheckpoints();
+  virtual absl::Status DeleteCheckpoint(std::string_view model,
+                                        std::string_view job_id, int64_t step);
 
   // Calls `callback` (from a store-owned thread, never concurrently with
   // itself) for every change to any model made after Watch returns, including
@@ -220,6 +255,21 @@ absl::Status VersionsExhausted(std::string_view model);
 absl::Status ValidateModelName(std::string_view name);
 // Same rule, but must start with a letter [A-Za-z].
 absl::Status ValidateLabel(std::string_view label);
+// The model-name rule, for training-job ids (checkpoint keys and paths).
+absl::Status ValidateJobId(std::string_view job_id);
+// Checks the arguments of the checkpoint methods: model name, job id and a
+// step >= 0. INVALID_ARGUMENT naming the problem.
+absl::Status ValidateCheckpointKey(std::string_view model,
+                                   std::string_view job_id, int64_t step);
+
+// SnapshotStore::ApplyRetention that also keeps the versions in `also_keep`
+// (e.g. the versions live training jobs started from, which a restarted job
+// must still be able to read): keeps the newest `keep_newest` (>= 0), every
+// labelled version and `also_keep`; deletes the rest and returns them,
+// ascending.
+absl::StatusOr<std::vector<int64_t>> ApplyRetentionKeeping(
+    SnapshotStore& store, std::string_view model, int keep_newest,
+    const std::set<int64_t>& also_keep);
 
 // Reads the newest version of `model` that verifies, walking versions
 // newest-first and skipping DATA_LOSS (and versions deleted meanwhile).

@@ -60,13 +60,19 @@ std::vector<StoreEvent> DiffStates(const StoreState& before,
 
 absl::StatusOr<std::vector<int64_t>> ApplyRetentionGeneric(
     SnapshotStore& store, std::string_view model, int keep_newest) {
+  return ApplyRetentionKeeping(store, model, keep_newest, {});
+}
+
+absl::StatusOr<std::vector<int64_t>> ApplyRetentionKeeping(
+    SnapshotStore& store, std::string_view model, int keep_newest,
+    const std::set<int64_t>& also_keep) {
   if (keep_newest < 0) {
     return absl::InvalidArgumentError("keep_newest must be >= 0");
   }
   BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> versions,
                            store.ListVersions(model));
   BNSERVE_ASSIGN_OR_RETURN(auto labels, store.ListLabels(model));
-  std::set<int64_t> labelled;
+  std::set<int64_t> labelled = also_keep;
   for (const auto& [label, v] : labels) labelled.insert(v);
   std::vector<int64_t> deleted;
   const size_t keep = static_cast<size_t>(keep_newest);

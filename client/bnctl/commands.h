@@ -69,6 +69,11 @@ struct TrainOptions {
   std::optional<std::string> from_label;
   int64_t publish_every = 0;
   bool recalibrate = false;
+  // Steps between two checkpoints of the job (0: the trainer's default).
+  int64_t checkpoint_every = 0;
+  // How long to keep reconnecting to a trainer that went away (UNAVAILABLE)
+  // before giving up; 0: do not resume.
+  double resume_timeout_seconds = 120.0;
 };
 absl::StatusOr<int> RunTrain(const TrainOptions& options, Io& io);
 
@@ -94,6 +99,9 @@ struct RegistryOptions {
   std::string data;
   std::string label_column = "label";
   int batch_size = 256;
+  // recalibrate of a stored version (--model with --version or --label):
+  // the label to point at the result, if any.
+  std::string set_label;
 };
 absl::StatusOr<int> RunModels(const RegistryOptions& options, Io& io);
 absl::StatusOr<int> RunVersions(const RegistryOptions& options, Io& io);

@@ -60,6 +60,10 @@ absl::StatusOr<Connection> Connection::Open(const ConnectionOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
+  // A restarted server is found again within about a second (gRPC's default
+  // reconnect backoff grows to two minutes); bnctl train relies on it.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   conn.channel_ = grpc::CreateCustomChannel(options.address, creds, args);
   return conn;
 }

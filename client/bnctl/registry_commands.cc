@@ -1,5 +1,6 @@
 // bnctl models | versions | label set/delete | delete-version | jobs |
 // cancel | publish | recalibrate (trainer) and health (any server).
+#include <algorithm>
 #include <memory>
 #include <ostream>
 #include <utility>
@@ -12,6 +13,8 @@
 #include "bnserve/v1/trainer.grpc.pb.h"
 #include "client/bnctl/command_util.h"
 #include "client/bnctl/commands.h"
+#include "client/bnctl/dataset.h"
+#include "client/csv.h"
 #include "health.grpc.pb.h"
 
 namespace bnserve::client {
@@ -244,14 +247,86 @@ absl::StatusOr<int> RunPublish(const RegistryOptions& o, Io& io) {
   return 0;
 }
 
+namespace {
+
+// The examples to recalibrate over: the CSV's columns without the label
+// column when it has one, else every column (unlabeled data).
+absl::StatusOr<Dataset> RecalibrationData(const RegistryOptions& o) {
+  absl::StatusOr<CsvTable> table = ReadCsvFile(o.data);
+  if (!table.ok()) return table.status();
+  const bool labelled = std::find(table->header.begin(), table->header.end(),
+                                  o.label_column) != table->header.end();
+  if (labelled) return LoadDataset(o.data, o.label_column);
+  Dataset dataset;
+  dataset.source = o.data;
+  dataset.data.feature_names = table->header;
+  dataset.data.rows = table->rows;
+  dataset.data.features = table->cols();
+  dataset.data.x = std::move(table->values);
+  dataset.lines.assign(table->rows, 0);
+  return dataset;
+}
+
+// A job continuing from the stored version (--version or --label) that
+// exists only for this recalibration; its id.
+absl::StatusOr<std::string> SourceJob(Trainer& t, const RegistryOptions& o) {
+  v1::CreateJobRequest request;
+  request.set_model(o.model);
+  if (o.version > 0) {
+    request.set_from_version(o.version);
+  } else {
+    request.set_from_label(o.label);
+  }
+  request.mutable_publish()->set_on_stream_close(false);
+  v1::Job job;
+  absl::Status s = Call(t, &v1::Trainer::Stub::CreateJob, request, &job,
+                        "loading the version to recalibrate");
+  if (!s.ok()) return s;
+  return job.job_id();
+}
+
+}  // namespace
+
 absl::StatusOr<int> RunRecalibrate(const RegistryOptions& o, Io& io) {
-  absl::StatusOr<Dataset> dataset = LoadDataset(o.data, o.label_column);
+  if (o.job.empty() == o.model.empty() ||
+      (!o.model.empty() && (o.version > 0) == !o.label.empty())) {
+    return UsageError(io,
+                      "recalibrate takes --job J (a live job), or --model M "
+                      "with one of --version N or --label L (a stored "
+                      "version)");
+  }
+  if (!o.set_label.empty() && o.model.empty()) {
+    return UsageError(io, "--set-label needs --model");
+  }
+  absl::StatusOr<Dataset> dataset = RecalibrationData(o);
   if (!dataset.ok()) return dataset.status();
   absl::StatusOr<Trainer> t = OpenTrainer(o.common);
   if (!t.ok()) return t.status();
-  absl::StatusOr<v1::PublishResponse> response = StreamRecalibration(
-      t->connection, *t->stub, o.job, *dataset, o.batch_size);
+  std::string job = o.job;
+  if (job.empty()) {
+    absl::StatusOr<std::string> source = SourceJob(*t, o);
+    if (!source.ok()) return source.status();
+    job = *source;
+  }
+  absl::StatusOr<v1::PublishResponse> response =
+      StreamRecalibration(t->connection, *t->stub, job, *dataset, o.batch_size);
+  if (job != o.job) {  // forget the job made for this (best effort)
+    v1::DeleteJobRequest request;
+    request.set_job_id(job);
+    v1::DeleteJobResponse deleted;
+    (void)Call(*t, &v1::Trainer::Stub::DeleteJob, request, &deleted, "");
+  }
   if (!response.ok()) return response.status();
+  if (!o.set_label.empty()) {
+    v1::SetLabelRequest request;
+    request.set_model(response->model());
+    request.set_label(o.set_label);
+    request.set_version(response->version());
+    v1::SetLabelResponse labelled;
+    absl::Status s = Call(*t, &v1::Trainer::Stub::SetLabel, request, &labelled,
+                          "setting the label");
+    if (!s.ok()) return s;
+  }
   if (o.common.json) {
     PrintJson(io, {{"model", response->model()},
                    {"version", response->version()},
@@ -410,12 +485,21 @@ Subcommand AddPublishCommand(CLI::App& app) {
 Subcommand AddRecalibrateCommand(CLI::App& app) {
   auto [cmd, o] = AddTrainerCommand(
       app, "recalibrate",
-      "Publish a job's network with exact population batch-norm statistics "
-      "over a CSV file's examples");
-  AddJobOption(cmd, *o);
+      "Publish a live job's network, or a stored version, with exact "
+      "population batch-norm statistics over a CSV file's examples (with "
+      "unlabeled data from a new environment: AdaBN-style adaptation)");
+  cmd->add_option("--job", o->job, "a live job");
+  cmd->add_option("--model", o->model, "model of the stored version");
+  cmd->add_option("--version", o->version, "stored version to recalibrate")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--label", o->label,
+                  "recalibrate the version this label points at");
+  cmd->add_option("--set-label", o->set_label,
+                  "then point this label at the published version");
   cmd->add_option("--data", o->data,
-                  "CSV (e.g. the training set) with a header row and a "
-                  "label column")
+                  "CSV with a header row: the training set, or unlabeled "
+                  "examples (without the label column every column is a "
+                  "feature)")
       ->required();
   cmd->add_option("--label-column", o->label_column,
                   "name of the label column (not sent)");

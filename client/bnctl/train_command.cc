@@ -13,6 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "bnserve/v1/trainer.grpc.pb.h"
 #include "client/bnctl/command_util.h"
 #include "client/bnctl/commands.h"
@@ -55,7 +57,7 @@ class ProgressTracker {
       last_step_ = p.step();
       const int64_t rows = std::max<int64_t>(1, p.examples_seen() - examples_);
       examples_ = p.examples_seen();
-      ++steps_;
+      steps_ = p.step();
       epoch_rows_ += static_cast<double>(rows);
       epoch_loss_ += p.loss() * static_cast<double>(rows);
       epoch_accuracy_ += p.accuracy() * static_cast<double>(rows);
@@ -85,6 +87,13 @@ class ProgressTracker {
       io_.err << "\n";
     }
     io_.err.flush();
+  }
+
+  // After a resume: the job's publishes so far (its steps are replayed).
+  void Resumed(const v1::Job& job) {
+    if (job.last_published_version() > 0) {
+      last_version_ = job.last_published_version();
+    }
   }
 
   bool published() const { return published_; }
@@ -215,6 +224,7 @@ absl::StatusOr<v1::CreateJobRequest> MakeJobRequest(const TrainOptions& o,
   req.set_seed(o.seed);
   req.mutable_publish()->set_every_n_steps(o.publish_every);
   req.mutable_publish()->set_on_stream_close(true);
+  req.set_checkpoint_every(o.checkpoint_every);
   if (o.from_version) req.set_from_version(*o.from_version);
   if (o.from_label) req.set_from_label(*o.from_label);
   for (const std::string& name : dataset.data.feature_names) {
@@ -224,6 +234,148 @@ absl::StatusOr<v1::CreateJobRequest> MakeJobRequest(const TrainOptions& o,
     for (int k = 0; k < num_classes; ++k) req.add_class_names(absl::StrCat(k));
   }
   return req;
+}
+
+// Reconnecting to a trainer that went away: which failures to wait out,
+// and for how long in all (--resume-timeout), with a doubling backoff.
+class Resumer {
+ public:
+  Resumer(const TrainOptions& o, Io& io)
+      : io_(io),
+        deadline_(absl::Now() + absl::Seconds(o.resume_timeout_seconds)) {}
+
+  // True (after a backoff sleep) if `status` is UNAVAILABLE (or, for an
+  // idempotent call, CANCELLED: a draining server cancels calls in flight)
+  // and the resume deadline has not passed.
+  bool ShouldRetry(const grpc::Status& status, bool idempotent = false) {
+    const grpc::StatusCode code = status.error_code();
+    if (!(code == grpc::StatusCode::UNAVAILABLE ||
+          (idempotent && code == grpc::StatusCode::CANCELLED)) ||
+        absl::Now() >= deadline_) {
+      return false;
+    }
+    absl::SleepFor(std::min(backoff_, deadline_ - absl::Now()));
+    backoff_ = std::min(backoff_ * 2, absl::Seconds(2));
+    return absl::Now() < deadline_;
+  }
+
+  // Waits (within the deadline) until the trainer answers GetJob for the
+  // job and returns it: its `steps` is where training continues. NOT_FOUND
+  // or DATA_LOSS (a trainer without the job's checkpoint) end the wait.
+  absl::StatusOr<v1::Job> AwaitJob(const Connection& connection,
+                                   v1::Trainer::Stub& stub,
+                                   const std::string& job_id) {
+    while (true) {
+      grpc::ClientContext context;
+      connection.Prepare(&context, kUnaryTimeout);
+      v1::GetJobRequest get;
+      get.set_job_id(job_id);
+      v1::Job job;
+      grpc::Status status = stub.GetJob(&context, get, &job);
+      if (status.ok()) {
+        backoff_ = absl::Milliseconds(100);
+        io_.err << "trainer back: job " << job_id << " resumes at step "
+                << job.steps() + 1 << "\n";
+        return job;
+      }
+      if (!ShouldRetry(status, /*idempotent=*/true)) {
+        return RpcError(status, absl::StrCat("resuming job ", job_id));
+      }
+    }
+  }
+
+ private:
+  Io& io_;
+  const absl::Time deadline_;
+  absl::Duration backoff_ = absl::Milliseconds(100);
+};
+
+// Opens one Train stream and sends the minibatches of steps `first_step`
+// to the end (each numbered, so the trainer refuses one that does not
+// follow its state), then closes it. The order of every epoch depends only
+// on the seed: epochs before `first_step` are shuffled again, not sent.
+grpc::Status StreamSteps(const Connection& connection, v1::Trainer::Stub& stub,
+                         const std::string& job_id, const TrainOptions& o,
+                         const Dataset& dataset,
+                         const std::vector<int32_t>& class_ids,
+                         const std::vector<int>& sizes, int64_t first_step,
+                         ProgressTracker& tracker) {
+  const LabeledData& data = dataset.data;
+  const bool classification = o.task == "classification";
+  grpc::ClientContext context;
+  connection.Prepare(&context);
+  std::unique_ptr<grpc::ClientReaderWriter<v1::TrainRequest, v1::TrainProgress>>
+      stream = stub.Train(&context);
+  // A reader thread follows the progress; flow control is the backpressure.
+  std::thread reader([&] {
+    v1::TrainProgress progress;
+    while (stream->Read(&progress)) tracker.OnProgress(progress);
+  });
+  std::mt19937_64 rng(o.seed);
+  std::vector<int> order(data.rows);
+  std::iota(order.begin(), order.end(), 0);
+  int64_t step = 0;
+  bool broken = false;
+  for (int epoch = 0; epoch < o.epochs && !broken; ++epoch) {
+    if (!o.no_shuffle) Shuffle(order, rng);
+    int begin = 0;
+    for (int size : sizes) {
+      if (++step < first_step) {
+        begin += size;
+        continue;
+      }
+      v1::TrainRequest request;
+      if (step == first_step) request.set_job_id(job_id);
+      request.set_step(step);
+      v1::Minibatch* batch = request.mutable_batch();
+      FillFeatures(data, order, begin, size, batch);
+      for (int i = begin; i < begin + size; ++i) {
+        if (classification) {
+          batch->add_labels(class_ids[order[i]]);
+        } else {
+          batch->add_targets(data.labels[order[i]]);
+        }
+      }
+      if (!stream->Write(request)) {
+        broken = true;  // the server ended the call; Finish() says why
+        break;
+      }
+      begin += size;
+    }
+  }
+  stream->WritesDone();
+  reader.join();
+  return stream->Finish();
+}
+
+// After a resume with every step applied: publishes unless the job's last
+// publish is at its last step, and records the version in `tracker`.
+grpc::Status PublishIfBehind(const Connection& connection,
+                             v1::Trainer::Stub& stub, const std::string& job_id,
+                             ProgressTracker& tracker) {
+  grpc::ClientContext get_context;
+  connection.Prepare(&get_context, kUnaryTimeout);
+  v1::GetJobRequest get;
+  get.set_job_id(job_id);
+  v1::Job job;
+  grpc::Status status = stub.GetJob(&get_context, get, &job);
+  if (!status.ok()) return status;
+  if (job.last_published_version() > 0 &&
+      job.last_published_step() == job.steps()) {
+    tracker.Resumed(job);
+    return status;
+  }
+  grpc::ClientContext context;
+  connection.Prepare(&context, kUnaryTimeout);
+  v1::PublishRequest publish;
+  publish.set_job_id(job_id);
+  v1::PublishResponse response;
+  status = stub.Publish(&context, publish, &response);
+  if (status.ok()) {
+    job.set_last_published_version(response.version());
+    tracker.Resumed(job);
+  }
+  return status;
 }
 
 }  // namespace
@@ -254,12 +406,16 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
   std::unique_ptr<v1::Trainer::Stub> stub =
       v1::Trainer::NewStub(connection->channel());
 
+  Resumer resumer(o, io);
   v1::Job job;
-  {
+  while (true) {
     grpc::ClientContext context;
     connection->Prepare(&context, kUnaryTimeout);
     grpc::Status status = stub->CreateJob(&context, *request, &job);
-    if (!status.ok()) return RpcError(status, "creating the training job");
+    if (status.ok()) break;
+    if (!resumer.ShouldRetry(status)) {
+      return RpcError(status, "creating the training job");
+    }
   }
   if (!o.common.json) {
     io.err << "job " << job.job_id() << ": " << data.rows << " examples x "
@@ -270,53 +426,36 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
            << " minibatches\n";
   }
 
-  // One stream for all epochs: a writer (this thread) and a reader thread
-  // that follows the progress messages. Flow control is the backpressure.
   ProgressTracker tracker(io, classification, o.epochs,
                           static_cast<int>(sizes->size()));
-  grpc::ClientContext context;
-  connection->Prepare(&context);
-  std::unique_ptr<grpc::ClientReaderWriter<v1::TrainRequest, v1::TrainProgress>>
-      stream = stub->Train(&context);
-  std::thread reader([&] {
-    v1::TrainProgress progress;
-    while (stream->Read(&progress)) tracker.OnProgress(progress);
-  });
-  std::mt19937_64 rng(o.seed);
-  std::vector<int> order(data.rows);
-  std::iota(order.begin(), order.end(), 0);
-  bool first = true;
-  bool broken = false;
-  for (int epoch = 0; epoch < o.epochs && !broken; ++epoch) {
-    if (!o.no_shuffle) Shuffle(order, rng);
-    int begin = 0;
-    for (int size : *sizes) {
-      v1::TrainRequest request;
-      if (first) request.set_job_id(job.job_id());
-      first = false;
-      v1::Minibatch* batch = request.mutable_batch();
-      FillFeatures(data, order, begin, size, batch);
-      for (int i = begin; i < begin + size; ++i) {
-        if (classification) {
-          batch->add_labels(class_ids[order[i]]);
-        } else {
-          batch->add_targets(data.labels[order[i]]);
-        }
-      }
-      if (!stream->Write(request)) {
-        broken = true;  // the server ended the call; Finish() says why
-        break;
-      }
-      begin += size;
+  const int64_t total_steps = int64_t{o.epochs} * int64_t(sizes->size());
+  int64_t next_step = 1;
+  while (true) {
+    grpc::Status status;
+    if (next_step <= total_steps) {
+      status = StreamSteps(*connection, *stub, job.job_id(), o, *dataset,
+                           class_ids, *sizes, next_step, tracker);
+    } else {
+      // Every step was applied before the trainer went away: publish if the
+      // last publish is older than the last step (else it is the result).
+      status = PublishIfBehind(*connection, *stub, job.job_id(), tracker);
     }
+    if (status.ok()) break;
+    if (!resumer.ShouldRetry(status)) {
+      tracker.Finish();
+      return RpcError(status,
+                      absl::StrCat("training stream of job ", job.job_id()));
+    }
+    absl::StatusOr<v1::Job> resumed =
+        resumer.AwaitJob(*connection, *stub, job.job_id());
+    if (!resumed.ok()) {
+      tracker.Finish();
+      return resumed.status();
+    }
+    next_step = resumed->steps() + 1;
+    tracker.Resumed(*resumed);
   }
-  stream->WritesDone();
-  reader.join();
-  grpc::Status status = stream->Finish();
   tracker.Finish();
-  if (!status.ok())
-    return RpcError(status,
-                    absl::StrCat("training stream of job ", job.job_id()));
 
   int64_t version = tracker.last_version();
   if (version <= 0) {
@@ -465,6 +604,16 @@ Subcommand AddTrainCommand(CLI::App& app) {
   cmd->add_option("--publish-every", train->publish_every,
                   "also publish every N training steps (0: only at the end)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--checkpoint-every", train->checkpoint_every,
+                  "checkpoint the job every N steps (0: the trainer's "
+                  "--checkpoint_every)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--resume-timeout", train->resume_timeout_seconds,
+                  "seconds to keep reconnecting when the trainer goes away "
+                  "(UNAVAILABLE): the job resumes from its last checkpoint "
+                  "and the minibatches are re-sent from there (0: give up "
+                  "at once)")
+      ->check(CLI::Range(0.0, 86400.0));
   cmd->add_flag("--recalibrate", train->recalibrate,
                 "then publish the next version with exact population "
                 "batch-norm statistics over the training set");

@@ -46,6 +46,11 @@ inline constexpr int kDefaultMaxJobs = 64;
 // Trainer: default time a job without an open stream is kept after its last
 // activity before it is forgotten (--job_retention_seconds).
 inline constexpr int64_t kDefaultJobRetentionSeconds = 3600;
+// Training steps between two checkpoints of a job (--checkpoint_every):
+// a checkpoint costs about as much as 100 steps of a small network (two
+// fsyncs), so 1000 keeps it within a few percent of training throughput
+// (docs/BENCHMARKS.md) while a crash replays at most 1000 steps.
+inline constexpr int64_t kDefaultCheckpointEvery = 1000;
 
 // a * b for non-negative a and b, or INT64_MAX if that overflows.
 inline constexpr int64_t SaturatingMul(int64_t a, int64_t b) {

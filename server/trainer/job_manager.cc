@@ -6,11 +6,13 @@
 #include <functional>
 #include <limits>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "model/status_macros.h"
+#include "server/common/server_setup.h"
 
 namespace bnserve::server {
 namespace {
@@ -37,6 +39,8 @@ absl::Status NotCancelled(internal::JobState& job)
       absl::StrCat("job ", job.id, " is cancelled"));
 }
 
+}  // namespace
+
 absl::StatusOr<model::OptimizerConfig> ToOptimizerConfig(
     const v1::OptimizerSpec& spec) {
   model::OptimizerConfig config;
@@ -61,6 +65,8 @@ absl::StatusOr<model::OptimizerConfig> ToOptimizerConfig(
   if (spec.eps() != 0.0f) config.adam_eps = spec.eps();
   return config;
 }
+
+namespace {
 
 // The resolved architecture of a network, for Job.spec.
 v1::NetworkSpec DescribeNetwork(const model::Network& net) {
@@ -275,6 +281,12 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(
                             request.feature_names().end());
   job->class_names.assign(request.class_names().begin(),
                           request.class_names().end());
+  if (options_.checkpoints) {
+    job->checkpoint_store = store_;
+    job->checkpoint_every = request.checkpoint_every() != 0
+                                ? request.checkpoint_every()
+                                : options_.checkpoint_every;
+  }
   BNSERVE_ASSIGN_OR_RETURN(model::Network network, BuildNetwork(request, *job));
   if (!job->feature_names.empty() &&
       job->feature_names.size() !=
@@ -300,14 +312,27 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(
     job->trainer.emplace(std::move(trainer));
     job->last_active = options_.now();
   }
-  absl::MutexLock lock(&mu_);
-  BNSERVE_RETURN_IF_ERROR(CheckJobCount());  // others may have raced us
-  job->id = absl::StrCat("job-", next_id_++);
-  jobs_[job->id] = job;
-  order_.push_back(job->id);
-  absl::MutexLock job_lock(&job->mu);
-  job->Refresh();
-  return job->ToProto();
+  {
+    absl::MutexLock lock(&mu_);
+    BNSERVE_RETURN_IF_ERROR(CheckJobCount());  // others may have raced us
+    job->id = absl::StrCat("job-", next_id_++);
+    jobs_[job->id] = job;
+    order_.push_back(job->id);
+  }
+  absl::Status saved;
+  v1::Job created;
+  {
+    absl::MutexLock job_lock(&job->mu);
+    saved = Checkpoint(*job);  // a restarted trainer knows the job
+    if (!saved.ok()) job->Cancel(options_.now());
+    job->Refresh();
+    created = job->ToProto();
+  }
+  if (!saved.ok()) {
+    (void)DeleteJob(created.job_id());
+    return saved;
+  }
+  return created;
 }
 
 void JobManager::EvictExpired() {
@@ -318,6 +343,7 @@ void JobManager::EvictExpired() {
     if (job.mu.TryLock()) {
       expired =
           !job.stream_open && now - job.last_active > options_.job_retention;
+      if (expired) job.DropCheckpoints();
       job.mu.Unlock();
     }
     if (expired) {
@@ -334,6 +360,10 @@ absl::StatusOr<std::shared_ptr<JobManager::Job>> JobManager::FindJob(
   absl::MutexLock lock(&mu_);
   EvictExpired();
   auto it = jobs_.find(job_id);
+  if (auto lost = lost_.find(job_id);
+      it == jobs_.end() && lost != lost_.end()) {
+    return lost->second;
+  }
   if (it == jobs_.end()) {
     return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
   }
@@ -436,7 +466,29 @@ absl::StatusOr<int64_t> JobManager::PublishNetwork(
   p->mutable_created()->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(
       now - absl::FromUnixSeconds(absl::ToUnixSeconds(now)))));
   p->set_origin(origin);
-  return store_->Publish(snapshot);
+  BNSERVE_ASSIGN_OR_RETURN(int64_t version, store_->Publish(snapshot));
+  ApplyRetention(job.model);
+  return version;
+}
+
+void JobManager::ApplyRetention(const std::string& model) {
+  if (options_.keep_versions <= 0) return;
+  std::set<int64_t> parents;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, job] : jobs_) {
+      if (job->model == model && job->parent_version > 0) {
+        parents.insert(job->parent_version);
+      }
+    }
+  }
+  absl::StatusOr<std::vector<int64_t>> deleted = store::ApplyRetentionKeeping(
+      *store_, model, options_.keep_versions, parents);
+  if (!deleted.ok()) {
+    Log(LogLevel::kWarning,
+        absl::StrCat("retention of ", model, " (keep ", options_.keep_versions,
+                     "): ", deleted.status().ToString()));
+  }
 }
 
 absl::Status JobManager::CheckStepMemory(const Job& job, int64_t rows) const {
@@ -461,6 +513,7 @@ absl::StatusOr<v1::PublishResponse> JobManager::Publish(
       PublishNetwork(*job, job->trainer->network(), "trainer"));
   job->last_published = version;
   job->last_published_step = job->trainer->steps();
+  (void)Checkpoint(*job);  // a failure is recorded in the job
   v1::PublishResponse response;
   response.set_model(job->model);
   response.set_version(version);
@@ -495,6 +548,12 @@ void JobManager::Shutdown() {
   for (const auto& job : jobs) {
     job->EndStream(absl::UnavailableError("the trainer is shutting down"));
   }
+  if (!options_.checkpoints) return;
+  for (const auto& job : jobs) {
+    absl::MutexLock lock(&job->mu);  // waits for a running step
+    if (job->state == v1::Job::CANCELLED || job->cancel_requested) continue;
+    (void)Checkpoint(*job);  // a failure is logged
+  }
 }
 
 TrainingSession::TrainingSession(JobManager* manager,
@@ -517,11 +576,18 @@ TrainingSession::~TrainingSession() {
 }
 
 absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
-    const v1::Minibatch& minibatch) {
+    const v1::Minibatch& minibatch, int64_t expected_step) {
   absl::MutexLock lock(&job_->mu);
   RefreshOnExit refresh(*job_);
   BNSERVE_RETURN_IF_ERROR(Interrupted());
   model::Trainer& trainer = *job_->trainer;
+  if (expected_step > 0 && expected_step != trainer.steps() + 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job_id_, " is at step ", trainer.steps(),
+        "; a minibatch for step ", expected_step,
+        " does not follow (resume by sending the minibatch of step ",
+        trainer.steps() + 1, ")"));
+  }
   BNSERVE_RETURN_IF_ERROR(CheckFraming(minibatch));
   BNSERVE_RETURN_IF_ERROR(manager_->CheckStepMemory(*job_, minibatch.rows()));
   BNSERVE_ASSIGN_OR_RETURN(model::Batch batch,
@@ -545,6 +611,11 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
     progress.set_published(true);
   }
   BNSERVE_RETURN_IF_ERROR(Interrupted());  // cancelled meanwhile
+  const int64_t interval = job_->checkpoint_every;
+  if (progress.published() || job_->checkpoint_pending ||
+      (interval > 0 && trainer.steps() % interval == 0)) {
+    (void)manager_->Checkpoint(*job_);  // a failure is recorded in the job
+  }
   FillProgress(&progress);
   return progress;
 }
@@ -565,6 +636,7 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Finish() {
     job_->last_published_step = trainer.steps();
     progress.set_published(true);
   }
+  (void)manager_->Checkpoint(*job_);  // a failure is recorded in the job
   FillProgress(&progress);
   return progress;
 }

@@ -6,6 +6,17 @@
 // Recalibration computes exact population statistics on a copy of the job's
 // network and publishes them as a new version.
 //
+// Durability (JobManagerOptions::checkpoints): every job is checkpointed into
+// the store (network, running statistics, optimizer state, counters, policy;
+// see v1::JobCheckpoint) when created, every checkpoint_every steps, at every
+// publish and at Shutdown; the newest two checkpoints are kept and all are
+// removed when the job is cancelled, deleted or forgotten. RestoreJobs, at
+// startup, brings back every job that has checkpoints, from its newest one
+// that verifies (falling back to the previous on DATA_LOSS); a job whose
+// checkpoints are all corrupt answers DATA_LOSS to every call. A client
+// resumes a restored job by sending the minibatches from step
+// Job.steps + 1 on: the result is bit for bit that of an uninterrupted run.
+//
 // Thread safety: JobManager is safe for concurrent use. Each job has its own
 // mutex, so jobs train concurrently; calls on one job serialize. Sessions
 // are used by one thread at a time (one gRPC stream).
@@ -50,7 +61,21 @@ struct JobManagerOptions {
       absl::Seconds(server::kDefaultJobRetentionSeconds);
   // The clock of job_retention (tests use a fake one).
   std::function<absl::Time()> now = [] { return absl::Now(); };
+  // Whether jobs are checkpointed into the store (see the file comment).
+  bool checkpoints = false;
+  // Steps between two checkpoints when the job does not say
+  // (CreateJobRequest.checkpoint_every); <= 0: only at creation, publishes
+  // and shutdown.
+  int64_t checkpoint_every = server::kDefaultCheckpointEvery;
+  // Retention after each publish: keep the newest N versions of the model,
+  // every labelled one and every version a job of this manager started
+  // from (so that it can still be read when the job resumes); 0 keeps all.
+  int keep_versions = 0;
 };
+
+// The optimizer configuration of a job's spec, defaults resolved.
+absl::StatusOr<model::OptimizerConfig> ToOptimizerConfig(
+    const v1::OptimizerSpec& spec);
 
 class JobManager;
 
@@ -88,10 +113,16 @@ class TrainingSession {
   const std::string& job_id() const { return job_id_; }
 
   // Validates and trains on one minibatch; publishes when the policy's
-  // every_n_steps is reached. INVALID_ARGUMENT (model unchanged) for a bad
-  // minibatch; CANCELLED if the job was cancelled; UNAVAILABLE if a policy
-  // publish failed (the step itself was applied).
-  absl::StatusOr<v1::TrainProgress> Step(const v1::Minibatch& minibatch);
+  // every_n_steps is reached and checkpoints when its checkpoint interval
+  // is. INVALID_ARGUMENT (model unchanged) for a bad minibatch;
+  // FAILED_PRECONDITION (unchanged) if `expected_step` > 0 is not the job's
+  // steps + 1; CANCELLED if the job was cancelled; the store's error
+  // (UNAVAILABLE...) if a policy publish failed (the step itself was
+  // applied). A failed checkpoint does not fail the step: it is recorded in
+  // Job.checkpoint_error, the previous checkpoint stays, and the next step
+  // retries.
+  absl::StatusOr<v1::TrainProgress> Step(const v1::Minibatch& minibatch,
+                                         int64_t expected_step = 0);
 
   // Closes the stream cleanly: publishes if the policy says so (and the job
   // changed since its last publish) and returns the final progress.
@@ -176,9 +207,17 @@ class JobManager {
   absl::StatusOr<std::unique_ptr<RecalibrationSession>> OpenRecalibration(
       const std::string& job_id);
 
+  // Brings back the jobs checkpointed in the store (see the file comment);
+  // call once, before serving. Returns how many were restored; the store's
+  // error if it cannot list or read them (a job whose checkpoints are
+  // corrupt only fails that job).
+  absl::StatusOr<int> RestoreJobs();
+
   // Refuses new jobs and sessions (UNAVAILABLE) and ends every open training
   // stream with UNAVAILABLE: at once through its stream ender, else at its
-  // next step (a running step finishes first). Jobs are not cancelled.
+  // next step (a running step finishes first). Jobs are not cancelled; with
+  // checkpoints, each is checkpointed at its current step (waiting for a
+  // running step), so that a restarted trainer loses no step.
   void Shutdown();
 
   store::SnapshotStore* store() const { return store_; }
@@ -202,6 +241,23 @@ class JobManager {
   // RESOURCE_EXHAUSTED if a step of `rows` examples of `job` would need more
   // than options_.max_step_bytes.
   absl::Status CheckStepMemory(const Job& job, int64_t rows) const;
+  // Writes a checkpoint of the job at its current step (nothing if it has
+  // one there already, or is not checkpointed) and keeps the newest two. A
+  // failure is also recorded in the job (Job.checkpoint_error, logged once)
+  // and makes every later step retry.
+  absl::Status Checkpoint(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  // A job rebuilt from the checkpoint of `ref`. DATA_LOSS if it does not
+  // verify or does not describe a valid job.
+  absl::StatusOr<std::shared_ptr<Job>> LoadCheckpoint(
+      const store::CheckpointRef& ref);
+  // Restores one job from the newest of `steps` that loads, falling back
+  // past DATA_LOSS only; any other store error is returned (nothing is
+  // removed or marked lost then).
+  absl::Status RestoreJob(const std::string& model, const std::string& job_id,
+                          const std::vector<int64_t>& steps);
+  // Applies options_.keep_versions to `model` after a publish (best effort:
+  // a failure is logged, the publish stands).
+  void ApplyRetention(const std::string& model);
   // Publishes `network` with the job's names and provenance.
   absl::StatusOr<int64_t> PublishNetwork(Job& job,
                                          const model::Network& network,
@@ -217,6 +273,9 @@ class JobManager {
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> order_ ABSL_GUARDED_BY(mu_);
+  // Jobs found in the store whose checkpoints are all corrupt: every call
+  // on them answers this DATA_LOSS.
+  std::map<std::string, absl::Status> lost_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace bnserve::server

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "bnserve/v1/trainer.pb.h"
 #include "model/trainer.h"
+#include "store/store.h"
 
 namespace bnserve::server::internal {
 
@@ -41,6 +42,19 @@ struct JobState {
   v1::OptimizerSpec optimizer;
   std::vector<std::string> feature_names;
   std::vector<std::string> class_names;
+
+  // Checkpoints: the store they go to (null: this job is not checkpointed),
+  // the steps between two (<= 0: only at creation and publishes), the steps
+  // of the checkpoints stored (ascending; the newest two are kept, so a
+  // corrupt newest one falls back to the one before), and how often the
+  // job was restored from one.
+  store::SnapshotStore* checkpoint_store = nullptr;
+  int64_t checkpoint_every = 0;
+  std::vector<int64_t> checkpoint_steps ABSL_GUARDED_BY(mu);
+  int64_t resumes ABSL_GUARDED_BY(mu) = 0;
+  // The last checkpoint write failed (with this error): retry at each step.
+  bool checkpoint_pending ABSL_GUARDED_BY(mu) = false;
+  std::string checkpoint_error ABSL_GUARDED_BY(mu);
 
   // Last create, step, publish, cancel or stream close (retention).
   absl::Time last_active ABSL_GUARDED_BY(mu);
@@ -75,8 +89,20 @@ struct JobState {
     if (end_stream) end_stream(status);
   }
 
-  // CANCELLED, and the network and optimizer state freed.
+  // Removes the job's checkpoints from the store (best effort: a leftover
+  // is restored by the next trainer and expires with the job's retention).
+  void DropCheckpoints() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (checkpoint_store == nullptr) return;
+    for (int64_t step : checkpoint_steps) {
+      (void)checkpoint_store->DeleteCheckpoint(model, id, step);
+    }
+    checkpoint_steps.clear();
+  }
+
+  // CANCELLED, the network and optimizer state freed, the checkpoints
+  // removed.
   void Cancel(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    DropCheckpoints();
     state = v1::Job::CANCELLED;
     last_active = now;
     if (trainer.has_value()) {
@@ -102,6 +128,11 @@ struct JobState {
     *job.mutable_spec() = spec;
     *job.mutable_optimizer() = optimizer;
     *job.mutable_publish() = policy;
+    job.set_checkpoint_step(checkpoint_steps.empty() ? -1
+                                                     : checkpoint_steps.back());
+    job.set_resumes(resumes);
+    job.set_last_published_step(last_published_step);
+    job.set_checkpoint_error(checkpoint_error);
     return job;
   }
 };

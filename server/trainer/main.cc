@@ -44,6 +44,18 @@ ABSL_FLAG(int64_t, job_retention_seconds,
           bnserve::server::kDefaultJobRetentionSeconds,
           "A job without an open training stream is forgotten this long after "
           "its last activity (DeleteJob forgets one at once).");
+ABSL_FLAG(int64_t, checkpoint_every, bnserve::server::kDefaultCheckpointEvery,
+          "Checkpoint every training job into the store every N steps (also "
+          "at creation, every publish and SIGTERM; a job's checkpoint_every "
+          "overrides it); a restarted trainer resumes jobs from their "
+          "checkpoints. 0: only at creation, publishes and SIGTERM.");
+ABSL_FLAG(int, keep_versions, 0,
+          "After each publish keep only the newest N versions of the model, "
+          "plus every labelled version and every version a job of this "
+          "trainer started from (0: keep all).");
+ABSL_FLAG(bool, checkpoints, true,
+          "Checkpoint jobs and restore them at start (false: jobs live only "
+          "in this process, as before).");
 ABSL_FLAG(int, shutdown_grace_seconds, 10,
           "On SIGTERM, how long open streams may take to finish.");
 ABSL_FLAG(bool, reflection, true,
@@ -74,6 +86,13 @@ int main(int argc, char** argv) {
   options.max_jobs = absl::GetFlag(FLAGS_max_jobs);
   options.job_retention_seconds = absl::GetFlag(FLAGS_job_retention_seconds);
   options.reflection = absl::GetFlag(FLAGS_reflection);
+  options.checkpoints = absl::GetFlag(FLAGS_checkpoints);
+  options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
+  options.keep_versions = absl::GetFlag(FLAGS_keep_versions);
+  if (options.checkpoint_every < 0) {
+    Log(LogLevel::kError, "--checkpoint_every must be >= 0");
+    return 2;
+  }
   auto server = TrainerServer::Start(options);
   if (!server.ok()) {
     Log(LogLevel::kError,

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "model/status_macros.h"
 #include "server/common/parse_error_interceptor.h"
+#include "server/common/server_setup.h"
 
 namespace bnserve::server {
 
@@ -29,11 +30,11 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
   if (options.max_recalibration_mb <= 0 || options.max_step_mb <= 0 ||
       options.max_step_mb > (int64_t{1} << 40) ||
       options.max_job_parameters <= 0 || options.max_jobs <= 0 ||
-      options.job_retention_seconds <= 0) {
+      options.job_retention_seconds <= 0 || options.keep_versions < 0) {
     return absl::InvalidArgumentError(
         "--max_recalibration_mb, --max_step_mb (at most 2^40), "
         "--max_job_parameters, --max_jobs and --job_retention_seconds must "
-        "be positive");
+        "be positive, --keep_versions >= 0");
   }
   s->auth_enabled_ = auth.enabled();
   s->jobs_ = std::make_unique<JobManager>(
@@ -44,7 +45,16 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
           .max_step_bytes = options.max_step_mb << 20,
           .max_job_parameters = options.max_job_parameters,
           .max_jobs = options.max_jobs,
-          .job_retention = absl::Seconds(options.job_retention_seconds)});
+          .job_retention = absl::Seconds(options.job_retention_seconds),
+          .checkpoints = options.checkpoints,
+          .checkpoint_every = options.checkpoint_every,
+          .keep_versions = options.keep_versions});
+  // Jobs checkpointed by an earlier trainer on this store resume here.
+  BNSERVE_ASSIGN_OR_RETURN(const int restored, s->jobs_->RestoreJobs());
+  if (restored > 0) {
+    Log(LogLevel::kInfo, absl::StrCat("restored ", restored,
+                                      " training job(s) from checkpoints"));
+  }
   s->service_ =
       std::make_unique<TrainerService>(s->jobs_.get(), std::move(auth));
 

@@ -39,6 +39,12 @@ struct TrainerServerOptions {
   int64_t max_job_parameters = kDefaultMaxJobParameters;
   int max_jobs = kDefaultMaxJobs;
   int64_t job_retention_seconds = kDefaultJobRetentionSeconds;
+  // Checkpoint jobs into the store and restore them at start (see
+  // JobManager); steps between two checkpoints unless a job says otherwise.
+  bool checkpoints = true;
+  int64_t checkpoint_every = kDefaultCheckpointEvery;
+  // Versions kept per model after each publish (0: all; see JobManager).
+  int keep_versions = 0;
   // gRPC server reflection (answers without a token).
   bool reflection = true;
 };

@@ -143,7 +143,8 @@ class TrainReactor final
           absl::StrCat("a training stream serves one job: got ",
                        request_.job_id(), " after ", session_->job_id()));
     }
-    BNSERVE_ASSIGN_OR_RETURN(progress_, session_->Step(request_.batch()));
+    BNSERVE_ASSIGN_OR_RETURN(progress_,
+                             session_->Step(request_.batch(), request_.step()));
     return absl::OkStatus();
   }
 

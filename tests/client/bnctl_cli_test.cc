@@ -522,6 +522,30 @@ TEST_F(BnctlServerTest, TrainRecalibrateStreamsTheTrainingSet) {
   EXPECT_EQ(trainer_.recalibrated_rows(), 21);
 }
 
+TEST_F(BnctlServerTest, RecalibrateAStoredVersionWithUnlabeledData) {
+  WriteFile(tmp_ / "unlabeled.csv", "a,b\n1,2\n3,4\n5,6\n");
+  Result r = RunBnctl(
+      {"recalibrate", "--trainer", address_, "--model", "m", "--version", "3",
+       "--data", tmp_ / "unlabeled.csv", "--set-label", "adapted", "--json"},
+      tmp_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  Json j = r.json();
+  // A job continuing from version 3, recalibrated over every column (no
+  // label column), then forgotten; the label points at the result.
+  ASSERT_EQ(trainer_.jobs().size(), 1u);
+  EXPECT_EQ(trainer_.jobs()[0].model(), "m");
+  EXPECT_EQ(trainer_.jobs()[0].from_version(), 3);
+  EXPECT_EQ(trainer_.recalibrated_rows(), 3);
+  EXPECT_EQ(trainer_.deleted_jobs(), std::vector<std::string>{"job-1"});
+  EXPECT_EQ(trainer_.labels().at("adapted"), j["version"].get<int64_t>());
+
+  r = RunBnctl({"recalibrate", "--trainer", address_, "--model", "m", "--data",
+                tmp_ / "unlabeled.csv"},
+               tmp_);
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.err, HasSubstr("one of --version N or --label L"));
+}
+
 TEST_F(BnctlServerTest, TrainPublishEveryAndContinueFromVersion) {
   Result r = Train({"--publish-every", "5", "--from-version", "3", "--momentum",
                     "0.5", "--json", "--epochs", "2"});

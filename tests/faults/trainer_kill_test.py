@@ -192,7 +192,8 @@ def main():
                     [env.bnctl_bin, "train", "--trainer", taddr, "--model",
                      MODEL, "--data", data, "--hidden", "64,32", "--epochs",
                      "200", "--batch-size", "32", "--seed", str(r),
-                     "--publish-every", "1" if publishing else "0", "--json"],
+                     "--publish-every", "1" if publishing else "0",
+                     "--resume-timeout", "0", "--json"],
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                     cwd=faultlib.REPO)
                 stub = env.trainer_stub(taddr)

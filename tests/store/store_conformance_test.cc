@@ -464,6 +464,72 @@ TEST_P(StoreConformanceTest, UriNamesTheBackend) {
   EXPECT_EQ((*reopened)->uri(), uri);
 }
 
+// Training-job checkpoints: beside the versions, never versions.
+TEST_P(StoreConformanceTest, CheckpointsRoundTripAndAreNeverVersions) {
+  EXPECT_EQ(store_->ReadCheckpoint("m", "job-1", 5).status().code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store_->WriteCheckpoint("m", "job-1", 0, "zero").ok());
+  ASSERT_TRUE(store_->WriteCheckpoint("m", "job-1", 5, "five").ok());
+  ASSERT_TRUE(store_->WriteCheckpoint("m", "job-1", 5, "five again").ok());
+  ASSERT_TRUE(store_->WriteCheckpoint("n", "job-2", 3, "three").ok());
+  EXPECT_EQ(*store_->ReadCheckpoint("m", "job-1", 5), "five again");
+  EXPECT_EQ(*store_->ReadCheckpoint("m", "job-1", 0), "zero");
+  EXPECT_EQ(*store_->ListCheckpoints(),
+            (std::vector<CheckpointRef>{
+                {"m", "job-1", 0}, {"m", "job-1", 5}, {"n", "job-2", 3}}));
+  // Not versions: no model, no version, nothing to watch or serve.
+  EXPECT_TRUE(store_->ListModels()->empty());
+  EXPECT_TRUE(store_->ListVersions("m")->empty());
+  EXPECT_EQ(MustPublish("m"), 1);
+  EXPECT_THAT(*store_->ListModels(), ElementsAre("m"));
+  ASSERT_TRUE(store_->DeleteCheckpoint("m", "job-1", 0).ok());
+  ASSERT_TRUE(store_->DeleteCheckpoint("m", "job-1", 0).ok());  // idempotent
+  ASSERT_TRUE(store_->DeleteCheckpoint("m", "job-1", 5).ok());
+  EXPECT_EQ(*store_->ListCheckpoints(),
+            (std::vector<CheckpointRef>{{"n", "job-2", 3}}));
+  EXPECT_THAT(*store_->ListVersions("m"), ElementsAre(1));
+}
+
+TEST_P(StoreConformanceTest, CheckpointKeysAreValidated) {
+  EXPECT_EQ(store_->WriteCheckpoint("../x", "job-1", 1, "p").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->WriteCheckpoint("m", "../job", 1, "p").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->WriteCheckpoint("m", "job-1", -1, "p").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ReadCheckpoint("m", "a/b", 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->DeleteCheckpoint("", "job-1", 1).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(StoreConformanceTest, ACorruptCheckpointIsDataLoss) {
+  ASSERT_TRUE(
+      store_->WriteCheckpoint("m", "job-1", 7, std::string(64, 'x')).ok());
+  const std::string& backend = GetParam();
+  if (backend == "mem") {
+    auto mem = MemoryStore::Open(uri_.substr(6));
+    ASSERT_TRUE(mem->CorruptCheckpointForTesting("m", "job-1", 7).ok());
+  } else if (backend == "file") {
+    const std::string path =
+        absl::StrCat(dir_->path(), "/root/.checkpoints/m/job-1/7.ckpt");
+    std::ifstream in(path, std::ios::binary);
+    std::string data(std::istreambuf_iterator<char>(in), {});
+    ASSERT_GT(data.size(), 64u);
+    data[data.size() / 2] ^= 0x10;
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
+  } else {
+    redisContext* c = redisConnect("127.0.0.1", redis_->port());
+    ASSERT_TRUE(c != nullptr && c->err == 0);
+    auto* r = static_cast<redisReply*>(redisCommand(
+        c, "HSET bnserve:{m}:ckpt:job-1 7 %b", "garbage", size_t{7}));
+    freeReplyObject(r);
+    redisFree(c);
+  }
+  EXPECT_EQ(store_->ReadCheckpoint("m", "job-1", 7).status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreConformanceTest,
                          ::testing::Values("file", "mem", "redis",
                                            "redis-sentinel", "redis-cluster"),

@@ -8,6 +8,7 @@
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "model/network.h"
+#include "store/memory_store.h"
 #include "store/store.h"
 
 namespace bnserve::server {
@@ -567,6 +568,225 @@ TEST_F(JobManagerTest, ShutdownRefusesNewWork) {
             StatusCode::kUnavailable);
   EXPECT_EQ(jobs.OpenTrainingSession(job.job_id()).status().code(),
             StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace bnserve::server
+
+namespace bnserve::server {
+namespace {
+
+// Durable jobs: checkpoints in the store, restored by a new JobManager.
+class CheckpointTest : public JobManagerTest {
+ protected:
+  JobManagerOptions Durable(int64_t every) {
+    JobManagerOptions o;
+    o.checkpoints = true;
+    o.checkpoint_every = every;
+    return o;
+  }
+  // Trains steps [from, to] of a deterministic stream on `jobs`' job.
+  void Train(JobManager& jobs, const std::string& id, int from, int to) {
+    auto session = *jobs.OpenTrainingSession(id);
+    for (int s = from; s <= to; ++s) {
+      ASSERT_TRUE(session->Step(RandomBatch(8, 1000 + s), s).ok()) << s;
+    }
+  }
+  std::string FinalNetwork(JobManager& jobs, const std::string& id) {
+    return Published("m", jobs.Publish(id).value().version());
+  }
+  store::MemoryStore& mem() {
+    return static_cast<store::MemoryStore&>(*store_);
+  }
+};
+
+v1::CreateJobRequest AdamJob() {
+  v1::CreateJobRequest r = SmallJob("m");
+  r.mutable_optimizer()->set_kind(v1::OptimizerSpec::ADAM);
+  return r;
+}
+
+TEST_F(CheckpointTest, ARestartedManagerResumesBitForBit) {
+  std::string straight, resumed;
+  std::string id;
+  {
+    JobManager jobs(store_.get(), Durable(5));
+    id = jobs.CreateJob(AdamJob())->job_id();
+    Train(jobs, id, 1, 23);
+    straight = FinalNetwork(jobs, id);
+    ASSERT_TRUE(jobs.DeleteJob(id).ok());
+    EXPECT_TRUE(store_->ListCheckpoints()->empty());
+  }
+  {
+    JobManager jobs(store_.get(), Durable(5));
+    id = jobs.CreateJob(AdamJob())->job_id();
+    Train(jobs, id, 1, 13);  // "killed" after step 13: checkpoint at 10
+  }
+  JobManager restarted(store_.get(), Durable(5));
+  ASSERT_EQ(*restarted.RestoreJobs(), 1);
+  v1::Job job = *restarted.GetJob(id);
+  EXPECT_EQ(job.steps(), 10);
+  EXPECT_EQ(job.resumes(), 1);
+  // A minibatch that does not follow the job's step is refused.
+  {
+    auto session = *restarted.OpenTrainingSession(id);
+    EXPECT_EQ(session->Step(RandomBatch(8, 1014), 14).status().code(),
+              StatusCode::kFailedPrecondition);
+  }
+  Train(restarted, id, 11, 23);
+  resumed = FinalNetwork(restarted, id);
+  EXPECT_EQ(resumed, straight);
+  // A new job does not reuse the restored job's id.
+  EXPECT_NE(restarted.CreateJob(AdamJob())->job_id(), id);
+}
+
+TEST_F(CheckpointTest, ShutdownCheckpointsSoARestartLosesNoStep) {
+  std::string id;
+  {
+    JobManager jobs(store_.get(), Durable(100));
+    id = jobs.CreateJob(SmallJob("m"))->job_id();
+    Train(jobs, id, 1, 7);
+    jobs.Shutdown();
+  }
+  JobManager restarted(store_.get(), Durable(100));
+  ASSERT_EQ(*restarted.RestoreJobs(), 1);
+  EXPECT_EQ(restarted.GetJob(id)->steps(), 7);
+}
+
+TEST_F(CheckpointTest, ACorruptCheckpointFallsBackToThePreviousOne) {
+  std::string id;
+  {
+    JobManager jobs(store_.get(), Durable(4));
+    id = jobs.CreateJob(SmallJob("m"))->job_id();
+    Train(jobs, id, 1, 9);  // checkpoints kept: 4 and 8
+  }
+  ASSERT_TRUE(mem().CorruptCheckpointForTesting("m", id, 8).ok());
+  EXPECT_EQ(store_->ReadCheckpoint("m", id, 8).status().code(),
+            StatusCode::kDataLoss);
+  JobManager restarted(store_.get(), Durable(4));
+  ASSERT_EQ(*restarted.RestoreJobs(), 1);
+  EXPECT_EQ(restarted.GetJob(id)->steps(), 4);
+}
+
+TEST_F(CheckpointTest, AStoreOutageFailsTheRestoreAndRemovesNothing) {
+  std::string id;
+  {
+    JobManager jobs(store_.get(), Durable(4));
+    id = jobs.CreateJob(SmallJob("m"))->job_id();
+    Train(jobs, id, 1, 9);
+  }
+  mem().FailNext(store::MemoryStore::Op::kReadCheckpoint,
+                 absl::UnavailableError("store down"));
+  {
+    JobManager restarted(store_.get(), Durable(4));
+    EXPECT_EQ(restarted.RestoreJobs().status().code(),
+              StatusCode::kUnavailable);
+  }
+  EXPECT_EQ(store_->ListCheckpoints()->size(), 2u);
+  JobManager restarted(store_.get(), Durable(4));
+  ASSERT_EQ(*restarted.RestoreJobs(), 1);
+  EXPECT_EQ(restarted.GetJob(id)->steps(), 8);
+}
+
+TEST_F(CheckpointTest, AllCheckpointsCorruptIsDataLossNeverAWrongModel) {
+  std::string id;
+  {
+    JobManager jobs(store_.get(), Durable(4));
+    id = jobs.CreateJob(SmallJob("m"))->job_id();
+    Train(jobs, id, 1, 9);
+  }
+  absl::StatusOr<std::vector<store::CheckpointRef>> refs =
+      store_->ListCheckpoints();
+  ASSERT_TRUE(refs.ok());
+  ASSERT_EQ(refs->size(), 2u);
+  for (const store::CheckpointRef& ref : *refs) {
+    ASSERT_TRUE(mem().CorruptCheckpointForTesting("m", id, ref.step).ok());
+  }
+  JobManager restarted(store_.get(), Durable(4));
+  ASSERT_EQ(*restarted.RestoreJobs(), 0);
+  absl::Status s = restarted.GetJob(id).status();
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("cannot resume"), std::string::npos) << s;
+  EXPECT_EQ(restarted.OpenTrainingSession(id).status().code(),
+            StatusCode::kDataLoss);
+}
+
+TEST_F(CheckpointTest, AFailedWriteIsReportedAndRetriedAndCancelRemovesAll) {
+  JobManager jobs(store_.get(), Durable(2));
+  const std::string id = jobs.CreateJob(SmallJob("m"))->job_id();
+  Train(jobs, id, 1, 3);
+  EXPECT_FALSE(store_->ListCheckpoints()->empty());
+  mem().FailNext(store::MemoryStore::Op::kWriteCheckpoint,
+                 absl::ResourceExhaustedError("disk full"));
+  {
+    // Training goes on; the job reports the failure and retries each step.
+    auto session = *jobs.OpenTrainingSession(id);
+    ASSERT_TRUE(session->Step(RandomBatch(8, 1004), 4).ok());
+    v1::Job job = *jobs.GetJob(id);
+    EXPECT_EQ(job.checkpoint_step(), 2);
+    EXPECT_NE(job.checkpoint_error().find("disk full"), std::string::npos)
+        << job.checkpoint_error();
+    ASSERT_TRUE(session->Step(RandomBatch(8, 1005), 5).ok());
+  }
+  EXPECT_EQ(jobs.GetJob(id)->checkpoint_step(), 5);
+  EXPECT_EQ(jobs.GetJob(id)->checkpoint_error(), "");
+  ASSERT_TRUE(jobs.CancelJob(id).ok());
+  EXPECT_TRUE(store_->ListCheckpoints()->empty());
+}
+
+TEST_F(JobManagerTest, KeepVersionsSparesLabelledAndParentVersions) {
+  JobManagerOptions o;
+  o.keep_versions = 2;
+  JobManager jobs(store_.get(), o);
+  const std::string first = jobs.CreateJob(SmallJob("m"))->job_id();
+  ASSERT_TRUE(jobs.Publish(first).ok());  // v1: a job will start from it
+  ASSERT_TRUE(jobs.Publish(first).ok());  // v2: labelled
+  ASSERT_TRUE(store_->SetLabel("m", "prod", 2).ok());
+  v1::CreateJobRequest from = SmallJob("m");
+  from.set_from_version(1);
+  const std::string child = jobs.CreateJob(from)->job_id();
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(jobs.Publish(first).ok());  // v3-6
+  EXPECT_EQ(*store_->ListVersions("m"), (std::vector<int64_t>{1, 2, 5, 6}));
+  ASSERT_TRUE(jobs.DeleteJob(child).ok());
+  ASSERT_TRUE(jobs.Publish(first).ok());  // v7: v1 is no longer needed
+  EXPECT_EQ(*store_->ListVersions("m"), (std::vector<int64_t>{2, 6, 7}));
+}
+
+TEST_F(JobManagerTest, AStoredVersionIsRecalibratedWithItsSourceInProvenance) {
+  // What `bnctl recalibrate --model M --version N` does: a job continuing
+  // from version N, recalibrated over unlabeled features, then deleted.
+  JobManager jobs(store_.get());
+  const std::string trained = jobs.CreateJob(SmallJob("m"))->job_id();
+  {
+    auto session = *jobs.OpenTrainingSession(trained);
+    for (int i = 0; i < 5; ++i)
+      ASSERT_TRUE(session->Step(RandomBatch(8, i)).ok());
+  }
+  ASSERT_EQ(jobs.Publish(trained)->version(), 1);
+  ASSERT_TRUE(jobs.DeleteJob(trained).ok());
+  v1::CreateJobRequest from;
+  from.set_model("m");
+  from.set_from_version(1);
+  const std::string id = jobs.CreateJob(from)->job_id();
+  auto recal = *jobs.OpenRecalibration(id);
+  v1::Minibatch unlabeled = RandomBatch(40, 99);
+  unlabeled.clear_labels();
+  ASSERT_TRUE(recal->Add(unlabeled).ok());
+  v1::PublishResponse r = *recal->Finish();
+  ASSERT_TRUE(jobs.DeleteJob(id).ok());
+  EXPECT_EQ(r.version(), 2);
+  EXPECT_EQ(r.stats_examples(), 40);
+  v1::Snapshot s = *store_->Read("m", 2);
+  EXPECT_EQ(s.training().parent_version(), 1);
+  EXPECT_EQ(s.training().origin(), "recalibrate");
+  EXPECT_EQ(s.layers(1).batch_norm().stats_source(), v1::STATS_SOURCE_EXACT);
+  EXPECT_EQ(s.layers(1).batch_norm().stats_examples(), 40);
+  // Only the statistics changed: the parameters are version 1's.
+  v1::Snapshot source = *store_->Read("m", 1);
+  EXPECT_EQ(s.layers(0).SerializeAsString(),
+            source.layers(0).SerializeAsString());
+  EXPECT_NE(s.layers(1).batch_norm().running_mean(0),
+            source.layers(1).batch_norm().running_mean(0));
 }
 
 }  // namespace
