@@ -237,23 +237,25 @@ absl::StatusOr<v1::CreateJobRequest> MakeJobRequest(const TrainOptions& o,
 }
 
 // Reconnecting to a trainer that went away: which failures to wait out,
-// and for how long in all (--resume-timeout), with a doubling backoff.
+// and for how long per outage (--resume-timeout, counted from the first
+// failure of an outage; the trainer answering ends the outage), with a
+// doubling backoff.
 class Resumer {
  public:
   Resumer(const TrainOptions& o, Io& io)
-      : io_(io),
-        deadline_(absl::Now() + absl::Seconds(o.resume_timeout_seconds)) {}
+      : io_(io), timeout_(absl::Seconds(o.resume_timeout_seconds)) {}
 
   // True (after a backoff sleep) if `status` is UNAVAILABLE (or, for an
   // idempotent call, CANCELLED: a draining server cancels calls in flight)
-  // and the resume deadline has not passed.
+  // and the current outage is younger than the resume timeout.
   bool ShouldRetry(const grpc::Status& status, bool idempotent = false) {
     const grpc::StatusCode code = status.error_code();
     if (!(code == grpc::StatusCode::UNAVAILABLE ||
-          (idempotent && code == grpc::StatusCode::CANCELLED)) ||
-        absl::Now() >= deadline_) {
+          (idempotent && code == grpc::StatusCode::CANCELLED))) {
       return false;
     }
+    if (deadline_ == absl::InfiniteFuture()) deadline_ = absl::Now() + timeout_;
+    if (absl::Now() >= deadline_) return false;
     absl::SleepFor(std::min(backoff_, deadline_ - absl::Now()));
     backoff_ = std::min(backoff_ * 2, absl::Seconds(2));
     return absl::Now() < deadline_;
@@ -274,6 +276,7 @@ class Resumer {
       grpc::Status status = stub.GetJob(&context, get, &job);
       if (status.ok()) {
         backoff_ = absl::Milliseconds(100);
+        deadline_ = absl::InfiniteFuture();
         io_.err << "trainer back: job " << job_id << " resumes at step "
                 << job.steps() + 1 << "\n";
         return job;
@@ -286,7 +289,9 @@ class Resumer {
 
  private:
   Io& io_;
-  const absl::Time deadline_;
+  const absl::Duration timeout_;
+  // End of the current outage's wait; InfiniteFuture when there is none.
+  absl::Time deadline_ = absl::InfiniteFuture();
   absl::Duration backoff_ = absl::Milliseconds(100);
 };
 
@@ -406,17 +411,17 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
   std::unique_ptr<v1::Trainer::Stub> stub =
       v1::Trainer::NewStub(connection->channel());
 
-  Resumer resumer(o, io);
+  // CreateJob is not retried: before the job exists there is nothing to
+  // resume, an unreachable address should fail at once, and a retry after a
+  // lost answer could create the job twice.
   v1::Job job;
-  while (true) {
+  {
     grpc::ClientContext context;
     connection->Prepare(&context, kUnaryTimeout);
     grpc::Status status = stub->CreateJob(&context, *request, &job);
-    if (status.ok()) break;
-    if (!resumer.ShouldRetry(status)) {
-      return RpcError(status, "creating the training job");
-    }
+    if (!status.ok()) return RpcError(status, "creating the training job");
   }
+  Resumer resumer(o, io);
   if (!o.common.json) {
     io.err << "job " << job.job_id() << ": " << data.rows << " examples x "
            << data.features << " features"
@@ -608,11 +613,12 @@ Subcommand AddTrainCommand(CLI::App& app) {
                   "checkpoint the job every N steps (0: the trainer's "
                   "--checkpoint_every)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--resume-timeout", train->resume_timeout_seconds,
-                  "seconds to keep reconnecting when the trainer goes away "
-                  "(UNAVAILABLE): the job resumes from its last checkpoint "
-                  "and the minibatches are re-sent from there (0: give up "
-                  "at once)")
+  cmd->add_option(
+         "--resume-timeout", train->resume_timeout_seconds,
+         "seconds to keep reconnecting each time the trainer goes away "
+         "(UNAVAILABLE): the job resumes from its last checkpoint "
+         "and the minibatches are re-sent from there (0: give up "
+         "at once)")
       ->check(CLI::Range(0.0, 86400.0));
   cmd->add_flag("--recalibrate", train->recalibrate,
                 "then publish the next version with exact population "

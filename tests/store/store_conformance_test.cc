@@ -99,6 +99,30 @@ class StoreConformanceTest : public ::testing::TestWithParam<std::string> {
     return v.ok() ? *v : -1;
   }
 
+  // A raw hiredis connection to the Redis node that holds `key` (the one
+  // server, the Sentinel set's master or the Cluster slot's owner), or
+  // nullptr after a test failure.
+  redisContext* ConnectToNodeOf(const std::string& key) {
+    const std::string& backend = GetParam();
+    int port = 0;
+    if (backend == "redis") {
+      port = redis_->port();
+    } else {
+      auto found = backend == "redis-sentinel" ? sentinel_set_->MasterPort()
+                                               : cluster_set_->PortForKey(key);
+      EXPECT_TRUE(found.ok()) << found.status();
+      if (!found.ok()) return nullptr;
+      port = *found;
+    }
+    redisContext* c = redisConnect("127.0.0.1", port);
+    EXPECT_TRUE(c != nullptr && c->err == 0);
+    if (c != nullptr && c->err != 0) {
+      redisFree(c);
+      return nullptr;
+    }
+    return c;
+  }
+
   // Damages the stored bytes of model/version behind the store's back.
   void Corrupt(const std::string& model, int64_t version, Corruption how) {
     const std::string& backend = GetParam();
@@ -117,18 +141,8 @@ class StoreConformanceTest : public ::testing::TestWithParam<std::string> {
       std::ifstream in(path, std::ios::binary);
       data.assign(std::istreambuf_iterator<char>(in), {});
     } else {
-      int port = 0;
-      if (backend == "redis") {
-        port = redis_->port();
-      } else {
-        auto found = backend == "redis-sentinel"
-                         ? sentinel_set_->MasterPort()
-                         : cluster_set_->PortForKey(key);
-        ASSERT_TRUE(found.ok()) << found.status();
-        port = *found;
-      }
-      c = redisConnect("127.0.0.1", port);
-      ASSERT_TRUE(c != nullptr && c->err == 0);
+      c = ConnectToNodeOf(key);
+      ASSERT_TRUE(c != nullptr);
       auto* r = static_cast<redisReply*>(
           redisCommand(c, "GET %b", key.data(), key.size()));
       ASSERT_EQ(r->type, REDIS_REPLY_STRING);
@@ -519,10 +533,11 @@ TEST_P(StoreConformanceTest, ACorruptCheckpointIsDataLoss) {
     data[data.size() / 2] ^= 0x10;
     std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
   } else {
-    redisContext* c = redisConnect("127.0.0.1", redis_->port());
-    ASSERT_TRUE(c != nullptr && c->err == 0);
+    redisContext* c = ConnectToNodeOf("bnserve:{m}:ckpt:job-1");
+    ASSERT_TRUE(c != nullptr);
     auto* r = static_cast<redisReply*>(redisCommand(
         c, "HSET bnserve:{m}:ckpt:job-1 7 %b", "garbage", size_t{7}));
+    ASSERT_TRUE(r != nullptr && r->type == REDIS_REPLY_INTEGER) << c->errstr;
     freeReplyObject(r);
     redisFree(c);
   }
