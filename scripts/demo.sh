@@ -75,8 +75,11 @@ done
 import json, sys
 work = sys.argv[1]
 failed = []
+# The floors catch broken training or serving (wrong statistics give 10-60%),
+# with room for what the kernels' rounding moves: the CNN's EMA figure is
+# 97.3% with the AVX2 kernels, 97.6% with the portable ones (same seed).
 for model, train_file, floor in (("digits", "train.json", 0.95),
-                                 ("digits_cnn", "train_cnn.json", 0.975)):
+                                 ("digits_cnn", "train_cnn.json", 0.96)):
     train = json.load(open(f"{work}/{train_file}"))
     print(f"{model}: {train['steps']} steps, {train['examples']} examples, "
           f"final loss {train['final_loss']:.4f}, train accuracy {train['train_accuracy']:.3f}")
