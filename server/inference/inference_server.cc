@@ -92,13 +92,18 @@ absl::Status InferenceServer::StartHttp(const InferenceServerOptions& options) {
   if (options.http_port != 0) {
     kserve_http_ = std::make_unique<KServeHttpHandler>(kserve_core_.get(),
                                                        &auth_, &metrics_);
+    dashboard_http_ = std::make_unique<DashboardHttpHandler>(manager_.get(),
+                                                             &metrics_, &auth_);
     http.host = options.http_host;
     http.port = HttpPort(options.http_port);
-    KServeHttpHandler* handler = kserve_http_.get();
+    KServeHttpHandler* kserve = kserve_http_.get();
+    DashboardHttpHandler* dashboard = dashboard_http_.get();
     BNSERVE_ASSIGN_OR_RETURN(
-        http_, server::HttpServer::Start(http, [handler](const auto& request) {
-          return handler->Handle(request);
-        }));
+        http_, server::HttpServer::Start(
+                   http, [kserve, dashboard](const auto& request) {
+                     if (auto page = dashboard->Handle(request)) return *page;
+                     return kserve->Handle(request);
+                   }));
   }
   if (options.metrics_port != 0) {
     http.host = options.metrics_host;

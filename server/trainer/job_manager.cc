@@ -375,6 +375,12 @@ absl::StatusOr<v1::Job> JobManager::GetJob(const std::string& job_id) {
   return job->Summary();
 }
 
+absl::StatusOr<JobHistory::View> JobManager::History(
+    const std::string& job_id) {
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
+  return job->history.Snapshot();
+}
+
 std::vector<v1::Job> JobManager::ListJobs(const std::string& model) {
   std::vector<std::shared_ptr<Job>> jobs;
   {
@@ -467,6 +473,7 @@ absl::StatusOr<int64_t> JobManager::PublishNetwork(
       now - absl::FromUnixSeconds(absl::ToUnixSeconds(now)))));
   p->set_origin(origin);
   BNSERVE_ASSIGN_OR_RETURN(int64_t version, store_->Publish(snapshot));
+  job.history.RecordPublish(job.trainer->steps(), version, origin);
   ApplyRetention(job.model);
   return version;
 }
@@ -597,6 +604,7 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
   BNSERVE_RETURN_IF_ERROR(Interrupted());  // cancelled during the step
   job_->last_loss = result.loss;
   job_->last_accuracy = result.accuracy;
+  job_->history.RecordStep(trainer, result, absl::Now());
   job_->last_active = manager_->options_.now();
   examples_ += result.examples;
 
