@@ -578,6 +578,11 @@ TrainingSession::~TrainingSession() {
   absl::MutexLock lock(&job_->mu);
   job_->stream_open = false;
   job_->last_active = manager_->options_.now();
+  if (job_->cancel_requested && job_->state != v1::Job::CANCELLED) {
+    // CancelJob ended the stream after the last step had passed its last
+    // check: the job is cancelled all the same.
+    job_->Cancel(job_->last_active);
+  }
   if (job_->state == v1::Job::TRAINING) job_->state = v1::Job::IDLE;
   job_->Refresh();
 }

@@ -96,8 +96,8 @@ function poll(refresh) {
 // Numbers as shown everywhere on the pages (the browser test parses them).
 function fmt(v) {
   if (v === null || v === undefined || Number.isNaN(v)) return "–";
-  if (Number.isInteger(v)) return String(v);
   const a = Math.abs(v);
+  if (Number.isInteger(v) && a < 1e15) return String(v);
   if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(3);
   return v.toPrecision(4);
 }
@@ -140,6 +140,11 @@ function table(columns, rows, rowKey, onClick) {
 
 // ---- charts ------------------------------------------------------------
 
+// A tick label: the shortest form of the tick value.
+function tickLabel(t) {
+  return String(Number(t.toPrecision(6)));
+}
+
 function niceTicks(lo, hi, count) {
   if (!(hi > lo)) { hi = lo + 1; lo = lo - 1; }
   const raw = (hi - lo) / count;
@@ -153,8 +158,9 @@ function niceTicks(lo, hi, count) {
 }
 
 // Draws a line chart into a new <figure data-chart=name>: `series` is
-// [{name, points: [[x, y], ...], dashed, faint, color}] (null y values are
-// gaps), `marks` vertical markers [{x, label}]. Each series is one
+// [{name, points: [[x, y], ...], dashed, faint, dots, color}] (null y
+// values are gaps; `dots` draws a dot per point instead of a line), `marks`
+// vertical markers [{x, label}]. Each series is one
 // <path class="series" data-series=name>.
 function lineChart(name, title, series, marks, xLabel) {
   const W = 460, H = 220, L = 56, R = 10, T = 10, B = 30;
@@ -182,13 +188,13 @@ function lineChart(name, title, series, marks, xLabel) {
                              class: "grid"}));
     const label = svg("text", {x: L - 4, y: py(t) + 4, class: "tick",
                                "text-anchor": "end"});
-    label.textContent = fmt(t);
+    label.textContent = tickLabel(t);
     root.append(label);
   }
   for (const t of niceTicks(x0, x1, 5)) {
     const label = svg("text", {x: px(t), y: H - B + 14, class: "tick",
                                "text-anchor": "middle"});
-    label.textContent = fmt(t);
+    label.textContent = tickLabel(t);
     root.append(label);
   }
   const axis = svg("text", {x: W - R, y: H - 2, class: "tick",
@@ -208,13 +214,20 @@ function lineChart(name, title, series, marks, xLabel) {
     for (const [x, y] of s.points) {
       if (y === null || !Number.isFinite(y)) { pen = false; continue; }
       d += (pen ? "L" : "M") + px(x).toFixed(1) + " " + py(y).toFixed(1);
-      pen = true;
+      if (s.dots) d += "l0 0";  // a zero-length segment: a round dot
+      pen = !s.dots;
     }
     const color = s.color || PALETTE[i % PALETTE.length];
     const path = svg("path", {d: d || "M0 0", class: "series",
                               "data-series": s.name, stroke: color,
                               fill: "none"});
-    if (s.dashed) path.setAttribute("stroke-dasharray", "4 3");
+    if (s.dots) {
+      // Style, not attributes: the style sheet's stroke-width would win.
+      path.style.strokeWidth = s.faint ? "6" : "9";
+      path.style.strokeLinecap = "round";
+    } else if (s.dashed) {
+      path.setAttribute("stroke-dasharray", "4 3");
+    }
     if (s.faint) path.setAttribute("stroke-opacity", "0.45");
     root.append(path);
   });
@@ -370,8 +383,9 @@ function drawTraffic(t, rate, history) {
       ", rate ", el("b", {"data-field": "rate"}, rate === null ? "–" : fmt(rate)),
       " req/s (latency percentiles since the server started)");
   fill("traffic", summary, table(columns, t.methods, (r) => r.method),
-       lineChart("rate", "requests per second (all methods)", [{name: "req/s",
-           points: history.map((h) => [h.t - t0, h.rate])}], [], "seconds"));
+       el("div", {class: "charts"},
+          lineChart("rate", "requests per second (all methods)", [{name: "req/s",
+              points: history.map((h) => [h.t - t0, h.rate])}], [], "seconds")));
 }
 
 function drawDrift(d) {
@@ -388,8 +402,9 @@ function drawDrift(d) {
       const units = l.running_mean.map((_, u) => u);
       const pair = (stat, label) => lineChart(`drift-${l.model}-${l.version}-${l.layer}-${stat}`,
           `${label} per unit: live traffic vs running statistics`,
-          [{name: "running " + label, points: units.map((u) => [u, l["running_" + stat][u]])},
-           {name: "live " + label, dashed: true,
+          [{name: "running " + label, dots: true,
+            points: units.map((u) => [u, l["running_" + stat][u]])},
+           {name: "live " + label, dots: true, faint: true,
             points: units.map((u) => [u, l["live_" + stat][u]])}], [], "unit");
       item.append(el("div", {class: "charts"}, pair("mean", "mean"), pair("var", "variance")));
     }
