@@ -376,11 +376,21 @@ def check_trainer_page(driver, cluster, shots):
 def check_selected_job(driver, cluster, job_id):
     """The jobs table equals /api/jobs; the selected job's charts have the
     series and publish marks of its /api/jobs/{job}/history."""
-    jobs = api(cluster.trainer_http, "/api/jobs")["jobs"]
-    history = api(cluster.trainer_http, f"/api/jobs/{job_id}/history")
-    wait_polls(driver)
-    rows = driver.js(TABLE_JS, "#jobs")
-    charts = driver.js(CHARTS_JS)
+    # The JSON before and after the page's look must agree (a cancelled
+    # job's last step may still be finishing when its state reads
+    # CANCELLED).
+    for _ in range(10):
+        jobs = api(cluster.trainer_http, "/api/jobs")["jobs"]
+        history = api(cluster.trainer_http, f"/api/jobs/{job_id}/history")
+        wait_polls(driver)
+        rows = driver.js(TABLE_JS, "#jobs")
+        charts = driver.js(CHARTS_JS)
+        info = driver.js("return document.querySelector("
+                         "'[data-field=history]').textContent")
+        if (jobs == api(cluster.trainer_http, "/api/jobs")["jobs"] and
+                history == api(cluster.trainer_http,
+                               f"/api/jobs/{job_id}/history")):
+            break
     assert sorted(rows) == sorted(j["job_id"] for j in jobs), rows
     for job in jobs:
         row = rows[job["job_id"]]
@@ -402,8 +412,6 @@ def check_selected_job(driver, cluster, job_id):
     assert len(marks) >= 2, history["publishes"]
     for chart in charts.values():
         assert chart["marks"] == marks, (chart["marks"], marks)
-    info = driver.js("return document.querySelector("
-                     "'[data-field=history]').textContent")
     # The page draws the kept points and the latest step when it is newer.
     drawn = len(history["points"]) + (
         history["latest"]["step"] > history["points"][-1]["step"])

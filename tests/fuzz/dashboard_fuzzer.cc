@@ -22,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "server/common/dashboard_http.h"
 #include "server/inference/dashboard_http.h"
 #include "server/trainer/trainer_http.h"
