@@ -11,6 +11,10 @@
 
 namespace bnserve::server {
 
+// The Content-Type of a /metrics answer.
+inline constexpr char kPrometheusContentType[] =
+    "text/plain; version=0.0.4; charset=utf-8";
+
 // A label value escaped: backslash, double quote and newline.
 inline std::string PrometheusEscape(absl::string_view v) {
   std::string out;

@@ -7,6 +7,7 @@
 #include "model/status_macros.h"
 #include "server/common/http_status.h"
 #include "server/common/parse_error_interceptor.h"
+#include "server/common/prometheus.h"
 
 namespace bnserve::inference {
 
@@ -134,7 +135,7 @@ server::HttpResponse InferenceServer::ServeMetrics(
     return {server::HttpStatusOf(status), "application/json",
             server::HttpErrorBody(status)};
   }
-  return {200, "text/plain; version=0.0.4; charset=utf-8", RenderMetrics()};
+  return {200, server::kPrometheusContentType, RenderMetrics()};
 }
 
 InferenceServer::~InferenceServer() { Shutdown(absl::ZeroDuration()); }

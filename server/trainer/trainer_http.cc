@@ -7,15 +7,10 @@
 #include "absl/strings/strip.h"
 #include "model/status_macros.h"
 #include "server/common/dashboard_http.h"
+#include "server/common/prometheus.h"
 #include "server/trainer/dashboard_json.h"
 
 namespace bnserve::server {
-namespace {
-
-constexpr char kPrometheusContentType[] =
-    "text/plain; version=0.0.4; charset=utf-8";
-
-}  // namespace
 
 HttpResponse TrainerHttpHandler::Handle(const HttpRequest& request) const {
   if (auto asset = ServeDashboardAsset(request, "/trainer.html")) {

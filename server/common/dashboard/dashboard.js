@@ -163,76 +163,13 @@ function niceTicks(lo, hi, count) {
 // vertical markers [{x, label}]. Each series is one
 // <path class="series" data-series=name>.
 function lineChart(name, title, series, marks, xLabel) {
-  const W = 460, H = 220, L = 56, R = 10, T = 10, B = 30;
-  const xs = [], ys = [];
-  for (const s of series) {
-    for (const [x, y] of s.points) {
-      if (y === null || !Number.isFinite(y)) continue;
-      xs.push(x); ys.push(y);
-    }
-  }
-  for (const m of marks || []) xs.push(m.x);
-  let x0 = Math.min(...xs), x1 = Math.max(...xs);
-  let y0 = Math.min(...ys), y1 = Math.max(...ys);
-  if (!xs.length) { x0 = 0; x1 = 1; }
-  if (!ys.length) { y0 = 0; y1 = 1; }
-  if (x1 === x0) { x1 = x0 + 1; }
-  if (y1 === y0) { y1 = y0 + Math.max(Math.abs(y0) * 0.1, 1e-6);
-                   y0 = y0 - Math.max(Math.abs(y0) * 0.1, 1e-6); }
-  const px = (x) => L + (x - x0) / (x1 - x0) * (W - L - R);
-  const py = (y) => H - B - (y - y0) / (y1 - y0) * (H - T - B);
-  const root = svg("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart",
+  const box = chartBox(series, marks || []);
+  const root = svg("svg", {viewBox: `0 0 ${box.W} ${box.H}`, class: "chart",
                            role: "img", "aria-label": title});
-  for (const t of niceTicks(y0, y1, 4)) {
-    root.append(svg("line", {x1: L, x2: W - R, y1: py(t), y2: py(t),
-                             class: "grid"}));
-    const label = svg("text", {x: L - 4, y: py(t) + 4, class: "tick",
-                               "text-anchor": "end"});
-    label.textContent = tickLabel(t);
-    root.append(label);
-  }
-  for (const t of niceTicks(x0, x1, 5)) {
-    const label = svg("text", {x: px(t), y: H - B + 14, class: "tick",
-                               "text-anchor": "middle"});
-    label.textContent = tickLabel(t);
-    root.append(label);
-  }
-  const axis = svg("text", {x: W - R, y: H - 2, class: "tick",
-                            "text-anchor": "end"});
-  axis.textContent = xLabel || "";
-  root.append(axis);
-  for (const m of marks || []) {
-    root.append(svg("line", {x1: px(m.x), x2: px(m.x), y1: T, y2: H - B,
-                             class: "mark", "data-mark": m.label}));
-    const t = svg("text", {x: px(m.x) + 2, y: T + 9, class: "mark-label"});
-    t.textContent = m.label;
-    root.append(t);
-  }
-  series.forEach((s, i) => {
-    let d = "";
-    let pen = false;
-    for (const [x, y] of s.points) {
-      if (y === null || !Number.isFinite(y)) { pen = false; continue; }
-      d += (pen ? "L" : "M") + px(x).toFixed(1) + " " + py(y).toFixed(1);
-      if (s.dots) d += "l0 0";  // a zero-length segment: a round dot
-      pen = !s.dots;
-    }
-    const color = s.color || PALETTE[i % PALETTE.length];
-    const path = svg("path", {d: d || "M0 0", class: "series",
-                              "data-series": s.name, stroke: color,
-                              fill: "none"});
-    if (s.dots) {
-      // Style, not attributes: the style sheet's stroke-width would win.
-      path.style.strokeWidth = s.faint ? "6" : "9";
-      path.style.strokeLinecap = "round";
-    } else if (s.dashed) {
-      path.setAttribute("stroke-dasharray", "4 3");
-    }
-    if (s.faint) path.setAttribute("stroke-opacity", "0.45");
-    root.append(path);
-  });
+  drawAxes(root, box, xLabel, marks || []);
+  series.forEach((s, i) => root.append(seriesPath(s, i, box)));
   const legend = el("div", {class: "legend"},
-    ...series.map((s, i) => el("span", {class: "key"},
+    ...series.map((s) => el("span", {class: "key"},
       el("span", {class: "swatch" + (s.dashed ? " dashed" : "") +
                          (s.faint ? " faint" : "")}), s.name)));
   series.forEach((s, i) => {
@@ -241,6 +178,82 @@ function lineChart(name, title, series, marks, xLabel) {
   });
   return el("figure", {class: "chart-box", "data-chart": name},
             el("figcaption", {}, title), root, legend);
+}
+
+// The chart's geometry: size, margins, data ranges and the maps px, py from
+// data to SVG coordinates.
+function chartBox(series, marks) {
+  const b = {W: 460, H: 220, L: 56, R: 10, T: 10, B: 30};
+  const xs = [], ys = [];
+  for (const s of series) {
+    for (const [x, y] of s.points) {
+      if (y === null || !Number.isFinite(y)) continue;
+      xs.push(x); ys.push(y);
+    }
+  }
+  for (const m of marks) xs.push(m.x);
+  let x0 = Math.min(...xs), x1 = Math.max(...xs);
+  let y0 = Math.min(...ys), y1 = Math.max(...ys);
+  if (!xs.length) { x0 = 0; x1 = 1; }
+  if (!ys.length) { y0 = 0; y1 = 1; }
+  if (x1 === x0) { x1 = x0 + 1; }
+  if (y1 === y0) { y1 = y0 + Math.max(Math.abs(y0) * 0.1, 1e-6);
+                   y0 = y0 - Math.max(Math.abs(y0) * 0.1, 1e-6); }
+  Object.assign(b, {x0: x0, x1: x1, y0: y0, y1: y1});
+  b.px = (x) => b.L + (x - x0) / (x1 - x0) * (b.W - b.L - b.R);
+  b.py = (y) => b.H - b.B - (y - y0) / (y1 - y0) * (b.H - b.T - b.B);
+  return b;
+}
+
+// Grid lines, tick labels, the x axis label and the vertical marks.
+function drawAxes(root, b, xLabel, marks) {
+  const text = (attrs, content) => {
+    const t = svg("text", attrs);
+    t.textContent = content;
+    root.append(t);
+  };
+  for (const t of niceTicks(b.y0, b.y1, 4)) {
+    root.append(svg("line", {x1: b.L, x2: b.W - b.R, y1: b.py(t), y2: b.py(t),
+                             class: "grid"}));
+    text({x: b.L - 4, y: b.py(t) + 4, class: "tick", "text-anchor": "end"},
+         tickLabel(t));
+  }
+  for (const t of niceTicks(b.x0, b.x1, 5)) {
+    text({x: b.px(t), y: b.H - b.B + 14, class: "tick",
+          "text-anchor": "middle"}, tickLabel(t));
+  }
+  text({x: b.W - b.R, y: b.H - 2, class: "tick", "text-anchor": "end"},
+       xLabel || "");
+  for (const m of marks) {
+    root.append(svg("line", {x1: b.px(m.x), x2: b.px(m.x), y1: b.T,
+                             y2: b.H - b.B, class: "mark",
+                             "data-mark": m.label}));
+    text({x: b.px(m.x) + 2, y: b.T + 9, class: "mark-label"}, m.label);
+  }
+}
+
+// One series as one <path class="series" data-series=name>.
+function seriesPath(s, i, b) {
+  let d = "";
+  let pen = false;
+  for (const [x, y] of s.points) {
+    if (y === null || !Number.isFinite(y)) { pen = false; continue; }
+    d += (pen ? "L" : "M") + b.px(x).toFixed(1) + " " + b.py(y).toFixed(1);
+    if (s.dots) d += "l0 0";  // a zero-length segment: a round dot
+    pen = !s.dots;
+  }
+  const path = svg("path", {d: d || "M0 0", class: "series",
+                            "data-series": s.name, fill: "none",
+                            stroke: s.color || PALETTE[i % PALETTE.length]});
+  if (s.dots) {
+    // Style, not attributes: the style sheet's stroke-width would win.
+    path.style.strokeWidth = s.faint ? "6" : "9";
+    path.style.strokeLinecap = "round";
+  } else if (s.dashed) {
+    path.setAttribute("stroke-dasharray", "4 3");
+  }
+  if (s.faint) path.setAttribute("stroke-opacity", "0.45");
+  return path;
 }
 
 // A horizontal gauge: `value` against `scale` (full bar), with the number.
