@@ -77,9 +77,10 @@ WORKDIR /var/lib/bnserve
 ENV BNSERVE_STORE=/var/lib/bnserve/store \
     BNSERVE_LOG_LEVEL=info
 
-# 50051 trainer gRPC, 50052 inference gRPC, 8000 inference KServe v2 REST,
-# 9090 inference Prometheus metrics.
-EXPOSE 50051 50052 8000 9090
+# 50051 trainer gRPC, 8001 trainer dashboard and /metrics, 50052 inference
+# gRPC, 8000 inference KServe v2 REST and dashboard, 9090 inference
+# Prometheus metrics.
+EXPOSE 50051 8001 50052 8000 9090
 
 # grpc.health.v1 via bnctl on the port of whichever server is running. An
 # inference server reports NOT_SERVING (unhealthy) until its models are

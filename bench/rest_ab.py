@@ -88,7 +88,8 @@ def main():
     try:
         procs.append(subprocess.Popen(
             [os.path.join(args.build, "server/trainer/bnserve-trainer"),
-             "--host=127.0.0.1", "--port=%d" % tport, "--store=" + store],
+             "--host=127.0.0.1", "--port=%d" % tport, "--http_port=0",
+             "--store=" + store],
             stderr=subprocess.DEVNULL))
         inf = subprocess.Popen(
             [os.path.join(args.build, "server/inference/bnserve-inference"),

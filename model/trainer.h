@@ -86,6 +86,10 @@ class Trainer {
   const OptimizerConfig& config() const { return config_; }
   int64_t steps() const { return steps_; }
   int64_t examples_seen() const { return examples_seen_; }
+  // What each layer's training forward kept in the last Step (one entry per
+  // layer; empty before the first step). A batch norm's entry holds that
+  // minibatch's statistics: mean, biased var and count (values per channel).
+  const std::vector<LayerCache>& last_step_caches() const { return caches_; }
 
   // The optimizer state and counters (for checkpoints).
   TrainerState ExportState() const;

@@ -6,7 +6,11 @@
 # convolutional network on the 1x8x8 images), predicts every test example
 # one request at a time with each (first with the EMA running statistics,
 # then with exact recalibrated statistics), prints the accuracies and
-# latency percentiles, and stops both servers with SIGTERM.
+# latency percentiles, and stops both servers with SIGTERM. Both servers
+# serve their dashboard (http://127.0.0.1:8001/ trainer, :8000/ inference,
+# or free ports when those are taken); the script prints the addresses
+# first, and when run from a terminal it keeps the servers up at the end
+# until Enter is pressed, so that the dashboards can be looked at.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${SKIP_BUILD:-}" != 1 ]]; then
@@ -27,16 +31,29 @@ trap cleanup EXIT
 free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+# The dashboards' usual ports when free, else any free port.
+port_or_free() {
+  /usr/bin/python3 -c 'import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try: s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError: s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])' "$1"
+}
 trainer_port=$(free_port)
 inference_port=$(free_port)
+trainer_http=$(port_or_free 8001)
+inference_http=$(port_or_free 8000)
 
 echo "== store: $work/store (embedded file store)"
 "$build/server/trainer/bnserve-trainer" --host 127.0.0.1 --port "$trainer_port" \
-  --store "$work/store" 2>"$work/trainer.log" &
+  --http_port "$trainer_http" --store "$work/store" 2>"$work/trainer.log" &
 pids+=($!)
 "$build/server/inference/bnserve-inference" --host 127.0.0.1 --port "$inference_port" \
-  --metrics_port 0 --http_port 0 --store "$work/store" --models digits,digits_cnn 2>"$work/inference.log" &
+  --metrics_port 0 --http_port "$inference_http" --store "$work/store" \
+  --models digits,digits_cnn 2>"$work/inference.log" &
 pids+=($!)
+echo "== dashboards: trainer   http://127.0.0.1:$trainer_http/  (jobs, loss, running statistics)"
+echo "               inference http://127.0.0.1:$inference_http/  (versions, traffic, drift)"
 
 for _ in $(seq 100); do
   "$bnctl" health --server "127.0.0.1:$trainer_port" >/dev/null 2>&1 && break
@@ -71,7 +88,8 @@ for model in digits digits_cnn; do
   done
 done
 
-/usr/bin/python3 - "$work" <<'PY'
+results=0  # the accuracy check; the dashboards stay up (below) either way
+/usr/bin/python3 - "$work" <<'PY' || results=$?
 import json, sys
 work = sys.argv[1]
 failed = []
@@ -96,6 +114,12 @@ if failed:
     sys.exit("accuracy too low: " + "; ".join(failed))
 PY
 
+if [[ -t 0 && -t 1 ]]; then
+  echo "== the dashboards stay up: http://127.0.0.1:$trainer_http/ (trainer) and"
+  echo "   http://127.0.0.1:$inference_http/ (inference); press Enter to stop the servers"
+  read -r _ || true
+fi
+if [[ $results -ne 0 ]]; then exit "$results"; fi
 echo "== stopping both servers with SIGTERM"
 for pid in "${pids[@]}"; do kill -TERM "$pid"; done
 status=0

@@ -19,7 +19,7 @@ build_dir=${BUILD_DIR:-build-fuzz}
 [[ $build_dir = /* ]] || build_dir=$root/$build_dir
 seconds=${FUZZ_SECONDS:-60}
 jobs=${JOBS:-$(nproc)}
-all_targets=(snapshot envelope csv store_uri minibatch inference snapshot_json layer_syntax onnx kserve_rest)
+all_targets=(snapshot envelope csv store_uri minibatch inference snapshot_json layer_syntax onnx kserve_rest dashboard)
 targets=("$@")
 ((${#targets[@]})) || targets=("${all_targets[@]}")
 

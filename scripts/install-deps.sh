@@ -16,6 +16,9 @@ packages=(
   python3 python3-numpy python3-torch python3-grpcio python3-grpc-tools
   nghttp2-client procps openssl clang-14 libclang-rt-14-dev gnuplot-nox valgrind
   python3-yaml libonnx-dev python3-onnx python3-sklearn python3-pytest
+  # dashboard browser test (headless, driven over WebDriver) and local
+  # Prometheus checks of the compose scrape configuration
+  chromium chromium-driver prometheus
 )
 missing=()
 for p in "${packages[@]}"; do

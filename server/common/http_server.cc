@@ -112,6 +112,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     HttpResponse out = Dispatch(
         self->handler_, {req.method, req.path, authorization, req.body});
     res.status = out.status;
+    for (const auto& [name, value] : out.headers) res.set_header(name, value);
     res.set_content(std::move(out.body), out.content_type.c_str());
   };
   http.Get(".*", route);

@@ -1,5 +1,5 @@
 // A small HTTP/1.1 server (cpp-httplib underneath) shared by the servers'
-// HTTP endpoints: KServe v2 REST and /metrics. It owns what every endpoint
+// HTTP endpoints: KServe v2 REST, the dashboards and /metrics. It owns what every endpoint
 // needs the same way: TLS (the gRPC port's certificate, key and optional
 // client CA, so mutual TLS too), the largest request body, timeouts for slow
 // or idle clients and a bounded pool of worker threads. Routing and
@@ -21,6 +21,8 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -47,6 +49,8 @@ struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
+  // Further response headers (name, value).
+  std::vector<std::pair<std::string, std::string>> headers;
 };
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;

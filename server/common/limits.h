@@ -52,6 +52,16 @@ inline constexpr int64_t kDefaultJobRetentionSeconds = 3600;
 // (docs/BENCHMARKS.md) while a crash replays at most 1000 steps.
 inline constexpr int64_t kDefaultCheckpointEvery = 1000;
 
+// Trainer dashboard: points of one job's history kept in memory (loss,
+// accuracy and, per batch-norm layer, the running and minibatch statistics
+// of its first kDashboardUnits units); beyond it the history is downsampled
+// (every other point dropped, the stride doubled), so a job of any length
+// holds between kJobHistoryPoints / 2 and kJobHistoryPoints points plus its
+// latest step. Publish marks kept per job: the newest kJobHistoryPublishes.
+inline constexpr int kJobHistoryPoints = 512;
+inline constexpr int kJobHistoryPublishes = 256;
+inline constexpr int kDashboardUnits = 4;
+
 // a * b for non-negative a and b, or INT64_MAX if that overflows.
 inline constexpr int64_t SaturatingMul(int64_t a, int64_t b) {
   if (a == 0 || b == 0) return 0;

@@ -123,4 +123,24 @@ std::vector<DriftLayerStats> DriftMonitor::Stats() const {
   return out;
 }
 
+std::vector<DriftLayerUnits> DriftMonitor::Units(int units) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<DriftLayerUnits> out;
+  if (samples_ == 0) return out;
+  for (const LayerEma& ema : layers_) {
+    const auto& bn = *network_->layer_as<model::BatchNorm>(ema.layer);
+    DriftLayerUnits u;
+    u.layer = ema.layer;
+    const int n = std::min(units, bn.features());
+    for (int j = 0; j < n; ++j) {
+      u.live_mean.push_back(ema.mean[j]);
+      u.live_var.push_back(ema.var[j]);
+      u.running_mean.push_back(bn.running_mean[j]);
+      u.running_var.push_back(bn.running_var[j]);
+    }
+    out.push_back(std::move(u));
+  }
+  return out;
+}
+
 }  // namespace bnserve::inference

@@ -41,6 +41,14 @@ struct DriftLayerStats {
   double variance_ratio = 0;  // mean over units of var_live / running_var
 };
 
+// The first units of one BatchNorm layer: the live (served traffic) mean
+// and variance of its input beside the snapshot's running statistics.
+struct DriftLayerUnits {
+  int layer = 0;
+  std::vector<double> live_mean, live_var;
+  std::vector<double> running_mean, running_var;
+};
+
 class DriftMonitor {
  public:
   // `network` is the unfolded network (it must outlive the monitor).
@@ -64,6 +72,9 @@ class DriftMonitor {
   // One entry per BatchNorm layer, in forward order; empty before the first
   // sample.
   std::vector<DriftLayerStats> Stats() const;
+  // The first `units` units of every BatchNorm layer, in forward order;
+  // empty before the first sample.
+  std::vector<DriftLayerUnits> Units(int units) const;
 
  private:
   void UpdateLocked(const float* x) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

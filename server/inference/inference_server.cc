@@ -7,6 +7,7 @@
 #include "model/status_macros.h"
 #include "server/common/http_status.h"
 #include "server/common/parse_error_interceptor.h"
+#include "server/common/prometheus.h"
 
 namespace bnserve::inference {
 
@@ -92,13 +93,18 @@ absl::Status InferenceServer::StartHttp(const InferenceServerOptions& options) {
   if (options.http_port != 0) {
     kserve_http_ = std::make_unique<KServeHttpHandler>(kserve_core_.get(),
                                                        &auth_, &metrics_);
+    dashboard_http_ = std::make_unique<DashboardHttpHandler>(manager_.get(),
+                                                             &metrics_, &auth_);
     http.host = options.http_host;
     http.port = HttpPort(options.http_port);
-    KServeHttpHandler* handler = kserve_http_.get();
+    KServeHttpHandler* kserve = kserve_http_.get();
+    DashboardHttpHandler* dashboard = dashboard_http_.get();
     BNSERVE_ASSIGN_OR_RETURN(
-        http_, server::HttpServer::Start(http, [handler](const auto& request) {
-          return handler->Handle(request);
-        }));
+        http_, server::HttpServer::Start(
+                   http, [kserve, dashboard](const auto& request) {
+                     if (auto page = dashboard->Handle(request)) return *page;
+                     return kserve->Handle(request);
+                   }));
   }
   if (options.metrics_port != 0) {
     http.host = options.metrics_host;
@@ -129,7 +135,7 @@ server::HttpResponse InferenceServer::ServeMetrics(
     return {server::HttpStatusOf(status), "application/json",
             server::HttpErrorBody(status)};
   }
-  return {200, "text/plain; version=0.0.4; charset=utf-8", RenderMetrics()};
+  return {200, server::kPrometheusContentType, RenderMetrics()};
 }
 
 InferenceServer::~InferenceServer() { Shutdown(absl::ZeroDuration()); }

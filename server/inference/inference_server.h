@@ -1,10 +1,10 @@
 // Assembles the inference server: store -> ServableManager -> gRPC services
 // (bnserve.v1.Inference, KServe v2, grpc.health.v1.Health, reflection),
-// KServe v2 REST on the HTTP port and the Prometheus endpoint on the metrics
-// port. Both HTTP ports use the gRPC port's TLS settings (TLS, mutual TLS)
-// and bearer token: /metrics needs the token when one is configured, the
-// REST health endpoints never do. main.cc only turns flags into these
-// options.
+// KServe v2 REST and the dashboard (dashboard_http.h) on the HTTP port and
+// the Prometheus endpoint on the metrics port. Both HTTP ports use the gRPC
+// port's TLS settings (TLS, mutual TLS) and bearer token: /metrics needs the
+// token when one is configured, the REST health endpoints never do. main.cc
+// only turns flags into these options.
 #ifndef BNSERVE_SERVER_INFERENCE_INFERENCE_SERVER_H_
 #define BNSERVE_SERVER_INFERENCE_INFERENCE_SERVER_H_
 
@@ -19,6 +19,7 @@
 #include "server/common/http_server.h"
 #include "server/common/limits.h"
 #include "server/common/server_setup.h"
+#include "server/inference/dashboard_http.h"
 #include "server/inference/health_service.h"
 #include "server/inference/inference_service.h"
 #include "server/inference/kserve_http.h"
@@ -103,6 +104,7 @@ class InferenceServer {
   std::unique_ptr<KServeService> kserve_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<KServeHttpHandler> kserve_http_;
+  std::unique_ptr<DashboardHttpHandler> dashboard_http_;
   std::unique_ptr<server::HttpServer> http_;
   std::unique_ptr<server::HttpServer> metrics_http_;
   int port_ = 0;

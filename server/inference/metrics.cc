@@ -6,34 +6,21 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "server/common/prometheus.h"
 
 namespace bnserve::inference {
 namespace {
 
 constexpr absl::string_view kPrefix = "bnserve_inference_";
 
-// Prometheus label values: escape backslash, quote and newline.
-std::string Escape(absl::string_view v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
+std::string Escape(absl::string_view v) { return server::PrometheusEscape(v); }
 
 std::string Num(double v) { return absl::StrFormat("%.9g", v); }
 
 void Header(std::string* out, absl::string_view name, absl::string_view type,
             absl::string_view help) {
-  absl::StrAppend(out, "# HELP ", kPrefix, name, " ", help, "\n# TYPE ",
-                  kPrefix, name, " ", type, "\n");
+  absl::StrAppend(
+      out, server::PrometheusHeader(absl::StrCat(kPrefix, name), type, help));
 }
 
 }  // namespace
@@ -116,6 +103,26 @@ uint64_t Metrics::RequestCount(absl::string_view method,
   const int c = static_cast<int>(code);
   if (m == nullptr || c < 0 || c >= kCodes) return 0;
   return Sum(*m).codes[c];
+}
+
+std::vector<Metrics::MethodSummary> Metrics::Summaries() const {
+  std::map<std::string, MethodSummary> by_name;
+  const int n = method_count_.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    const MethodStats* m = methods_[i].load(std::memory_order_relaxed);
+    const Totals t = Sum(*m);
+    MethodSummary& s = by_name[m->name];
+    s.method = m->name;
+    for (int c = 0; c < kCodes; ++c) {
+      s.requests += t.codes[c];
+      if (c != 0) s.errors += t.codes[c];
+    }
+    for (int b = 0; b < kBuckets; ++b) s.buckets[b] = t.buckets[b];
+    s.sum_seconds = t.sum_nanos * 1e-9;
+  }
+  std::vector<MethodSummary> out;
+  for (auto& [name, s] : by_name) out.push_back(std::move(s));
+  return out;
 }
 
 std::string Metrics::Render(

@@ -69,6 +69,19 @@ class Metrics {
   std::string Render(const std::vector<std::shared_ptr<const Servable>>& loaded,
                      bool ready) const;
 
+  // One method's requests so far, for the dashboard (dashboard_json.h).
+  struct MethodSummary {
+    std::string method;
+    uint64_t requests = 0;  // every status code
+    uint64_t errors = 0;    // status code not OK
+    // Requests per latency bucket (kLatencyBuckets, then +Inf), not
+    // cumulative.
+    std::array<uint64_t, kLatencyBuckets.size() + 1> buckets{};
+    double sum_seconds = 0;
+  };
+  // Every method seen, by name (the numbers /metrics reports).
+  std::vector<MethodSummary> Summaries() const;
+
   // Requests of `method` that ended with `code` so far.
   uint64_t RequestCount(absl::string_view method, grpc::StatusCode code) const;
 

@@ -427,6 +427,14 @@ std::vector<int64_t> ServableManager::LoadedVersions(
   return out;
 }
 
+std::map<std::string, int64_t> ServableManager::Labels(
+    absl::string_view model) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = models_.find(model);
+  if (it == models_.end()) return {};
+  return it->second.labels;
+}
+
 std::vector<std::shared_ptr<const Servable>> ServableManager::AllLoaded()
     const {
   absl::ReaderMutexLock lock(&mu_);

@@ -117,6 +117,9 @@ class ServableManager {
 
   // Loaded versions of `model`, ascending (empty if none).
   std::vector<int64_t> LoadedVersions(absl::string_view model) const;
+  // The labels of `model` (label -> version) as last read from the store
+  // (empty if none or unknown).
+  std::map<std::string, int64_t> Labels(absl::string_view model) const;
   // Every loaded servable, by model then version.
   std::vector<std::shared_ptr<const Servable>> AllLoaded() const;
   // Every loaded version (READY) and every version refused for good

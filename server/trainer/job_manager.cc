@@ -375,6 +375,12 @@ absl::StatusOr<v1::Job> JobManager::GetJob(const std::string& job_id) {
   return job->Summary();
 }
 
+absl::StatusOr<JobHistory::View> JobManager::History(
+    const std::string& job_id) {
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
+  return job->history.Snapshot();
+}
+
 std::vector<v1::Job> JobManager::ListJobs(const std::string& model) {
   std::vector<std::shared_ptr<Job>> jobs;
   {
@@ -467,6 +473,7 @@ absl::StatusOr<int64_t> JobManager::PublishNetwork(
       now - absl::FromUnixSeconds(absl::ToUnixSeconds(now)))));
   p->set_origin(origin);
   BNSERVE_ASSIGN_OR_RETURN(int64_t version, store_->Publish(snapshot));
+  job.history.RecordPublish(job.trainer->steps(), version, origin);
   ApplyRetention(job.model);
   return version;
 }
@@ -571,6 +578,11 @@ TrainingSession::~TrainingSession() {
   absl::MutexLock lock(&job_->mu);
   job_->stream_open = false;
   job_->last_active = manager_->options_.now();
+  if (job_->cancel_requested && job_->state != v1::Job::CANCELLED) {
+    // CancelJob ended the stream after the last step had passed its last
+    // check: the job is cancelled all the same.
+    job_->Cancel(job_->last_active);
+  }
   if (job_->state == v1::Job::TRAINING) job_->state = v1::Job::IDLE;
   job_->Refresh();
 }
@@ -597,6 +609,7 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
   BNSERVE_RETURN_IF_ERROR(Interrupted());  // cancelled during the step
   job_->last_loss = result.loss;
   job_->last_accuracy = result.accuracy;
+  job_->history.RecordStep(trainer, result, absl::Now());
   job_->last_active = manager_->options_.now();
   examples_ += result.examples;
 

@@ -193,6 +193,10 @@ class JobManager {
   // Marks the job CANCELLED and frees its network and optimizer state; an
   // open session fails its next Step.
   absl::StatusOr<v1::Job> CancelJob(const std::string& job_id);
+  // The job's dashboard history (a copy; never waits for a running step).
+  // NOT_FOUND for an unknown job, DATA_LOSS for a job whose checkpoints are
+  // all corrupt.
+  absl::StatusOr<JobHistory::View> History(const std::string& job_id);
   // Forgets the job. FAILED_PRECONDITION while a training stream is open.
   absl::Status DeleteJob(const std::string& job_id);
 

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "bnserve/v1/trainer.pb.h"
 #include "model/trainer.h"
+#include "server/trainer/job_history.h"
 #include "store/store.h"
 
 namespace bnserve::server::internal {
@@ -55,6 +56,9 @@ struct JobState {
   // The last checkpoint write failed (with this error): retry at each step.
   bool checkpoint_pending ABSL_GUARDED_BY(mu) = false;
   std::string checkpoint_error ABSL_GUARDED_BY(mu);
+
+  // What the dashboard draws (internally synchronized, so not under mu).
+  JobHistory history;
 
   // Last create, step, publish, cancel or stream close (retention).
   absl::Time last_active ABSL_GUARDED_BY(mu);

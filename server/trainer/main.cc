@@ -10,6 +10,8 @@
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
 ABSL_FLAG(int, port, 50051, "gRPC port (0 picks a free port and logs it).");
+ABSL_FLAG(int, http_port, 8001,
+          "HTTP port of the dashboard (0 = off); same TLS and token as gRPC.");
 ABSL_FLAG(std::string, store, "bnserve-store",
           "Snapshot store URI: a directory path or file:///abs/path (the "
           "embedded default), or, shared: redis://host:port[/db], "
@@ -73,6 +75,12 @@ int main(int argc, char** argv) {
   TrainerServerOptions options;
   options.listen_address =
       absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
+  options.http_host = absl::GetFlag(FLAGS_host);
+  options.http_port = absl::GetFlag(FLAGS_http_port);
+  if (options.http_port < 0) {
+    Log(LogLevel::kError, "--http_port must be >= 0");
+    return 2;
+  }
   options.store_uri = absl::GetFlag(FLAGS_store);
   options.store_options.redis_min_replicas =
       absl::GetFlag(FLAGS_redis_min_replicas);
@@ -102,6 +110,12 @@ int main(int argc, char** argv) {
   Log(LogLevel::kInfo,
       absl::StrCat("bnserve-trainer listening on ", absl::GetFlag(FLAGS_host),
                    ":", (*server)->port(), " store=", (*server)->store_uri(),
+                   (*server)->http_port() == 0
+                       ? std::string(" dashboard=off")
+                       : absl::StrCat(" dashboard=http",
+                                      options.tls.cert_file.empty() ? "" : "s",
+                                      "://", absl::GetFlag(FLAGS_host), ":",
+                                      (*server)->http_port(), "/"),
                    (*server)->auth_enabled() ? " auth=token" : ""));
   const int signal = WaitForTerminationSignal();
   Log(LogLevel::kInfo, absl::StrCat("signal ", signal, ": draining"));

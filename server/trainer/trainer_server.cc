@@ -37,6 +37,7 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
         "be positive, --keep_versions >= 0");
   }
   s->auth_enabled_ = auth.enabled();
+  s->http_auth_ = auth;
   s->jobs_ = std::make_unique<JobManager>(
       s->store_.get(),
       JobManagerOptions{
@@ -73,7 +74,27 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
         absl::StrCat("cannot listen on ", options.listen_address));
   }
   s->server_->GetHealthCheckService()->SetServingStatus(true);
+  if (options.http_port != 0) {
+    s->http_handler_ =
+        std::make_unique<TrainerHttpHandler>(s->jobs_.get(), &s->http_auth_);
+    HttpServerOptions http;
+    http.host = options.http_host;
+    http.port = options.http_port == TrainerServerOptions::kEphemeralPort
+                    ? 0
+                    : options.http_port;
+    http.tls = options.tls;
+    http.max_body_bytes = 4096;  // GET only
+    TrainerHttpHandler* handler = s->http_handler_.get();
+    BNSERVE_ASSIGN_OR_RETURN(
+        s->http_, HttpServer::Start(http, [handler](const auto& request) {
+          return handler->Handle(request);
+        }));
+  }
   return s;
+}
+
+int TrainerServer::http_port() const {
+  return http_ == nullptr ? 0 : http_->port();
 }
 
 TrainerServer::~TrainerServer() { Shutdown(absl::ZeroDuration()); }
@@ -89,6 +110,7 @@ void TrainerServer::Shutdown(absl::Duration deadline) {
   server_->Shutdown(std::chrono::system_clock::now() +
                     absl::ToChronoMilliseconds(deadline));
   server_->Wait();
+  if (http_ != nullptr) http_->Stop();
 }
 
 }  // namespace bnserve::server

@@ -1,6 +1,7 @@
 // Assembles the trainer: store -> JobManager -> bnserve.v1.Trainer service,
-// grpc.health.v1.Health and reflection. main.cc only turns flags into these
-// options.
+// grpc.health.v1.Health and reflection, and the HTTP port with the
+// dashboard (trainer_http.h; the gRPC port's TLS settings and token). main.cc
+// only turns flags into these options.
 #ifndef BNSERVE_SERVER_TRAINER_TRAINER_SERVER_H_
 #define BNSERVE_SERVER_TRAINER_TRAINER_SERVER_H_
 
@@ -12,9 +13,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/common/auth.h"
+#include "server/common/http_server.h"
 #include "server/common/limits.h"
 #include "server/common/server_setup.h"
 #include "server/trainer/job_manager.h"
+#include "server/trainer/trainer_http.h"
 #include "server/trainer/trainer_service.h"
 #include "store/store.h"
 
@@ -23,6 +27,11 @@ namespace bnserve::server {
 struct TrainerServerOptions {
   // host:port; port 0 picks an ephemeral port.
   std::string listen_address = "0.0.0.0:50051";
+  // The dashboard's HTTP port: host and port; 0 = off, kEphemeralPort =
+  // pick a free one (tests). The binary's --http_port defaults to 8001.
+  static constexpr int kEphemeralPort = -1;
+  std::string http_host = "0.0.0.0";
+  int http_port = 0;
   std::string store_uri = "bnserve-store";
   // How the store is opened (Redis: replicas every publish must reach).
   store::StoreOptions store_options;
@@ -59,6 +68,8 @@ class TrainerServer {
   ~TrainerServer();
 
   int port() const { return port_; }
+  // The bound HTTP port (0 when off).
+  int http_port() const;
   std::string store_uri() const { return store_->uri(); }
   bool auth_enabled() const { return auth_enabled_; }
   std::shared_ptr<grpc::Channel> InProcessChannel();
@@ -74,6 +85,9 @@ class TrainerServer {
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<TrainerService> service_;
   std::unique_ptr<grpc::Server> server_;
+  TokenAuth http_auth_;
+  std::unique_ptr<TrainerHttpHandler> http_handler_;
+  std::unique_ptr<HttpServer> http_;
   int port_ = 0;
   bool auth_enabled_ = false;
   std::atomic<bool> shut_down_{false};

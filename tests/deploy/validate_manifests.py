@@ -179,6 +179,36 @@ def host_port(mapping):
     return (parts[0], parts[1], parts[2]) if len(parts) == 3 else (None, *parts[-2:])
 
 
+def check_prometheus(services):
+    """The Prometheus service mounts deploy/prometheus.yml, whose targets are
+    the trainer's HTTP port and every inference replica's metrics port."""
+    prom = services.get("prometheus")
+    if not check(prom is not None, "compose.yaml: no prometheus service"):
+        return
+    mounts = [str(v) for v in prom.get("volumes", [])]
+    check("./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts,
+          f"compose.yaml: prometheus mounts {mounts}, not ./prometheus.yml")
+    path = os.path.join(DEPLOY, "prometheus.yml")
+    if not check(os.path.exists(path), "deploy/prometheus.yml missing"):
+        return
+    config = load_all(path)[0]
+    targets = set()
+    for job in config.get("scrape_configs", []):
+        for sc in job.get("static_configs", []):
+            targets.update(sc.get("targets", []))
+    expected = set()
+    for name, svc in services.items():
+        env = svc.get("environment", {}) or {}
+        binary = binary_of(svc.get("command", []))
+        if binary == "bnserve-trainer":
+            expected.add(f"{name}:{env.get('BNSERVE_HTTP_PORT', '8001')}")
+        elif binary == "bnserve-inference":
+            expected.add(f"{name}:{env.get('BNSERVE_METRICS_PORT', '9090')}")
+    check(targets == expected,
+          f"deploy/prometheus.yml scrapes {sorted(targets)}; the servers' "
+          f"metrics are at {sorted(expected)}")
+
+
 def check_compose():
     main_path = os.path.join(DEPLOY, "compose.yaml")
     docs = load_all(main_path)
@@ -230,6 +260,8 @@ def check_compose():
         if binary:
             check_env_keys(f"compose.yaml: {name}", binary,
                            (svc.get("environment") or {}).keys())
+
+    check_prometheus(services)
 
     override_path = os.path.join(DEPLOY, "compose.file-store.yaml")
     if check(os.path.exists(override_path), "compose.file-store.yaml missing"):

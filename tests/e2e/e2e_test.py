@@ -93,7 +93,7 @@ def main():
     procs = {
         "trainer": subprocess.Popen(
             [TRAINER, "--host", "127.0.0.1", "--port", str(tport),
-             "--store", store], stderr=logs["trainer"]),
+             "--http_port", "0", "--store", store], stderr=logs["trainer"]),
         "inference": subprocess.Popen(
             [INFERENCE, "--host", "127.0.0.1", "--port", str(iport),
              "--metrics_port", "0", "--http_port", "0", "--store", store],

@@ -60,7 +60,7 @@ def servers():
     procs = [
         subprocess.Popen([os.path.join(BUILD, "server/trainer/bnserve-trainer"),
                           "--host", "127.0.0.1", "--port", str(tport),
-                          "--store", store], stderr=logs),
+                          "--http_port", "0", "--store", store], stderr=logs),
         subprocess.Popen([os.path.join(BUILD,
                                        "server/inference/bnserve-inference"),
                           "--host", "127.0.0.1", "--port", str(iport),

@@ -171,8 +171,8 @@ class Env:
     def start_trainer(self, port, store, name="trainer", extra=(),
                       preexec_fn=None, env_extra=None):
         proc = self.start(name, [self.trainer_bin, "--host", "127.0.0.1",
-                                 "--port", str(port), "--store", store,
-                                 *extra], preexec_fn=preexec_fn,
+                                 "--port", str(port), "--http_port", "0",
+                                 "--store", store, *extra], preexec_fn=preexec_fn,
                           env_extra=env_extra)
         self.wait_health(f"127.0.0.1:{port}", name, proc)
         return proc

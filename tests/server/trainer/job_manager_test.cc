@@ -1,6 +1,7 @@
 // JobManager on its own, over an in-memory store.
 #include "server/trainer/job_manager.h"
 
+#include <atomic>
 #include <map>
 #include <random>
 #include <thread>
@@ -463,6 +464,31 @@ TEST_F(JobManagerTest, ShutdownEndsOpenStreams) {
   EXPECT_EQ(session->Step(RandomBatch(4, 1)).status().code(),
             StatusCode::kUnavailable);
   EXPECT_NE(jobs.GetJob(job.job_id())->state(), v1::Job::CANCELLED);
+}
+
+// A cancel that lands while a step is past its last check ends the stream
+// (the gRPC reactor stops sending steps); the job must still end CANCELLED,
+// not IDLE, when the session closes. The window is small: many rounds.
+TEST_F(JobManagerTest, ACancelDuringAStepLeavesTheJobCancelled) {
+  JobManager jobs(store_.get());
+  for (int round = 0; round < 200; ++round) {
+    v1::Job job = *jobs.CreateJob(SmallJob("m"));
+    auto session = *jobs.OpenTrainingSession(job.job_id());
+    std::atomic<bool> stop{false};
+    std::thread stepper([&] {
+      for (int s = 0; !stop.load(); ++s) {
+        if (!session->Step(RandomBatch(8, s)).ok()) break;
+      }
+    });
+    absl::SleepFor(absl::Microseconds(50 * (round % 7)));
+    ASSERT_TRUE(jobs.CancelJob(job.job_id()).ok());
+    stop = true;  // as the ended stream sends no more steps
+    stepper.join();
+    session.reset();
+    ASSERT_EQ(jobs.GetJob(job.job_id())->state(), v1::Job::CANCELLED)
+        << "round " << round;
+    ASSERT_TRUE(jobs.DeleteJob(job.job_id()).ok());
+  }
 }
 
 TEST_F(JobManagerTest, CancelStopsTheStreamAndRefusesNewOnes) {
