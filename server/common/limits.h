@@ -51,6 +51,9 @@ inline constexpr int64_t kDefaultJobRetentionSeconds = 3600;
 // fsyncs), so 1000 keeps it within a few percent of training throughput
 // (docs/BENCHMARKS.md) while a crash replays at most 1000 steps.
 inline constexpr int64_t kDefaultCheckpointEvery = 1000;
+// How long a training job's lease lasts without renewal (trainers sharing a
+// Redis store): a job of a dead trainer moves to another after at most this.
+inline constexpr int64_t kDefaultJobLeaseMs = 10000;
 
 // a * b for non-negative a and b, or INT64_MAX if that overflows.
 inline constexpr int64_t SaturatingMul(int64_t a, int64_t b) {

@@ -53,6 +53,12 @@ ABSL_FLAG(int, keep_versions, 0,
           "After each publish keep only the newest N versions of the model, "
           "plus every labelled version and every version a job of this "
           "trainer started from (0: keep all).");
+ABSL_FLAG(std::string, replica_id, "",
+          "This trainer's name in the job leases of a shared (Redis) store, "
+          "unique among its trainers; empty: <hostname>:<port>.");
+ABSL_FLAG(int64_t, job_lease_ms, bnserve::server::kDefaultJobLeaseMs,
+          "How long a job's lease lasts without renewal: trainers sharing a "
+          "Redis store take over the jobs of a dead one after this.");
 ABSL_FLAG(bool, checkpoints, true,
           "Checkpoint jobs and restore them at start (false: jobs live only "
           "in this process, as before).");
@@ -89,6 +95,8 @@ int main(int argc, char** argv) {
   options.checkpoints = absl::GetFlag(FLAGS_checkpoints);
   options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
   options.keep_versions = absl::GetFlag(FLAGS_keep_versions);
+  options.replica_id = absl::GetFlag(FLAGS_replica_id);
+  options.job_lease_ms = absl::GetFlag(FLAGS_job_lease_ms);
   if (options.checkpoint_every < 0) {
     Log(LogLevel::kError, "--checkpoint_every must be >= 0");
     return 2;

@@ -45,6 +45,12 @@ struct TrainerServerOptions {
   int64_t checkpoint_every = kDefaultCheckpointEvery;
   // Versions kept per model after each publish (0: all; see JobManager).
   int keep_versions = 0;
+  // This trainer's name in job leases; empty: "<hostname>:<port>" when the
+  // port is fixed (a restarted trainer takes its own jobs back at once),
+  // else "<hostname>:<pid>-<random>".
+  std::string replica_id;
+  // How long a job's lease lasts without renewal (see JobManager).
+  int64_t job_lease_ms = kDefaultJobLeaseMs;
   // gRPC server reflection (answers without a token).
   bool reflection = true;
 };
