@@ -84,9 +84,10 @@ absl::Status JobManager::Checkpoint(Job& job) {
     return absl::InternalError(
         absl::StrCat("cannot serialize the checkpoint of job ", job.id));
   }
-  if (absl::Status s =
-          store_->WriteCheckpoint(job.model, job.id, step, payload);
-      !s.ok()) {
+  const absl::Time started = absl::Now();
+  absl::Status s = store_->WriteCheckpoint(job.model, job.id, step, payload);
+  metrics_.RecordCheckpoint(s.ok(), absl::Now() - started);
+  if (!s.ok()) {
     s = absl::Status(
         s.code(), absl::StrCat("checkpoint of job ", job.id, " at step ", step,
                                ": ", s.message()));
@@ -166,6 +167,7 @@ absl::StatusOr<std::shared_ptr<JobManager::Job>> JobManager::LoadCheckpoint(
   job->last_loss = c.last_loss();
   job->last_accuracy = c.last_accuracy();
   job->resumes = c.resumes() + 1;
+  metrics_.RecordResume();
   job->last_active = options_.now();
   return job;
 }

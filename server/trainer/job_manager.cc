@@ -468,6 +468,29 @@ std::vector<v1::Job> JobManager::ListJobs(const std::string& model) {
   return out;
 }
 
+std::string JobManager::RenderMetrics() {
+  std::map<std::string, int64_t> by_state = {
+      {"idle", 0}, {"training", 0}, {"cancelled", 0}};
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, job] : jobs_) jobs.push_back(job);
+  }
+  for (const auto& job : jobs) {
+    switch (job->Summary().state()) {
+      case v1::Job::TRAINING:
+        ++by_state["training"];
+        break;
+      case v1::Job::CANCELLED:
+        ++by_state["cancelled"];
+        break;
+      default:
+        ++by_state["idle"];
+    }
+  }
+  return metrics_.Render(by_state);
+}
+
 void JobManager::ForgetDeleted(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
@@ -591,7 +614,9 @@ absl::StatusOr<int64_t> JobManager::PublishNetwork(
   p->mutable_created()->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(
       now - absl::FromUnixSeconds(absl::ToUnixSeconds(now)))));
   p->set_origin(origin);
+  const absl::Time started = absl::Now();
   BNSERVE_ASSIGN_OR_RETURN(int64_t version, store_->Publish(snapshot));
+  metrics_.RecordPublish(absl::Now() - started);
   ApplyRetention(job.model);
   return version;
 }
@@ -752,6 +777,7 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
                            ToBatch(minibatch, trainer.network().task(),
                                    trainer.network().output_dim()));
   BNSERVE_ASSIGN_OR_RETURN(model::StepResult result, trainer.Step(batch));
+  manager_->metrics_.RecordStep(result.examples);
   BNSERVE_RETURN_IF_ERROR(Interrupted());  // cancelled during the step
   job_->last_loss = result.loss;
   job_->last_accuracy = result.accuracy;

@@ -58,6 +58,7 @@
 #include "model/trainer.h"
 #include "server/common/limits.h"
 #include "server/trainer/job_state.h"
+#include "server/trainer/trainer_metrics.h"
 #include "store/job_registry.h"
 #include "store/store.h"
 
@@ -252,6 +253,10 @@ class JobManager {
 
   store::SnapshotStore* store() const { return store_; }
   const std::string& replica_id() const { return options_.replica_id; }
+  const TrainerMetrics& metrics() const { return metrics_; }
+  // The Prometheus exposition (trainer_metrics.h); `jobs` counts this
+  // trainer's own copies of jobs by state.
+  std::string RenderMetrics();
 
  private:
   friend class TrainingSession;
@@ -353,6 +358,7 @@ class JobManager {
   store::SnapshotStore* const store_;
   const JobManagerOptions options_;
   store::JobRegistry* const registry_;
+  TrainerMetrics metrics_;
   absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   // The same, read by sessions without mu_.

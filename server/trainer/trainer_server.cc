@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "model/status_macros.h"
+#include "server/common/http_status.h"
 #include "server/common/parse_error_interceptor.h"
 #include "server/common/server_setup.h"
 
@@ -86,6 +87,9 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
   }
   s->service_ =
       std::make_unique<TrainerService>(s->jobs_.get(), std::move(auth));
+  if (options.metrics_port != 0) {
+    BNSERVE_RETURN_IF_ERROR(s->StartMetrics(options));
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -105,6 +109,42 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
   return s;
 }
 
+absl::Status TrainerServer::StartMetrics(const TrainerServerOptions& options) {
+  BNSERVE_ASSIGN_OR_RETURN(TokenAuth auth,
+                           TokenAuth::FromFile(options.token_file));
+  metrics_auth_ = std::make_unique<TokenAuth>(std::move(auth));
+  HttpServerOptions http;
+  http.host = options.metrics_host;
+  http.port = options.metrics_port < 0 ? 0 : options.metrics_port;
+  http.tls = options.tls;
+  http.max_body_bytes = 4096;  // GET only
+  http.threads = 2;
+  BNSERVE_ASSIGN_OR_RETURN(
+      metrics_http_,
+      HttpServer::Start(http, [this](const HttpRequest& request) {
+        absl::Status status;
+        if (request.path != "/metrics") {
+          status = absl::NotFoundError(absl::StrCat(
+              "no endpoint ", request.path, "; metrics are at /metrics"));
+        } else if (request.method != "GET") {
+          status = absl::InvalidArgumentError("use GET /metrics");
+        } else {
+          status = metrics_auth_->CheckAuthorization(request.authorization);
+        }
+        if (!status.ok()) {
+          return HttpResponse{HttpStatusOf(status), "application/json",
+                              HttpErrorBody(status)};
+        }
+        return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                            jobs_->RenderMetrics()};
+      }));
+  return absl::OkStatus();
+}
+
+int TrainerServer::metrics_port() const {
+  return metrics_http_ == nullptr ? 0 : metrics_http_->port();
+}
+
 TrainerServer::~TrainerServer() { Shutdown(absl::ZeroDuration()); }
 
 std::shared_ptr<grpc::Channel> TrainerServer::InProcessChannel() {
@@ -118,6 +158,7 @@ void TrainerServer::Shutdown(absl::Duration deadline) {
   server_->Shutdown(std::chrono::system_clock::now() +
                     absl::ToChronoMilliseconds(deadline));
   server_->Wait();
+  if (metrics_http_ != nullptr) metrics_http_->Stop();
 }
 
 }  // namespace bnserve::server

@@ -12,6 +12,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/common/auth.h"
+#include "server/common/http_server.h"
 #include "server/common/limits.h"
 #include "server/common/server_setup.h"
 #include "server/trainer/job_manager.h"
@@ -53,6 +55,10 @@ struct TrainerServerOptions {
   int64_t job_lease_ms = kDefaultJobLeaseMs;
   // gRPC server reflection (answers without a token).
   bool reflection = true;
+  // Prometheus metrics (trainer_metrics.h) at GET /metrics on this port,
+  // with the gRPC port's TLS and token; 0 = off, -1 = an ephemeral port.
+  int metrics_port = 0;
+  std::string metrics_host = "0.0.0.0";
 };
 
 // Thread-safe after Start; Shutdown may be called from any thread.
@@ -65,6 +71,8 @@ class TrainerServer {
   ~TrainerServer();
 
   int port() const { return port_; }
+  // The bound metrics port, 0 when off.
+  int metrics_port() const;
   std::string store_uri() const { return store_->uri(); }
   bool auth_enabled() const { return auth_enabled_; }
   std::shared_ptr<grpc::Channel> InProcessChannel();
@@ -75,11 +83,14 @@ class TrainerServer {
 
  private:
   TrainerServer() = default;
+  absl::Status StartMetrics(const TrainerServerOptions& options);
 
   std::unique_ptr<store::SnapshotStore> store_;
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<TrainerService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<TokenAuth> metrics_auth_;
+  std::unique_ptr<HttpServer> metrics_http_;
   int port_ = 0;
   bool auth_enabled_ = false;
   std::atomic<bool> shut_down_{false};

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faultlib  # noqa: E402
@@ -68,11 +69,13 @@ def main():
         env.start_redis(rport)
         uri = f"redis://127.0.0.1:{rport}/0"
         ports = {"a": faultlib.free_port(), "b": faultlib.free_port()}
+        mports = {"a": faultlib.free_port(), "b": faultlib.free_port()}
 
         def start(name):
             env.start_trainer(ports[name], uri, name=name,
                               extra=("--replica_id", name,
-                                     "--job_lease_ms", str(lease_ms)))
+                                     "--job_lease_ms", str(lease_ms),
+                                     "--metrics_port", str(mports[name])))
 
         for name in ports:
             start(name)
@@ -158,6 +161,25 @@ def main():
                                                           b.training)
         log(f"final model bit-identical to the uninterrupted run "
             f"({len(a.layers)} layers, step {b.training.step})")
+
+        # Trainer metrics: the takeovers and the steps are counted.
+        totals = {}
+        for name, port in mports.items():
+            text = urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            for line in text.splitlines():
+                if line.startswith("bnserve_trainer_") and " " in line:
+                    key, value = line.rsplit(" ", 1)
+                    totals[key] = totals.get(key, 0) + float(value)
+        log("metrics (both replicas): " + ", ".join(
+            f"{k}={totals.get(k, 0):g}" for k in (
+                "bnserve_trainer_steps_total", "bnserve_trainer_resumes_total",
+                "bnserve_trainer_checkpoints_total",
+                "bnserve_trainer_publish_duration_seconds_count")))
+        assert totals.get("bnserve_trainer_resumes_total", 0) >= 1, totals
+        assert totals.get("bnserve_trainer_steps_total", 0) > 0, totals
+        assert totals.get(
+            "bnserve_trainer_checkpoint_duration_seconds_count", 0) > 0, totals
 
         for name in ports:
             job = job_on(name)

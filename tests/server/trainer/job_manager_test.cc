@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/network.h"
 #include "store/memory_store.h"
@@ -13,6 +14,8 @@
 
 namespace bnserve::server {
 namespace {
+
+using ::testing::HasSubstr;
 
 using ::absl::StatusCode;
 
@@ -744,6 +747,36 @@ TEST_F(CheckpointTest, AFailedWriteIsReportedAndRetriedAndCancelRemovesAll) {
   EXPECT_EQ(jobs.GetJob(id)->checkpoint_error(), "");
   ASSERT_TRUE(jobs.CancelJob(id).ok());
   EXPECT_TRUE(store_->ListCheckpoints()->empty());
+}
+
+TEST_F(CheckpointTest, MetricsCountStepsCheckpointsPublishesAndResumes) {
+  std::string id;
+  {
+    JobManager jobs(store_.get(), Durable(2));
+    id = jobs.CreateJob(SmallJob("m"))->job_id();
+    TrainAndDie(jobs, id, 1, 5);  // checkpoints at 0, 2, 4; 5 fails
+    ASSERT_TRUE(jobs.Publish(id).ok());
+    const std::string text = jobs.RenderMetrics();
+    EXPECT_THAT(text, HasSubstr("bnserve_trainer_steps_total 5\n"));
+    EXPECT_THAT(text, HasSubstr("bnserve_trainer_examples_total 40\n"));
+    EXPECT_THAT(text,
+                HasSubstr("bnserve_trainer_checkpoint_failures_total 1\n"));
+    // 0, 2, 4 and the publish's at 5.
+    EXPECT_THAT(text, HasSubstr("bnserve_trainer_checkpoints_total 4\n"));
+    EXPECT_THAT(
+        text,
+        HasSubstr("bnserve_trainer_checkpoint_duration_seconds_count 4\n"));
+    EXPECT_THAT(text, HasSubstr("bnserve_trainer_publishes_total 1\n"));
+    EXPECT_THAT(text,
+                HasSubstr("bnserve_trainer_publish_duration_seconds_bucket{le="
+                          "\"+Inf\"} 1\n"));
+    EXPECT_THAT(text, HasSubstr("bnserve_trainer_jobs{state=\"idle\"} 1\n"));
+    EXPECT_THAT(text, HasSubstr("bnserve_trainer_resumes_total 0\n"));
+  }
+  JobManager restarted(store_.get(), Durable(2));
+  ASSERT_EQ(*restarted.RestoreJobs(), 1);
+  EXPECT_THAT(restarted.RenderMetrics(),
+              HasSubstr("bnserve_trainer_resumes_total 1\n"));
 }
 
 // Two trainers ("a" and "b") sharing one store: the registry and leases.
