@@ -108,7 +108,7 @@ absl::StatusOr<std::shared_ptr<JobManager::Job>> JobManager::Claim(
        remote->checkpoint_step() == (*local)->Summary().checkpoint_step())) {
     job = *local;
     if (took_over != nullptr && !was_held && remote.has_value()) {
-      *took_over = remote->steps() > job->Summary().steps();
+      *took_over = remote->steps() != job->Summary().steps();
     }
   } else {
     if (took_over != nullptr) *took_over = true;
@@ -170,7 +170,10 @@ void JobManager::RenewOne(Job& job) {
   absl::StatusOr<bool> cancel = registry_->Renew(
       job.model, job.id, options_.replica_id, options_.lease, summary);
   if (absl::IsAborted(cancel.status())) {
-    job.lease_until_ns = 0;
+    int64_t expected = held;
+    if (!job.lease_until_ns.compare_exchange_strong(expected, 0)) {
+      return;  // released (or taken again) meanwhile: nothing was lost
+    }
     Log(LogLevel::kWarning, absl::StrCat("lost the lease of job ", job.id, ": ",
                                          cancel.status().message()));
     job.EndStream(absl::UnavailableError(

@@ -757,8 +757,11 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
         "answer its renewal); resume it: it continues from its last ",
         "checkpoint"));
   }
-  if (first && took_over_ && expected_step > trainer.steps() + 1) {
-    // Steps the client saw were lost with the trainer that made them.
+  if (first && took_over_ && expected_step > 0 &&
+      expected_step != trainer.steps() + 1) {
+    // The client's view came from the trainer that held the job before:
+    // steps it saw may have died with it, or it may not have heard of the
+    // last checkpoint. It asks again (GetJob) and resumes from there.
     return absl::UnavailableError(absl::StrCat(
         "job ", job_id_, " resumed from its checkpoint at step ",
         trainer.steps(), "; resume by sending the minibatch of step ",

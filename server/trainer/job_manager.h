@@ -141,9 +141,9 @@ class TrainingSession {
   // every_n_steps is reached and checkpoints when its checkpoint interval
   // is. INVALID_ARGUMENT (model unchanged) for a bad minibatch;
   // FAILED_PRECONDITION (unchanged) if `expected_step` > 0 is not the job's
-  // steps + 1 (UNAVAILABLE instead when the first minibatch of a stream is
-  // ahead of a job this trainer just took over: the steps in between were
-  // lost with the trainer that made them, so the client resumes again);
+  // steps + 1 (UNAVAILABLE instead for the first minibatch of a stream on
+  // a job this trainer just took over from another: the client's step came
+  // from that trainer, so it asks again and resumes from this one's);
   // CANCELLED if the job was cancelled; the store's error
   // (UNAVAILABLE...) if a policy publish failed (the step itself was
   // applied). A failed checkpoint does not fail the step: it is recorded in
