@@ -237,17 +237,27 @@ absl::StatusOr<v1::CreateJobRequest> MakeJobRequest(const TrainOptions& o,
 }
 
 // Reconnecting to a trainer that went away: which failures to wait out,
-// and for how long in all (--resume-timeout), with a doubling backoff.
+// and for how long per outage (--resume-timeout, counted from the first
+// failure after the trainer last answered), with a doubling backoff.
 class Resumer {
  public:
   Resumer(const TrainOptions& o, Io& io)
-      : io_(io),
-        deadline_(absl::Now() + absl::Seconds(o.resume_timeout_seconds)) {}
+      : io_(io), timeout_(absl::Seconds(o.resume_timeout_seconds)) {}
+
+  // The trainer answered: the next failure starts a new outage.
+  void Recovered() {
+    outage_ = false;
+    backoff_ = absl::Milliseconds(100);
+  }
 
   // True (after a backoff sleep) if `status` is UNAVAILABLE (or, for an
   // idempotent call, CANCELLED: a draining server cancels calls in flight)
   // and the resume deadline has not passed.
   bool ShouldRetry(const grpc::Status& status, bool idempotent = false) {
+    if (!outage_) {
+      outage_ = true;
+      deadline_ = absl::Now() + timeout_;
+    }
     const grpc::StatusCode code = status.error_code();
     if (!(code == grpc::StatusCode::UNAVAILABLE ||
           (idempotent && code == grpc::StatusCode::CANCELLED)) ||
@@ -273,7 +283,7 @@ class Resumer {
       v1::Job job;
       grpc::Status status = stub.GetJob(&context, get, &job);
       if (status.ok()) {
-        backoff_ = absl::Milliseconds(100);
+        Recovered();
         io_.err << "trainer back: job " << job_id << " resumes at step "
                 << job.steps() + 1 << "\n";
         return job;
@@ -286,7 +296,9 @@ class Resumer {
 
  private:
   Io& io_;
-  const absl::Time deadline_;
+  const absl::Duration timeout_;
+  bool outage_ = false;
+  absl::Time deadline_ = absl::InfinitePast();
   absl::Duration backoff_ = absl::Milliseconds(100);
 };
 
@@ -608,11 +620,12 @@ Subcommand AddTrainCommand(CLI::App& app) {
                   "checkpoint the job every N steps (0: the trainer's "
                   "--checkpoint_every)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--resume-timeout", train->resume_timeout_seconds,
-                  "seconds to keep reconnecting when the trainer goes away "
-                  "(UNAVAILABLE): the job resumes from its last checkpoint "
-                  "and the minibatches are re-sent from there (0: give up "
-                  "at once)")
+  cmd->add_option(
+         "--resume-timeout", train->resume_timeout_seconds,
+         "seconds to keep reconnecting each time the trainer goes away "
+         "(UNAVAILABLE): the job resumes from its last checkpoint "
+         "and the minibatches are re-sent from there (0: give up "
+         "at once)")
       ->check(CLI::Range(0.0, 86400.0));
   cmd->add_flag("--recalibrate", train->recalibrate,
                 "then publish the next version with exact population "
