@@ -47,23 +47,20 @@ def train_args(env, taddr, model, data):
 def fill(path):
     """Writes `path` until the disk is full; returns the bytes written."""
     written = 0
-    block = b"\0" * 65536
-    with open(path, "wb") as f:
-        while True:
-            try:
-                f.write(block)
-                f.flush()
-                written += len(block)
-            except OSError:
-                break
-        # The last partial block: byte by byte to the last byte.
-        while True:
-            try:
-                f.write(b"\0")
-                f.flush()
-                written += 1
-            except OSError:
-                break
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for size in (65536, 4096, 1):  # to the last byte
+            block = b"\0" * size
+            while True:
+                try:
+                    n = os.write(fd, block)
+                except OSError:
+                    break
+                written += n
+                if n < size:
+                    break
+    finally:
+        os.close(fd)
     return written
 
 
