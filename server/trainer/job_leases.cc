@@ -119,7 +119,6 @@ absl::StatusOr<std::shared_ptr<JobManager::Job>> JobManager::Claim(
     }
     job = *std::move(loaded);
   }
-  job->uses_leases = true;
   NoteLease(*job, acquired_at);
   if (!was_held) PutSummary(*job);  // this trainer speaks for the job now
   return job;

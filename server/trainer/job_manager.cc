@@ -342,34 +342,41 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(
 }
 
 absl::Status JobManager::RegisterNewJob(Job& job) {
-  const absl::Time acquired_at = absl::Now();
+  job.uses_leases = leases();  // before the job is visible
   while (true) {
     int64_t number = 0;
     if (leases()) {
       BNSERVE_ASSIGN_OR_RETURN(number, registry_->NextJobNumber());
     }
-    absl::MutexLock lock(&mu_);
-    BNSERVE_RETURN_IF_ERROR(CheckJobCount());  // others may have raced us
-    if (!leases()) number = next_id_++;
-    const std::string id = absl::StrCat("job-", number);
-    if (jobs_.count(id) != 0 || lost_.count(id) != 0) continue;
+    std::string id;
+    {
+      absl::MutexLock lock(&mu_);
+      BNSERVE_RETURN_IF_ERROR(CheckJobCount());  // others may have raced us
+      if (!leases()) number = next_id_++;
+      id = absl::StrCat("job-", number);
+      if (jobs_.count(id) != 0 || lost_.count(id) != 0) continue;
+      if (!leases()) {
+        job.id = id;
+        jobs_[id] = job.shared_from_this();
+        order_.push_back(id);
+        return absl::OkStatus();
+      }
+    }
+    // Held before it is listed, so that no listing takes it for a job
+    // deleted elsewhere.
+    const absl::Time acquired_at = absl::Now();
+    BNSERVE_ASSIGN_OR_RETURN(
+        store::JobLease lease,
+        registry_->Acquire(job.model, id, options_.replica_id, options_.lease));
+    if (lease.owner != options_.replica_id) continue;
     job.id = id;
-    jobs_[job.id] = job.shared_from_this();
-    order_.push_back(job.id);
-    break;
-  }
-  if (!leases()) return absl::OkStatus();
-  job.uses_leases = true;
-  absl::StatusOr<store::JobLease> lease = registry_->Acquire(
-      job.model, job.id, options_.replica_id, options_.lease);
-  if (lease.ok() && lease->owner == options_.replica_id) {
     NoteLease(job, acquired_at);
+    absl::MutexLock lock(&mu_);
+    if (jobs_.count(id) != 0) continue;  // cannot happen: ids are unique
+    jobs_[id] = job.shared_from_this();
+    order_.push_back(id);
     return absl::OkStatus();
   }
-  (void)DeleteJob(job.id);
-  return lease.ok() ? absl::InternalError(absl::StrCat(
-                          "new job ", job.id, " is held by ", lease->owner))
-                    : lease.status();
 }
 
 void JobManager::EvictExpired() {
