@@ -53,6 +53,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "store/job_registry.h"
 #include "store/store.h"
 
 namespace bnserve::store {
@@ -105,6 +106,8 @@ class FileStore final : public SnapshotStore {
   std::string CheckpointPath(std::string_view model, std::string_view job_id,
                              int64_t step) const;
 
+  JobRegistry* job_registry() override { return &registry_; }
+
  private:
   FileStore(std::string root, const StoreOptions& options,
             std::string pause_dir)
@@ -147,6 +150,8 @@ class FileStore final : public SnapshotStore {
   // Directories listed by the last ListModels whose stamps were old enough to
   // trust (see kRacyWindow in file_store.cc); replaced by each ListModels.
   ListedDirs listed_ ABSL_GUARDED_BY(listed_mu_);
+  // In-process: one trainer per store directory.
+  LocalJobRegistry registry_;
 };
 
 }  // namespace bnserve::store

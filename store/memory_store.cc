@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "model/status_macros.h"
 #include "store/envelope.h"
+#include "store/job_registry.h"
 #include "store/strings.h"
 #include "store/watch_loop.h"
 
@@ -21,6 +22,8 @@ struct MemoryStore::Shared {
   std::map<std::string, Model, std::less<>> models ABSL_GUARDED_BY(mu);
   // Checkpoint envelopes (never part of a model's versions).
   std::map<CheckpointRef, std::string> checkpoints ABSL_GUARDED_BY(mu);
+  // The job registry of every store of this name.
+  LocalJobRegistry registry;
 
   absl::Mutex watchers_mu;
   std::set<WatchLoop*> watchers ABSL_GUARDED_BY(watchers_mu);
@@ -380,5 +383,7 @@ absl::Status MemoryStore::CorruptCheckpointForTesting(std::string_view model,
   if (!it->second.empty()) it->second[it->second.size() / 2] ^= 0x5a;
   return absl::OkStatus();
 }
+
+JobRegistry* MemoryStore::job_registry() { return &shared_->registry; }
 
 }  // namespace bnserve::store

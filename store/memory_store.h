@@ -90,6 +90,8 @@ class MemoryStore final : public SnapshotStore {
                                            std::string_view job_id,
                                            int64_t step);
 
+  JobRegistry* job_registry() override;
+
   struct Shared;  // the named contents (memory_store.cc)
 
  private:

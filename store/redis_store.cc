@@ -425,8 +425,10 @@ class RedisWatchHandle final : public WatchHandle {
 
 }  // namespace
 
+std::unique_ptr<JobRegistry> MakeRedisJobRegistry(RedisStore* store);
+
 RedisStore::RedisStore(const StoreUri& uri, const StoreOptions& options)
-    : uri_(uri), options_(options) {
+    : uri_(uri), options_(options), registry_(MakeRedisJobRegistry(this)) {
   IgnoreSigpipeOnce();
 }
 
@@ -1208,6 +1210,219 @@ absl::Status RedisStore::DeleteCheckpoint(std::string_view model,
             .status());
   }
   return absl::OkStatus();
+}
+
+// The job registry (see store/job_registry.h for the keys). Leases are
+// single Lua scripts, so "who holds it" is checked atomically with the
+// write; every key of a job shares its model's hash tag and each batch is
+// routed by it.
+namespace {
+
+constexpr char kJobsKey[] = "bnserve:jobs";
+constexpr char kJobsCounterKey[] = "bnserve:jobs:next";
+
+// KEYS = lease; ARGV = owner, ttl ms. Returns {owner, pttl}.
+constexpr char kAcquireScript[] = R"lua(
+local o = redis.call('GET', KEYS[1])
+if (not o) or o == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {ARGV[1], tonumber(ARGV[2])}
+end
+return {o, redis.call('PTTL', KEYS[1])}
+)lua";
+
+// KEYS = lease, job; ARGV = owner, ttl ms, summary ('' = keep). Returns -1
+// (not the owner), 0, or 1 (a cancel was requested).
+constexpr char kRenewScript[] = R"lua(
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], 'summary', ARGV[3]) end
+if redis.call('HEXISTS', KEYS[2], 'cancel') == 1 then return 1 end
+return 0
+)lua";
+
+constexpr char kReleaseScript[] = R"lua(
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+)lua";
+
+std::string JobKey(std::string_view model, std::string_view job_id) {
+  return Key(model, Cat("job:", job_id));
+}
+std::string LeaseKey(std::string_view model, std::string_view job_id) {
+  return Key(model, Cat("lease:", job_id));
+}
+std::string TtlMs(absl::Duration ttl) {
+  return Cat(std::max<int64_t>(1, absl::ToInt64Milliseconds(ttl)));
+}
+
+}  // namespace
+
+class RedisJobRegistry final : public JobRegistry {
+ public:
+  explicit RedisJobRegistry(RedisStore* store) : store_(store) {}
+  bool shared() const override { return true; }
+
+  absl::StatusOr<int64_t> NextJobNumber() override {
+    BNSERVE_ASSIGN_OR_RETURN(
+        auto replies,
+        store_->RunWrite(kJobsCounterKey, {{"INCR", kJobsCounterKey}}, true));
+    if (replies[0]->r->type != REDIS_REPLY_INTEGER) return Unexpected("INCR");
+    return replies[0]->r->integer;
+  }
+
+  absl::StatusOr<JobLease> Acquire(std::string_view model,
+                                   std::string_view job_id,
+                                   std::string_view owner,
+                                   absl::Duration ttl) override {
+    BNSERVE_RETURN_IF_ERROR(ValidateLeaseArgs(model, job_id, owner, ttl));
+    const std::string lease = LeaseKey(model, job_id);
+    const std::string ms = TtlMs(ttl);
+    BNSERVE_ASSIGN_OR_RETURN(
+        auto replies,
+        store_->RunWrite(
+            lease, {{"EVAL", kAcquireScript, "1", lease, owner, ms}}, true));
+    const redisReply* r = replies[0]->r;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[1]->type != REDIS_REPLY_INTEGER) {
+      return Unexpected("the lease script");
+    }
+    return JobLease{
+        std::string(Str(r->element[0])),
+        absl::Milliseconds(std::max<long long>(0, r->element[1]->integer))};
+  }
+
+  absl::StatusOr<bool> Renew(std::string_view model, std::string_view job_id,
+                             std::string_view owner, absl::Duration ttl,
+                             std::string_view summary) override {
+    BNSERVE_RETURN_IF_ERROR(ValidateLeaseArgs(model, job_id, owner, ttl));
+    const std::string lease = LeaseKey(model, job_id);
+    const std::string job = JobKey(model, job_id);
+    const std::string ms = TtlMs(ttl);
+    BNSERVE_ASSIGN_OR_RETURN(
+        auto replies, store_->RunWrite(lease,
+                                       {{"EVAL", kRenewScript, "2", lease, job,
+                                         owner, ms, summary}},
+                                       true));
+    const redisReply* r = replies[0]->r;
+    if (r->type != REDIS_REPLY_INTEGER) return Unexpected("the renew script");
+    if (r->integer < 0) {
+      return absl::AbortedError(Cat("the lease of job ", job_id, " of '", model,
+                                    "' is not held by ", owner, " any more"));
+    }
+    return r->integer == 1;
+  }
+
+  absl::Status Release(std::string_view model, std::string_view job_id,
+                       std::string_view owner) override {
+    BNSERVE_RETURN_IF_ERROR(
+        ValidateLeaseArgs(model, job_id, owner, absl::Milliseconds(1)));
+    const std::string lease = LeaseKey(model, job_id);
+    return store_
+        ->RunWrite(lease, {{"EVAL", kReleaseScript, "1", lease, owner}}, true)
+        .status();
+  }
+
+  absl::Status Put(std::string_view model, std::string_view job_id,
+                   std::string_view summary, bool only_if_absent) override {
+    BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
+    BNSERVE_RETURN_IF_ERROR(ValidateJobId(job_id));
+    BNSERVE_RETURN_IF_ERROR(
+        store_->RunWrite(kJobsKey, {{"HSET", kJobsKey, job_id, model}}, true)
+            .status());
+    const std::string job = JobKey(model, job_id);
+    return store_
+        ->RunWrite(
+            job,
+            {{only_if_absent ? "HSETNX" : "HSET", job, "summary", summary}},
+            true)
+        .status();
+  }
+
+  absl::StatusOr<JobEntry> Get(std::string_view job_id) override {
+    BNSERVE_RETURN_IF_ERROR(ValidateJobId(job_id));
+    BNSERVE_ASSIGN_OR_RETURN(
+        auto model, store_->RunOne(kJobsKey, {"HGET", kJobsKey, job_id}));
+    if (model->r->type != REDIS_REPLY_STRING ||
+        !ValidateModelName(Str(model->r)).ok()) {
+      return absl::NotFoundError(Cat("no job '", job_id, "' in the registry"));
+    }
+    return Read(std::string(Str(model->r)), std::string(job_id));
+  }
+
+  absl::StatusOr<std::vector<JobEntry>> List() override {
+    BNSERVE_ASSIGN_OR_RETURN(auto all,
+                             store_->RunOne(kJobsKey, {"HGETALL", kJobsKey}));
+    if (all->r->type != REDIS_REPLY_ARRAY) return Unexpected("HGETALL");
+    std::map<std::string, std::string> jobs;  // sorted by id
+    for (size_t i = 0; i + 1 < all->r->elements; i += 2) {
+      const std::string_view id = Str(all->r->element[i]);
+      const std::string_view model = Str(all->r->element[i + 1]);
+      if (ValidateJobId(id).ok() && ValidateModelName(model).ok()) {
+        jobs.emplace(id, model);
+      }
+    }
+    std::vector<JobEntry> out;
+    for (const auto& [id, model] : jobs) {
+      BNSERVE_ASSIGN_OR_RETURN(JobEntry entry, Read(model, id));
+      out.push_back(std::move(entry));
+    }
+    return out;
+  }
+
+  absl::Status RequestCancel(std::string_view job_id) override {
+    BNSERVE_ASSIGN_OR_RETURN(JobEntry entry, Get(job_id));
+    const std::string job = JobKey(entry.model, job_id);
+    return store_->RunWrite(job, {{"HSET", job, "cancel", "1"}}, true).status();
+  }
+
+  absl::Status Remove(std::string_view model,
+                      std::string_view job_id) override {
+    BNSERVE_RETURN_IF_ERROR(ValidateModelName(model));
+    BNSERVE_RETURN_IF_ERROR(ValidateJobId(job_id));
+    const std::string job = JobKey(model, job_id);
+    const std::string lease = LeaseKey(model, job_id);
+    BNSERVE_RETURN_IF_ERROR(
+        store_->RunWrite(job, {{"DEL", job, lease}}, true).status());
+    return store_->RunWrite(kJobsKey, {{"HDEL", kJobsKey, job_id}}, true)
+        .status();
+  }
+
+ private:
+  // The entry of a job whose model is known (one batch in its slot).
+  absl::StatusOr<JobEntry> Read(const std::string& model,
+                                const std::string& job_id) {
+    const std::string job = JobKey(model, job_id);
+    const std::string lease = LeaseKey(model, job_id);
+    BNSERVE_ASSIGN_OR_RETURN(auto replies,
+                             store_->Run(job,
+                                         {{"HGET", job, "summary"},
+                                          {"HEXISTS", job, "cancel"},
+                                          {"GET", lease},
+                                          {"PTTL", lease}},
+                                         true));
+    JobEntry entry{model, job_id, {}, false, {}};
+    if (replies[0]->r->type == REDIS_REPLY_STRING) {
+      entry.summary = std::string(Str(replies[0]->r));
+    }
+    entry.cancel_requested = replies[1]->r->type == REDIS_REPLY_INTEGER &&
+                             replies[1]->r->integer == 1;
+    if (replies[2]->r->type == REDIS_REPLY_STRING &&
+        replies[3]->r->type == REDIS_REPLY_INTEGER &&
+        replies[3]->r->integer > 0) {
+      entry.lease = {std::string(Str(replies[2]->r)),
+                     absl::Milliseconds(replies[3]->r->integer)};
+    }
+    return entry;
+  }
+
+  RedisStore* const store_;
+};
+
+std::unique_ptr<JobRegistry> MakeRedisJobRegistry(RedisStore* store) {
+  return std::make_unique<RedisJobRegistry>(store);
 }
 
 }  // namespace bnserve::store

@@ -77,6 +77,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "store/job_registry.h"
 #include "store/store.h"
 
 struct redisContext;
@@ -120,6 +121,8 @@ class RedisStore final : public SnapshotStore {
   absl::Status DeleteCheckpoint(std::string_view model, std::string_view job_id,
                                 int64_t step) override;
 
+  JobRegistry* job_registry() override { return registry_.get(); }
+
   // Key of the envelope of model/version (for tests and tools).
   static std::string BlobKey(std::string_view model, int64_t version);
 
@@ -133,6 +136,7 @@ class RedisStore final : public SnapshotStore {
   absl::StatusOr<std::unique_ptr<Connection>> ConnectForSubscribe();
 
  private:
+  friend class RedisJobRegistry;  // redis_store.cc: runs its commands here
   using Endpoint = StoreUri::Endpoint;
   using Command = std::vector<std::string_view>;
   struct Backoff {
@@ -197,6 +201,8 @@ class RedisStore final : public SnapshotStore {
   std::vector<uint16_t> slot_owner_ ABSL_GUARDED_BY(mu_);
   bool slots_stale_ ABSL_GUARDED_BY(mu_) = true;
   size_t next_node_ ABSL_GUARDED_BY(mu_) = 0;
+  // The shared job registry (keys in store/job_registry.h).
+  std::unique_ptr<JobRegistry> registry_;
 };
 
 }  // namespace bnserve::store

@@ -43,6 +43,8 @@
 
 namespace bnserve::store {
 
+class JobRegistry;  // store/job_registry.h
+
 // A change to the store, as reported by SnapshotStore::Watch.
 struct StoreEvent {
   enum class Kind { kPublished, kDeleted, kLabelsChanged };
@@ -150,6 +152,12 @@ class SnapshotStore {
   virtual absl::StatusOr<std::vector<CheckpointRef>> ListCheckpoints();
   virtual absl::Status DeleteCheckpoint(std::string_view model,
                                         std::string_view job_id, int64_t step);
+
+  // The registry of training jobs shared by the trainers on this store
+  // (store/job_registry.h): Redis stores share it between processes; file
+  // and mem stores keep it in the process. Owned by the store; never null
+  // for the three backends.
+  virtual JobRegistry* job_registry() { return nullptr; }
 
   // Calls `callback` (from a store-owned thread, never concurrently with
   // itself) for every change to any model made after Watch returns, including

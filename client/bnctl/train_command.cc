@@ -238,24 +238,32 @@ absl::StatusOr<v1::CreateJobRequest> MakeJobRequest(const TrainOptions& o,
 
 // Reconnecting to a trainer that went away: which failures to wait out,
 // and for how long per outage (--resume-timeout, counted from the first
-// failure of an outage; the trainer answering ends the outage), with a
-// doubling backoff.
+// failure after the trainer last answered), with a doubling backoff.
 class Resumer {
  public:
   Resumer(const TrainOptions& o, Io& io)
       : io_(io), timeout_(absl::Seconds(o.resume_timeout_seconds)) {}
 
+  // The trainer answered: the next failure starts a new outage.
+  void Recovered() {
+    outage_ = false;
+    backoff_ = absl::Milliseconds(100);
+  }
+
   // True (after a backoff sleep) if `status` is UNAVAILABLE (or, for an
   // idempotent call, CANCELLED: a draining server cancels calls in flight)
-  // and the current outage is younger than the resume timeout.
+  // and the resume deadline has not passed.
   bool ShouldRetry(const grpc::Status& status, bool idempotent = false) {
+    if (!outage_) {
+      outage_ = true;
+      deadline_ = absl::Now() + timeout_;
+    }
     const grpc::StatusCode code = status.error_code();
     if (!(code == grpc::StatusCode::UNAVAILABLE ||
-          (idempotent && code == grpc::StatusCode::CANCELLED))) {
+          (idempotent && code == grpc::StatusCode::CANCELLED)) ||
+        absl::Now() >= deadline_) {
       return false;
     }
-    if (deadline_ == absl::InfiniteFuture()) deadline_ = absl::Now() + timeout_;
-    if (absl::Now() >= deadline_) return false;
     absl::SleepFor(std::min(backoff_, deadline_ - absl::Now()));
     backoff_ = std::min(backoff_ * 2, absl::Seconds(2));
     return absl::Now() < deadline_;
@@ -275,8 +283,7 @@ class Resumer {
       v1::Job job;
       grpc::Status status = stub.GetJob(&context, get, &job);
       if (status.ok()) {
-        backoff_ = absl::Milliseconds(100);
-        deadline_ = absl::InfiniteFuture();
+        Recovered();
         io_.err << "trainer back: job " << job_id << " resumes at step "
                 << job.steps() + 1 << "\n";
         return job;
@@ -290,8 +297,8 @@ class Resumer {
  private:
   Io& io_;
   const absl::Duration timeout_;
-  // End of the current outage's wait; InfiniteFuture when there is none.
-  absl::Time deadline_ = absl::InfiniteFuture();
+  bool outage_ = false;
+  absl::Time deadline_ = absl::InfinitePast();
   absl::Duration backoff_ = absl::Milliseconds(100);
 };
 

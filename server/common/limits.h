@@ -46,11 +46,15 @@ inline constexpr int kDefaultMaxJobs = 64;
 // Trainer: default time a job without an open stream is kept after its last
 // activity before it is forgotten (--job_retention_seconds).
 inline constexpr int64_t kDefaultJobRetentionSeconds = 3600;
-// Training steps between two checkpoints of a job (--checkpoint_every):
-// a checkpoint costs about as much as 100 steps of a small network (two
-// fsyncs), so 1000 keeps it within a few percent of training throughput
-// (docs/BENCHMARKS.md) while a crash replays at most 1000 steps.
-inline constexpr int64_t kDefaultCheckpointEvery = 1000;
+// Training steps between two checkpoints of a job (--checkpoint_every): a
+// checkpoint (two fsyncs) took about 20 ms on the shared development
+// machine, some 400 steps of a small network, so 5000 keeps it under 5% of
+// training throughput (docs/BENCHMARKS.md) while a crash replays at most
+// 5000 steps (about a second of such a network's training).
+inline constexpr int64_t kDefaultCheckpointEvery = 5000;
+// How long a training job's lease lasts without renewal (trainers sharing a
+// Redis store): a job of a dead trainer moves to another after at most this.
+inline constexpr int64_t kDefaultJobLeaseMs = 10000;
 
 // Trainer dashboard: points of one job's history kept in memory (loss,
 // accuracy and, per batch-norm layer, the running and minibatch statistics

@@ -60,20 +60,8 @@ std::string JobsJson(const std::vector<v1::Job>& jobs) {
   return Dump({{"history_points", kJobHistoryPoints}, {"jobs", list}});
 }
 
-std::string JobsPrometheus(const std::vector<v1::Job>& jobs) {
-  std::map<std::string, int> states;
-  for (int s = v1::Job::State_MIN; s <= v1::Job::State_MAX; ++s) {
-    if (v1::Job::State_IsValid(s) && s != v1::Job::STATE_UNSPECIFIED) {
-      states[v1::Job::State_Name(static_cast<v1::Job::State>(s))] = 0;
-    }
-  }
-  for (const v1::Job& job : jobs) ++states[v1::Job::State_Name(job.state())];
-  std::string out = PrometheusHeader("bnserve_trainer_jobs", "gauge",
-                                     "Jobs held by the trainer, by state.");
-  for (const auto& [state, n] : states) {
-    absl::StrAppend(&out, "bnserve_trainer_jobs{state=\"", state, "\"} ", n,
-                    "\n");
-  }
+std::string JobGaugesPrometheus(const std::vector<v1::Job>& jobs) {
+  std::string out;
   struct Series {
     const char* name;
     const char* help;

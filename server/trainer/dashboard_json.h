@@ -17,9 +17,9 @@
 //                "running_var", "batch_mean", "batch_var"}]} with one "bn"
 //                entry per batch_norm entry (see job_history.h)
 //
-// JobsPrometheus is the trainer's Prometheus exposition (GET /metrics on its
-// HTTP port) of the same job numbers:
-//   bnserve_trainer_jobs{state}                          gauge
+// JobGaugesPrometheus is the per-job part of the trainer's Prometheus
+// exposition (JobManager::RenderMetrics adds it to the counters and
+// histograms of TrainerMetrics) for the same job numbers:
 //   bnserve_trainer_job_steps{job,model}                 gauge
 //   bnserve_trainer_job_examples_seen{job,model}         gauge
 //   bnserve_trainer_job_loss{job,model}                  gauge (last step)
@@ -39,7 +39,7 @@
 namespace bnserve::server {
 
 std::string JobsJson(const std::vector<v1::Job>& jobs);
-std::string JobsPrometheus(const std::vector<v1::Job>& jobs);
+std::string JobGaugesPrometheus(const std::vector<v1::Job>& jobs);
 std::string JobHistoryJson(const v1::Job& job, const JobHistory::View& history,
                            int capacity = kJobHistoryPoints);
 

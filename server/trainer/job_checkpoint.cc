@@ -75,14 +75,19 @@ absl::Status JobManager::Checkpoint(Job& job) {
   if (!job.checkpoint_steps.empty() && job.checkpoint_steps.back() == step) {
     return absl::OkStatus();
   }
+  if (!job.HoldsLease()) {  // another trainer may own the job by now
+    return absl::UnavailableError(absl::StrCat(
+        "job ", job.id, " is not held by this trainer: no checkpoint"));
+  }
   std::string payload;
   if (!ToCheckpoint(job).SerializeToString(&payload)) {
     return absl::InternalError(
         absl::StrCat("cannot serialize the checkpoint of job ", job.id));
   }
-  if (absl::Status s =
-          store_->WriteCheckpoint(job.model, job.id, step, payload);
-      !s.ok()) {
+  const absl::Time started = absl::Now();
+  absl::Status s = store_->WriteCheckpoint(job.model, job.id, step, payload);
+  metrics_.RecordCheckpoint(s.ok(), absl::Now() - started);
+  if (!s.ok()) {
     s = absl::Status(
         s.code(), absl::StrCat("checkpoint of job ", job.id, " at step ", step,
                                ": ", s.message()));
@@ -103,6 +108,10 @@ absl::Status JobManager::Checkpoint(Job& job) {
     (void)store_->DeleteCheckpoint(job.model, job.id,
                                    job.checkpoint_steps.front());
     job.checkpoint_steps.erase(job.checkpoint_steps.begin());
+  }
+  if (job.uses_leases) {
+    job.Refresh();
+    PutSummary(job);  // other trainers see where the job rests
   }
   return absl::OkStatus();
 }
@@ -158,17 +167,19 @@ absl::StatusOr<std::shared_ptr<JobManager::Job>> JobManager::LoadCheckpoint(
   job->last_loss = c.last_loss();
   job->last_accuracy = c.last_accuracy();
   job->resumes = c.resumes() + 1;
+  metrics_.RecordResume();
   job->last_active = options_.now();
   return job;
 }
 
-absl::Status JobManager::RestoreJob(const std::string& model,
-                                    const std::string& job_id,
-                                    const std::vector<int64_t>& steps) {
+absl::StatusOr<std::shared_ptr<JobManager::Job>> JobManager::LoadNewest(
+    const std::string& model, const std::string& job_id,
+    const std::vector<int64_t>& steps) {
   std::vector<std::string> errors;
   for (auto step = steps.rbegin(); step != steps.rend(); ++step) {
     absl::StatusOr<std::shared_ptr<Job>> job =
         LoadCheckpoint({model, job_id, *step});
+    if (absl::IsNotFound(job.status())) continue;  // removed meanwhile
     if (!job.ok() && !absl::IsDataLoss(job.status())) {
       return job.status();  // e.g. the store is down: never fall back then
     }
@@ -180,23 +191,46 @@ absl::Status JobManager::RestoreJob(const std::string& model,
     {
       absl::MutexLock lock(&(*job)->mu);
       (*job)->checkpoint_steps.assign(steps.begin(), step.base());
+      (*job)->uses_leases = leases();
       (*job)->Refresh();
     }
     // A newer, unreadable checkpoint would shadow this one next time.
     for (auto newer = step.base(); newer != steps.end(); ++newer) {
       (void)store_->DeleteCheckpoint(model, job_id, *newer);
     }
-    absl::MutexLock lock(&mu_);
-    jobs_[job_id] = *std::move(job);
-    order_.push_back(job_id);
-    next_id_ = std::max(next_id_, JobNumber(job_id) + 1);
-    return absl::OkStatus();
+    return *std::move(job);
   }
-  absl::MutexLock lock(&mu_);
-  lost_[job_id] = absl::DataLossError(absl::StrCat(
+  if (errors.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "job ", job_id, " of '", model, "' has no checkpoint in the store"));
+  }
+  return absl::DataLossError(absl::StrCat(
       "job ", job_id, " of '", model, "' cannot resume: every checkpoint ",
       "in the store is corrupt (", absl::StrJoin(errors, "; "), ")"));
+}
+
+absl::Status JobManager::RestoreJob(const std::string& model,
+                                    const std::string& job_id,
+                                    const std::vector<int64_t>& steps) {
+  absl::StatusOr<std::shared_ptr<Job>> job = LoadNewest(model, job_id, steps);
+  if (absl::IsNotFound(job.status())) return absl::OkStatus();
+  if (!job.ok() && !absl::IsDataLoss(job.status())) return job.status();
+  if (job.ok() && leases()) {
+    // The registry learns where the job rests, unless another live trainer
+    // holds it (its summary is newer).
+    absl::StatusOr<store::JobEntry> entry = registry_->Get(job_id);
+    const bool other = entry.ok() && !entry->lease.owner.empty() &&
+                       entry->lease.owner != options_.replica_id;
+    if (!other) PutSummary(**job);
+  }
+  absl::MutexLock lock(&mu_);
   next_id_ = std::max(next_id_, JobNumber(job_id) + 1);
+  if (!job.ok()) {
+    lost_[job_id] = job.status();
+    return absl::OkStatus();
+  }
+  jobs_[job_id] = *std::move(job);
+  order_.push_back(job_id);
   return absl::OkStatus();
 }
 

@@ -9,10 +9,12 @@
 #include <set>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "model/status_macros.h"
 #include "server/common/server_setup.h"
+#include "server/trainer/dashboard_json.h"
 
 namespace bnserve::server {
 namespace {
@@ -139,9 +141,19 @@ int64_t StepBytes(const model::Network& network, int64_t rows) {
 }
 
 JobManager::JobManager(store::SnapshotStore* store, JobManagerOptions options)
-    : store_(store), options_(options) {}
+    : store_(store),
+      options_(std::move(options)),
+      registry_(store->job_registry()) {
+  if (leases()) renewer_ = std::thread([this] { RenewLoop(); });
+}
 
-JobManager::~JobManager() = default;
+JobManager::~JobManager() {
+  {
+    absl::MutexLock lock(&renew_mu_);
+    stop_renewer_ = true;
+  }
+  if (renewer_.joinable()) renewer_.join();
+}
 
 int64_t NetworkParameters(const v1::NetworkSpec& spec) {
   int64_t in = std::max(0, spec.input_features());
@@ -312,13 +324,7 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(
     job->trainer.emplace(std::move(trainer));
     job->last_active = options_.now();
   }
-  {
-    absl::MutexLock lock(&mu_);
-    BNSERVE_RETURN_IF_ERROR(CheckJobCount());  // others may have raced us
-    job->id = absl::StrCat("job-", next_id_++);
-    jobs_[job->id] = job;
-    order_.push_back(job->id);
-  }
+  BNSERVE_RETURN_IF_ERROR(RegisterNewJob(*job));
   absl::Status saved;
   v1::Job created;
   {
@@ -327,12 +333,51 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(
     if (!saved.ok()) job->Cancel(options_.now());
     job->Refresh();
     created = job->ToProto();
+    if (saved.ok()) ReleaseIfIdle(*job);  // registers its summary
   }
   if (!saved.ok()) {
     (void)DeleteJob(created.job_id());
     return saved;
   }
   return created;
+}
+
+absl::Status JobManager::RegisterNewJob(Job& job) {
+  job.uses_leases = leases();  // before the job is visible
+  while (true) {
+    int64_t number = 0;
+    if (leases()) {
+      BNSERVE_ASSIGN_OR_RETURN(number, registry_->NextJobNumber());
+    }
+    std::string id;
+    {
+      absl::MutexLock lock(&mu_);
+      BNSERVE_RETURN_IF_ERROR(CheckJobCount());  // others may have raced us
+      if (!leases()) number = next_id_++;
+      id = absl::StrCat("job-", number);
+      if (jobs_.count(id) != 0 || lost_.count(id) != 0) continue;
+      if (!leases()) {
+        job.id = id;
+        jobs_[id] = job.shared_from_this();
+        order_.push_back(id);
+        return absl::OkStatus();
+      }
+    }
+    // Held before it is listed, so that no listing takes it for a job
+    // deleted elsewhere.
+    const absl::Time acquired_at = absl::Now();
+    BNSERVE_ASSIGN_OR_RETURN(
+        store::JobLease lease,
+        registry_->Acquire(job.model, id, options_.replica_id, options_.lease));
+    if (lease.owner != options_.replica_id) continue;
+    job.id = id;
+    NoteLease(job, acquired_at);
+    absl::MutexLock lock(&mu_);
+    if (jobs_.count(id) != 0) continue;  // cannot happen: ids are unique
+    jobs_[id] = job.shared_from_this();
+    order_.push_back(id);
+    return absl::OkStatus();
+  }
 }
 
 void JobManager::EvictExpired() {
@@ -343,7 +388,7 @@ void JobManager::EvictExpired() {
     if (job.mu.TryLock()) {
       expired =
           !job.stream_open && now - job.last_active > options_.job_retention;
-      if (expired) job.DropCheckpoints();
+      if (expired) ForgetExpired(job);
       job.mu.Unlock();
     }
     if (expired) {
@@ -371,8 +416,22 @@ absl::StatusOr<std::shared_ptr<JobManager::Job>> JobManager::FindJob(
 }
 
 absl::StatusOr<v1::Job> JobManager::GetJob(const std::string& job_id) {
-  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
-  return job->Summary();
+  absl::StatusOr<std::shared_ptr<Job>> job = FindJob(job_id);
+  if (!leases() || (!job.ok() && !absl::IsNotFound(job.status()))) {
+    if (!job.ok()) return job.status();
+    return (*job)->Summary();
+  }
+  absl::StatusOr<store::JobEntry> entry = registry_->Get(job_id);
+  if (!entry.ok()) {
+    if (!job.ok())
+      return absl::IsNotFound(entry.status()) ? job.status() : entry.status();
+    if (absl::IsNotFound(entry.status()) && !(*job)->HoldsLease()) {
+      ForgetDeleted(job_id);
+      return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
+    }
+    return Merge(*job, store::JobEntry{(*job)->model, job_id, {}, false, {}});
+  }
+  return Merge(job.ok() ? *job : nullptr, *entry);
 }
 
 absl::StatusOr<JobHistory::View> JobManager::History(
@@ -388,22 +447,96 @@ std::vector<v1::Job> JobManager::ListJobs(const std::string& model) {
     EvictExpired();
     for (const std::string& id : order_) jobs.push_back(jobs_[id]);
   }
+  std::map<std::string, store::JobEntry> shared;
+  bool listed = false;
+  if (leases()) {
+    absl::StatusOr<std::vector<store::JobEntry>> entries = registry_->List();
+    if (!entries.ok()) {
+      Log(LogLevel::kWarning,
+          absl::StrCat("job registry: ", entries.status().ToString()));
+    } else {
+      listed = true;
+      for (store::JobEntry& e : *entries) shared[e.job_id] = std::move(e);
+    }
+  }
   std::vector<v1::Job> out;
   for (const auto& job : jobs) {
-    if (!model.empty() && job->model != model) continue;
-    out.push_back(job->Summary());
+    auto entry = shared.find(job->id);
+    if (listed && entry == shared.end() && !job->HoldsLease()) {
+      ForgetDeleted(job->id);
+      continue;
+    }
+    if (model.empty() || job->model == model) {
+      out.push_back(entry == shared.end()
+                        ? Merge(job, {job->model, job->id, {}, false, {}})
+                        : Merge(job, entry->second));
+      if (!leases()) out.back().clear_owner();
+    }
+    if (entry != shared.end()) shared.erase(entry);
+  }
+  for (const auto& [id, entry] : shared) {
+    if (model.empty() || entry.model == model) {
+      out.push_back(Merge(nullptr, entry));
+    }
   }
   return out;
 }
 
+std::string JobManager::RenderMetrics() {
+  std::map<std::string, int64_t> by_state = {
+      {"idle", 0}, {"training", 0}, {"cancelled", 0}};
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, job] : jobs_) jobs.push_back(job);
+  }
+  std::vector<v1::Job> summaries;
+  for (const auto& job : jobs) summaries.push_back(job->Summary());
+  for (const v1::Job& summary : summaries) {
+    switch (summary.state()) {
+      case v1::Job::TRAINING:
+        ++by_state["training"];
+        break;
+      case v1::Job::CANCELLED:
+        ++by_state["cancelled"];
+        break;
+      default:
+        ++by_state["idle"];
+    }
+  }
+  return metrics_.Render(by_state) + JobGaugesPrometheus(summaries);
+}
+
+void JobManager::ForgetDeleted(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end() || it->second->HoldsLease()) return;
+  jobs_.erase(it);
+  order_.erase(std::find(order_.begin(), order_.end(), job_id));
+}
+
 absl::StatusOr<v1::Job> JobManager::CancelJob(const std::string& job_id) {
-  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
+  absl::StatusOr<std::shared_ptr<Job>> found = FindJob(job_id);
+  if (leases() && !(found.ok() && (*found)->HoldsLease())) {
+    std::string held_by;
+    found = Claim(job_id, &held_by);
+    if (!found.ok() && !held_by.empty()) {
+      // Its trainer cancels it at its next renewal.
+      BNSERVE_RETURN_IF_ERROR(registry_->RequestCancel(job_id));
+      BNSERVE_ASSIGN_OR_RETURN(v1::Job job, GetJob(job_id));
+      job.set_state(v1::Job::CANCELLED);
+      return job;
+    }
+  }
+  if (!found.ok()) return found.status();
+  std::shared_ptr<Job> job = *std::move(found);
   job->cancel_requested = true;
   job->EndStream(
       absl::CancelledError(absl::StrCat("job ", job_id, " was cancelled")));
   if (job->mu.TryLock()) {
     job->Cancel(options_.now());
     job->Refresh();
+    ReleaseIfIdle(*job);
     job->mu.Unlock();
   } else {
     // A step is running: it frees the job when it ends. Answer now.
@@ -414,7 +547,21 @@ absl::StatusOr<v1::Job> JobManager::CancelJob(const std::string& job_id) {
 }
 
 absl::Status JobManager::DeleteJob(const std::string& job_id) {
-  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
+  std::string held_by;
+  absl::StatusOr<std::shared_ptr<Job>> found = Claim(job_id, &held_by);
+  if (!held_by.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " is held by trainer replica ", held_by,
+                     "; cancel it first"));
+  }
+  if (leases() && absl::IsFailedPrecondition(found.status())) {
+    found = FindJob(job_id);  // cancelled elsewhere: forget it
+    if (absl::IsNotFound(found.status())) {
+      absl::StatusOr<store::JobEntry> entry = registry_->Get(job_id);
+      if (entry.ok()) return registry_->Remove(entry->model, job_id);
+    }
+  }
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, found);
   {
     absl::MutexLock lock(&job->mu);
     if (job->stream_open) {
@@ -423,6 +570,10 @@ absl::Status JobManager::DeleteJob(const std::string& job_id) {
     }
     job->Cancel(options_.now());  // no stream can open on it any more
     job->Refresh();
+    if (leases()) {
+      (void)registry_->Remove(job->model, job_id);
+      job->lease_until_ns = 0;
+    }
   }
   absl::MutexLock lock(&mu_);
   if (auto it = jobs_.find(job_id); it != jobs_.end() && it->second == job) {
@@ -440,9 +591,14 @@ JobManager::OpenTrainingSession(const std::string& job_id) {
       return absl::UnavailableError("the trainer is shutting down");
     }
   }
-  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
+  bool took_over = false;
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job,
+                           Claim(job_id, nullptr, &took_over));
   absl::MutexLock lock(&job->mu);
-  BNSERVE_RETURN_IF_ERROR(NotCancelled(*job));
+  if (absl::Status s = NotCancelled(*job); !s.ok()) {
+    ReleaseIfIdle(*job);
+    return s;
+  }
   if (job->stream_open) {
     return absl::FailedPreconditionError(absl::StrCat(
         "job ", job_id,
@@ -452,7 +608,9 @@ JobManager::OpenTrainingSession(const std::string& job_id) {
   job->state = v1::Job::TRAINING;
   job->last_active = options_.now();
   job->Refresh();
-  return std::unique_ptr<TrainingSession>(new TrainingSession(this, job));
+  std::unique_ptr<TrainingSession> session(new TrainingSession(this, job));
+  session->took_over_ = took_over;
+  return session;
 }
 
 absl::StatusOr<int64_t> JobManager::PublishNetwork(
@@ -472,7 +630,9 @@ absl::StatusOr<int64_t> JobManager::PublishNetwork(
   p->mutable_created()->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(
       now - absl::FromUnixSeconds(absl::ToUnixSeconds(now)))));
   p->set_origin(origin);
+  const absl::Time started = absl::Now();
   BNSERVE_ASSIGN_OR_RETURN(int64_t version, store_->Publish(snapshot));
+  metrics_.RecordPublish(absl::Now() - started);
   job.history.RecordPublish(job.trainer->steps(), version, origin);
   ApplyRetention(job.model);
   return version;
@@ -510,8 +670,11 @@ absl::Status JobManager::CheckStepMemory(const Job& job, int64_t rows) const {
 
 absl::StatusOr<v1::PublishResponse> JobManager::Publish(
     const std::string& job_id) {
-  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, Claim(job_id));
   absl::MutexLock lock(&job->mu);
+  absl::Cleanup release = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    ReleaseIfIdle(*job);
+  };
   RefreshOnExit refresh(*job);
   BNSERVE_RETURN_IF_ERROR(NotCancelled(*job));
   job->last_active = options_.now();
@@ -535,8 +698,11 @@ JobManager::OpenRecalibration(const std::string& job_id) {
       return absl::UnavailableError("the trainer is shutting down");
     }
   }
-  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindJob(job_id));
+  BNSERVE_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, Claim(job_id));
   absl::MutexLock lock(&job->mu);
+  absl::Cleanup release = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    ReleaseIfIdle(*job);
+  };
   BNSERVE_RETURN_IF_ERROR(NotCancelled(*job));
   job->last_active = options_.now();
   return std::unique_ptr<RecalibrationSession>(new RecalibrationSession(
@@ -555,11 +721,23 @@ void JobManager::Shutdown() {
   for (const auto& job : jobs) {
     job->EndStream(absl::UnavailableError("the trainer is shutting down"));
   }
+  {
+    absl::MutexLock lock(&renew_mu_);
+    stop_renewer_ = true;
+  }
+  if (renewer_.joinable()) renewer_.join();
   if (!options_.checkpoints) return;
   for (const auto& job : jobs) {
     absl::MutexLock lock(&job->mu);  // waits for a running step
     if (job->state == v1::Job::CANCELLED || job->cancel_requested) continue;
-    (void)Checkpoint(*job);  // a failure is logged
+    if (!job->HoldsLease()) continue;      // at rest in its checkpoint
+    if (!Checkpoint(*job).ok()) continue;  // a failure is logged
+    if (leases()) {
+      // Another trainer may take the job over at once.
+      PutSummary(*job);
+      (void)registry_->Release(job->model, job->id, options_.replica_id);
+      job->lease_until_ns = 0;
+    }
   }
 }
 
@@ -585,6 +763,7 @@ TrainingSession::~TrainingSession() {
   }
   if (job_->state == v1::Job::TRAINING) job_->state = v1::Job::IDLE;
   job_->Refresh();
+  manager_->ReleaseIfIdle(*job_);
 }
 
 absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
@@ -593,6 +772,23 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
   RefreshOnExit refresh(*job_);
   BNSERVE_RETURN_IF_ERROR(Interrupted());
   model::Trainer& trainer = *job_->trainer;
+  const bool first = std::exchange(first_step_, false);
+  if (!job_->HoldsLease()) {
+    return absl::UnavailableError(absl::StrCat(
+        "job ", job_id_, " lost its lease on this trainer (the store did not ",
+        "answer its renewal); resume it: it continues from its last ",
+        "checkpoint"));
+  }
+  if (first && took_over_ && expected_step > 0 &&
+      expected_step != trainer.steps() + 1) {
+    // The client's view came from the trainer that held the job before:
+    // steps it saw may have died with it, or it may not have heard of the
+    // last checkpoint. It asks again (GetJob) and resumes from there.
+    return absl::UnavailableError(absl::StrCat(
+        "job ", job_id_, " resumed from its checkpoint at step ",
+        trainer.steps(), "; resume by sending the minibatch of step ",
+        trainer.steps() + 1));
+  }
   if (expected_step > 0 && expected_step != trainer.steps() + 1) {
     return absl::FailedPreconditionError(absl::StrCat(
         "job ", job_id_, " is at step ", trainer.steps(),
@@ -606,6 +802,7 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
                            ToBatch(minibatch, trainer.network().task(),
                                    trainer.network().output_dim()));
   BNSERVE_ASSIGN_OR_RETURN(model::StepResult result, trainer.Step(batch));
+  manager_->metrics_.RecordStep(result.examples);
   BNSERVE_RETURN_IF_ERROR(Interrupted());  // cancelled during the step
   job_->last_loss = result.loss;
   job_->last_accuracy = result.accuracy;

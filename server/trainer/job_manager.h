@@ -17,6 +17,23 @@
 // resumes a restored job by sending the minibatches from step
 // Job.steps + 1 on: the result is bit for bit that of an uninterrupted run.
 //
+// Shared jobs (with checkpoints): the jobs of every trainer on one store are
+// registered in its job registry (store/job_registry.h; shared between
+// processes on Redis). A job is stepped, checkpointed, published or
+// cancelled only by the trainer that holds its lease: taken when a training
+// stream opens (or for a Publish, Recalibrate, Cancel or Delete call),
+// renewed every lease/3 by a background thread, and released, after a
+// checkpoint, when the stream closes or the trainer shuts down. A trainer
+// whose renewal fails stops stepping the job at 90% of the lease, before any
+// other trainer may take it. Taking a job whose newest checkpoint is newer
+// than this trainer's copy (another trainer advanced it) reloads it from the
+// store first. GetJob and ListJobs answer every job of the registry; CancelJob
+// of a job held by another live trainer flags it in the registry and that
+// trainer cancels it at its next renewal. A call that needs a job held by
+// another live trainer answers UNAVAILABLE naming that trainer and the time
+// left on its lease (a client retries; once the holder dies the lease
+// expires and this trainer takes the job over from its last checkpoint).
+//
 // Thread safety: JobManager is safe for concurrent use. Each job has its own
 // mutex, so jobs train concurrently; calls on one job serialize. Sessions
 // are used by one thread at a time (one gRPC stream).
@@ -29,6 +46,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -40,6 +58,8 @@
 #include "model/trainer.h"
 #include "server/common/limits.h"
 #include "server/trainer/job_state.h"
+#include "server/trainer/trainer_metrics.h"
+#include "store/job_registry.h"
 #include "store/store.h"
 
 namespace bnserve::server {
@@ -71,6 +91,11 @@ struct JobManagerOptions {
   // every labelled one and every version a job of this manager started
   // from (so that it can still be read when the job resumes); 0 keeps all.
   int keep_versions = 0;
+  // Leases (with checkpoints): this trainer's name in the job registry
+  // (unique among the trainers of one store), and how long a lease lasts
+  // without renewal (how long a job of a dead trainer waits to move).
+  std::string replica_id = "trainer";
+  absl::Duration lease = absl::Milliseconds(server::kDefaultJobLeaseMs);
 };
 
 // The optimizer configuration of a job's spec, defaults resolved.
@@ -116,7 +141,10 @@ class TrainingSession {
   // every_n_steps is reached and checkpoints when its checkpoint interval
   // is. INVALID_ARGUMENT (model unchanged) for a bad minibatch;
   // FAILED_PRECONDITION (unchanged) if `expected_step` > 0 is not the job's
-  // steps + 1; CANCELLED if the job was cancelled; the store's error
+  // steps + 1 (UNAVAILABLE instead for the first minibatch of a stream on
+  // a job this trainer just took over from another: the client's step came
+  // from that trainer, so it asks again and resumes from this one's);
+  // CANCELLED if the job was cancelled; the store's error
   // (UNAVAILABLE...) if a policy publish failed (the step itself was
   // applied). A failed checkpoint does not fail the step: it is recorded in
   // Job.checkpoint_error, the previous checkpoint stays, and the next step
@@ -149,6 +177,9 @@ class TrainingSession {
   std::string job_id_;
   absl::Time started_;
   int64_t examples_ = 0;
+  bool first_step_ = true;
+  // The job was taken over from another trainer when the stream opened.
+  bool took_over_ = false;
 };
 
 // Accumulates recalibration examples for one job (bounded by
@@ -225,6 +256,12 @@ class JobManager {
   void Shutdown();
 
   store::SnapshotStore* store() const { return store_; }
+  const std::string& replica_id() const { return options_.replica_id; }
+  const TrainerMetrics& metrics() const { return metrics_; }
+  // The Prometheus exposition: the counters and histograms of
+  // trainer_metrics.h, with `jobs{state}` counting this trainer's own
+  // copies of jobs, then the per-job gauges of JobGaugesPrometheus.
+  std::string RenderMetrics();
 
  private:
   friend class TrainingSession;
@@ -232,9 +269,57 @@ class JobManager {
   using Job = internal::JobState;
 
   absl::StatusOr<std::shared_ptr<Job>> FindJob(const std::string& job_id);
+
+  // --- Leases (job_leases.cc) ---
+  // Whether jobs are shared through the registry under leases.
+  bool leases() const { return options_.checkpoints && registry_ != nullptr; }
+  // The job with its lease held by this trainer (taken or renewed), reloaded
+  // from the store first if another trainer advanced it. NOT_FOUND for a
+  // job neither here nor in the registry; UNAVAILABLE naming the holder if
+  // another live trainer holds it (`*held_by` gets the holder then, if
+  // given); FAILED_PRECONDITION if it was cancelled elsewhere. Without
+  // leases: FindJob.
+  // `*took_over` (if given) tells whether this trainer's copy was behind:
+  // reloaded from the store, or another trainer had reported later steps
+  // (lost with it unless checkpointed).
+  absl::StatusOr<std::shared_ptr<Job>> Claim(const std::string& job_id,
+                                             std::string* held_by = nullptr,
+                                             bool* took_over = nullptr);
+  // After a call or a stream: if this trainer holds the job's lease and no
+  // stream is open, checkpoints the job, publishes its summary and releases
+  // the lease (kept if the checkpoint fails: the renewer retries).
+  void ReleaseIfIdle(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  // Stores the job's summary in the registry (best effort, logged).
+  void PutSummary(Job& job);
+  // The lease is held until `acquired_at` + 90% of the lease.
+  void NoteLease(Job& job, absl::Time acquired_at);
+  // The job's newest loadable checkpoint in the store, installed in jobs_
+  // in place of any older copy.
+  absl::StatusOr<std::shared_ptr<Job>> Reload(const std::string& model,
+                                              const std::string& job_id);
+  // The registry's view of a job merged with this trainer's copy (null if
+  // none): the copy if this trainer holds the job or nobody advanced it
+  // since, else the registry's summary; `owner` filled in.
+  v1::Job Merge(const std::shared_ptr<Job>& local,
+                const store::JobEntry& entry);
+  // The renewer thread: renews held leases every lease/3, acts on cancel
+  // requests and lost leases, retries failed releases.
+  void RenewLoop();
+  void RenewOne(Job& job);
+  // Forgets an expired job whose lease is not held elsewhere: drops its
+  // checkpoints and registry entry if this trainer can take its lease and
+  // nobody advanced it (a dormant copy is only forgotten here).
+  void ForgetExpired(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(job.mu);
+  // Forgets this trainer's copy of a job that the registry no longer knows
+  // (deleted by another trainer), unless this trainer holds it.
+  void ForgetDeleted(const std::string& job_id);
   // Forgets the jobs whose retention has passed. A job busy in a step (its
   // mutex held) is active and skipped: this never waits for a step.
   void EvictExpired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives a new job its id (from the registry with leases, else the next
+  // local number; never one in use here), adds it to jobs_ and, with
+  // leases, takes its lease.
+  absl::Status RegisterNewJob(Job& job);
   // RESOURCE_EXHAUSTED when the trainer holds max_jobs jobs already.
   absl::Status CheckJobCount() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The network a CreateJob request asks for (from its spec, or from the
@@ -254,9 +339,16 @@ class JobManager {
   // verify or does not describe a valid job.
   absl::StatusOr<std::shared_ptr<Job>> LoadCheckpoint(
       const store::CheckpointRef& ref);
-  // Restores one job from the newest of `steps` that loads, falling back
-  // past DATA_LOSS only; any other store error is returned (nothing is
-  // removed or marked lost then).
+  // The job from the newest of `steps` that loads, falling back past
+  // DATA_LOSS and NOT_FOUND (another trainer removed it meanwhile); any
+  // other store error is returned. DATA_LOSS if every one is corrupt,
+  // NOT_FOUND if none is left. Newer corrupt checkpoints are removed.
+  absl::StatusOr<std::shared_ptr<Job>> LoadNewest(
+      const std::string& model, const std::string& job_id,
+      const std::vector<int64_t>& steps);
+  // Restores one job from the newest of `steps` that loads (LoadNewest),
+  // marking it lost if all are corrupt; any other store error is returned
+  // (nothing is removed or marked lost then).
   absl::Status RestoreJob(const std::string& model, const std::string& job_id,
                           const std::vector<int64_t>& steps);
   // Applies options_.keep_versions to `model` after a publish (best effort:
@@ -270,6 +362,8 @@ class JobManager {
 
   store::SnapshotStore* const store_;
   const JobManagerOptions options_;
+  store::JobRegistry* const registry_;
+  TrainerMetrics metrics_;
   absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   // The same, read by sessions without mu_.
@@ -280,6 +374,11 @@ class JobManager {
   // Jobs found in the store whose checkpoints are all corrupt: every call
   // on them answers this DATA_LOSS.
   std::map<std::string, absl::Status> lost_ ABSL_GUARDED_BY(mu_);
+
+  // The renewer (running only with leases).
+  absl::Mutex renew_mu_;
+  bool stop_renewer_ ABSL_GUARDED_BY(renew_mu_) = false;
+  std::thread renewer_;
 };
 
 }  // namespace bnserve::server

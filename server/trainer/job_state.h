@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -16,6 +17,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bnserve/v1/trainer.pb.h"
 #include "model/trainer.h"
@@ -24,7 +26,7 @@
 
 namespace bnserve::server::internal {
 
-struct JobState {
+struct JobState : std::enable_shared_from_this<JobState> {
   absl::Mutex mu;
   std::string id;
   std::string model;
@@ -53,6 +55,17 @@ struct JobState {
   int64_t checkpoint_every = 0;
   std::vector<int64_t> checkpoint_steps ABSL_GUARDED_BY(mu);
   int64_t resumes ABSL_GUARDED_BY(mu) = 0;
+  // Leases (trainers sharing the store's job registry; see JobManager):
+  // whether this job takes part, and until when (unix ns, a margin before
+  // the registry's expiry) this trainer holds its lease; 0 = not held. A
+  // copy of a job whose lease is not held here is dormant: it never steps,
+  // checkpoints or removes checkpoints.
+  bool uses_leases = false;
+  std::atomic<int64_t> lease_until_ns{0};
+  bool HoldsLease() const {
+    return !uses_leases ||
+           lease_until_ns.load() > absl::ToUnixNanos(absl::Now());
+  }
   // The last checkpoint write failed (with this error): retry at each step.
   bool checkpoint_pending ABSL_GUARDED_BY(mu) = false;
   std::string checkpoint_error ABSL_GUARDED_BY(mu);
@@ -96,7 +109,7 @@ struct JobState {
   // Removes the job's checkpoints from the store (best effort: a leftover
   // is restored by the next trainer and expires with the job's retention).
   void DropCheckpoints() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (checkpoint_store == nullptr) return;
+    if (checkpoint_store == nullptr || !HoldsLease()) return;
     for (int64_t step : checkpoint_steps) {
       (void)checkpoint_store->DeleteCheckpoint(model, id, step);
     }

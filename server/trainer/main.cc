@@ -55,6 +55,16 @@ ABSL_FLAG(int, keep_versions, 0,
           "After each publish keep only the newest N versions of the model, "
           "plus every labelled version and every version a job of this "
           "trainer started from (0: keep all).");
+ABSL_FLAG(int, metrics_port, 0,
+          "Prometheus metrics at GET /metrics on this port (jobs by state, "
+          "steps, examples, checkpoint and publish latency, resumes), with "
+          "the gRPC port's TLS and token; 0 = off.");
+ABSL_FLAG(std::string, replica_id, "",
+          "This trainer's name in the job leases of a shared (Redis) store, "
+          "unique among its trainers; empty: <hostname>:<port>.");
+ABSL_FLAG(int64_t, job_lease_ms, bnserve::server::kDefaultJobLeaseMs,
+          "How long a job's lease lasts without renewal: trainers sharing a "
+          "Redis store take over the jobs of a dead one after this.");
 ABSL_FLAG(bool, checkpoints, true,
           "Checkpoint jobs and restore them at start (false: jobs live only "
           "in this process, as before).");
@@ -97,6 +107,14 @@ int main(int argc, char** argv) {
   options.checkpoints = absl::GetFlag(FLAGS_checkpoints);
   options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
   options.keep_versions = absl::GetFlag(FLAGS_keep_versions);
+  options.replica_id = absl::GetFlag(FLAGS_replica_id);
+  options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.metrics_host = absl::GetFlag(FLAGS_host);
+  if (options.metrics_port < 0) {
+    Log(LogLevel::kError, "--metrics_port must be >= 0");
+    return 2;
+  }
+  options.job_lease_ms = absl::GetFlag(FLAGS_job_lease_ms);
   if (options.checkpoint_every < 0) {
     Log(LogLevel::kError, "--checkpoint_every must be >= 0");
     return 2;
@@ -108,15 +126,19 @@ int main(int argc, char** argv) {
     return server.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
   Log(LogLevel::kInfo,
-      absl::StrCat("bnserve-trainer listening on ", absl::GetFlag(FLAGS_host),
-                   ":", (*server)->port(), " store=", (*server)->store_uri(),
-                   (*server)->http_port() == 0
-                       ? std::string(" dashboard=off")
-                       : absl::StrCat(" dashboard=http",
-                                      options.tls.cert_file.empty() ? "" : "s",
-                                      "://", absl::GetFlag(FLAGS_host), ":",
-                                      (*server)->http_port(), "/"),
-                   (*server)->auth_enabled() ? " auth=token" : ""));
+      absl::StrCat(
+          "bnserve-trainer listening on ", absl::GetFlag(FLAGS_host), ":",
+          (*server)->port(), " store=", (*server)->store_uri(),
+          (*server)->http_port() == 0
+              ? std::string(" dashboard=off")
+              : absl::StrCat(" dashboard=http",
+                             options.tls.cert_file.empty() ? "" : "s", "://",
+                             absl::GetFlag(FLAGS_host), ":",
+                             (*server)->http_port(), "/"),
+          (*server)->auth_enabled() ? " auth=token" : "",
+          (*server)->metrics_port() == 0
+              ? ""
+              : absl::StrCat(" metrics=:", (*server)->metrics_port())));
   const int signal = WaitForTerminationSignal();
   Log(LogLevel::kInfo, absl::StrCat("signal ", signal, ": draining"));
   (*server)->Shutdown(

@@ -26,7 +26,7 @@ HttpResponse TrainerHttpHandler::Handle(const HttpRequest& request) const {
   }
   if (request.path == "/metrics") {
     HttpResponse out = ServeDashboardJson(request, *auth_, [this]() {
-      return absl::StatusOr<std::string>(JobsPrometheus(jobs_->ListJobs("")));
+      return absl::StatusOr<std::string>(jobs_->RenderMetrics());
     });
     if (out.status == 200) out.content_type = kPrometheusContentType;
     return out;

@@ -4,7 +4,8 @@
 //   GET /api/jobs                 JobsJson
 //   GET /api/jobs/{job}/history   JobHistoryJson
 //   GET /api/auth                 whether a token is needed (no token)
-// and the Prometheus exposition of the jobs (JobsPrometheus):
+// and the trainer's Prometheus exposition (JobManager::RenderMetrics,
+// also on --metrics_port when set):
 //   GET /metrics
 // The endpoints need the bearer token when one is configured (401
 // otherwise); errors are {"error": ...} with HttpStatusOf (404 for an

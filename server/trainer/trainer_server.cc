@@ -3,15 +3,36 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_builder.h>
+#include <unistd.h>
 
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "model/status_macros.h"
+#include "server/common/http_status.h"
 #include "server/common/parse_error_interceptor.h"
+#include "server/common/prometheus.h"
 #include "server/common/server_setup.h"
 
 namespace bnserve::server {
+
+namespace {
+
+// "<hostname>:<port>" for a fixed port, else "<hostname>:<pid>-<random>".
+std::string DefaultReplicaId(const std::string& listen_address) {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  const std::string name = host[0] != '\0' ? host : "trainer";
+  const size_t colon = listen_address.rfind(':');
+  const std::string port =
+      colon == std::string::npos ? "" : listen_address.substr(colon + 1);
+  if (!port.empty() && port != "0") return absl::StrCat(name, ":", port);
+  return absl::StrCat(name, ":", getpid(), "-",
+                      absl::Hex(absl::ToUnixNanos(absl::Now()) & 0xffffff));
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
     const TrainerServerOptions& options) {
@@ -36,6 +57,12 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
         "--max_job_parameters, --max_jobs and --job_retention_seconds must "
         "be positive, --keep_versions >= 0");
   }
+  if (options.job_lease_ms < 30 || options.job_lease_ms > 3'600'000 ||
+      options.replica_id.size() > 200) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--job_lease_ms must be between 30 and 3600000, got ",
+                     options.job_lease_ms, "; --replica_id at most 200 bytes"));
+  }
   s->auth_enabled_ = auth.enabled();
   s->http_auth_ = auth;
   s->jobs_ = std::make_unique<JobManager>(
@@ -49,7 +76,11 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
           .job_retention = absl::Seconds(options.job_retention_seconds),
           .checkpoints = options.checkpoints,
           .checkpoint_every = options.checkpoint_every,
-          .keep_versions = options.keep_versions});
+          .keep_versions = options.keep_versions,
+          .replica_id = options.replica_id.empty()
+                            ? DefaultReplicaId(options.listen_address)
+                            : options.replica_id,
+          .lease = absl::Milliseconds(options.job_lease_ms)});
   // Jobs checkpointed by an earlier trainer on this store resume here.
   BNSERVE_ASSIGN_OR_RETURN(const int restored, s->jobs_->RestoreJobs());
   if (restored > 0) {
@@ -58,6 +89,9 @@ absl::StatusOr<std::unique_ptr<TrainerServer>> TrainerServer::Start(
   }
   s->service_ =
       std::make_unique<TrainerService>(s->jobs_.get(), std::move(auth));
+  if (options.metrics_port != 0) {
+    BNSERVE_RETURN_IF_ERROR(s->StartMetrics(options));
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -97,6 +131,39 @@ int TrainerServer::http_port() const {
   return http_ == nullptr ? 0 : http_->port();
 }
 
+absl::Status TrainerServer::StartMetrics(const TrainerServerOptions& options) {
+  HttpServerOptions http;
+  http.host = options.metrics_host;
+  http.port = options.metrics_port < 0 ? 0 : options.metrics_port;
+  http.tls = options.tls;
+  http.max_body_bytes = 4096;  // GET only
+  http.threads = 2;
+  BNSERVE_ASSIGN_OR_RETURN(
+      metrics_http_,
+      HttpServer::Start(http, [this](const HttpRequest& request) {
+        absl::Status status;
+        if (request.path != "/metrics") {
+          status = absl::NotFoundError(absl::StrCat(
+              "no endpoint ", request.path, "; metrics are at /metrics"));
+        } else if (request.method != "GET") {
+          status = absl::InvalidArgumentError("use GET /metrics");
+        } else {
+          status = http_auth_.CheckAuthorization(request.authorization);
+        }
+        if (!status.ok()) {
+          return HttpResponse{HttpStatusOf(status), "application/json",
+                              HttpErrorBody(status)};
+        }
+        return HttpResponse{200, kPrometheusContentType,
+                            jobs_->RenderMetrics()};
+      }));
+  return absl::OkStatus();
+}
+
+int TrainerServer::metrics_port() const {
+  return metrics_http_ == nullptr ? 0 : metrics_http_->port();
+}
+
 TrainerServer::~TrainerServer() { Shutdown(absl::ZeroDuration()); }
 
 std::shared_ptr<grpc::Channel> TrainerServer::InProcessChannel() {
@@ -111,6 +178,7 @@ void TrainerServer::Shutdown(absl::Duration deadline) {
                     absl::ToChronoMilliseconds(deadline));
   server_->Wait();
   if (http_ != nullptr) http_->Stop();
+  if (metrics_http_ != nullptr) metrics_http_->Stop();
 }
 
 }  // namespace bnserve::server

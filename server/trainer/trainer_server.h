@@ -54,8 +54,18 @@ struct TrainerServerOptions {
   int64_t checkpoint_every = kDefaultCheckpointEvery;
   // Versions kept per model after each publish (0: all; see JobManager).
   int keep_versions = 0;
+  // This trainer's name in job leases; empty: "<hostname>:<port>" when the
+  // port is fixed (a restarted trainer takes its own jobs back at once),
+  // else "<hostname>:<pid>-<random>".
+  std::string replica_id;
+  // How long a job's lease lasts without renewal (see JobManager).
+  int64_t job_lease_ms = kDefaultJobLeaseMs;
   // gRPC server reflection (answers without a token).
   bool reflection = true;
+  // Prometheus metrics (trainer_metrics.h) at GET /metrics on this port,
+  // with the gRPC port's TLS and token; 0 = off, -1 = an ephemeral port.
+  int metrics_port = 0;
+  std::string metrics_host = "0.0.0.0";
 };
 
 // Thread-safe after Start; Shutdown may be called from any thread.
@@ -70,6 +80,8 @@ class TrainerServer {
   int port() const { return port_; }
   // The bound HTTP port (0 when off).
   int http_port() const;
+  // The bound metrics port, 0 when off.
+  int metrics_port() const;
   std::string store_uri() const { return store_->uri(); }
   bool auth_enabled() const { return auth_enabled_; }
   std::shared_ptr<grpc::Channel> InProcessChannel();
@@ -80,6 +92,7 @@ class TrainerServer {
 
  private:
   TrainerServer() = default;
+  absl::Status StartMetrics(const TrainerServerOptions& options);
 
   std::unique_ptr<store::SnapshotStore> store_;
   std::unique_ptr<JobManager> jobs_;
@@ -88,6 +101,7 @@ class TrainerServer {
   TokenAuth http_auth_;
   std::unique_ptr<TrainerHttpHandler> http_handler_;
   std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<HttpServer> metrics_http_;
   int port_ = 0;
   bool auth_enabled_ = false;
   std::atomic<bool> shut_down_{false};

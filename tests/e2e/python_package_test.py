@@ -13,6 +13,7 @@ and bnserve-inference processes (pytest, started by ctest):
 Environment: BNSERVE_BUILD (the build directory). Loopback only, everything
 in a temporary directory; the servers are stopped with SIGTERM at the end.
 """
+import json
 import os
 import shutil
 import signal
@@ -130,6 +131,66 @@ def test_train_from_numpy_and_predict(servers):
         with pytest.raises(bnserve.BnserveError) as err:
             client.predict("nope", Xt[0])
         assert err.value.code == "NOT_FOUND"
+
+
+def test_train_resumes_bit_for_bit_after_a_trainer_kill(servers):
+    """TrainerClient.train survives a SIGKILL of its trainer: the job
+    resumes from its checkpoint on the restarted trainer and the published
+    model equals an uninterrupted run's layer for layer."""
+    _, _, work = servers
+    store = os.path.join(work, "resume-store")
+    port = free_port()
+    log = open(os.path.join(work, "resume-trainer.log"), "a")
+
+    def start():
+        proc = subprocess.Popen(
+            [os.path.join(BUILD, "server/trainer/bnserve-trainer"), "--host",
+             "127.0.0.1", "--port", str(port), "--store", store,
+             "--checkpoint_every", "40"], stderr=log)
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                return proc
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None
+                time.sleep(0.02)
+
+    X, y = load_csv("data/digits/train.csv")
+    args = dict(hidden=(32,), epochs=6, batch_size=32, optimizer="adam",
+                seed=9)
+    procs = [start()]
+    kills = []
+
+    def kill_at_step_150(p):
+        if p.step == 150 and not kills:
+            kills.append(p.step)
+            procs[-1].send_signal(signal.SIGKILL)
+            procs[-1].wait(timeout=10)
+            procs.append(start())
+    try:
+        with bnserve.TrainerClient("127.0.0.1:%d" % port) as trainer:
+            straight = trainer.train("straight", X, y.astype(int), **args)
+            durable = trainer.train("durable", X, y.astype(int),
+                                    progress=kill_at_step_150,
+                                    resume_timeout=60, **args)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+            p.wait(timeout=10)
+    assert kills == [150]
+    assert durable.steps == straight.steps == 6 * len(
+        bnserve.trainer.batch_sizes(len(X), 32))
+
+    def layers(model, version):
+        out = os.path.join(work, "%s.json" % model)
+        subprocess.run([os.path.join(BUILD, "client/bnctl/bnctl"), "export",
+                        "--store", store, "--model", model, "--version",
+                        str(version), "-o", out], check=True)
+        with open(out) as f:
+            return json.load(f)["layers"]
+    assert layers("durable", durable.version) == layers(
+        "straight", straight.version)
 
 
 def test_sklearn_pipeline_and_cross_validation(servers):

@@ -16,7 +16,7 @@ uninterrupted run's bit for bit.
 4. `bnctl delete-job` removes the job's checkpoints from the store.
 
 Usage: durable_resume_test.py BUILD_DIR [file|redis]
-  env RESUME_KILLS (12), RESUME_SEED (time)
+  env RESUME_KILLS (16: 12 SIGKILL + 4 SIGTERM), RESUME_SEED (time)
 """
 import json
 import os
@@ -78,7 +78,7 @@ class Store:
 
 def main():
     kind = sys.argv[2] if len(sys.argv) > 2 else "file"
-    kills = int(os.environ.get("RESUME_KILLS", "12"))
+    kills = int(os.environ.get("RESUME_KILLS", "16"))
     seed = int(os.environ.get("RESUME_SEED", str(int(time.time()))))
     rng = random.Random(seed)
     log(f"store={kind} kills={kills} seed={seed}")
@@ -114,12 +114,16 @@ def main():
                 jobs = stub.ListJobs(env.tpb.ListJobsRequest(model="durable"),
                                      timeout=5).jobs
                 return any(j.state == env.tpb.Job.TRAINING for j in jobs)
+            waited = time.monotonic()
             wait_until(training, "the job training again", 90)
+            waited = time.monotonic() - waited
             time.sleep(rng.uniform(0.0, 0.4))
             if client.poll() is not None:
                 break
             sig = signal.SIGTERM if done % 4 == 3 else signal.SIGKILL
             env.kill("trainer", sig)
+            log(f"stop {done + 1}: {sig.name} ({waited:.2f} s until the "
+                "job trained again after the previous one)")
             sigterms += sig == signal.SIGTERM
             done += 1
             env.start_trainer(tport, store.uri)

@@ -20,6 +20,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "store/file_store.h"
+#include "store/job_registry.h"
 #include "store/memory_store.h"
 #include "store/redis_store.h"
 #include "store/store.h"
@@ -543,6 +544,123 @@ TEST_P(StoreConformanceTest, ACorruptCheckpointIsDataLoss) {
   }
   EXPECT_EQ(store_->ReadCheckpoint("m", "job-1", 7).status().code(),
             absl::StatusCode::kDataLoss);
+}
+
+// The job registry's leases (store/job_registry.h): one owner at a time,
+// renewable by it only, released by it only, taken over once expired.
+TEST_P(StoreConformanceTest, JobLeasesHaveOneOwnerAndExpire) {
+  JobRegistry* reg = store_->job_registry();
+  ASSERT_NE(reg, nullptr);
+  const absl::Duration ttl = absl::Seconds(5);
+  auto a = reg->Acquire("m", "job-1", "a", ttl);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->owner, "a");
+  auto b = reg->Acquire("m", "job-1", "b", ttl);  // held by a: not taken
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->owner, "a");
+  EXPECT_GT(b->remaining, absl::Seconds(1));
+  EXPECT_LE(b->remaining, ttl);
+  auto renewed = reg->Renew("m", "job-1", "a", ttl, "");
+  ASSERT_TRUE(renewed.ok()) << renewed.status();
+  EXPECT_FALSE(*renewed);
+  EXPECT_EQ(reg->Renew("m", "job-1", "b", ttl, "").status().code(),
+            absl::StatusCode::kAborted);
+  ASSERT_TRUE(reg->Release("m", "job-1", "b").ok());  // not b's: no effect
+  EXPECT_EQ(reg->Acquire("m", "job-1", "b", ttl)->owner, "a");
+  ASSERT_TRUE(reg->Release("m", "job-1", "a").ok());
+  EXPECT_EQ(reg->Acquire("m", "job-1", "b", ttl)->owner, "b");
+  EXPECT_EQ(reg->Renew("m", "job-1", "a", ttl, "").status().code(),
+            absl::StatusCode::kAborted);
+
+  // Expiry: a lease that is not renewed passes to the next taker.
+  ASSERT_EQ(reg->Acquire("m", "job-2", "a", absl::Milliseconds(150))->owner,
+            "a");
+  EXPECT_EQ(reg->Acquire("m", "job-2", "b", ttl)->owner, "a");
+  absl::SleepFor(absl::Milliseconds(400));
+  EXPECT_EQ(reg->Renew("m", "job-2", "a", ttl, "").status().code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(reg->Acquire("m", "job-2", "b", ttl)->owner, "b");
+  EXPECT_EQ(reg->Get("job-2").status().code(),  // leased, not registered
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(reg->Put("m", "job-2", "s", false).ok());
+  auto entry = reg->Get("job-2");
+  ASSERT_TRUE(entry.ok()) << entry.status();
+  EXPECT_EQ(entry->lease.owner, "b");
+  EXPECT_EQ(entry->model, "m");
+}
+
+TEST_P(StoreConformanceTest, JobRegistryHoldsSummariesAndCancelRequests) {
+  JobRegistry* reg = store_->job_registry();
+  ASSERT_NE(reg, nullptr);
+  auto n1 = reg->NextJobNumber();
+  auto n2 = reg->NextJobNumber();
+  ASSERT_TRUE(n1.ok() && n2.ok());
+  EXPECT_GT(*n2, *n1);
+  EXPECT_EQ(reg->Get("job-9").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(reg->RequestCancel("job-9").code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(reg->Put("m", "job-9", "first", false).ok());
+  ASSERT_TRUE(reg->Put("m", "job-9", "ignored", true).ok());
+  ASSERT_TRUE(reg->Put("n", "job-10", "other", false).ok());
+  EXPECT_EQ(reg->Get("job-9")->summary, "first");
+  ASSERT_EQ(reg->Acquire("m", "job-9", "a", absl::Seconds(5))->owner, "a");
+  ASSERT_TRUE(reg->Renew("m", "job-9", "a", absl::Seconds(5), "second").ok());
+  EXPECT_EQ(reg->Get("job-9")->summary, "second");
+  EXPECT_FALSE(reg->Get("job-9")->cancel_requested);
+  ASSERT_TRUE(reg->RequestCancel("job-9").ok());
+  EXPECT_TRUE(reg->Get("job-9")->cancel_requested);
+  EXPECT_TRUE(*reg->Renew("m", "job-9", "a", absl::Seconds(5), ""));
+  auto all = reg->List();
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].job_id, "job-10");
+  EXPECT_EQ((*all)[0].model, "n");
+  EXPECT_EQ((*all)[1].job_id, "job-9");
+  EXPECT_EQ((*all)[1].lease.owner, "a");
+  ASSERT_TRUE(reg->Remove("m", "job-9").ok());
+  ASSERT_TRUE(reg->Remove("m", "job-9").ok());  // idempotent
+  EXPECT_EQ(reg->Get("job-9").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(reg->List()->size(), 1u);
+  // A removed job's lease is gone too.
+  EXPECT_EQ(reg->Acquire("m", "job-9", "b", absl::Seconds(5))->owner, "b");
+}
+
+TEST_P(StoreConformanceTest, JobRegistryValidatesItsArguments) {
+  JobRegistry* reg = store_->job_registry();
+  ASSERT_NE(reg, nullptr);
+  const absl::Duration ttl = absl::Seconds(1);
+  EXPECT_EQ(reg->Acquire("../m", "job-1", "a", ttl).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reg->Acquire("m", "job/1", "a", ttl).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reg->Acquire("m", "job-1", "", ttl).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      reg->Acquire("m", "job-1", "a", absl::ZeroDuration()).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reg->Put("m", "", "s", false).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reg->Get("a b").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Every trainer on a Redis store (or a mem:// store of one name) sees the
+// same leases: a second store object cannot take a live one.
+TEST_P(StoreConformanceTest, JobLeasesAreSharedByStoresOnTheSameBackend) {
+  if (GetParam() == "file") {
+    EXPECT_FALSE(store_->job_registry()->shared());  // one trainer per dir
+    return;
+  }
+  std::unique_ptr<SnapshotStore> other = Open();
+  ASSERT_NE(other, nullptr);
+  ASSERT_EQ(store_->job_registry()
+                ->Acquire("m", "job-1", "a", absl::Seconds(5))
+                ->owner,
+            "a");
+  EXPECT_EQ(other->job_registry()
+                ->Acquire("m", "job-1", "b", absl::Seconds(5))
+                ->owner,
+            "a");
+  EXPECT_EQ(store_->job_registry()->shared(), GetParam() != "mem");
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreConformanceTest,

@@ -2,6 +2,7 @@
 ``bnserve-trainer`` and publishes it, as ``bnctl train`` does from a CSV."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Sequence
 
@@ -104,7 +105,8 @@ class TrainerClient:
               recalibrate: bool = False,
               feature_names: Optional[Sequence[str]] = None,
               class_names: Optional[Sequence[str]] = None,
-              progress: Optional[Callable[[Progress], None]] = None
+              progress: Optional[Callable[[Progress], None]] = None,
+              resume_timeout: float = 120.0
               ) -> TrainResult:
         """Trains ``model`` on ``X`` ([N, F] features, or [N, C, H, W]
         images) and ``y`` (classification: N class ids in 0..K-1;
@@ -112,7 +114,15 @@ class TrainerClient:
         ``bnctl train`` (``lr=0`` and ``momentum=None`` take the trainer's
         defaults; ``hidden`` is the dense -> batch norm -> activation
         shorthand, after a batch norm over the raw inputs unless
-        ``input_norm=False``). ``progress`` is called after every step."""
+        ``input_norm=False``). ``progress`` is called after every step.
+
+        Like ``bnctl train``, it survives the trainer going away: on
+        UNAVAILABLE it reconnects with backoff for up to ``resume_timeout``
+        seconds per outage (0: raise at once), asks the trainer for the
+        job's step (restored from its last checkpoint, possibly by another
+        replica) and re-sends the numbered minibatches from there; each
+        epoch's order depends only on ``seed``, so the model is bit for bit
+        an uninterrupted run's."""
         X, y, targets_dim = self._check_data(X, y, task)
         if input_shape is None and X.ndim == 4:
             input_shape = X.shape[1:]
@@ -125,10 +135,8 @@ class TrainerClient:
             weight_decay, bn_momentum, seed, from_version, from_label,
             publish_every, feature_names, class_names)
         tracker = _Tracker(len(sizes), progress)
-        rng = np.random.RandomState(seed)
-        self._rpc.stream("Train", self._minibatches(
-            job.job_id, X, y, task, sizes, epochs, shuffle, rng),
-            self._pb.trainer.TrainProgress, tracker.on_progress)
+        self._train_resuming(job.job_id, X, y, task, sizes, epochs, shuffle,
+                             seed, tracker, resume_timeout)
         version = tracker.last_version
         if version <= 0:
             done = self._rpc.unary("GetJob",
@@ -146,6 +154,53 @@ class TrainerClient:
         if recalibrate:
             result.recalibrated_version = self.recalibrate(job.job_id, X)
         return result
+
+    def _train_resuming(self, job_id, X, y, task, sizes, epochs, shuffle,
+                        seed, tracker, resume_timeout) -> None:
+        """Streams every step, resuming after UNAVAILABLE (see train)."""
+        total = epochs * len(sizes)
+        next_step = 1
+        while True:
+            try:
+                if next_step <= total:
+                    self._rpc.stream("Train", self._minibatches(
+                        job_id, X, y, task, sizes, epochs, shuffle, seed,
+                        next_step), self._pb.trainer.TrainProgress,
+                        tracker.on_progress)
+                else:  # every step applied before the trainer went away
+                    job = self._get_job(job_id)
+                    if job.last_published_step != job.steps:
+                        tracker.last_version = self.publish(job_id)
+                    else:
+                        tracker.last_version = job.last_published_version
+                return
+            except BnserveError as e:
+                if e.code != "UNAVAILABLE" or resume_timeout <= 0:
+                    raise
+                job = self._await_job(job_id, time.monotonic() +
+                                      resume_timeout)
+                next_step = job.steps + 1
+                tracker.resumed(job)
+
+    def _get_job(self, job_id: str):
+        return self._rpc.unary(
+            "GetJob", self._pb.trainer.GetJobRequest(job_id=job_id),
+            self._pb.trainer.Job)
+
+    def _await_job(self, job_id: str, deadline: float):
+        """GetJob until the trainer answers (UNAVAILABLE and CANCELLED,
+        from a draining trainer, are waited out with a doubling backoff
+        until `deadline`)."""
+        backoff = 0.1
+        while True:
+            time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+            backoff = min(backoff * 2, 2.0)
+            try:
+                return self._get_job(job_id)
+            except BnserveError as e:
+                if e.code not in ("UNAVAILABLE", "CANCELLED") or \
+                        time.monotonic() >= deadline:
+                    raise
 
     def recalibrate(self, job_id: str, X, chunk: int = 1024) -> int:
         """Replaces the job's running statistics with exact ones over ``X``
@@ -245,9 +300,13 @@ class TrainerClient:
                                    [str(k) for k in range(output_dim)])
         return self._rpc.unary("CreateJob", req, pb.Job)
 
-    def _minibatches(self, job_id, X, y, task, sizes, epochs, shuffle, rng):
+    def _minibatches(self, job_id, X, y, task, sizes, epochs, shuffle, seed,
+                     first_step=1):
+        """The numbered minibatches of steps first_step.. (each epoch's
+        order from the seed alone: earlier epochs are shuffled, not sent)."""
         pb = self._pb.trainer
-        first = True
+        rng = np.random.RandomState(seed)
+        step = 0
         for _ in range(epochs):
             order = (rng.permutation(X.shape[0]) if shuffle
                      else np.arange(X.shape[0]))
@@ -255,8 +314,11 @@ class TrainerClient:
             for size in sizes:
                 rows = order[begin:begin + size]
                 begin += size
-                request = pb.TrainRequest(job_id=job_id if first else "")
-                first = False
+                step += 1
+                if step < first_step:
+                    continue
+                request = pb.TrainRequest(
+                    job_id=job_id if step == first_step else "", step=step)
                 batch = request.batch
                 batch.rows, batch.cols = size, X.shape[1]
                 batch.features.extend(X[rows].ravel())
@@ -278,6 +340,14 @@ class _Tracker:
         self.final_loss = self.final_accuracy = 0.0
         self._rows = self._loss = self._acc = 0.0
         self._last_step = -1
+
+    def resumed(self, job) -> None:
+        """The job continues after its step `job.steps` (replayed steps are
+        not counted twice)."""
+        self._last_step = self.steps = job.steps
+        self.examples = job.examples_seen
+        self.last_version = job.last_published_version
+        self._rows = self._loss = self._acc = 0.0
 
     def on_progress(self, p) -> None:
         self.last_version = p.last_published_version

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/network.h"
 #include "store/memory_store.h"
@@ -14,6 +15,8 @@
 
 namespace bnserve::server {
 namespace {
+
+using ::testing::HasSubstr;
 
 using ::absl::StatusCode;
 
@@ -618,6 +621,18 @@ class CheckpointTest : public JobManagerTest {
       ASSERT_TRUE(session->Step(RandomBatch(8, 1000 + s), s).ok()) << s;
     }
   }
+  // Trains steps [from, to], then "dies": the closing checkpoint of the
+  // stream fails, so the job rests in its last periodic checkpoint.
+  void TrainAndDie(JobManager& jobs, const std::string& id, int from, int to) {
+    auto session = *jobs.OpenTrainingSession(id);
+    for (int s = from; s <= to; ++s) {
+      ASSERT_TRUE(session->Step(RandomBatch(8, 1000 + s), s).ok()) << s;
+    }
+    mem().SetFailure(store::MemoryStore::Op::kWriteCheckpoint,
+                     absl::UnavailableError("killed"));
+    session.reset();
+    mem().ClearFailures();
+  }
   std::string FinalNetwork(JobManager& jobs, const std::string& id) {
     return Published("m", jobs.Publish(id).value().version());
   }
@@ -646,7 +661,7 @@ TEST_F(CheckpointTest, ARestartedManagerResumesBitForBit) {
   {
     JobManager jobs(store_.get(), Durable(5));
     id = jobs.CreateJob(AdamJob())->job_id();
-    Train(jobs, id, 1, 13);  // "killed" after step 13: checkpoint at 10
+    TrainAndDie(jobs, id, 1, 13);  // killed after step 13: checkpoint at 10
   }
   JobManager restarted(store_.get(), Durable(5));
   ASSERT_EQ(*restarted.RestoreJobs(), 1);
@@ -684,7 +699,7 @@ TEST_F(CheckpointTest, ACorruptCheckpointFallsBackToThePreviousOne) {
   {
     JobManager jobs(store_.get(), Durable(4));
     id = jobs.CreateJob(SmallJob("m"))->job_id();
-    Train(jobs, id, 1, 9);  // checkpoints kept: 4 and 8
+    TrainAndDie(jobs, id, 1, 9);  // checkpoints kept: 4 and 8
   }
   ASSERT_TRUE(mem().CorruptCheckpointForTesting("m", id, 8).ok());
   EXPECT_EQ(store_->ReadCheckpoint("m", id, 8).status().code(),
@@ -699,7 +714,7 @@ TEST_F(CheckpointTest, AStoreOutageFailsTheRestoreAndRemovesNothing) {
   {
     JobManager jobs(store_.get(), Durable(4));
     id = jobs.CreateJob(SmallJob("m"))->job_id();
-    Train(jobs, id, 1, 9);
+    TrainAndDie(jobs, id, 1, 9);
   }
   mem().FailNext(store::MemoryStore::Op::kReadCheckpoint,
                  absl::UnavailableError("store down"));
@@ -749,7 +764,7 @@ TEST_F(CheckpointTest, AFailedWriteIsReportedAndRetriedAndCancelRemovesAll) {
     auto session = *jobs.OpenTrainingSession(id);
     ASSERT_TRUE(session->Step(RandomBatch(8, 1004), 4).ok());
     v1::Job job = *jobs.GetJob(id);
-    EXPECT_EQ(job.checkpoint_step(), 2);
+    EXPECT_EQ(job.checkpoint_step(), 3);  // the stream's closing one
     EXPECT_NE(job.checkpoint_error().find("disk full"), std::string::npos)
         << job.checkpoint_error();
     ASSERT_TRUE(session->Step(RandomBatch(8, 1005), 5).ok());
@@ -757,6 +772,131 @@ TEST_F(CheckpointTest, AFailedWriteIsReportedAndRetriedAndCancelRemovesAll) {
   EXPECT_EQ(jobs.GetJob(id)->checkpoint_step(), 5);
   EXPECT_EQ(jobs.GetJob(id)->checkpoint_error(), "");
   ASSERT_TRUE(jobs.CancelJob(id).ok());
+  EXPECT_TRUE(store_->ListCheckpoints()->empty());
+}
+
+TEST_F(CheckpointTest, MetricsCountStepsCheckpointsPublishesAndResumes) {
+  std::string id;
+  {
+    JobManager jobs(store_.get(), Durable(2));
+    id = jobs.CreateJob(SmallJob("m"))->job_id();
+    TrainAndDie(jobs, id, 1, 5);  // checkpoints at 0, 2, 4; 5 fails
+    ASSERT_TRUE(jobs.Publish(id).ok());
+    const std::string text = jobs.RenderMetrics();
+    EXPECT_THAT(text, HasSubstr("bnserve_trainer_steps_total 5\n"));
+    EXPECT_THAT(text, HasSubstr("bnserve_trainer_examples_total 40\n"));
+    EXPECT_THAT(text,
+                HasSubstr("bnserve_trainer_checkpoint_failures_total 1\n"));
+    // 0, 2, 4 and the publish's at 5.
+    EXPECT_THAT(text, HasSubstr("bnserve_trainer_checkpoints_total 4\n"));
+    EXPECT_THAT(
+        text,
+        HasSubstr("bnserve_trainer_checkpoint_duration_seconds_count 4\n"));
+    EXPECT_THAT(text, HasSubstr("bnserve_trainer_publishes_total 1\n"));
+    EXPECT_THAT(text,
+                HasSubstr("bnserve_trainer_publish_duration_seconds_bucket{le="
+                          "\"+Inf\"} 1\n"));
+    EXPECT_THAT(text, HasSubstr("bnserve_trainer_jobs{state=\"idle\"} 1\n"));
+    EXPECT_THAT(text, HasSubstr("bnserve_trainer_resumes_total 0\n"));
+  }
+  JobManager restarted(store_.get(), Durable(2));
+  ASSERT_EQ(*restarted.RestoreJobs(), 1);
+  EXPECT_THAT(restarted.RenderMetrics(),
+              HasSubstr("bnserve_trainer_resumes_total 1\n"));
+}
+
+// Two trainers ("a" and "b") sharing one store: the registry and leases.
+class SharedJobsTest : public CheckpointTest {
+ protected:
+  JobManagerOptions Replica(const std::string& id, absl::Duration lease) {
+    JobManagerOptions o = Durable(4);
+    o.replica_id = id;
+    o.lease = lease;
+    return o;
+  }
+};
+
+TEST_F(SharedJobsTest, ReplicasSeeEachOthersJobsAndHandThemOver) {
+  std::string straight;
+  {
+    JobManager solo(store_.get(), Replica("solo", absl::Seconds(10)));
+    const std::string id = solo.CreateJob(AdamJob())->job_id();
+    Train(solo, id, 1, 15);
+    straight = FinalNetwork(solo, id);
+    ASSERT_TRUE(solo.DeleteJob(id).ok());
+  }
+  JobManager a(store_.get(), Replica("a", absl::Seconds(10)));
+  JobManager b(store_.get(), Replica("b", absl::Seconds(10)));
+  const std::string id = a.CreateJob(AdamJob())->job_id();
+  // b lists and gets a's job.
+  ASSERT_EQ(b.ListJobs("").size(), 1u);
+  EXPECT_EQ(b.ListJobs("")[0].job_id(), id);
+  EXPECT_EQ(b.GetJob(id)->model(), "m");
+  // While a trains it, b refuses it, naming a.
+  auto session = *a.OpenTrainingSession(id);
+  for (int s = 1; s <= 6; ++s) {
+    ASSERT_TRUE(session->Step(RandomBatch(8, 1000 + s), s).ok());
+  }
+  absl::StatusOr<std::unique_ptr<TrainingSession>> refused =
+      b.OpenTrainingSession(id);
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(refused.status().message().find("replica a"), std::string::npos)
+      << refused.status();
+  EXPECT_EQ(b.GetJob(id)->owner(), "a");
+  EXPECT_EQ(b.DeleteJob(id).code(), StatusCode::kFailedPrecondition);
+  session.reset();  // the stream ends: a checkpoints at 6 and lets go
+  EXPECT_EQ(b.GetJob(id)->owner(), "");
+  EXPECT_EQ(b.GetJob(id)->steps(), 6);
+  // b continues from step 7 and a sees b's progress.
+  Train(b, id, 7, 11);
+  EXPECT_EQ(a.GetJob(id)->steps(), 11);
+  // Back to a, which reloads b's checkpoint (its own copy is at 6).
+  Train(a, id, 12, 15);
+  EXPECT_EQ(FinalNetwork(a, id), straight);
+  EXPECT_EQ(b.GetJob(id)->resumes(), 2);
+}
+
+TEST_F(SharedJobsTest, ADeadReplicasJobMovesOnlyAfterItsLeaseExpires) {
+  const absl::Duration lease = absl::Milliseconds(600);
+  std::string id;
+  JobManager b(store_.get(), Replica("b", lease));
+  {
+    JobManager a(store_.get(), Replica("a", lease));
+    id = a.CreateJob(SmallJob("m"))->job_id();
+    TrainAndDie(a, id, 1, 6);  // checkpoint at 4, the lease kept
+    // "a" dies with its lease: destroying it stops the renewals.
+  }
+  EXPECT_EQ(b.OpenTrainingSession(id).status().code(),
+            StatusCode::kUnavailable);
+  absl::SleepFor(lease + absl::Milliseconds(200));
+  auto session = b.OpenTrainingSession(id);
+  ASSERT_TRUE(session.ok()) << session.status();
+  // Steps 5 and 6 were lost with a: a client resuming at 7 is told to
+  // resume again (UNAVAILABLE), then continues from 5.
+  EXPECT_EQ((*session)->Step(RandomBatch(8, 1007), 7).status().code(),
+            StatusCode::kUnavailable);
+  EXPECT_TRUE((*session)->Step(RandomBatch(8, 1005), 5).ok());
+}
+
+TEST_F(SharedJobsTest, CancelFromAnotherReplicaEndsTheOwnersStream) {
+  const absl::Duration lease = absl::Milliseconds(300);
+  JobManager a(store_.get(), Replica("a", lease));
+  JobManager b(store_.get(), Replica("b", lease));
+  const std::string id = a.CreateJob(SmallJob("m"))->job_id();
+  auto session = *a.OpenTrainingSession(id);
+  ASSERT_TRUE(session->Step(RandomBatch(8, 1001), 1).ok());
+  absl::StatusOr<v1::Job> cancelled = b.CancelJob(id);
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state(), v1::Job::CANCELLED);
+  // a learns it at its next renewal (every lease / 3).
+  absl::Status step;
+  for (int i = 2; i < 200 && step.ok(); ++i) {
+    step = session->Step(RandomBatch(8, 1000 + i), i).status();
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(step.code(), StatusCode::kCancelled);
+  session.reset();
+  EXPECT_EQ(b.GetJob(id)->state(), v1::Job::CANCELLED);
   EXPECT_TRUE(store_->ListCheckpoints()->empty());
 }
 

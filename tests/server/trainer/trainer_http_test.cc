@@ -149,10 +149,10 @@ TEST_F(TrainerHttpTest, MetricsExposeTheJobsForPrometheus) {
   EXPECT_EQ(r.content_type, "text/plain; version=0.0.4; charset=utf-8");
   const std::string labels =
       absl::StrCat("{job=\"", job.job_id(), "\",model=\"dash\"} ");
-  EXPECT_NE(r.body.find("bnserve_trainer_jobs{state=\"IDLE\"} 1\n"),
+  EXPECT_NE(r.body.find("bnserve_trainer_jobs{state=\"idle\"} 1\n"),
             std::string::npos)
       << r.body;
-  EXPECT_NE(r.body.find("bnserve_trainer_jobs{state=\"TRAINING\"} 0\n"),
+  EXPECT_NE(r.body.find("bnserve_trainer_jobs{state=\"training\"} 0\n"),
             std::string::npos);
   EXPECT_EQ(r.body.find("STATE_UNSPECIFIED"), std::string::npos);
   EXPECT_NE(r.body.find("bnserve_trainer_job_steps" + labels + "7\n"),
