@@ -4,11 +4,12 @@ the same HTTP server (bench-rest-noop-server: server::HttpServer answering
 every request with a constant), both sent the same POST body by h2load over
 HTTP/1.1, alternating A/B runs, medians.
 
-  cmake -S . -B build-restbench -G Ninja -DBNSERVE_BENCH=ON \
-    -DBNSERVE_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
-  ninja -C build-restbench bench-rest-noop-server
-  /usr/bin/python3 bench/rest_ab.py [--build build] [--reps 7]
-                                    [--requests 20000] [--clients 4]
+  BUILD_DIR=build-rest TARGETS="bnserve-inference bnserve-trainer \
+    bench-rest-noop-server bench-rest-handler" bash scripts/build.sh \
+    -DBNSERVE_BENCH=ON -DBNSERVE_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release
+  /usr/bin/python3 bench/rest_ab.py --build build-rest \
+    --noop build-rest/bench/bench-rest-noop-server [--reps 7]
+    [--requests 20000] [--clients 4]
 
 Starts a bnserve-trainer and a bnserve-inference (loopback, temporary file
 store) from --build, trains digits with the Python package (hidden 128,64,

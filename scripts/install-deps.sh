@@ -10,7 +10,7 @@ packages=(
   # libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   grpc-proto libabsl-dev libeigen3-dev libhiredis-dev libssl-dev
-  libcpp-httplib-dev libcli11-dev nlohmann-json3-dev
+  libcpp-httplib-dev libcli11-dev nlohmann-json3-dev rapidjson-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev redis-server redis-sentinel
   python3 python3-numpy python3-torch python3-grpcio python3-grpc-tools

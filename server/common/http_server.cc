@@ -113,7 +113,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
         self->handler_, {req.method, req.path, authorization, req.body});
     res.status = out.status;
     for (const auto& [name, value] : out.headers) res.set_header(name, value);
-    res.set_content(std::move(out.body), out.content_type.c_str());
+    // Moved, not copied (httplib's set_content copies the body).
+    res.body = std::move(out.body);
+    res.set_header("Content-Type", std::string(out.content_type));
   };
   http.Get(".*", route);
   http.Post(".*", route);

@@ -47,7 +47,8 @@ struct HttpRequest {
 
 struct HttpResponse {
   int status = 200;
-  std::string content_type = "application/json";
+  // A string with static storage (a literal): nothing to allocate per answer.
+  absl::string_view content_type = "application/json";
   std::string body;
   // Further response headers (name, value).
   std::vector<std::pair<std::string, std::string>> headers;

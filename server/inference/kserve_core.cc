@@ -3,11 +3,13 @@
 #include <bit>
 #include <cstring>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "absl/types/span.h"
 #include "model/status_macros.h"
 #include "server/inference/inference_service.h"
 
@@ -186,11 +188,11 @@ absl::StatusOr<const float*> InputValues(const ModelInferRequest& request,
 // Appends the wanted tensors (rows x d outputs, their softmax, argmax) to
 // `response`, raw or typed like the input.
 void WriteOutputs(const WantedOutputs& want, bool raw, int64_t rows, int64_t d,
-                  const std::vector<float>& outputs,
-                  const std::vector<float>& probabilities,
-                  const std::vector<int64_t>& class_ids,
+                  absl::Span<const float> outputs,
+                  absl::Span<const float> probabilities,
+                  absl::Span<const int64_t> class_ids,
                   ModelInferResponse* response) {
-  auto put_floats = [&](const char* name, const std::vector<float>& v) {
+  auto put_floats = [&](const char* name, absl::Span<const float> v) {
     auto* out = AddOutput(response, name, "FP32", {rows, d});
     if (raw) {
       response->add_raw_output_contents()->assign(
@@ -453,13 +455,15 @@ absl::Status KServeCore::Infer(const Servable& servable,
                            InputValues(request, rows, f, &raw_values));
 
   const absl::Time compute_start = absl::Now();
-  std::vector<float> outputs(rows * d);
+  // On the stack for a few rows (one example of a model with up to 64
+  // outputs): nothing is allocated.
+  absl::InlinedVector<float, 64> outputs(rows * d);
   for (int64_t r = 0; r < rows; ++r) servable.Run(x + r * f, &outputs[r * d]);
   *compute = absl::Now() - compute_start;
   BNSERVE_RETURN_IF_ERROR(CheckOutputsFinite(
       outputs.data(), static_cast<int64_t>(outputs.size()), d));
-  std::vector<float> probabilities;
-  std::vector<int64_t> class_ids;
+  absl::InlinedVector<float, 64> probabilities;
+  absl::InlinedVector<int64_t, 8> class_ids;
   if (softmax) {
     probabilities = outputs;
     class_ids.resize(rows);

@@ -14,6 +14,10 @@
 // Requests are counted in the Prometheus metrics under the method names
 // "rest.<Endpoint>" (rest.ModelInfer, rest.ModelMetadata, ...).
 //
+// An infer request and its answer live on a per-request protobuf arena
+// whose first block is on the worker's stack: a single-example infer
+// allocates nothing for its messages.
+//
 // Thread-safe; the core, auth and metrics must outlive the handler.
 #ifndef BNSERVE_SERVER_INFERENCE_KSERVE_HTTP_H_
 #define BNSERVE_SERVER_INFERENCE_KSERVE_HTTP_H_
@@ -44,6 +48,10 @@ class KServeHttpHandler {
   // and the server metadata.
   server::HttpResponse AnswerModelQuery(const KServeRoute& route,
                                         absl::Status* status) const;
+
+  server::HttpResponse AnswerInfer(const KServeRoute& route,
+                                   const server::HttpRequest& request,
+                                   absl::Status* status) const;
 
   const KServeCore* const core_;
   const server::TokenAuth* const auth_;

@@ -1,13 +1,21 @@
 #include "server/inference/kserve_json.h"
 
+#include <rapidjson/error/en.h>
+#include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
+
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/types/span.h"
 
 namespace bnserve::inference {
 namespace {
@@ -26,7 +34,7 @@ absl::Status WrongMethod(absl::string_view method, absl::string_view path,
 // `/v2/models/...` after "models": {m}[/versions/{v}][/action].
 absl::StatusOr<KServeRoute> ParseModelPath(
     absl::string_view method, absl::string_view path,
-    const std::vector<absl::string_view>& parts) {
+    absl::Span<const absl::string_view> parts) {
   KServeRoute route;
   const size_t n = parts.size();  // parts[0..1] = "v2", "models"
   if (n == 3 && parts[2] == "stats") {
@@ -72,7 +80,7 @@ absl::StatusOr<KServeRoute> ParseModelPath(
 absl::StatusOr<KServeRoute> ParseKServeRoute(absl::string_view method,
                                              absl::string_view path) {
   if (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
-  std::vector<absl::string_view> parts = absl::StrSplit(path, '/');
+  absl::InlinedVector<absl::string_view, 8> parts = absl::StrSplit(path, '/');
   // A leading '/' gives an empty first part.
   if (parts.size() < 2 || !parts[0].empty() || parts[1] != "v2") {
     return absl::NotFoundError(absl::StrCat(
@@ -105,41 +113,45 @@ namespace {
 
 // ---- The infer body, one streaming pass ----
 
-class InferBodyParser final : public nlohmann::json_sax<Json> {
+// The keys each kind of object may have (anything goes in "parameters").
+constexpr absl::string_view kTopKeys[] = {"id", "inputs", "outputs",
+                                          "parameters"};
+constexpr absl::string_view kInputKeys[] = {"name", "datatype", "shape", "data",
+                                            "parameters"};
+constexpr absl::string_view kOutputKeys[] = {"name", "parameters"};
+
+// RapidJSON's SAX events (the reader validates the JSON and its UTF-8; the
+// handler checks the schema and writes the request).
+class InferBodyParser final
+    : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, InferBodyParser> {
  public:
-  explicit InferBodyParser(ModelInferRequest* out) : out_(out) {}
+  InferBodyParser(ModelInferRequest* out, size_t body_bytes)
+      : out_(out), body_bytes_(body_bytes) {}
 
   const absl::Status& status() const { return status_; }
 
-  bool null() override { return Scalar("null"); }
-  bool boolean(bool) override { return Scalar("a boolean"); }
-  bool number_integer(number_integer_t v) override {
-    return Number(static_cast<double>(v), v, true);
-  }
-  bool number_unsigned(number_unsigned_t v) override {
+  bool Null() { return Scalar("null"); }
+  bool Bool(bool) { return Scalar("a boolean"); }
+  bool Int(int v) { return Number(v, v, true); }
+  bool Uint(unsigned v) { return Number(v, v, true); }
+  bool Int64(int64_t v) { return Number(static_cast<double>(v), v, true); }
+  bool Uint64(uint64_t v) {
     const bool fits =
         v <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
     return Number(static_cast<double>(v), fits ? static_cast<int64_t>(v) : 0,
                   fits);
   }
-  bool number_float(number_float_t v, const string_t&) override {
-    return Number(v, 0, false);
+  bool Double(double v) { return Number(v, 0, false); }
+  bool String(const char* s, rapidjson::SizeType n, bool) {
+    return Text(absl::string_view(s, n));
   }
-  bool string(string_t& v) override;
-  bool binary(binary_t&) override { return Scalar("binary data"); }
-  bool start_object(std::size_t) override;
-  bool key(string_t& k) override;
-  bool end_object() override { return End(); }
-  bool start_array(std::size_t) override;
-  bool end_array() override { return End(); }
-  bool parse_error(std::size_t position, const std::string&,
-                   const nlohmann::detail::exception& e) override {
-    if (status_.ok()) {
-      status_ = absl::InvalidArgumentError(absl::StrCat(
-          "the body is not valid JSON at byte ", position, ": ", e.what()));
-    }
-    return false;
+  bool Key(const char* s, rapidjson::SizeType n, bool) {
+    return KeyOf(absl::string_view(s, n));
   }
+  bool StartObject() { return StartContainer(true); }
+  bool EndObject(rapidjson::SizeType) { return End(); }
+  bool StartArray() { return StartContainer(false); }
+  bool EndArray(rapidjson::SizeType) { return End(); }
 
  private:
   enum class Ctx {
@@ -154,15 +166,17 @@ class InferBodyParser final : public nlohmann::json_sax<Json> {
   };
   struct Frame {
     Ctx ctx;
-    std::string key;  // objects: the current key
-    int index = -1;   // arrays: the index of the current element
+    absl::string_view key;  // objects: the current key (static storage)
+    int index = -1;         // arrays: the index of the current element
   };
 
-  bool Fail(absl::string_view what) {
-    status_ = absl::InvalidArgumentError(absl::StrCat(Where(), ": ", what));
+  bool Fail(absl::string_view what, absl::string_view key = {}) {
+    status_ = absl::InvalidArgumentError(absl::StrCat(Where(key), ": ", what));
     return false;
   }
-  std::string Where() const;
+  // The JSON path of the current value; `key` replaces the innermost
+  // object's key (an unknown key is not stored).
+  std::string Where(absl::string_view key) const;
   // Counts an element of the enclosing array (for paths in messages).
   void Advance() {
     if (!stack_.empty() && IsArray(stack_.back().ctx)) ++stack_.back().index;
@@ -176,72 +190,86 @@ class InferBodyParser final : public nlohmann::json_sax<Json> {
       return Fail(
           absl::StrCat("nested deeper than ", kMaxJsonDepth, " levels"));
     }
-    stack_.push_back({ctx, "", -1});
+    stack_.push_back({ctx, {}, -1});
     return true;
   }
   bool End() {
     stack_.pop_back();
     return true;
   }
+  bool KeyOf(absl::string_view k);
+  bool Text(absl::string_view v);
   bool Scalar(absl::string_view kind);
   bool Number(double v, int64_t i, bool is_integer);
   bool StartContainer(bool object);
+  void ReserveData(ModelInferRequest::InferInputTensor* input) const;
 
   ModelInferRequest* const out_;
-  std::vector<Frame> stack_;
+  const size_t body_bytes_;
+  absl::InlinedVector<Frame, kMaxJsonDepth> stack_;
   absl::Status status_;
 };
 
-std::string InferBodyParser::Where() const {
+std::string InferBodyParser::Where(absl::string_view key) const {
   std::string path;
   for (size_t i = 0; i < stack_.size(); ++i) {
     const Frame& f = stack_[i];
+    const absl::string_view k =
+        i + 1 == stack_.size() && !key.empty() ? key : f.key;
     if (IsArray(f.ctx)) {
       absl::StrAppend(&path, "[", std::max(f.index, 0), "]");
-    } else if (f.ctx != Ctx::kSkip && !f.key.empty()) {
-      absl::StrAppend(&path, path.empty() ? "" : ".", f.key);
+    } else if (f.ctx != Ctx::kSkip && !k.empty()) {
+      absl::StrAppend(&path, path.empty() ? "" : ".", k);
     }
   }
   return path.empty() ? "the body" : path;
 }
 
-bool InferBodyParser::key(string_t& k) {
+bool InferBodyParser::KeyOf(absl::string_view k) {
   Frame& top = stack_.back();
-  top.key = k;
-  static constexpr struct {
-    Ctx ctx;
-    const char* keys;
-  } kKeys[] = {{Ctx::kTop, "id, inputs, outputs, parameters"},
-               {Ctx::kInput, "name, datatype, shape, data, parameters"},
-               {Ctx::kOutput, "name, parameters"}};
-  for (const auto& allowed : kKeys) {
-    if (allowed.ctx != top.ctx) continue;
-    for (absl::string_view name : absl::StrSplit(allowed.keys, ", ")) {
-      if (name == k) return true;
-    }
-    return Fail(absl::StrCat("unknown key; expected one of ", allowed.keys));
+  absl::Span<const absl::string_view> allowed;
+  switch (top.ctx) {
+    case Ctx::kTop:
+      allowed = kTopKeys;
+      break;
+    case Ctx::kInput:
+      allowed = kInputKeys;
+      break;
+    case Ctx::kOutput:
+      allowed = kOutputKeys;
+      break;
+    default:
+      return true;  // kSkip: anything goes
   }
-  return true;  // kSkip: anything goes
+  for (absl::string_view name : allowed) {
+    if (name == k) {
+      top.key = name;
+      return true;
+    }
+  }
+  return Fail(absl::StrCat("unknown key; expected one of ",
+                           absl::StrJoin(allowed, ", ")),
+              k);
 }
 
-bool InferBodyParser::string(string_t& v) {
+bool InferBodyParser::Text(absl::string_view v) {
   if (stack_.empty()) return Fail("must be a JSON object");
   Frame& top = stack_.back();
   if (top.ctx == Ctx::kSkip) return true;
   if (top.ctx == Ctx::kTop && top.key == "id") {
-    out_->set_id(v);
+    out_->set_id(v.data(), v.size());
     return true;
   }
   if (top.ctx == Ctx::kInput && top.key == "name") {
-    out_->mutable_inputs()->rbegin()->set_name(v);
+    out_->mutable_inputs()->rbegin()->set_name(v.data(), v.size());
     return true;
   }
   if (top.ctx == Ctx::kInput && top.key == "datatype") {
-    out_->mutable_inputs()->rbegin()->set_datatype(v);
+    out_->mutable_inputs()->rbegin()->set_datatype(v.data(), v.size());
     return true;
   }
   if (top.ctx == Ctx::kOutput && top.key == "name") {
-    out_->mutable_outputs()->rbegin()->set_name(v);
+    out_->mutable_outputs()->rbegin()->set_name(v.data(), v.size());
     return true;
   }
   return Scalar("a string");
@@ -295,7 +323,7 @@ bool InferBodyParser::StartContainer(bool object) {
   }
   Frame& top = stack_.back();
   const Ctx ctx = top.ctx;
-  const std::string& key = top.key;
+  const absl::string_view key = top.key;
   if (ctx == Ctx::kSkip) return Push(Ctx::kSkip);
   if (key == "parameters" &&
       (ctx == Ctx::kTop || ctx == Ctx::kInput || ctx == Ctx::kOutput)) {
@@ -316,15 +344,31 @@ bool InferBodyParser::StartContainer(bool object) {
     if (ctx == Ctx::kTop && key == "inputs") return Push(Ctx::kInputs);
     if (ctx == Ctx::kTop && key == "outputs") return Push(Ctx::kOutputs);
     if (ctx == Ctx::kInput && key == "shape") return Push(Ctx::kShape);
-    if (ctx == Ctx::kInput && key == "data") return Push(Ctx::kData);
+    if (ctx == Ctx::kInput && key == "data") {
+      ReserveData(&*out_->mutable_inputs()->rbegin());
+      return Push(Ctx::kData);
+    }
   }
   if (ctx == Ctx::kData) return Fail("is an object, not a number");
   return Fail(object ? "has the wrong type (an object)"
                      : "has the wrong type (an array)");
 }
 
-bool InferBodyParser::start_object(std::size_t) { return StartContainer(true); }
-bool InferBodyParser::start_array(std::size_t) { return StartContainer(false); }
+void InferBodyParser::ReserveData(
+    ModelInferRequest::InferInputTensor* input) const {
+  // The declared shape's size when it came first, but never more values
+  // than the body can hold (each takes at least two bytes: "0,").
+  if (input->shape_size() == 0) return;
+  const int64_t most = static_cast<int64_t>(body_bytes_ / 2 + 1);
+  int64_t n = 1;
+  for (int64_t d : input->shape()) {
+    if (d < 1 || d > most) return;
+    n *= d;
+    if (n > most) return;
+  }
+  input->mutable_contents()->mutable_fp32_contents()->Reserve(
+      static_cast<int>(n));
+}
 
 // ---- Writing ----
 
@@ -382,12 +426,33 @@ Json Duration(const ::inference::StatisticDuration& d) {
 
 absl::Status ParseInferBody(absl::string_view body,
                             ModelInferRequest* request) {
-  InferBodyParser parser(request);
-  const bool ok = Json::sax_parse(body.begin(), body.end(), &parser,
-                                  nlohmann::detail::input_format_t::json,
-                                  /*strict=*/true);
+  // The reader takes a NUL byte for the end of the input; JSON has none
+  // outside escapes, so one is an error here rather than a silent stop.
+  if (const void* nul = std::memchr(body.data(), '\0', body.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the body is not valid JSON at byte ",
+        static_cast<const char*>(nul) - body.data(), ": a NUL byte"));
+  }
+  InferBodyParser parser(request, body.size());
+  // The reader's scratch (strings, numbers, nesting) starts on the stack.
+  char scratch[1024];
+  rapidjson::MemoryPoolAllocator<> pool(scratch, sizeof(scratch));
+  rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>,
+                           rapidjson::MemoryPoolAllocator<>>
+      reader(&pool);
+  rapidjson::MemoryStream stream(body.data(), body.size());
+  // Full precision: each number is the double nearest to its decimal text
+  // (as strtod gives), then rounded to FP32.
+  constexpr unsigned kFlags = rapidjson::kParseFullPrecisionFlag |
+                              rapidjson::kParseValidateEncodingFlag |
+                              rapidjson::kParseIterativeFlag;
+  const rapidjson::ParseResult ok = reader.Parse<kFlags>(stream, parser);
   if (!parser.status().ok()) return parser.status();
-  if (!ok) return absl::InvalidArgumentError("the body is not valid JSON");
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the body is not valid JSON at byte ", ok.Offset(), ": ",
+                     rapidjson::GetParseError_En(ok.Code())));
+  }
   if (request->inputs_size() == 0) {
     return absl::InvalidArgumentError(
         "the body has no inputs; send {\"inputs\": [{\"name\": \"input\", "
@@ -425,7 +490,17 @@ absl::Status ParseIndexBody(absl::string_view body,
 }
 
 std::string InferResponseJson(const ::inference::ModelInferResponse& r) {
+  // Sized once: a tensor's entry is ~60 bytes, a value at most 16 (FP32)
+  // or 21 (INT64) bytes.
+  size_t size =
+      64 + r.model_name().size() + r.model_version().size() + r.id().size();
+  for (const auto& t : r.outputs()) {
+    size += 64 + t.name().size() + 21 * t.shape_size() +
+            16 * t.contents().fp32_contents_size() +
+            21 * t.contents().int64_contents_size();
+  }
   std::string out;
+  out.reserve(size);
   absl::StrAppend(&out, "{\"model_name\":", Quote(r.model_name()),
                   ",\"model_version\":", Quote(r.model_version()));
   if (!r.id().empty()) absl::StrAppend(&out, ",\"id\":", Quote(r.id()));

@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -25,6 +27,7 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/inference/kserve_json.h"
 #include "store/memory_store.h"
 #include "tests/server/inference/test_util.h"
 
@@ -235,6 +238,11 @@ TEST_F(KServeHttpTest, ErrorsAreJsonWithTheMappedStatus) {
          "nested deeper");
   expect(Post(infer, "{\"inputs\": [1, 2"), 400, "inputs[0]");
   expect(Post(infer, "not json"), 400, "not valid JSON");
+  // A NUL byte would end the input for the reader: refused, not ignored.
+  expect(Post(infer, InferBody(x, 1, 4) + std::string(1, '\0') + "]"), 400,
+         "NUL byte");
+  expect(Post(infer, "{\"inputs\": [{\"data\": [1e400]}]}"), 400,
+         "not valid JSON");
   expect(Post(infer, "{\"input\": []}"), 400, "unknown key");
   expect(Post(infer, "[]"), 400, "JSON object");
   // A body larger than the largest message (1 MiB here) is 413 before it is
@@ -246,6 +254,45 @@ TEST_F(KServeHttpTest, ErrorsAreJsonWithTheMappedStatus) {
   expect(Get(infer), 400, "POST");
   // The server still answers.
   EXPECT_EQ(Post(infer, InferBody(x, 1, 4)).first, 200);
+}
+
+// Every number becomes the double nearest to its text (strtod), then FP32:
+// the same values whatever the JSON reader, down to the last bit. (An
+// integer is an integer first: "-0" is +0, as it was with nlohmann.)
+TEST(KServeJsonTest, InferValuesAreStrtodRoundedToFloat) {
+  const std::vector<std::string> numbers = {
+      "0",
+      "-0.0",
+      "16",
+      "0.1",
+      "-2.5e-3",
+      "0.30000001192092896",
+      "3.4028234663852886e38",
+      "1.401298464324817e-45",
+      "1e-50",
+      "123456789012345678901234567890",
+      "9007199254740993",
+      "0.1000000000000000055511151231257827021181583404541015625",
+      "2.0000001192092896e0",
+      "4.9406564584124654e-324",
+      "1E5",
+      "-7e+2"};
+  const std::string body =
+      absl::StrCat("{\"inputs\": [{\"name\": \"input\", \"datatype\": ",
+                   "\"FP32\", \"shape\": [1, ", numbers.size(),
+                   "], \"data\": [", absl::StrJoin(numbers, ", "), "]}]}");
+  kserve::ModelInferRequest request;
+  ASSERT_TRUE(ParseInferBody(body, &request).ok());
+  const auto& got = request.inputs(0).contents().fp32_contents();
+  ASSERT_EQ(got.size(), static_cast<int>(numbers.size()));
+  for (size_t i = 0; i < numbers.size(); ++i) {
+    const float want =
+        static_cast<float>(std::strtod(numbers[i].c_str(), nullptr));
+    EXPECT_EQ(std::memcmp(&got[static_cast<int>(i)], &want, sizeof(float)), 0)
+        << numbers[i] << ": got " << got[static_cast<int>(i)] << ", want "
+        << want;
+  }
+  EXPECT_EQ(request.inputs(0).shape(1), static_cast<int64_t>(numbers.size()));
 }
 
 TEST_F(KServeHttpTest, TritonExtensionsOverRest) {
