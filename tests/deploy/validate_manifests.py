@@ -181,7 +181,10 @@ def host_port(mapping):
 
 def check_prometheus(services):
     """The Prometheus service mounts deploy/prometheus.yml, whose targets are
-    the trainer's HTTP port and every inference replica's metrics port."""
+    the trainer's HTTP port and every inference replica's metrics port
+    (services under an optional profile, such as `ha`'s trainer-2, are not
+    scraped: a target that is down unless its profile runs would read as an
+    outage)."""
     prom = services.get("prometheus")
     if not check(prom is not None, "compose.yaml: no prometheus service"):
         return
@@ -200,6 +203,8 @@ def check_prometheus(services):
     for name, svc in services.items():
         env = svc.get("environment", {}) or {}
         binary = binary_of(svc.get("command", []))
+        if svc.get("profiles"):
+            continue
         if binary == "bnserve-trainer":
             expected.add(f"{name}:{env.get('BNSERVE_HTTP_PORT', '8001')}")
         elif binary == "bnserve-inference":

@@ -361,14 +361,17 @@ def file_versions(root, model):
 class Publisher:
     """A thread that trains job `job_id` on (xs, ys) one minibatch at a time
     and publishes it, every `pause` seconds, until stop(). `calls` holds
-    (t0, t1, code, version, details) per Publish; `train_failures` the
-    messages of failed Train streams."""
+    (t0, t1, code, version, details) per Publish; `trains` the status code
+    name of each Train stream (in order) and `train_failures` the messages
+    of the failed ones. With a shared job registry (Redis), a stream needs
+    the job's lease from the store, so during an outage it is UNAVAILABLE."""
 
     def __init__(self, env, trainer_addr, job_id, xs, ys, pause=0.1, seed=1):
         self.env, self.addr, self.job_id = env, trainer_addr, job_id
         self.xs, self.ys, self.pause, self.seed = xs, ys, pause, seed
         self.calls = []
         self.train_failures = []
+        self.trains = []
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -386,7 +389,9 @@ class Publisher:
         while not self.stopping.is_set():
             try:
                 train(stub, self.job_id, self.xs, self.ys, 1, rng=rng)
+                self.trains.append("OK")
             except grpc.RpcError as e:
+                self.trains.append(e.code().name)
                 self.train_failures.append(f"{e.code().name}: {e.details()}")
             t0 = time.monotonic()
             code, version, details = publish(stub, self.job_id)

@@ -206,7 +206,11 @@ def main():
 
         other = {c[2] for c in calls} - {"OK", "UNAVAILABLE"}
         assert not other, [c for c in calls if c[2] in other]
-        assert not train_failures, train_failures
+        # Training may fail only as UNAVAILABLE (no lease without the
+        # store) and must work again once the store is back.
+        assert all(f.startswith("UNAVAILABLE: ") for f in train_failures), \
+            train_failures
+        assert publisher.trains[-1:] == ["OK"], publisher.trains[-10:]
         acked_all = [first] + acked
         assert acked_all == sorted(set(acked_all)), acked_all
         listed = {v.version for v in stub.ListVersions(
