@@ -1,8 +1,8 @@
 // A small HTTP/1.1 server (cpp-httplib underneath) shared by the servers'
-// HTTP endpoints: KServe v2 REST, the dashboards and /metrics. It owns what every endpoint
-// needs the same way: TLS (the gRPC port's certificate, key and optional
-// client CA, so mutual TLS too), the largest request body, timeouts for slow
-// or idle clients and a bounded pool of worker threads. Routing and
+// HTTP endpoints: KServe v2 REST, the dashboards and /metrics. It owns what
+// every endpoint needs the same way: TLS (the gRPC port's certificate, key and
+// optional client CA, so mutual TLS too), the largest request body, timeouts
+// for slow or idle clients and a bounded pool of worker threads. Routing and
 // authentication are the handler's: it sees every request (any method and
 // path) as an HttpRequest and returns an HttpResponse.
 //

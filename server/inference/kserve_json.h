@@ -20,8 +20,9 @@
 // long over it; the other documents use nlohmann) straight into the
 // request: no document tree is built, nesting deeper than kMaxJsonDepth is
 // refused when it is reached, and the values take at most twice the body's
-// size. Each number becomes the double nearest to its text, then FP32. Unknown keys, non-numbers in `data`, numbers outside the FP32 range
-// and non-integers in `shape` are INVALID_ARGUMENT naming the JSON path
+// size. Each number becomes the double nearest to its text, then FP32. Unknown
+// keys, non-numbers in `data`, numbers outside the FP32 range and non-integers
+// in `shape` are INVALID_ARGUMENT naming the JSON path
 // (`inputs[0].data[17]: ...`).
 #ifndef BNSERVE_SERVER_INFERENCE_KSERVE_JSON_H_
 #define BNSERVE_SERVER_INFERENCE_KSERVE_JSON_H_
