@@ -63,6 +63,9 @@ ABSL_FLAG(int32_t, batch_size, 64, "train: minibatch rows");
 ABSL_FLAG(int32_t, epochs, 20, "train: epochs over the data");
 ABSL_FLAG(int32_t, window, 0,
           "train: minibatches sent ahead of progress replies (0 = no limit)");
+ABSL_FLAG(uint32_t, progress_interval_ms, 0,
+          "train: TrainRequest.progress_interval_ms (0 = a progress per "
+          "minibatch; needed with --window > 0)");
 
 namespace bnserve::bench {
 namespace {
@@ -402,6 +405,8 @@ int RunTrain() {
   std::vector<v1::TrainRequest> messages(batches.size());
   for (size_t i = 0; i < batches.size(); ++i) {
     messages[i].set_job_id(job.job_id());
+    messages[i].set_progress_interval_ms(
+        absl::GetFlag(FLAGS_progress_interval_ms));
     *messages[i].mutable_batch() = batches[i];
   }
   const int64_t total = static_cast<int64_t>(batches.size()) * epochs;

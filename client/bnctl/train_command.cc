@@ -8,6 +8,8 @@
 #include <ostream>
 #include <random>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
@@ -32,6 +34,11 @@ constexpr int kMaxClasses = 10000;
 // long epochs.
 constexpr int64_t kPlainLineSteps = 500;
 
+// How often the trainer reports (TrainRequest.progress_interval_ms): each
+// report lists every step since the last, so nothing is lost, and the
+// trainer does not write and wake us once per minibatch.
+constexpr uint32_t kProgressIntervalMs = 100;
+
 v1::Activation ActivationFromName(const std::string& name) {
   if (name == "tanh") return v1::ACTIVATION_TANH;
   if (name == "sigmoid") return v1::ACTIVATION_SIGMOID;
@@ -44,32 +51,33 @@ v1::Activation ActivationFromName(const std::string& name) {
 // one plain line per epoch otherwise.
 class ProgressTracker {
  public:
-  ProgressTracker(Io& io, bool classification, int epochs, int steps_per_epoch)
+  // `sizes`: the rows of each minibatch of an epoch.
+  ProgressTracker(Io& io, bool classification, int epochs,
+                  std::vector<int> sizes)
       : io_(io),
         classification_(classification),
         epochs_(epochs),
-        steps_per_epoch_(steps_per_epoch) {}
+        steps_per_epoch_(static_cast<int>(sizes.size())),
+        sizes_(std::move(sizes)) {}
 
+  // A progress lists the loss and accuracy of every step since the previous
+  // one (step_losses, ending at `step`); a trainer from before that field
+  // sends one progress per step with its loss in `loss`.
   void OnProgress(const v1::TrainProgress& p) {
     if (p.published()) published_ = true;
     last_version_ = p.last_published_version();
-    if (p.step() > last_step_) {
-      last_step_ = p.step();
-      const int64_t rows = std::max<int64_t>(1, p.examples_seen() - examples_);
-      examples_ = p.examples_seen();
-      steps_ = p.step();
-      epoch_rows_ += static_cast<double>(rows);
-      epoch_loss_ += p.loss() * static_cast<double>(rows);
-      epoch_accuracy_ += p.accuracy() * static_cast<double>(rows);
-      examples_per_second_ = p.examples_per_second();
-      if (steps_ % steps_per_epoch_ == 0) {
-        EndEpoch();
-      } else if (!io_.err_is_tty && steps_ % kPlainLineSteps == 0) {
-        PlainLine(absl::StrFormat("epoch %d/%d", steps_ / steps_per_epoch_ + 1,
-                                  epochs_),
-                  epoch_loss_ / epoch_rows_, epoch_accuracy_ / epoch_rows_);
+    const int n = p.step_losses_size();
+    if (n > 0 && p.step_accuracies_size() == n) {
+      for (int i = 0; i < n; ++i) {
+        const int64_t step = p.step() - n + 1 + i;
+        AddStep(step, RowsOf(step), p.step_losses(i), p.step_accuracies(i));
       }
+    } else if (n == 0 && p.step() > last_step_) {
+      AddStep(p.step(), std::max<int64_t>(1, p.examples_seen() - examples_),
+              p.loss(), p.accuracy());
     }
+    examples_ = std::max(examples_, p.examples_seen());
+    examples_per_second_ = p.examples_per_second();
     if (io_.err_is_tty) {
       DrawBar(/*force=*/false);
     } else if (p.published() && steps_ % steps_per_epoch_ != 0) {
@@ -104,6 +112,27 @@ class ProgressTracker {
   double final_accuracy() const { return final_accuracy_; }
 
  private:
+  // Accounts one step (once: a resumed stream may report a step again).
+  void AddStep(int64_t step, int64_t rows, double loss, double accuracy) {
+    if (step <= last_step_) return;
+    last_step_ = step;
+    steps_ = step;
+    epoch_rows_ += static_cast<double>(rows);
+    epoch_loss_ += loss * static_cast<double>(rows);
+    epoch_accuracy_ += accuracy * static_cast<double>(rows);
+    if (steps_ % steps_per_epoch_ == 0) {
+      EndEpoch();
+    } else if (!io_.err_is_tty && steps_ % kPlainLineSteps == 0) {
+      PlainLine(absl::StrFormat("epoch %d/%d", steps_ / steps_per_epoch_ + 1,
+                                epochs_),
+                epoch_loss_ / epoch_rows_, epoch_accuracy_ / epoch_rows_);
+    }
+  }
+
+  int64_t RowsOf(int64_t step) const {
+    return step < 1 ? 1 : sizes_[(step - 1) % steps_per_epoch_];
+  }
+
   void EndEpoch() {
     final_loss_ = epoch_loss_ / epoch_rows_;
     final_accuracy_ = epoch_accuracy_ / epoch_rows_;
@@ -158,6 +187,7 @@ class ProgressTracker {
   const bool classification_;
   const int epochs_;
   const int steps_per_epoch_;
+  const std::vector<int> sizes_;
   int64_t last_step_ = -1;
   int64_t steps_ = 0;
   int64_t examples_ = 0;
@@ -168,6 +198,15 @@ class ProgressTracker {
   int64_t last_version_ = 0;
   std::chrono::steady_clock::time_point last_draw_{};
 };
+
+// Where the time of `bnctl train` went: reading the CSV, building the
+// minibatch messages (inside `train`), and the whole training stream.
+nlohmann::json TimingJson(absl::Duration load, absl::Duration batching,
+                          absl::Duration train) {
+  return {{"load_csv", absl::ToDoubleSeconds(load)},
+          {"build_minibatches", absl::ToDoubleSeconds(batching)},
+          {"train", absl::ToDoubleSeconds(train)}};
+}
 
 // The architecture: --layers or the --hidden shorthand, and --input-shape
 // checked against the CSV's feature columns.
@@ -311,7 +350,7 @@ grpc::Status StreamSteps(const Connection& connection, v1::Trainer::Stub& stub,
                          const Dataset& dataset,
                          const std::vector<int32_t>& class_ids,
                          const std::vector<int>& sizes, int64_t first_step,
-                         ProgressTracker& tracker) {
+                         ProgressTracker& tracker, absl::Duration* batching) {
   const LabeledData& data = dataset.data;
   const bool classification = o.task == "classification";
   grpc::ClientContext context;
@@ -336,8 +375,12 @@ grpc::Status StreamSteps(const Connection& connection, v1::Trainer::Stub& stub,
         begin += size;
         continue;
       }
+      const absl::Time batch_start = absl::Now();
       v1::TrainRequest request;
-      if (step == first_step) request.set_job_id(job_id);
+      if (step == first_step) {
+        request.set_job_id(job_id);
+        request.set_progress_interval_ms(kProgressIntervalMs);
+      }
       request.set_step(step);
       v1::Minibatch* batch = request.mutable_batch();
       FillFeatures(data, order, begin, size, batch);
@@ -348,6 +391,7 @@ grpc::Status StreamSteps(const Connection& connection, v1::Trainer::Stub& stub,
           batch->add_targets(data.labels[order[i]]);
         }
       }
+      *batching += absl::Now() - batch_start;
       if (!stream->Write(request)) {
         broken = true;  // the server ended the call; Finish() says why
         break;
@@ -394,8 +438,10 @@ grpc::Status PublishIfBehind(const Connection& connection,
 
 absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
   const bool classification = o.task == "classification";
+  const absl::Time load_start = absl::Now();
   absl::StatusOr<Dataset> dataset = LoadDataset(o.data, o.label_column);
   if (!dataset.ok()) return dataset.status();
+  const absl::Duration load_time = absl::Now() - load_start;
   const LabeledData& data = dataset->data;
   int num_classes = 0;
   std::vector<int32_t> class_ids;
@@ -438,15 +484,16 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
            << " minibatches\n";
   }
 
-  ProgressTracker tracker(io, classification, o.epochs,
-                          static_cast<int>(sizes->size()));
+  ProgressTracker tracker(io, classification, o.epochs, *sizes);
   const int64_t total_steps = int64_t{o.epochs} * int64_t(sizes->size());
   int64_t next_step = 1;
+  const absl::Time train_start = absl::Now();
+  absl::Duration batching;
   while (true) {
     grpc::Status status;
     if (next_step <= total_steps) {
       status = StreamSteps(*connection, *stub, job.job_id(), o, *dataset,
-                           class_ids, *sizes, next_step, tracker);
+                           class_ids, *sizes, next_step, tracker, &batching);
     } else {
       // Every step was applied before the trainer went away: publish if the
       // last publish is older than the last step (else it is the result).
@@ -468,6 +515,7 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
     tracker.Resumed(*resumed);
   }
   tracker.Finish();
+  const absl::Duration train_time = absl::Now() - train_start;
 
   int64_t version = tracker.last_version();
   if (version <= 0) {
@@ -486,12 +534,14 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
         absl::StrCat("the trainer did not publish job ", job.job_id()));
   }
 
-  nlohmann::json result = {{"model", o.model},
-                           {"job_id", job.job_id()},
-                           {"version", version},
-                           {"steps", tracker.steps()},
-                           {"examples", tracker.examples()},
-                           {"final_loss", tracker.final_loss()}};
+  nlohmann::json result = {
+      {"model", o.model},
+      {"job_id", job.job_id()},
+      {"version", version},
+      {"steps", tracker.steps()},
+      {"examples", tracker.examples()},
+      {"final_loss", tracker.final_loss()},
+      {"seconds", TimingJson(load_time, batching, train_time)}};
   if (classification) result["train_accuracy"] = tracker.final_accuracy();
   if (!o.common.json) {
     io.out << "published model " << o.model << " version " << version

@@ -2,6 +2,7 @@
 
 #include <grpcpp/impl/server_builder_plugin.h>
 #include <grpcpp/security/server_credentials.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -227,8 +228,14 @@ void BlockTerminationSignals() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
+void KeepFreedMemory() {
+  mallopt(M_TRIM_THRESHOLD, 16 << 20);
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+}
+
 void PrepareServerProcess() {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  KeepFreedMemory();
   BlockTerminationSignals();
 }
 

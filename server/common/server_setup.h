@@ -86,8 +86,18 @@ int WaitForTerminationSignal();
 // The first call of a server's main(): turns Abseil's mutex deadlock
 // detection off (Debian's Abseil is built with it on, so every Mutex lock,
 // ours and gRPC's, would update a global lock graph: ~3% of a serving
-// process's CPU) and blocks the termination signals (see above).
+// process's CPU), keeps freed heap memory for reuse (see below) and blocks
+// the termination signals (see above).
 void PrepareServerProcess();
+
+// glibc gives the free top of a thread's heap back to the kernel once it
+// exceeds 128 KiB (madvise), and maps blocks over 128 KiB of their own. A
+// server that receives large messages (gRPC's read buffers, a 16 KiB
+// minibatch each) then pays a page fault per page touched again and a TLB
+// flush per return: a third of the trainer's CPU per streamed minibatch.
+// This keeps up to 16 MiB free per heap and serves blocks up to 1 MiB from
+// the heaps (docs/BENCHMARKS.md, "Streamed training").
+void KeepFreedMemory();
 
 }  // namespace bnserve::server
 

@@ -7,6 +7,7 @@
 #include "absl/synchronization/mutex.h"
 #include "model/status_macros.h"
 #include "server/common/grpc_status.h"
+#include "server/trainer/progress_coalescer.h"
 
 namespace bnserve::server {
 namespace {
@@ -70,7 +71,8 @@ grpc::Status TrainerService::DeleteJob(grpc::ServerContext* context,
 
 namespace {
 
-// One Train stream: read a minibatch, step, write its progress, read the
+// One Train stream: read a minibatch, step, write its progress (unless the
+// stream's progress_interval_ms holds it back: ProgressCoalescer), read the
 // next; when the client half-closes, finish the session (policy publish) and
 // write the closing progress. Exactly one read or write is outstanding at a
 // time, so the reactions never run concurrently (OnCancel does nothing: the
@@ -107,7 +109,11 @@ class TrainReactor final
       End(st);
       return;
     }
-    StartWrite(&progress_);
+    if (progress_policy_.AddStep(progress_, absl::Now())) {
+      StartWrite(&progress_);
+    } else {
+      StartRead(&request_);
+    }
   }
 
   void OnWriteDone(bool ok) override {
@@ -137,6 +143,8 @@ class TrainReactor final
                                jobs_->OpenTrainingSession(request_.job_id()));
       session_->SetStreamEnder(
           [this](const absl::Status& status) { FinishOnce(status); });
+      progress_policy_.set_interval(
+          absl::Milliseconds(request_.progress_interval_ms()));
     } else if (!request_.job_id().empty() &&
                request_.job_id() != session_->job_id()) {
       return absl::InvalidArgumentError(
@@ -160,6 +168,7 @@ class TrainReactor final
     }
     absl::Status st = GuardCall("Train", [this]() -> absl::Status {
       BNSERVE_ASSIGN_OR_RETURN(progress_, session_->Finish());
+      progress_policy_.Close(progress_);
       return absl::OkStatus();
     });
     if (!st.ok()) {
@@ -200,6 +209,7 @@ class TrainReactor final
   std::unique_ptr<TrainingSession> session_;
   v1::TrainRequest request_;
   v1::TrainProgress progress_;
+  ProgressCoalescer progress_policy_;
   bool closing_ = false;
 };
 

@@ -7,6 +7,7 @@
 
 #include <numeric>
 #include <random>
+#include <thread>
 
 #include "client/csv.h"
 #include "gtest/gtest.h"
@@ -349,6 +350,79 @@ TEST_F(TrainerServiceTest, BearerTokenIsRequiredWhenConfigured) {
 
 // Streamed training equals in-process training bit for bit, and reaches the
 // accuracy bar on digits (each test example predicted on its own).
+// Streams `batches` to a job (progress read on another thread, as bnctl
+// does); returns every progress of the stream.
+std::vector<v1::TrainProgress> StreamAll(
+    v1::Trainer::Stub& stub, grpc::ClientContext* ctx,
+    const std::string& job_id, const std::vector<v1::Minibatch>& batches,
+    uint32_t progress_interval_ms) {
+  auto stream = stub.Train(ctx);
+  std::vector<v1::TrainProgress> out;
+  std::thread reader([&] {
+    v1::TrainProgress p;
+    while (stream->Read(&p)) out.push_back(p);
+  });
+  for (const v1::Minibatch& mb : batches) {
+    v1::TrainRequest req;
+    req.set_job_id(job_id);
+    req.set_progress_interval_ms(progress_interval_ms);
+    *req.mutable_batch() = mb;
+    EXPECT_TRUE(stream->Write(req));
+  }
+  stream->WritesDone();
+  reader.join();
+  grpc::Status s = stream->Finish();
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return out;
+}
+
+TEST_F(TrainerServiceTest, ProgressIntervalListsEveryStepInFewerMessages) {
+  Start();
+  std::vector<v1::Minibatch> batches;
+  for (int i = 0; i < 30; ++i) batches.push_back(Batch(16, 64, i));
+  v1::CreateJobRequest r = DigitsJob("every");
+  r.mutable_publish()->set_every_n_steps(20);
+  const v1::Job each = Create(r);
+  r.set_model("coalesced");
+  const v1::Job coalesced = Create(r);
+
+  auto per_step = StreamAll(*stub_, Ctx().get(), each.job_id(), batches, 0);
+  // 30 steps, then the closing progress (its publish; no step left to list).
+  ASSERT_EQ(per_step.size(), 31u);
+  std::vector<float> losses, accuracies;
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_EQ(per_step[i].step(), i + 1);
+    ASSERT_EQ(per_step[i].step_losses_size(), 1);
+    EXPECT_EQ(per_step[i].step_losses(0),
+              static_cast<float>(per_step[i].loss()));
+    losses.push_back(per_step[i].step_losses(0));
+    accuracies.push_back(per_step[i].step_accuracies(0));
+  }
+  EXPECT_EQ(per_step[30].step_losses_size(), 0);
+
+  // An hour's interval: step 1 (the first is reported at once), step 20 (a
+  // publish is reported at once) and the closing progress, which lists the
+  // rest.
+  auto few =
+      StreamAll(*stub_, Ctx().get(), coalesced.job_id(), batches, 3600 * 1000);
+  ASSERT_EQ(few.size(), 3u);
+  EXPECT_EQ(few[0].step(), 1);
+  EXPECT_EQ(few[1].step(), 20);
+  EXPECT_TRUE(few[1].published());
+  EXPECT_EQ(few[2].step(), 30);
+  EXPECT_TRUE(few[2].published());
+  std::vector<float> listed, listed_accuracies;
+  for (const v1::TrainProgress& p : few) {
+    ASSERT_EQ(p.step_losses_size(), p.step_accuracies_size());
+    listed.insert(listed.end(), p.step_losses().begin(), p.step_losses().end());
+    listed_accuracies.insert(listed_accuracies.end(),
+                             p.step_accuracies().begin(),
+                             p.step_accuracies().end());
+  }
+  EXPECT_EQ(listed, losses);  // the same steps, bit for bit
+  EXPECT_EQ(listed_accuracies, accuracies);
+}
+
 TEST_F(TrainerServiceTest, StreamedDigitsTrainingEqualsInProcessBitForBit) {
   Start();
   auto table = *client::ReadCsvFile("data/digits/train.csv");
