@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <optional>
 #include <set>
 #include <utility>
 
+#include "absl/base/config.h"
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -99,26 +101,57 @@ absl::Status CheckFraming(const v1::Minibatch& mb) {
         absl::StrCat("minibatch of ", mb.rows(), " x ", mb.cols(),
                      " values is too large; at most ", kMaxMinibatchValues));
   }
-  if (mb.features_size() != n) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ragged minibatch: rows x cols = ", mb.rows(), " x ", mb.cols(), " = ",
-        n, " features expected, got ", mb.features_size()));
+  const std::string& raw = mb.features_f32();
+  if (!raw.empty() && mb.features_size() != 0) {
+    return absl::InvalidArgumentError(
+        "a minibatch carries its features in features or in features_f32, "
+        "not both");
+  }
+  if (raw.size() % sizeof(float) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("features_f32 holds ", raw.size(),
+                     " bytes, not a whole number of 4-byte floats"));
+  }
+  const int64_t got =
+      raw.empty() ? mb.features_size() : static_cast<int64_t>(raw.size() / 4);
+  if (got != n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ragged minibatch: rows x cols = ", mb.rows(), " x ",
+                     mb.cols(), " = ", n, " features expected, got ", got));
   }
   return absl::OkStatus();
 }
 
+void CopyFeatures(const v1::Minibatch& mb, float* out) {
+#ifndef ABSL_IS_LITTLE_ENDIAN
+#error "features_f32 is little-endian: a big-endian host needs a byte swap"
+#endif
+  if (!mb.features_f32().empty()) {
+    std::memcpy(out, mb.features_f32().data(), mb.features_f32().size());
+  } else {
+    std::copy(mb.features().begin(), mb.features().end(), out);
+  }
+}
+
 absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& mb, v1::Task task,
                                      int output_dim) {
-  BNSERVE_RETURN_IF_ERROR(CheckFraming(mb));
   model::Batch batch;
-  batch.features = Eigen::Map<const model::Matrix>(mb.features().data(),
-                                                   mb.rows(), mb.cols());
+  BNSERVE_RETURN_IF_ERROR(ToBatch(mb, task, output_dim, &batch));
+  return batch;
+}
+
+absl::Status ToBatch(const v1::Minibatch& mb, v1::Task task, int output_dim,
+                     model::Batch* batch) {
+  BNSERVE_RETURN_IF_ERROR(CheckFraming(mb));
+  batch->features.resize(mb.rows(), mb.cols());
+  CopyFeatures(mb, batch->features.data());
   if (task == v1::TASK_CLASSIFICATION) {
     if (mb.targets_size() != 0) {
       return absl::InvalidArgumentError(
           "classification minibatches carry labels, not targets");
     }
-    batch.labels.assign(mb.labels().begin(), mb.labels().end());
+    batch->labels.assign(mb.labels().begin(), mb.labels().end());
+    batch->targets.resize(0, 0);
   } else {
     if (mb.labels_size() != 0) {
       return absl::InvalidArgumentError(
@@ -129,10 +162,11 @@ absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& mb, v1::Task task,
           "regression minibatch needs rows x outputs = ", mb.rows(), " x ",
           output_dim, " targets, got ", mb.targets_size()));
     }
-    batch.targets = Eigen::Map<const model::Matrix>(mb.targets().data(),
-                                                    mb.rows(), output_dim);
+    batch->labels.clear();
+    batch->targets = Eigen::Map<const model::Matrix>(mb.targets().data(),
+                                                     mb.rows(), output_dim);
   }
-  return batch;
+  return absl::OkStatus();
 }
 
 int64_t StepBytes(const model::Network& network, int64_t rows) {
@@ -798,10 +832,9 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
   }
   BNSERVE_RETURN_IF_ERROR(CheckFraming(minibatch));
   BNSERVE_RETURN_IF_ERROR(manager_->CheckStepMemory(*job_, minibatch.rows()));
-  BNSERVE_ASSIGN_OR_RETURN(model::Batch batch,
-                           ToBatch(minibatch, trainer.network().task(),
-                                   trainer.network().output_dim()));
-  BNSERVE_ASSIGN_OR_RETURN(model::StepResult result, trainer.Step(batch));
+  BNSERVE_RETURN_IF_ERROR(ToBatch(minibatch, trainer.network().task(),
+                                  trainer.network().output_dim(), &batch_));
+  BNSERVE_ASSIGN_OR_RETURN(model::StepResult result, trainer.Step(batch_));
   manager_->metrics_.RecordStep(result.examples);
   BNSERVE_RETURN_IF_ERROR(Interrupted());  // cancelled during the step
   job_->last_loss = result.loss;
@@ -881,35 +914,32 @@ void TrainingSession::FillProgress(v1::TrainProgress* progress) const {
 }
 
 absl::Status RecalibrationSession::Add(const v1::Minibatch& minibatch) {
-  if (minibatch.rows() <= 0 || minibatch.cols() <= 0 ||
-      minibatch.features_size() !=
-          int64_t{minibatch.rows()} * minibatch.cols()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ragged or empty recalibration minibatch: rows=", minibatch.rows(),
-        " cols=", minibatch.cols(), " values=", minibatch.features_size()));
-  }
+  BNSERVE_RETURN_IF_ERROR(CheckFraming(minibatch));
   if (minibatch.cols() != width_) {
     return absl::InvalidArgumentError(
         absl::StrCat("recalibration minibatch has ", minibatch.cols(),
                      " features per example, the model expects ", width_));
   }
-  const int64_t bytes = static_cast<int64_t>(
-      (features_.size() + minibatch.features_size()) * sizeof(float));
+  const int64_t values = int64_t{minibatch.rows()} * minibatch.cols();
+  const int64_t bytes =
+      static_cast<int64_t>((features_.size() + values) * sizeof(float));
   if (bytes > max_bytes_) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "recalibration data exceeds the trainer's buffer of ", max_bytes_ >> 20,
         " MiB (--max_recalibration_mb); send fewer "
         "examples or raise the limit"));
   }
-  for (float v : minibatch.features()) {
-    if (!std::isfinite(v)) {
+  const size_t old_size = features_.size();
+  features_.resize(old_size + values);
+  CopyFeatures(minibatch, features_.data() + old_size);
+  for (size_t i = old_size; i < features_.size(); ++i) {
+    if (!std::isfinite(features_[i])) {
+      features_.resize(old_size);
       return absl::InvalidArgumentError(
           absl::StrCat("recalibration example ", rows_ + 1,
                        " or later contains NaN or Inf"));
     }
   }
-  features_.insert(features_.end(), minibatch.features().begin(),
-                   minibatch.features().end());
   rows_ += minibatch.rows();
   return absl::OkStatus();
 }

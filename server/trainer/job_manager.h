@@ -105,14 +105,23 @@ absl::StatusOr<model::OptimizerConfig> ToOptimizerConfig(
 class JobManager;
 
 // Checks a wire minibatch's framing: shape given, at most
-// kMaxMinibatchValues values, not ragged.
+// kMaxMinibatchValues values, features in one of its two fields (repeated
+// floats or features_f32 bytes), not ragged.
 absl::Status CheckFraming(const v1::Minibatch& minibatch);
+
+// Copies the rows * cols features of a minibatch whose framing checked,
+// from whichever field carries them, to `out`.
+void CopyFeatures(const v1::Minibatch& minibatch, float* out);
 
 // Converts a wire minibatch to a model batch, checking its framing first.
 // Content checks (width, finite values, labels, at least two rows) are
 // model::Trainer::ValidateBatch's.
 absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& minibatch,
                                      v1::Task task, int output_dim);
+// The same into `*batch`, reusing its storage (a training stream converts
+// one minibatch after another of the same shape without allocating).
+absl::Status ToBatch(const v1::Minibatch& minibatch, v1::Task task,
+                     int output_dim, model::Batch* batch);
 
 // Parameter count of the network `spec` describes (explicit layers or the
 // `hidden` shorthand), computed without building it, for its dense and
@@ -177,6 +186,8 @@ class TrainingSession {
   std::string job_id_;
   absl::Time started_;
   int64_t examples_ = 0;
+  // The minibatch being stepped, kept for its storage.
+  model::Batch batch_;
   bool first_step_ = true;
   // The job was taken over from another trainer when the stream opened.
   bool took_over_ = false;

@@ -134,6 +134,12 @@ void Minibatches() {
   ragged.set_rows(3);
   ragged.add_labels(0);
   Write("minibatch", "ragged", std::string(1, '\0'), ragged);
+  v1::Minibatch raw = clf;  // the same features as raw float32 bytes
+  raw.clear_features();
+  raw.set_features_f32(std::string(
+      reinterpret_cast<const char*>(clf.features().data()),
+      clf.features_size() * sizeof(float)));
+  Write("minibatch", "features_f32", std::string(1, '\0'), raw);
 }
 
 // Inference seeds: byte 0 = call, byte 1 = name mode (0: "clf", 2: "reg",

@@ -1,11 +1,13 @@
 // The trainer's wire-to-model conversion (server::ToBatch) on any
-// v1::Minibatch, then model::Trainer::ValidateBatch and, for a batch that
+// v1::Minibatch (features as floats or as features_f32 bytes), then model::Trainer::ValidateBatch and, for a batch that
 // passes, one training step on a tiny network. Declared shapes must be
 // checked against the values actually sent before anything is allocated.
 // The first input byte picks the task; the rest is the Minibatch.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "bnserve/v1/trainer.pb.h"
@@ -51,10 +53,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     return 0;
   }
+  const std::string& raw = minibatch.features_f32();
+  const int64_t sent = raw.empty() ? minibatch.features_size()
+                                   : static_cast<int64_t>(raw.size() / 4);
   if (batch->features.rows() != minibatch.rows() ||
       batch->features.cols() != minibatch.cols() ||
-      batch->features.size() != minibatch.features_size()) {
+      batch->features.size() != sent) {
     Fail("ToBatch", "features do not have the declared shape");
+  }
+  if (!raw.empty() &&
+      std::memcmp(batch->features.data(), raw.data(), raw.size()) != 0) {
+    Fail("ToBatch", "features_f32 was not copied as sent");
   }
   if (task == v1::TASK_REGRESSION &&
       (batch->targets.rows() != minibatch.rows() ||

@@ -58,6 +58,10 @@ def batch_sizes(rows: int, batch_size: int) -> List[int]:
 
 
 _ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+# How often the trainer reports (TrainRequest.progress_interval_ms): each
+# report lists every step since the last, so the callback still sees every
+# step, and the trainer does not write and wake us once per minibatch.
+_PROGRESS_INTERVAL_MS = 100
 
 
 class TrainerClient:
@@ -114,7 +118,9 @@ class TrainerClient:
         ``bnctl train`` (``lr=0`` and ``momentum=None`` take the trainer's
         defaults; ``hidden`` is the dense -> batch norm -> activation
         shorthand, after a batch norm over the raw inputs unless
-        ``input_norm=False``). ``progress`` is called after every step.
+        ``input_norm=False``). ``progress`` is called after every step (the
+        trainer reports every 100 ms, listing the steps since its last
+        report), and once more for each publish (``published=True``).
 
         Like ``bnctl train``, it survives the trainer going away: on
         UNAVAILABLE it reconnects with backoff for up to ``resume_timeout``
@@ -134,7 +140,7 @@ class TrainerClient:
             activation, input_norm, input_shape, optimizer, lr, momentum,
             weight_decay, bn_momentum, seed, from_version, from_label,
             publish_every, feature_names, class_names)
-        tracker = _Tracker(len(sizes), progress)
+        tracker = _Tracker(sizes, progress)
         self._train_resuming(job.job_id, X, y, task, sizes, epochs, shuffle,
                              seed, tracker, resume_timeout)
         version = tracker.last_version
@@ -319,9 +325,13 @@ class TrainerClient:
                     continue
                 request = pb.TrainRequest(
                     job_id=job_id if step == first_step else "", step=step)
+                if step == first_step:
+                    request.progress_interval_ms = _PROGRESS_INTERVAL_MS
                 batch = request.batch
                 batch.rows, batch.cols = size, X.shape[1]
-                batch.features.extend(X[rows].ravel())
+                # Raw little-endian float32: one copy, not a Python float
+                # object per value.
+                batch.features_f32 = X[rows].astype("<f4", copy=False).tobytes()
                 if task == "classification":
                     batch.labels.extend(y[rows])
                 else:
@@ -330,11 +340,14 @@ class TrainerClient:
 
 
 class _Tracker:
-    """Follows TrainProgress messages: epoch means and the last version."""
+    """Follows TrainProgress messages: epoch means and the last version.
+    A message lists every step since the previous one (step_losses); a
+    trainer from before that field sends one per step, its loss in `loss`."""
 
-    def __init__(self, steps_per_epoch: int,
+    def __init__(self, sizes: Sequence[int],
                  callback: Optional[Callable[[Progress], None]]) -> None:
-        self.steps_per_epoch = steps_per_epoch
+        self.sizes = list(sizes)
+        self.steps_per_epoch = len(self.sizes)
         self.callback = callback
         self.steps = self.examples = self.last_version = 0
         self.final_loss = self.final_accuracy = 0.0
@@ -351,23 +364,40 @@ class _Tracker:
 
     def on_progress(self, p) -> None:
         self.last_version = p.last_published_version
-        if p.step != self._last_step:  # a publish repeats the step
-            self._last_step = p.step
-            rows = max(1, p.examples_seen - self.examples)
-            self.examples = p.examples_seen
-            self.steps += 1
-            self._rows += rows
-            self._loss += p.loss * rows
-            self._acc += p.accuracy * rows
-            if self.steps % self.steps_per_epoch == 0:
-                self.final_loss = self._loss / self._rows
-                self.final_accuracy = self._acc / self._rows
-                self._rows = self._loss = self._acc = 0.0
+        n = len(p.step_losses)
+        if n and len(p.step_accuracies) == n:
+            steps = [(p.step - n + 1 + i, p.step_losses[i],
+                      p.step_accuracies[i]) for i in range(n)]
+        elif n == 0 and p.step > self._last_step:
+            steps = [(p.step, p.loss, p.accuracy)]
+        else:
+            steps = []
+        for step, loss, accuracy in steps:
+            self._add_step(step, loss, accuracy, p)
+        if p.published:  # a callback of its own, after the step's
+            self._report(p.step, p.loss, p.accuracy, p, published=True)
+
+    def _add_step(self, step, loss, accuracy, p) -> None:
+        if step <= self._last_step:
+            return
+        self._last_step = self.steps = step
+        rows = self.sizes[(step - 1) % self.steps_per_epoch]
+        self.examples = max(self.examples, p.examples_seen)
+        self._rows += rows
+        self._loss += loss * rows
+        self._acc += accuracy * rows
+        if self.steps % self.steps_per_epoch == 0:
+            self.final_loss = self._loss / self._rows
+            self.final_accuracy = self._acc / self._rows
+            self._rows = self._loss = self._acc = 0.0
+        self._report(step, loss, accuracy, p, published=False)
+
+    def _report(self, step, loss, accuracy, p, published) -> None:
         if self.callback is not None:
             self.callback(Progress(
-                step=p.step, epoch=(p.step - 1) // self.steps_per_epoch + 1,
-                loss=p.loss, accuracy=p.accuracy,
+                step=step, epoch=(step - 1) // self.steps_per_epoch + 1,
+                loss=loss, accuracy=accuracy,
                 examples_per_second=p.examples_per_second,
                 examples_seen=p.examples_seen,
                 last_published_version=p.last_published_version,
-                published=p.published))
+                published=published))
