@@ -238,8 +238,6 @@ __attribute__((target("avx512f"))) float FmaChainsAvx512(float a, float b,
   for (int c = 1; c < kFmaChains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
   return _mm512_cvtss_f32(acc[0]);
 }
-#endif  // BNSERVE_BENCH_X86
-
 void RunFmaPeak(benchmark::State& state, float (*chains)(float, float, int64_t),
                 int lanes) {
   float a = 0.999f, b = 0.001f;
@@ -254,6 +252,8 @@ void RunFmaPeak(benchmark::State& state, float (*chains)(float, float, int64_t),
       flop_per_iteration * static_cast<double>(state.iterations()),
       benchmark::Counter::kIsRate);
 }
+
+#endif  // BNSERVE_BENCH_X86
 
 void BM_FmaPeakAvx2(benchmark::State& state) {
 #if BNSERVE_BENCH_X86
