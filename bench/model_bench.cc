@@ -6,7 +6,11 @@
 //   BM_DenseKernelGeneric / BM_DenseKernelAvx2   the digits dense layers
 //       through the portable and the AVX2+FMA single-example kernels;
 //   BM_TrainStep/B                          one SGD-momentum step of the
-//       digits [128, 64] network on a minibatch of B rows; items = examples;
+//       digits [128, 64] network on a minibatch of B rows; items = examples,
+//       counter FLOP/s = the step's GEMM FLOPs per second (TrainGemmFlops);
+//   BM_FmaPeakAvx2 / BM_FmaPeakAvx512       one core's FMA peak, measured:
+//       independent chains of 256-bit / 512-bit FMAs on registers only,
+//       counter FLOP/s (skipped on CPUs without the instructions);
 //   BM_PredictCnnFolded / BM_PredictCnnUnfolded   one digits example as a
 //       1x8x8 image through the demo's CNN (conv:16:3:p1, bn, relu,
 //       maxpool:2, conv:32:3:p1, bn, relu, maxpool:2, flatten, dense:64, bn,
@@ -21,15 +25,25 @@
 // to the working directory), read before the benchmarks start.
 #include <benchmark/benchmark.h>
 
+#include <cstdint>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "model/dense.h"
 #include "model/dense_kernel.h"
 #include "model/gemm.h"
 #include "model/network.h"
 #include "model/trainer.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BNSERVE_BENCH_X86 1
+#include <immintrin.h>
+#else
+#define BNSERVE_BENCH_X86 0
+#endif
 
 namespace bnserve::bench {
 namespace {
@@ -186,7 +200,104 @@ void BM_Gemm(benchmark::State& state) {
 BENCHMARK(BM_Gemm<false>)->Name("BM_GemmGeneric");
 BENCHMARK(BM_Gemm<true>)->Name("BM_GemmAvx2");
 
-void RunTrainStep(benchmark::State& state, model::Network net) {
+// One core's FMA peak. kFmaChains accumulators, each updated by one FMA per
+// round (acc = acc * a + b, which converges: no overflow, no denormals),
+// are independent dependency chains: with 2 FMA pipes of 4 cycles' latency
+// 8 chains keep both busy, 12 leave slack and still fit in the 16 ymm
+// registers with a and b. One FMA on L lanes = 2 L FLOP.
+constexpr int kFmaChains = 12;
+constexpr int64_t kFmaRounds = 4096;  // per benchmark iteration
+
+#if BNSERVE_BENCH_X86
+__attribute__((target("avx2,fma"))) float FmaChainsAvx2(float a, float b,
+                                                        int64_t rounds) {
+  __m256 acc[kFmaChains];
+  for (int c = 0; c < kFmaChains; ++c) acc[c] = _mm256_set1_ps(0.01f * c);
+  const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+  for (int64_t r = 0; r < rounds; ++r) {
+#pragma GCC unroll 16
+    for (int c = 0; c < kFmaChains; ++c) {
+      acc[c] = _mm256_fmadd_ps(acc[c], va, vb);
+    }
+  }
+  for (int c = 1; c < kFmaChains; ++c) acc[0] = _mm256_add_ps(acc[0], acc[c]);
+  return _mm256_cvtss_f32(acc[0]);
+}
+
+__attribute__((target("avx512f"))) float FmaChainsAvx512(float a, float b,
+                                                         int64_t rounds) {
+  __m512 acc[kFmaChains];
+  for (int c = 0; c < kFmaChains; ++c) acc[c] = _mm512_set1_ps(0.01f * c);
+  const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
+  for (int64_t r = 0; r < rounds; ++r) {
+#pragma GCC unroll 16
+    for (int c = 0; c < kFmaChains; ++c) {
+      acc[c] = _mm512_fmadd_ps(acc[c], va, vb);
+    }
+  }
+  for (int c = 1; c < kFmaChains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
+  return _mm512_cvtss_f32(acc[0]);
+}
+void RunFmaPeak(benchmark::State& state, float (*chains)(float, float, int64_t),
+                int lanes) {
+  float a = 0.999f, b = 0.001f;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(a);  // opaque: nothing can be folded
+    benchmark::DoNotOptimize(b);
+    float sum = chains(a, b, kFmaRounds);
+    benchmark::DoNotOptimize(sum);
+  }
+  const double flop_per_iteration = 2.0 * lanes * kFmaChains * kFmaRounds;
+  state.counters["FLOP/s"] = benchmark::Counter(
+      flop_per_iteration * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+
+#endif  // BNSERVE_BENCH_X86
+
+void BM_FmaPeakAvx2(benchmark::State& state) {
+#if BNSERVE_BENCH_X86
+  if (model::internal::CpuHasAvx2Fma()) {
+    RunFmaPeak(state, &FmaChainsAvx2, 8);
+    return;
+  }
+#endif
+  state.SkipWithError("CPU without AVX2+FMA");
+}
+BENCHMARK(BM_FmaPeakAvx2);
+
+void BM_FmaPeakAvx512(benchmark::State& state) {
+#if BNSERVE_BENCH_X86
+  if (__builtin_cpu_supports("avx512f")) {
+    RunFmaPeak(state, &FmaChainsAvx512, 16);
+    return;
+  }
+#endif
+  state.SkipWithError("CPU without AVX-512F");
+}
+BENCHMARK(BM_FmaPeakAvx512);
+
+// FLOPs per example of the matrix products in one training step, as the
+// trainer runs them (model/trainer.cc, model/dense.cc), 2 per multiply-add:
+// each dense layer in -> out does the forward X W^T and the weight gradient
+// dY^T X (2 in out each), and the input gradient dY W (2 in out) unless it
+// is layer 0, whose input gradient the trainer never asks for. Batch norm,
+// activations, softmax and the optimizer are not counted; nor are
+// convolutions (used for the dense-only digits MLP).
+double TrainGemmFlops(const model::Network& net) {
+  double flops = 0;
+  for (int i = 0; i < net.num_layers(); ++i) {
+    const model::Dense* d = net.layer(i).As<model::Dense>();
+    if (d == nullptr) continue;
+    const double mac = static_cast<double>(d->in()) * d->out();
+    flops += 2 * mac * (i > 0 ? 3 : 2);
+  }
+  return flops;
+}
+
+// With flop_per_example > 0, also the counter FLOP/s.
+void RunTrainStep(benchmark::State& state, model::Network net,
+                  double flop_per_example = 0) {
   const int b = static_cast<int>(state.range(0));
   const Table& t = TrainSet();
   model::OptimizerConfig config;
@@ -219,10 +330,17 @@ void RunTrainStep(benchmark::State& state, model::Network net) {
     if (++i == batches.size()) i = 0;
   }
   state.SetItemsProcessed(state.iterations() * b);
+  if (flop_per_example > 0) {
+    state.counters["FLOP/s"] = benchmark::Counter(
+        flop_per_example * static_cast<double>(state.iterations() * b),
+        benchmark::Counter::kIsRate);
+  }
 }
 
 void BM_TrainStep(benchmark::State& state) {
-  RunTrainStep(state, MakeNetwork({128, 64}));
+  model::Network net = MakeNetwork({128, 64});
+  const double flops = TrainGemmFlops(net);
+  RunTrainStep(state, std::move(net), flops);
 }
 BENCHMARK(BM_TrainStep)->RangeMultiplier(2)->Range(16, 1024);
 

@@ -1,6 +1,7 @@
 #include "model/gemm.h"
 
 #include <Eigen/Core>
+#include <atomic>
 #include <cstring>
 
 #include "model/dense_kernel.h"
@@ -19,24 +20,32 @@ void GemmGeneric(const GemmOperand& a, const GemmOperand& b, float* c,
 
 namespace {
 
-using GemmFn = void (*)(const GemmOperand&, const GemmOperand&, float*, bool);
+using internal::GemmFn;
 
-GemmFn Chosen() {
-  static const GemmFn fn = std::strcmp(DenseKernelName(), "avx2-fma") == 0
-                               ? &internal::GemmAvx2
-                               : &internal::GemmGeneric;
+std::atomic<GemmFn>& Chosen() {
+  static std::atomic<GemmFn> fn{std::strcmp(DenseKernelName(), "avx2-fma") == 0
+                                    ? &internal::GemmAvx2
+                                    : &internal::GemmGeneric};
   return fn;
 }
 
 }  // namespace
 
+namespace internal {
+
+GemmFn SetGemmForTesting(GemmFn fn) { return Chosen().exchange(fn); }
+
+}  // namespace internal
+
 void Gemm(const GemmOperand& a, const GemmOperand& b, float* c,
           bool accumulate) {
-  Chosen()(a, b, c, accumulate);
+  Chosen().load(std::memory_order_relaxed)(a, b, c, accumulate);
 }
 
 const char* GemmKernelName() {
-  return Chosen() == &internal::GemmAvx2 ? "avx2-fma" : "generic";
+  return Chosen().load(std::memory_order_relaxed) == &internal::GemmAvx2
+             ? "avx2-fma"
+             : "generic";
 }
 
 }  // namespace bnserve::model

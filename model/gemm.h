@@ -46,6 +46,13 @@ void GemmGeneric(const GemmOperand& a, const GemmOperand& b, float* c,
                  bool accumulate);
 void GemmAvx2(const GemmOperand& a, const GemmOperand& b, float* c,
               bool accumulate);
+
+using GemmFn = void (*)(const GemmOperand&, const GemmOperand&, float*, bool);
+// Tests only: makes Gemm run `fn` (GemmGeneric, or GemmAvx2 when
+// CpuHasAvx2Fma()) from now on in this process, so that one test can compare
+// whole training steps on both builds; returns the previous choice. Not to
+// be called while another thread may be in Gemm.
+GemmFn SetGemmForTesting(GemmFn fn);
 }  // namespace internal
 
 }  // namespace bnserve::model

@@ -92,14 +92,13 @@ double Trainer::ForwardBackward(const Batch& batch, double* accuracy) {
     network_.layer(i).ForwardTrain(network_.shape(i), activations_[i],
                                    &activations_[i + 1], &caches_[i]);
   }
-  Matrix d;
-  const double loss = Head(batch, activations_[n], &d, accuracy);
-  Matrix dx;
+  input_grads_.resize(n + 1);
+  const double loss = Head(batch, activations_[n], &input_grads_[n], accuracy);
   for (int k = n; k-- > 0;) {
     network_.layer(k).Backward(network_.shape(k), activations_[k],
-                               activations_[k + 1], d, caches_[k],
-                               k > 0 ? &dx : nullptr, &grads_[k]);
-    if (k > 0) std::swap(d, dx);
+                               activations_[k + 1], input_grads_[k + 1],
+                               caches_[k], k > 0 ? &input_grads_[k] : nullptr,
+                               &grads_[k]);
   }
   return loss;
 }

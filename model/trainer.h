@@ -101,8 +101,8 @@ class Trainer {
  private:
   Trainer(Network network, const OptimizerConfig& config)
       : network_(std::move(network)), config_(config) {}
-  // Forward + backward; fills activations_/caches_/grads_; returns loss and
-  // writes accuracy.
+  // Forward + backward; fills activations_/caches_/input_grads_/grads_;
+  // returns loss and writes accuracy.
   double ForwardBackward(const Batch& batch, double* accuracy);
   // The loss of the raw outputs `y` and its gradient with respect to them.
   double Head(const Batch& batch, const Matrix& y, Matrix* d,
@@ -116,6 +116,12 @@ class Trainer {
   // Scratch reused across steps.
   std::vector<Matrix> activations_;
   std::vector<LayerCache> caches_;
+  // input_grads_[k]: the loss gradient with respect to activations_[k] (k >
+  // 0; input_grads_[n] comes from the head). One buffer per layer boundary
+  // keeps each at one size from step to step: a buffer shared by layers of
+  // different widths would be reallocated, and fresh large blocks are fresh
+  // pages to fault in (at batch 1024, 4x the step's time).
+  std::vector<Matrix> input_grads_;
   std::vector<LayerGradients> grads_;
   // Optimizer state, one buffer per parameter tensor in visiting order.
   std::vector<std::vector<float>> moment1_;
