@@ -434,6 +434,120 @@ grpc::Status PublishIfBehind(const Connection& connection,
   return status;
 }
 
+// What a training stream sends: the CSV, its class ids (classification)
+// and the minibatch sizes of an epoch.
+struct TrainInputs {
+  const Dataset* dataset;
+  const std::vector<int32_t>* class_ids;
+  const std::vector<int>* sizes;
+};
+
+// Streams every step of the job, resuming (Resumer) after the trainer went
+// away: from the job's step as the trainer knows it, or, when every step was
+// applied, by publishing if needed. Finishes the tracker either way.
+absl::Status TrainAllSteps(const Connection& connection,
+                           v1::Trainer::Stub& stub, const std::string& job_id,
+                           const TrainOptions& o, const TrainInputs& in,
+                           Resumer& resumer, ProgressTracker& tracker,
+                           absl::Duration* batching) {
+  const int64_t total_steps = int64_t{o.epochs} * int64_t(in.sizes->size());
+  int64_t next_step = 1;
+  while (true) {
+    grpc::Status status;
+    if (next_step <= total_steps) {
+      status =
+          StreamSteps(connection, stub, job_id, o, *in.dataset, *in.class_ids,
+                      *in.sizes, next_step, tracker, batching);
+    } else {
+      // Every step was applied before the trainer went away: publish if the
+      // last publish is older than the last step (else it is the result).
+      status = PublishIfBehind(connection, stub, job_id, tracker);
+    }
+    if (status.ok()) break;
+    if (!resumer.ShouldRetry(status)) {
+      tracker.Finish();
+      return RpcError(status, absl::StrCat("training stream of job ", job_id));
+    }
+    absl::StatusOr<v1::Job> resumed =
+        resumer.AwaitJob(connection, stub, job_id);
+    if (!resumed.ok()) {
+      tracker.Finish();
+      return resumed.status();
+    }
+    next_step = resumed->steps() + 1;
+    tracker.Resumed(*resumed);
+  }
+  tracker.Finish();
+  return absl::OkStatus();
+}
+
+// The version the training published: from the progress, or (older or
+// differently configured trainers) from the job.
+absl::StatusOr<int64_t> PublishedVersion(const Connection& connection,
+                                         v1::Trainer::Stub& stub,
+                                         const std::string& job_id,
+                                         const ProgressTracker& tracker) {
+  int64_t version = tracker.last_version();
+  if (version <= 0) {
+    grpc::ClientContext get_context;
+    connection.Prepare(&get_context, kUnaryTimeout);
+    v1::GetJobRequest get;
+    get.set_job_id(job_id);
+    v1::Job done;
+    grpc::Status s = stub.GetJob(&get_context, get, &done);
+    if (!s.ok()) return RpcError(s, "reading the job");
+    version = done.last_published_version();
+  }
+  if (version <= 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the trainer did not publish job ", job_id));
+  }
+  return version;
+}
+
+void PrintTrained(Io& io, const std::string& model, int64_t version,
+                  const ProgressTracker& tracker, bool classification) {
+  io.out << "published model " << model << " version " << version
+         << absl::StrFormat(" (steps %d, examples %d, final loss %.4f",
+                            tracker.steps(), tracker.examples(),
+                            tracker.final_loss());
+  if (classification) {
+    io.out << absl::StrFormat(", train accuracy %.4f",
+                              tracker.final_accuracy());
+  }
+  io.out << ")\n";
+  io.out.flush();
+}
+
+// "job J: N examples x F features, K classes, E epochs of M minibatches".
+void PrintJobLine(Io& io, const std::string& job_id, const LabeledData& data,
+                  int num_classes, int epochs, size_t minibatches) {
+  io.err << "job " << job_id << ": " << data.rows << " examples x "
+         << data.features << " features"
+         << (num_classes > 0 ? absl::StrCat(", ", num_classes, " classes")
+                             : std::string(", regression"))
+         << ", " << epochs << " epochs of " << minibatches << " minibatches\n";
+}
+
+// --recalibrate: exact statistics over the CSV, published as a new version
+// (added to `result`).
+absl::Status Recalibrate(const Connection& connection, v1::Trainer::Stub& stub,
+                         const std::string& job_id, const TrainOptions& o,
+                         const Dataset& dataset, Io& io,
+                         nlohmann::json& result) {
+  absl::StatusOr<v1::PublishResponse> recal = StreamRecalibration(
+      connection, stub, job_id, dataset, std::max(256, o.batch_size));
+  if (!recal.ok()) return recal.status();
+  result["recalibrated_version"] = recal->version();
+  result["recalibrated_examples"] = recal->stats_examples();
+  if (!o.common.json) {
+    io.out << "published model " << o.model << " version " << recal->version()
+           << " with exact batch-norm statistics over "
+           << recal->stats_examples() << " examples\n";
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
@@ -446,10 +560,8 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
   int num_classes = 0;
   std::vector<int32_t> class_ids;
   if (classification) {
-    absl::StatusOr<std::vector<int32_t>> ids =
-        ClassLabels(*dataset, kMaxClasses, &num_classes);
-    if (!ids.ok()) return ids.status();
-    class_ids = *std::move(ids);
+    BNSERVE_ASSIGN_OR_RETURN(class_ids,
+                             ClassLabels(*dataset, kMaxClasses, &num_classes));
   }
   absl::StatusOr<std::vector<int>> sizes = BatchSizes(data.rows, o.batch_size);
   if (!sizes.ok()) {
@@ -468,71 +580,28 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
   // resume, an unreachable address should fail at once, and a retry after a
   // lost answer could create the job twice.
   v1::Job job;
-  {
-    grpc::ClientContext context;
-    connection->Prepare(&context, kUnaryTimeout);
-    grpc::Status status = stub->CreateJob(&context, *request, &job);
-    if (!status.ok()) return RpcError(status, "creating the training job");
+  grpc::ClientContext create_context;
+  connection->Prepare(&create_context, kUnaryTimeout);
+  if (grpc::Status st = stub->CreateJob(&create_context, *request, &job);
+      !st.ok()) {
+    return RpcError(st, "creating the training job");
   }
   Resumer resumer(o, io);
   if (!o.common.json) {
-    io.err << "job " << job.job_id() << ": " << data.rows << " examples x "
-           << data.features << " features"
-           << (classification ? absl::StrCat(", ", num_classes, " classes")
-                              : std::string(", regression"))
-           << ", " << o.epochs << " epochs of " << sizes->size()
-           << " minibatches\n";
+    PrintJobLine(io, job.job_id(), data, num_classes, o.epochs, sizes->size());
   }
 
   ProgressTracker tracker(io, classification, o.epochs, *sizes);
-  const int64_t total_steps = int64_t{o.epochs} * int64_t(sizes->size());
-  int64_t next_step = 1;
   const absl::Time train_start = absl::Now();
   absl::Duration batching;
-  while (true) {
-    grpc::Status status;
-    if (next_step <= total_steps) {
-      status = StreamSteps(*connection, *stub, job.job_id(), o, *dataset,
-                           class_ids, *sizes, next_step, tracker, &batching);
-    } else {
-      // Every step was applied before the trainer went away: publish if the
-      // last publish is older than the last step (else it is the result).
-      status = PublishIfBehind(*connection, *stub, job.job_id(), tracker);
-    }
-    if (status.ok()) break;
-    if (!resumer.ShouldRetry(status)) {
-      tracker.Finish();
-      return RpcError(status,
-                      absl::StrCat("training stream of job ", job.job_id()));
-    }
-    absl::StatusOr<v1::Job> resumed =
-        resumer.AwaitJob(*connection, *stub, job.job_id());
-    if (!resumed.ok()) {
-      tracker.Finish();
-      return resumed.status();
-    }
-    next_step = resumed->steps() + 1;
-    tracker.Resumed(*resumed);
-  }
-  tracker.Finish();
+  const TrainInputs inputs{&*dataset, &class_ids, &*sizes};
+  BNSERVE_RETURN_IF_ERROR(TrainAllSteps(*connection, *stub, job.job_id(), o,
+                                        inputs, resumer, tracker, &batching));
   const absl::Duration train_time = absl::Now() - train_start;
 
-  int64_t version = tracker.last_version();
-  if (version <= 0) {
-    // Older or differently configured trainers: ask the job.
-    grpc::ClientContext get_context;
-    connection->Prepare(&get_context, kUnaryTimeout);
-    v1::GetJobRequest get;
-    get.set_job_id(job.job_id());
-    v1::Job done;
-    grpc::Status s = stub->GetJob(&get_context, get, &done);
-    if (!s.ok()) return RpcError(s, "reading the job");
-    version = done.last_published_version();
-  }
-  if (version <= 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the trainer did not publish job ", job.job_id()));
-  }
+  BNSERVE_ASSIGN_OR_RETURN(
+      const int64_t version,
+      PublishedVersion(*connection, *stub, job.job_id(), tracker));
 
   nlohmann::json result = {
       {"model", o.model},
@@ -544,30 +613,12 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
       {"seconds", TimingJson(load_time, batching, train_time)}};
   if (classification) result["train_accuracy"] = tracker.final_accuracy();
   if (!o.common.json) {
-    io.out << "published model " << o.model << " version " << version
-           << absl::StrFormat(" (steps %d, examples %d, final loss %.4f",
-                              tracker.steps(), tracker.examples(),
-                              tracker.final_loss());
-    if (classification) {
-      io.out << absl::StrFormat(", train accuracy %.4f",
-                                tracker.final_accuracy());
-    }
-    io.out << ")\n";
-    io.out.flush();
+    PrintTrained(io, o.model, version, tracker, classification);
   }
 
   if (o.recalibrate) {
-    absl::StatusOr<v1::PublishResponse> recal =
-        StreamRecalibration(*connection, *stub, job.job_id(), *dataset,
-                            std::max(256, o.batch_size));
-    if (!recal.ok()) return recal.status();
-    result["recalibrated_version"] = recal->version();
-    result["recalibrated_examples"] = recal->stats_examples();
-    if (!o.common.json) {
-      io.out << "published model " << o.model << " version " << recal->version()
-             << " with exact batch-norm statistics over "
-             << recal->stats_examples() << " examples\n";
-    }
+    BNSERVE_RETURN_IF_ERROR(
+        Recalibrate(*connection, *stub, job.job_id(), o, *dataset, io, result));
   }
   if (o.common.json) PrintJson(io, result);
   return 0;

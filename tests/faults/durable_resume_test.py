@@ -33,7 +33,7 @@ from faultlib import log, wait_until  # noqa: E402
 
 def train_args(env, taddr, model, data):
     return [env.bnctl_bin, "train", "--trainer", taddr, "--model", model,
-            "--data", data, "--hidden", "32,16", "--epochs", "250",
+            "--data", data, "--hidden", "32,16", "--epochs", "600",
             "--batch-size", "16", "--seed", "7", "--optimizer", "adam",
             "--checkpoint-every", "20", "--resume-timeout", "60", "--json"]
 
