@@ -5,10 +5,12 @@
 //                    calls always in flight, or open loop at --rate calls/s
 //                    (latency measured from each call's scheduled start, so
 //                    a stalled server is not hidden by coordinated
-//                    omission). Runs --warmup_s then --duration_s, or stops
-//                    after --requests calls. Prints one JSON line: qps,
-//                    p50/p99/p999 latency (us), ok and error counts and the
-//                    first error.
+//                    omission; the sender sleeps, never spins). Runs
+//                    --warmup_s then --duration_s, or stops after
+//                    --requests calls. Prints one JSON line: qps,
+//                    p50/p99/p999/max latency (us), ok and error counts and
+//                    the first error; open loop also the p99/p999 from the
+//                    actual send and the send's lag behind schedule.
 //   --mode=frame     writes the h2load request body (gRPC length-prefixed
 //                    PredictRequest of test row 0) to --out.
 //   --mode=train     creates a job on the trainer at --target (digits
@@ -20,9 +22,12 @@
 //   --mode=train_local  the same minibatches through model::Trainer in this
 //                    process (the in-process reference for --mode=train).
 #include <grpcpp/grpcpp.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -90,7 +95,11 @@ struct PredictRun {
   int64_t measured ABSL_GUARDED_BY(mu) = 0;
   std::string first_error ABSL_GUARDED_BY(mu);
   std::vector<int64_t> latencies ABSL_GUARDED_BY(mu);  // ns, measured calls
-  int64_t first_done = 0, last_done = 0;               // request-bound runs
+  // Open loop: latency from the actual send, and the send's lag behind its
+  // due time (the load generator's own lateness), ns.
+  std::vector<int64_t> sent_latencies ABSL_GUARDED_BY(mu);
+  std::vector<int64_t> send_lags ABSL_GUARDED_BY(mu);
+  int64_t first_done = 0, last_done = 0;  // request-bound runs
 
   void Issue(int64_t scheduled_ns);
 };
@@ -98,7 +107,7 @@ struct PredictRun {
 class PredictCall final : public grpc::ClientUnaryReactor {
  public:
   PredictCall(PredictRun* run, int64_t index, int64_t scheduled_ns)
-      : run_(run), scheduled_(scheduled_ns) {
+      : run_(run), scheduled_(scheduled_ns), sent_(NowNanos()) {
     const v1::PredictRequest& request =
         run->requests[index % run->requests.size()];
     run->stubs[index % run->stubs.size()]->async()->Predict(&context_, &request,
@@ -127,6 +136,10 @@ class PredictCall final : public grpc::ClientUnaryReactor {
       if (in_window) {
         ++run->measured;
         run->latencies.push_back(end - scheduled_);
+        if (!run->closed_loop) {
+          run->sent_latencies.push_back(end - sent_);
+          run->send_lags.push_back(sent_ - scheduled_);
+        }
         if (run->first_done == 0) run->first_done = end;
         run->last_done = end;
       }
@@ -146,6 +159,7 @@ class PredictCall final : public grpc::ClientUnaryReactor {
  private:
   PredictRun* const run_;
   const int64_t scheduled_;
+  const int64_t sent_;
   grpc::ClientContext context_;
   v1::PredictResponse response_;
 };
@@ -188,6 +202,44 @@ std::shared_ptr<grpc::Channel> Connect(const std::string& target, int i) {
   return channel;
 }
 
+// The open loop: call i is due at start + i / rate whatever happened to
+// the calls before it. The thread sleeps until each due time (absolute
+// clock_nanosleep with 1 ns timer slack, no spinning: a spinning sender
+// would take one of the machine's two cores from the servers under test)
+// and a late wake-up sends every call that is due at once. Each call's
+// latency runs from its due time, so the sender's own lateness is counted
+// against the server too; it is reported apart as the send lag.
+void RunOpenLoop(PredictRun& run, double rate, int64_t start, int64_t end) {
+  prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+  const double interval = 1e9 / rate;
+  const int64_t max_out = absl::GetFlag(FLAGS_max_outstanding);
+  for (int64_t i = 0; !run.stop.load(); ++i) {
+    const int64_t at = start + static_cast<int64_t>(i * interval);
+    if (at >= end) break;
+    if (NowNanos() < at) {
+      timespec ts{static_cast<time_t>(at / 1000000000),
+                  static_cast<long>(at % 1000000000)};
+      while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) ==
+             EINTR) {
+      }
+    }
+    bool full;
+    {
+      absl::MutexLock lock(&run.mu);
+      full = run.outstanding >= max_out;
+      if (!full) ++run.outstanding;
+    }
+    if (full) {
+      run.dropped.fetch_add(1);
+    } else {
+      run.Issue(at);
+    }
+  }
+}
+
+void PrintPredict(PredictRun& run, const std::string& target, double rate,
+                  double seconds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
+
 int RunPredict() {
   // Never destroyed: the process _Exit()s, and a callback thread may still
   // be leaving run.mu when the main thread prints the results.
@@ -201,6 +253,15 @@ int RunPredict() {
   const double rate = absl::GetFlag(FLAGS_rate);
   run.closed_loop = rate <= 0;
   run.max_requests = absl::GetFlag(FLAGS_requests);
+  if (!run.closed_loop) {
+    // Grown once here, not under the lock in the middle of the run.
+    const size_t expected = static_cast<size_t>(
+        rate * (absl::GetFlag(FLAGS_duration_s) + 1) * 1.2 + 1024);
+    absl::MutexLock lock(&run.mu);
+    run.latencies.reserve(expected);
+    run.sent_latencies.reserve(expected);
+    run.send_lags.reserve(expected);
+  }
   const int64_t start = NowNanos();
   run.measure_from =
       start + static_cast<int64_t>(absl::GetFlag(FLAGS_warmup_s) * 1e9);
@@ -220,31 +281,7 @@ int RunPredict() {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   } else {
-    const double interval = 1e9 / rate;
-    const int64_t max_out = absl::GetFlag(FLAGS_max_outstanding);
-    for (int64_t i = 0; !run.stop.load(); ++i) {
-      const int64_t at = start + static_cast<int64_t>(i * interval);
-      if (at >= end) break;
-      int64_t now = NowNanos();
-      while (now < at) {
-        if (at - now > 200000) {
-          std::this_thread::sleep_for(
-              std::chrono::nanoseconds(at - now - 100000));
-        }
-        now = NowNanos();
-      }
-      bool full;
-      {
-        absl::MutexLock lock(&run.mu);
-        full = run.outstanding >= max_out;
-        if (!full) ++run.outstanding;
-      }
-      if (full) {
-        run.dropped.fetch_add(1);
-      } else {
-        run.Issue(at);
-      }
-    }
+    RunOpenLoop(run, rate, start, end);
   }
   {
     absl::MutexLock lock(&run.mu);
@@ -257,19 +294,31 @@ int RunPredict() {
   if (run.max_requests > 0) {
     seconds = static_cast<double>(run.last_done - start) / 1e9;
   }
+  PrintPredict(run, target, rate, seconds);
+  return run.errors == 0 ? 0 : 1;
+}
+
+void PrintPredict(PredictRun& run, const std::string& target, double rate,
+                  double seconds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu) {
   const double qps = static_cast<double>(run.measured) / seconds;
   std::vector<int64_t>& lat = run.latencies;
+  std::vector<int64_t>& sent = run.sent_latencies;
+  std::vector<int64_t>& lag = run.send_lags;
   std::printf(
       "{\"mode\": \"predict\", \"target\": \"%s\", \"concurrency\": %d, "
       "\"rate\": %.0f, \"qps\": %.1f, \"p50_us\": %.1f, \"p99_us\": %.1f, "
-      "\"p999_us\": %.1f, \"measured\": %lld, \"ok\": %lld, \"errors\": "
-      "%lld, \"dropped\": %lld, \"first_error\": \"%s\"}\n",
+      "\"p999_us\": %.1f, \"max_us\": %.1f, \"sent_p99_us\": %.1f, "
+      "\"sent_p999_us\": %.1f, \"send_lag_p99_us\": %.1f, "
+      "\"send_lag_max_us\": %.1f, \"measured\": %lld, \"ok\": %lld, "
+      "\"errors\": %lld, \"dropped\": %lld, \"first_error\": \"%s\"}\n",
       target.c_str(), run.closed_loop ? absl::GetFlag(FLAGS_concurrency) : 0,
       rate, qps, Quantile(lat, 0.5) / 1e3, Quantile(lat, 0.99) / 1e3,
-      Quantile(lat, 0.999) / 1e3, static_cast<long long>(run.measured),
-      static_cast<long long>(run.ok), static_cast<long long>(run.errors),
+      Quantile(lat, 0.999) / 1e3, Quantile(lat, 1.0) / 1e3,
+      Quantile(sent, 0.99) / 1e3, Quantile(sent, 0.999) / 1e3,
+      Quantile(lag, 0.99) / 1e3, Quantile(lag, 1.0) / 1e3,
+      static_cast<long long>(run.measured), static_cast<long long>(run.ok),
+      static_cast<long long>(run.errors),
       static_cast<long long>(run.dropped.load()), run.first_error.c_str());
-  return run.errors == 0 ? 0 : 1;
 }
 
 int RunFrame() {

@@ -54,7 +54,8 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
   grpc::ServerBuilder builder;
   if (!options.reflection) builder.SetOption(server::WithoutReflection());
   builder.AddListeningPort(options.listen_address, creds, &s->port_);
-  builder.experimental().SetInterceptorCreators(server::ServerInterceptors());
+  builder.experimental().SetInterceptorCreators(
+      server::ServerInterceptors({InferenceService::PredictMethod()}));
   builder.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
   builder.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);
   builder.RegisterService(s->inference_.get());

@@ -1,12 +1,16 @@
 #include "server/inference/inference_service.h"
 
+#include <grpcpp/support/proto_buffer_reader.h>
+
 #include <algorithm>
+#include <climits>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "model/status_macros.h"
 #include "server/common/grpc_status.h"
+#include "server/common/parse_error_interceptor.h"
 #include "server/inference/finish_call.h"
 
 namespace bnserve::inference {
@@ -188,14 +192,60 @@ absl::Status InferenceService::DoGetModelMetadata(
   return absl::OkStatus();
 }
 
+std::string InferenceService::PredictMethod() {
+  return absl::StrCat("/", v1::Inference::service_full_name(), "/Predict");
+}
+
+namespace {
+
+// Parses `bytes` into `message` (cleared); false if they are not one. A
+// small request is one slice, parsed in place; otherwise as gRPC would.
+// An empty message may arrive as no buffer at all: it parses as empty.
+bool ParseRequest(const grpc::ByteBuffer& bytes,
+                  google::protobuf::MessageLite* message) {
+  if (!bytes.Valid()) return true;
+  grpc::Slice slice;
+  if (bytes.TrySingleSlice(&slice).ok()) {
+    return slice.size() <= static_cast<size_t>(INT_MAX) &&
+           message->ParseFromArray(slice.begin(),
+                                   static_cast<int>(slice.size()));
+  }
+  grpc::ByteBuffer copy(bytes);  // shares the slices; parsing drains it
+  grpc::ProtoBufferReader reader(&copy);
+  return reader.status().ok() && message->ParseFromZeroCopyStream(&reader);
+}
+
+}  // namespace
+
+absl::Status InferenceService::ServePredict(
+    const grpc::CallbackServerContext& context, const grpc::ByteBuffer& request,
+    PredictMessages* messages, grpc::ByteBuffer* response) const {
+  if (!ParseRequest(request, messages->request())) {
+    return server::UnparsableRequestStatus(PredictMethod());
+  }
+  BNSERVE_RETURN_IF_ERROR(
+      DoPredict(context, *messages->request(), messages->response()));
+  bool own_buffer = false;
+  const grpc::Status st =
+      grpc::SerializationTraits<v1::PredictResponse>::Serialize(
+          *messages->response(), response, &own_buffer);
+  if (!st.ok()) {
+    return absl::InternalError(absl::StrCat(
+        "Predict: cannot serialize the answer: ", st.error_message()));
+  }
+  return absl::OkStatus();
+}
+
 grpc::ServerUnaryReactor* InferenceService::Predict(
-    grpc::CallbackServerContext* context, const v1::PredictRequest* request,
-    v1::PredictResponse* response) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
   const absl::Time start = absl::Now();
-  return FinishCall(context, metrics_, "Predict", start,
-                    GuardCall("Predict", [&] {
-                      return DoPredict(*context, *request, response);
-                    }));
+  PredictMessages* messages = predict_messages_.AllocateMessages();
+  const absl::Status status = GuardCall("Predict", [&] {
+    return ServePredict(*context, *request, messages, response);
+  });
+  messages->Release();
+  return FinishCall(context, metrics_, "Predict", start, status);
 }
 
 grpc::ServerUnaryReactor* InferenceService::PredictBatch(

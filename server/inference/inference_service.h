@@ -8,6 +8,10 @@
 #ifndef BNSERVE_SERVER_INFERENCE_INFERENCE_SERVICE_H_
 #define BNSERVE_SERVER_INFERENCE_INFERENCE_SERVICE_H_
 
+#include <grpcpp/support/byte_buffer.h>
+
+#include <string>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "bnserve/v1/inference.grpc.pb.h"
@@ -23,18 +27,28 @@ namespace bnserve::inference {
 // ModelInfer); more is RESOURCE_EXHAUSTED. Defined in server/common/limits.h.
 using server::kMaxBatchRows;
 
-class InferenceService final : public v1::Inference::CallbackService {
+// Predict is registered raw (ByteBuffer in and out) and parses its own
+// request, so that it needs no interceptor (see
+// server/common/parse_error_interceptor.h); the other methods are typed.
+using InferenceServiceBase = v1::Inference::WithRawCallbackMethod_Predict<
+    v1::Inference::CallbackService>;
+
+class InferenceService final : public InferenceServiceBase {
  public:
+  // The full name of Predict, which server::ServerInterceptors must leave
+  // out.
+  static std::string PredictMethod();
+
   InferenceService(const ServableManager* manager,
                    const server::TokenAuth* auth, Metrics* metrics,
                    RequestLimits limits = {})
-      : manager_(manager), auth_(auth), metrics_(metrics), limits_(limits) {
-    SetMessageAllocatorFor_Predict(&predict_messages_);
-  }
+      : manager_(manager), auth_(auth), metrics_(metrics), limits_(limits) {}
 
+  // Parses a PredictRequest (INVALID_ARGUMENT if the bytes are not one),
+  // answers it like DoPredict and serializes the PredictResponse.
   grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* context,
-                                    const v1::PredictRequest* request,
-                                    v1::PredictResponse* response) override;
+                                    const grpc::ByteBuffer* request,
+                                    grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* PredictBatch(
       grpc::CallbackServerContext* context,
       const v1::PredictBatchRequest* request,
@@ -48,6 +62,12 @@ class InferenceService final : public v1::Inference::CallbackService {
   absl::StatusOr<std::shared_ptr<const Servable>> Select(
       const grpc::CallbackServerContext& context, const std::string& model,
       const v1::VersionSelector& select) const;
+  using PredictMessages =
+      grpc::MessageHolder<v1::PredictRequest, v1::PredictResponse>;
+  absl::Status ServePredict(const grpc::CallbackServerContext& context,
+                            const grpc::ByteBuffer& request,
+                            PredictMessages* messages,
+                            grpc::ByteBuffer* response) const;
   absl::Status DoPredict(const grpc::CallbackServerContext& context,
                          const v1::PredictRequest& request,
                          v1::PredictResponse* response) const;
@@ -62,7 +82,8 @@ class InferenceService final : public v1::Inference::CallbackService {
   const server::TokenAuth* const auth_;
   Metrics* const metrics_;
   const RequestLimits limits_;
-  // Predict's request/response pairs are recycled (see message_pool.h).
+  // Predict's request/response pairs are recycled (see message_pool.h):
+  // taken for one call and given back before it finishes.
   RecyclingAllocator<v1::PredictRequest, v1::PredictResponse> predict_messages_;
 };
 

@@ -4,7 +4,9 @@
 // of its strings and repeated fields) and kept in a small cache of the
 // releasing thread; the next call on that thread takes it back. A warmed-up
 // server so parses Predict's features and builds its response without a
-// single heap allocation, and threads share no allocator state.
+// single heap allocation, and threads share no allocator state. A raw
+// (ByteBuffer) handler may also call AllocateMessages() and Release() itself
+// around its own parsing, as InferenceService::Predict does.
 //
 // Pairs whose messages were large (a hostile or batch-sized request) are
 // freed rather than cached, so the cache never pins more than

@@ -287,6 +287,14 @@ TEST_F(InferenceServerTest, PredictErrorsHavePreciseCodes) {
   EXPECT_EQ(PredictCode(req), StatusCode::NOT_FOUND);
   req.mutable_select()->set_label("1abc");
   EXPECT_EQ(PredictCode(req), StatusCode::INVALID_ARGUMENT);
+  // Predict parses its own request: one too big for a single slice (parsed
+  // through the slices) and an empty one reach the handler like any other.
+  st = Predict(PredictRequest(clf_, std::vector<float>(1 << 20, 1.0f)), &resp);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("expects 4 features, got 1048576"));
+  st = Predict(v1::PredictRequest(), &resp);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("model is required"));
 }
 
 // ISSUE 14 defect 8: huge but finite inputs (3e38) gave OK with outputs
