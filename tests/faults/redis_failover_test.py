@@ -190,6 +190,10 @@ def main():
                     + "; ".join(f"{l.ok} Predict OK, {l.failed} failed"
                                 for l in loads))
             time.sleep(1.0)
+            # Training must work again once the store is back: the last
+            # replica may take a while to resync (WAIT needs it).
+            wait_until(lambda: publisher.trains[-1:] == ["OK"],
+                       "a training step after the last failover", 60)
         finally:
             publisher.stop()
         acked = [c[3] for c in calls if c[2] == "OK"]
