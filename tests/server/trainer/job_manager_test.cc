@@ -132,10 +132,48 @@ TEST_F(JobManagerTest, BadMinibatchesAreRejectedAndTheModelIsUnchanged) {
   mb = RandomBatch(8, 2);
   mb.add_targets(1.0f);
   expect(mb, "labels, not targets");
+  mb = RandomBatch(8, 2);
+  mb.set_features_f32(std::string(8 * 4 * sizeof(float), '\0'));
+  expect(mb, "not both");
+  mb = RandomBatch(8, 2);
+  mb.clear_features();
+  mb.set_features_f32(std::string(8 * 4 * sizeof(float) - 1, '\0'));
+  expect(mb, "not a whole number of 4-byte floats");
+  mb.set_features_f32(std::string(7 * 4 * sizeof(float), '\0'));
+  expect(mb, "ragged");
 
   EXPECT_EQ(jobs.GetJob(job.job_id())->steps(), 1);
   ASSERT_TRUE(jobs.Publish(job.job_id()).ok());
   EXPECT_EQ(Published("m", 2), before);
+}
+
+// Minibatch.features_f32 carries the same floats as raw little-endian
+// bytes: the same batch, and the same training, as the repeated field.
+TEST_F(JobManagerTest, FeaturesAsRawFloat32BytesTrainLikeRepeatedFloats) {
+  JobManager jobs(store_.get());
+  const v1::Job floats = *jobs.CreateJob(SmallJob("floats"));
+  const v1::Job bytes = *jobs.CreateJob(SmallJob("bytes"));
+  auto a = *jobs.OpenTrainingSession(floats.job_id());
+  auto b = *jobs.OpenTrainingSession(bytes.job_id());
+  for (int step = 1; step <= 5; ++step) {
+    const v1::Minibatch mb = RandomBatch(8, step);
+    v1::Minibatch raw = mb;
+    raw.clear_features();
+    raw.set_features_f32(
+        std::string(reinterpret_cast<const char*>(mb.features().data()),
+                    mb.features_size() * sizeof(float)));
+    const model::Batch x = *ToBatch(mb, v1::TASK_CLASSIFICATION, 3);
+    const model::Batch y = *ToBatch(raw, v1::TASK_CLASSIFICATION, 3);
+    ASSERT_EQ(x.features, y.features);
+    const v1::TrainProgress pa = *a->Step(mb);
+    const v1::TrainProgress pb = *b->Step(raw);
+    EXPECT_EQ(pa.loss(), pb.loss());
+  }
+  a.reset();
+  b.reset();
+  ASSERT_TRUE(jobs.Publish(floats.job_id()).ok());
+  ASSERT_TRUE(jobs.Publish(bytes.job_id()).ok());
+  EXPECT_EQ(Published("floats", 1), Published("bytes", 1));
 }
 
 TEST_F(JobManagerTest, PublishOnCloseAndEveryNStepsProduceTheExpectedVersions) {
