@@ -70,7 +70,7 @@ ABSL_FLAG(int32_t, window, 0,
           "train: minibatches sent ahead of progress replies (0 = no limit)");
 ABSL_FLAG(uint32_t, progress_interval_ms, 0,
           "train: TrainRequest.progress_interval_ms (0 = a progress per "
-          "minibatch; needed with --window > 0)");
+          "minibatch, which --window > 0 needs)");
 
 namespace bnserve::bench {
 namespace {
