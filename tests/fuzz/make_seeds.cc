@@ -136,9 +136,9 @@ void Minibatches() {
   Write("minibatch", "ragged", std::string(1, '\0'), ragged);
   v1::Minibatch raw = clf;  // the same features as raw float32 bytes
   raw.clear_features();
-  raw.set_features_f32(std::string(
-      reinterpret_cast<const char*>(clf.features().data()),
-      clf.features_size() * sizeof(float)));
+  raw.set_features_f32(
+      std::string(reinterpret_cast<const char*>(clf.features().data()),
+                  clf.features_size() * sizeof(float)));
   Write("minibatch", "features_f32", std::string(1, '\0'), raw);
 }
 

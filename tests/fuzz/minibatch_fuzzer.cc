@@ -1,8 +1,9 @@
 // The trainer's wire-to-model conversion (server::ToBatch) on any
-// v1::Minibatch (features as floats or as features_f32 bytes), then model::Trainer::ValidateBatch and, for a batch that
-// passes, one training step on a tiny network. Declared shapes must be
-// checked against the values actually sent before anything is allocated.
-// The first input byte picks the task; the rest is the Minibatch.
+// v1::Minibatch (features as floats or as features_f32 bytes), then
+// model::Trainer::ValidateBatch and, for a batch that passes, one training step
+// on a tiny network. Declared shapes must be checked against the values
+// actually sent before anything is allocated. The first input byte picks the
+// task; the rest is the Minibatch.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
