@@ -30,8 +30,13 @@ using server::kMaxBatchRows;
 // Predict is registered raw (ByteBuffer in and out) and parses its own
 // request, so that it needs no interceptor (see
 // server/common/parse_error_interceptor.h); the other methods are typed.
+// (Built on the typed callback bases of the other two methods only: stacking
+// the raw Predict on CallbackService would hide the typed callback Predict,
+// which clang's -Woverloaded-virtual refuses.)
 using InferenceServiceBase = v1::Inference::WithRawCallbackMethod_Predict<
-    v1::Inference::CallbackService>;
+    v1::Inference::WithCallbackMethod_PredictBatch<
+        v1::Inference::WithCallbackMethod_GetModelMetadata<
+            v1::Inference::Service>>>;
 
 class InferenceService final : public InferenceServiceBase {
  public:
