@@ -18,7 +18,8 @@
 //                    streams --epochs epochs of --batch_size minibatches
 //                    through Train; --window bounds the minibatches sent
 //                    ahead of the progress replies (1 = lockstep, 0 =
-//                    only gRPC flow control). Prints examples/s.
+//                    only gRPC flow control); --pack_bytes packs several
+//                    minibatches per request, as bnctl. Prints examples/s.
 //   --mode=train_local  the same minibatches through model::Trainer in this
 //                    process (the in-process reference for --mode=train).
 #include <grpcpp/grpcpp.h>
@@ -71,6 +72,10 @@ ABSL_FLAG(int32_t, window, 0,
 ABSL_FLAG(uint32_t, progress_interval_ms, 0,
           "train: TrainRequest.progress_interval_ms (0 = a progress per "
           "minibatch, which --window > 0 needs)");
+ABSL_FLAG(int64_t, pack_bytes, 256 << 10,
+          "train: features packed into one TrainRequest (TrainRequest.batches; "
+          "bnctl packs 256 KiB); 0 = one minibatch per request, which "
+          "--window > 0 needs");
 
 namespace bnserve::bench {
 namespace {
@@ -348,7 +353,9 @@ std::vector<v1::Minibatch> MakeMinibatches(const Table& t, int b) {
     m.set_rows(b);
     m.set_cols(t.cols);
     const float* p = t.features.data() + static_cast<size_t>(start) * t.cols;
-    m.mutable_features()->Add(p, p + static_cast<size_t>(b) * t.cols);
+    // As bnctl: raw little-endian float32 (Minibatch.features_f32).
+    m.set_features_f32(reinterpret_cast<const char*>(p),
+                       static_cast<size_t>(b) * t.cols * sizeof(float));
     m.mutable_labels()->Add(t.labels.begin() + start,
                             t.labels.begin() + start + b);
     out.push_back(std::move(m));
@@ -451,14 +458,27 @@ int RunTrain() {
     std::fprintf(stderr, "CreateJob: %s\n", st.error_message().c_str());
     return 1;
   }
-  std::vector<v1::TrainRequest> messages(batches.size());
-  for (size_t i = 0; i < batches.size(); ++i) {
-    messages[i].set_job_id(job.job_id());
-    messages[i].set_progress_interval_ms(
-        absl::GetFlag(FLAGS_progress_interval_ms));
-    *messages[i].mutable_batch() = batches[i];
+  // One epoch's requests, each with `per_request` minibatches (the last
+  // perhaps fewer).
+  const int64_t bytes = int64_t{b} * t.cols * int64_t{sizeof(float)};
+  const size_t per_request = static_cast<size_t>(
+      std::max<int64_t>(1, absl::GetFlag(FLAGS_pack_bytes) / bytes));
+  if (per_request > 1 && absl::GetFlag(FLAGS_window) > 0) {
+    std::fprintf(stderr, "--window > 0 needs --pack_bytes=0\n");
+    return 2;
   }
-  const int64_t total = static_cast<int64_t>(batches.size()) * epochs;
+  std::vector<v1::TrainRequest> messages;
+  for (size_t i = 0; i < batches.size(); i += per_request) {
+    v1::TrainRequest& m = messages.emplace_back();
+    m.set_job_id(job.job_id());
+    m.set_progress_interval_ms(absl::GetFlag(FLAGS_progress_interval_ms));
+    *m.mutable_batch() = batches[i];
+    for (size_t j = i + 1; j < std::min(batches.size(), i + per_request); ++j) {
+      *m.add_batches() = batches[j];
+    }
+  }
+  const int64_t total_steps = static_cast<int64_t>(batches.size()) * epochs;
+  const int64_t total = static_cast<int64_t>(messages.size()) * epochs;
   const int64_t start = NowNanos();
   TrainStream stream(stub.get(), std::move(messages), total,
                      absl::GetFlag(FLAGS_window));
@@ -470,10 +490,12 @@ int RunTrain() {
   }
   std::printf(
       "{\"mode\": \"train\", \"batch_size\": %d, \"window\": %d, "
+      "\"minibatches_per_request\": %zu, "
       "\"examples\": %lld, \"seconds\": %.4f, \"examples_per_s\": %.1f, "
       "\"last_loss\": %.4f}\n",
-      b, absl::GetFlag(FLAGS_window), static_cast<long long>(total * b),
-      seconds, static_cast<double>(total * b) / seconds, stream.last_loss());
+      b, absl::GetFlag(FLAGS_window), per_request,
+      static_cast<long long>(total_steps * b), seconds,
+      static_cast<double>(total_steps * b) / seconds, stream.last_loss());
   return 0;
 }
 

@@ -1,5 +1,7 @@
 #include "client/bnctl/command_util.h"
 
+#include <bit>
+#include <cstring>
 #include <numeric>
 #include <ostream>
 
@@ -46,14 +48,19 @@ void PrintJson(Io& io, const nlohmann::json& json) {
 
 void FillFeatures(const LabeledData& data, const std::vector<int>& order,
                   int begin, int count, v1::Minibatch* batch) {
+  static_assert(std::endian::native == std::endian::little,
+                "features_f32 is little-endian: a big-endian host needs a "
+                "byte swap");
   batch->set_rows(count);
   batch->set_cols(data.features);
-  auto* features = batch->mutable_features();
-  features->Reserve(count * data.features);
-  for (int i = begin; i < begin + count; ++i) {
+  const size_t row_bytes = static_cast<size_t>(data.features) * sizeof(float);
+  std::string* raw = batch->mutable_features_f32();
+  raw->resize(static_cast<size_t>(count) * row_bytes);
+  char* out = raw->data();
+  for (int i = begin; i < begin + count; ++i, out += row_bytes) {
     const float* row = data.x.data() + static_cast<size_t>(order[i]) *
                                            static_cast<size_t>(data.features);
-    features->Add(row, row + data.features);
+    std::memcpy(out, row, row_bytes);
   }
 }
 

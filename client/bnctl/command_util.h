@@ -21,7 +21,7 @@ inline constexpr absl::Duration kUnaryTimeout = absl::Seconds(30);
 void PrintJson(Io& io, const nlohmann::json& json);
 
 // Copies rows order[begin, begin + count) of `data` into `batch`
-// (features only).
+// (features only, as raw little-endian float32: Minibatch.features_f32).
 void FillFeatures(const LabeledData& data, const std::vector<int>& order,
                   int begin, int count, v1::Minibatch* batch);
 

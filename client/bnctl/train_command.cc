@@ -39,6 +39,11 @@ constexpr int64_t kPlainLineSteps = 500;
 // trainer does not write and wake us once per minibatch.
 constexpr uint32_t kProgressIntervalMs = 100;
 
+// Features packed into one Train request (TrainRequest.batches): each
+// request costs the trainer a read and a thread wake-up whatever its size,
+// so small minibatches travel several at a time (docs/BENCHMARKS.md).
+constexpr int64_t kPackedFeatureBytes = 256 << 10;
+
 v1::Activation ActivationFromName(const std::string& name) {
   if (name == "tanh") return v1::ACTIVATION_TANH;
   if (name == "sigmoid") return v1::ACTIVATION_SIGMOID;
@@ -341,8 +346,24 @@ class Resumer {
   absl::Duration backoff_ = absl::Milliseconds(100);
 };
 
+// Fills one minibatch: rows order[begin, begin + size) of the dataset, with
+// their class ids (classification) or targets.
+void FillMinibatch(const LabeledData& data, const std::vector<int>& order,
+                   int begin, int size, const std::vector<int32_t>* class_ids,
+                   v1::Minibatch* batch) {
+  FillFeatures(data, order, begin, size, batch);
+  for (int i = begin; i < begin + size; ++i) {
+    if (class_ids != nullptr) {
+      batch->add_labels((*class_ids)[order[i]]);
+    } else {
+      batch->add_targets(data.labels[order[i]]);
+    }
+  }
+}
+
 // Opens one Train stream and sends the minibatches of steps `first_step`
-// to the end (each numbered, so the trainer refuses one that does not
+// to the end, several per request up to kPackedFeatureBytes (each request
+// numbered with its first step, so the trainer refuses one that does not
 // follow its state), then closes it. The order of every epoch depends only
 // on the seed: epochs before `first_step` are shuffled again, not sent.
 grpc::Status StreamSteps(const Connection& connection, v1::Trainer::Stub& stub,
@@ -352,7 +373,8 @@ grpc::Status StreamSteps(const Connection& connection, v1::Trainer::Stub& stub,
                          const std::vector<int>& sizes, int64_t first_step,
                          ProgressTracker& tracker, absl::Duration* batching) {
   const LabeledData& data = dataset.data;
-  const bool classification = o.task == "classification";
+  const std::vector<int32_t>* labels =
+      o.task == "classification" ? &class_ids : nullptr;
   grpc::ClientContext context;
   connection.Prepare(&context);
   std::unique_ptr<grpc::ClientReaderWriter<v1::TrainRequest, v1::TrainProgress>>
@@ -365,40 +387,36 @@ grpc::Status StreamSteps(const Connection& connection, v1::Trainer::Stub& stub,
   std::mt19937_64 rng(o.seed);
   std::vector<int> order(data.rows);
   std::iota(order.begin(), order.end(), 0);
-  int64_t step = 0;
-  bool broken = false;
-  for (int epoch = 0; epoch < o.epochs && !broken; ++epoch) {
+  v1::TrainRequest request;
+  int64_t step = 0, packed_bytes = 0;
+  bool ok = true;  // false: the server ended the call; Finish() says why
+  for (int epoch = 0; epoch < o.epochs && ok; ++epoch) {
     if (!o.no_shuffle) Shuffle(order, rng);
     int begin = 0;
     for (int size : sizes) {
-      if (++step < first_step) {
-        begin += size;
-        continue;
-      }
+      begin += size;
+      if (++step < first_step) continue;
       const absl::Time batch_start = absl::Now();
-      v1::TrainRequest request;
+      const bool first_of_request = packed_bytes == 0;
+      if (first_of_request) request.set_step(step);
       if (step == first_step) {
         request.set_job_id(job_id);
         request.set_progress_interval_ms(kProgressIntervalMs);
       }
-      request.set_step(step);
-      v1::Minibatch* batch = request.mutable_batch();
-      FillFeatures(data, order, begin, size, batch);
-      for (int i = begin; i < begin + size; ++i) {
-        if (classification) {
-          batch->add_labels(class_ids[order[i]]);
-        } else {
-          batch->add_targets(data.labels[order[i]]);
-        }
-      }
+      FillMinibatch(
+          data, order, begin - size, size, labels,
+          first_of_request ? request.mutable_batch() : request.add_batches());
+      packed_bytes += int64_t{size} * data.features * int64_t{sizeof(float)};
       *batching += absl::Now() - batch_start;
-      if (!stream->Write(request)) {
-        broken = true;  // the server ended the call; Finish() says why
-        break;
+      if (packed_bytes >= kPackedFeatureBytes) {
+        ok = stream->Write(request);
+        request.Clear();
+        packed_bytes = 0;
+        if (!ok) break;
       }
-      begin += size;
     }
   }
+  if (ok && packed_bytes > 0) stream->Write(request);
   stream->WritesDone();
   reader.join();
   return stream->Finish();

@@ -71,17 +71,18 @@ grpc::Status TrainerService::DeleteJob(grpc::ServerContext* context,
 
 namespace {
 
-// One Train stream: read a minibatch, step, write its progress (unless the
-// stream's progress_interval_ms holds it back: ProgressCoalescer), read the
-// next; when the client half-closes, finish the session (policy publish) and
-// write the closing progress. Exactly one read or write is outstanding at a
-// time, so the reactions never run concurrently (OnCancel does nothing: the
-// outstanding operation then fails and ends the stream). CancelJob and
-// JobManager::Shutdown end an idle stream at once through the session's
-// stream ender (FinishOnce). No exception
-// escapes a reaction (gRPC would swallow it and the stream would never
-// finish, holding its job): std::bad_alloc ends the stream with
-// RESOURCE_EXHAUSTED and releases the job.
+// One Train stream: read a request, step each of its minibatches (`batch`,
+// then `batches`) and write a minibatch's progress when the stream's
+// progress_interval_ms lets it (ProgressCoalescer; the steps after it wait
+// for the write), read the next request; when the client half-closes, finish
+// the session (policy publish) and write the closing progress. Exactly one read
+// or write is outstanding at a time, so the reactions never run concurrently
+// (OnCancel does nothing: the outstanding operation then fails and ends the
+// stream). CancelJob and JobManager::Shutdown end an idle stream at once
+// through the session's stream ender (FinishOnce). No exception escapes a
+// reaction (gRPC would swallow it and the stream would never finish, holding
+// its job): std::bad_alloc ends the stream with RESOURCE_EXHAUSTED and releases
+// the job.
 class TrainReactor final
     : public grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainProgress> {
  public:
@@ -104,16 +105,15 @@ class TrainReactor final
       ClientDone();
       return;
     }
-    absl::Status st = GuardCall("Train", [this] { return StepOne(); });
+    absl::Status st = GuardCall("Train", [this] { return OpenOrCheckJob(); });
     if (!st.ok()) {
       End(st);
       return;
     }
-    if (progress_policy_.AddStep(progress_, absl::Now())) {
-      StartWrite(&progress_);
-    } else {
-      StartRead(&request_);
-    }
+    first_is_batch_ = request_.has_batch() || request_.batches_size() == 0;
+    count_ = (first_is_batch_ ? 1 : 0) + request_.batches_size();
+    next_ = 0;
+    StepPending();
   }
 
   void OnWriteDone(bool ok) override {
@@ -126,14 +126,34 @@ class TrainReactor final
     } else if (closing_) {
       End(absl::OkStatus());
     } else {
-      StartRead(&request_);
+      StepPending();
     }
   }
 
   void OnDone() override { delete this; }
 
  private:
-  absl::Status StepOne() {
+  // Steps the current request's minibatches not yet stepped. Stops at one
+  // whose progress is to be written (OnWriteDone continues here) and reads
+  // the next request when none is left.
+  void StepPending() {
+    while (next_ < count_) {
+      absl::Status st = GuardCall("Train", [this] { return StepNext(); });
+      if (!st.ok()) {
+        End(st);
+        return;
+      }
+      if (progress_policy_.AddStep(progress_, absl::Now())) {
+        StartWrite(&progress_);
+        return;
+      }
+    }
+    StartRead(&request_);
+  }
+
+  // Opens the session on the stream's first request; later requests must
+  // name the same job or none.
+  absl::Status OpenOrCheckJob() {
     if (session_ == nullptr) {
       if (request_.job_id().empty()) {
         return absl::InvalidArgumentError(
@@ -151,8 +171,18 @@ class TrainReactor final
           absl::StrCat("a training stream serves one job: got ",
                        request_.job_id(), " after ", session_->job_id()));
     }
-    BNSERVE_ASSIGN_OR_RETURN(progress_,
-                             session_->Step(request_.batch(), request_.step()));
+    return absl::OkStatus();
+  }
+
+  // One step with the request's minibatch number next_ (numbered from the
+  // request's step when it gives one).
+  absl::Status StepNext() {
+    const int i = next_++;
+    const v1::Minibatch& minibatch =
+        first_is_batch_ ? (i == 0 ? request_.batch() : request_.batches(i - 1))
+                        : request_.batches(i);
+    const int64_t step = request_.step() == 0 ? 0 : request_.step() + i;
+    BNSERVE_ASSIGN_OR_RETURN(progress_, session_->Step(minibatch, step));
     return absl::OkStatus();
   }
 
@@ -210,6 +240,11 @@ class TrainReactor final
   v1::TrainRequest request_;
   v1::TrainProgress progress_;
   ProgressCoalescer progress_policy_;
+  // The current request: whether `batch` is its first minibatch, how many
+  // it has, and the next one to step.
+  bool first_is_batch_ = true;
+  int count_ = 0;
+  int next_ = 0;
   bool closing_ = false;
 };
 

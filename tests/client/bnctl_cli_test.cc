@@ -109,6 +109,7 @@ struct StreamRecord {
   std::vector<int> row_ids;  // feature 0 of every row, in sending order
   std::vector<int> labels;
   std::vector<float> targets;
+  int requests = 0;  // TrainRequests (each may pack several minibatches)
 };
 
 class FakeTrainer final : public v1::Trainer::Service {
@@ -132,49 +133,23 @@ class FakeTrainer final : public v1::Trainer::Service {
     int64_t step = 0, examples = 0, version = 0;
     int64_t every = 0;
     while (stream->Read(&req)) {
-      const v1::Minibatch& b = req.batch();
-      if (step == 0) {
-        if (req.job_id().empty()) {
-          return {grpc::StatusCode::INVALID_ARGUMENT, "first request: job_id"};
-        }
-        record.job_id = req.job_id();
-        absl::MutexLock lock(&mu_);
-        every = jobs_.back().publish().every_n_steps();
+      ++record.requests;
+      if (req.step() != step + 1) {
+        return {grpc::StatusCode::FAILED_PRECONDITION,
+                absl::StrCat("request numbered ", req.step(), " after step ",
+                             step)};
       }
-      if (b.rows() < 2) {
-        return {grpc::StatusCode::INVALID_ARGUMENT, "minibatch of one row"};
+      // Its minibatches: `batch`, then `batches` (TrainRequest).
+      std::vector<const v1::Minibatch*> minibatches;
+      if (req.has_batch() || req.batches_size() == 0) {
+        minibatches.push_back(&req.batch());
       }
-      if (b.features_size() != b.rows() * b.cols() ||
-          (b.labels_size() != b.rows() && b.targets_size() != b.rows())) {
-        return {grpc::StatusCode::INVALID_ARGUMENT, "ragged minibatch"};
+      for (const v1::Minibatch& b : req.batches()) minibatches.push_back(&b);
+      for (const v1::Minibatch* b : minibatches) {
+        grpc::Status status =
+            Step(req, *b, every, stream, record, step, examples, version);
+        if (!status.ok()) return status;
       }
-      for (int label : b.labels()) {
-        if (label == 99) {
-          return {grpc::StatusCode::INVALID_ARGUMENT, "label 99 is cursed"};
-        }
-      }
-      record.batch_rows.push_back(b.rows());
-      for (int r = 0; r < b.rows(); ++r) {
-        record.row_ids.push_back(static_cast<int>(b.features(r * b.cols())));
-      }
-      record.labels.insert(record.labels.end(), b.labels().begin(),
-                           b.labels().end());
-      record.targets.insert(record.targets.end(), b.targets().begin(),
-                            b.targets().end());
-      ++step;
-      examples += b.rows();
-      v1::TrainProgress p;
-      p.set_step(step);
-      p.set_loss(1.0 / static_cast<double>(step));
-      p.set_accuracy(0.75);
-      p.set_examples_per_second(1000);
-      p.set_examples_seen(examples);
-      if (every > 0 && step % every == 0) {
-        version = NextVersion();
-        p.set_published(true);
-      }
-      p.set_last_published_version(version);
-      stream->Write(p);
     }
     v1::TrainProgress last;
     last.set_step(step);
@@ -184,6 +159,63 @@ class FakeTrainer final : public v1::Trainer::Service {
     stream->Write(last);
     absl::MutexLock lock(&mu_);
     streams_.push_back(std::move(record));
+    return grpc::Status::OK;
+  }
+
+  // One minibatch of a stream: checked, recorded, answered.
+  grpc::Status Step(
+      const v1::TrainRequest& req, const v1::Minibatch& b, int64_t& every,
+      grpc::ServerReaderWriter<v1::TrainProgress, v1::TrainRequest>* stream,
+      StreamRecord& record, int64_t& step, int64_t& examples,
+      int64_t& version) {
+    if (step == 0) {
+      if (req.job_id().empty()) {
+        return {grpc::StatusCode::INVALID_ARGUMENT, "first request: job_id"};
+      }
+      record.job_id = req.job_id();
+      absl::MutexLock lock(&mu_);
+      every = jobs_.back().publish().every_n_steps();
+    }
+    if (b.rows() < 2) {
+      return {grpc::StatusCode::INVALID_ARGUMENT, "minibatch of one row"};
+    }
+    std::vector<float> features(b.features().begin(), b.features().end());
+    if (!b.features_f32().empty()) {
+      features.resize(b.features_f32().size() / sizeof(float));
+      std::memcpy(features.data(), b.features_f32().data(),
+                  features.size() * sizeof(float));
+    }
+    if (std::ssize(features) != int64_t{b.rows()} * b.cols() ||
+        (b.labels_size() != b.rows() && b.targets_size() != b.rows())) {
+      return {grpc::StatusCode::INVALID_ARGUMENT, "ragged minibatch"};
+    }
+    for (int label : b.labels()) {
+      if (label == 99) {
+        return {grpc::StatusCode::INVALID_ARGUMENT, "label 99 is cursed"};
+      }
+    }
+    record.batch_rows.push_back(b.rows());
+    for (int r = 0; r < b.rows(); ++r) {
+      record.row_ids.push_back(static_cast<int>(features[r * b.cols()]));
+    }
+    record.labels.insert(record.labels.end(), b.labels().begin(),
+                         b.labels().end());
+    record.targets.insert(record.targets.end(), b.targets().begin(),
+                          b.targets().end());
+    ++step;
+    examples += b.rows();
+    v1::TrainProgress p;
+    p.set_step(step);
+    p.set_loss(1.0 / static_cast<double>(step));
+    p.set_accuracy(0.75);
+    p.set_examples_per_second(1000);
+    p.set_examples_seen(examples);
+    if (every > 0 && step % every == 0) {
+      version = NextVersion();
+      p.set_published(true);
+    }
+    p.set_last_published_version(version);
+    stream->Write(p);
     return grpc::Status::OK;
   }
 
@@ -460,6 +492,8 @@ TEST_F(BnctlServerTest, TrainStreamsEveryRowOncePerEpochOnOneStream) {
   // 21 rows in batches of 4: the last row is merged, never sent alone.
   EXPECT_THAT(s.batch_rows,
               ElementsAre(4, 4, 4, 4, 5, 4, 4, 4, 4, 5, 4, 4, 4, 4, 5));
+  // 15 small minibatches travel in one request (TrainRequest.batches).
+  EXPECT_EQ(s.requests, 1);
   ASSERT_EQ(s.row_ids.size(), 63u);
   std::vector<std::vector<int>> epochs;
   for (int e = 0; e < 3; ++e) {

@@ -62,6 +62,9 @@ _ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 # report lists every step since the last, so the callback still sees every
 # step, and the trainer does not write and wake us once per minibatch.
 _PROGRESS_INTERVAL_MS = 100
+# Features packed into one Train request (TrainRequest.batches), as bnctl:
+# each request costs the trainer a read and a wake-up whatever its size.
+_PACKED_FEATURE_BYTES = 256 << 10
 
 
 class TrainerClient:
@@ -308,11 +311,14 @@ class TrainerClient:
 
     def _minibatches(self, job_id, X, y, task, sizes, epochs, shuffle, seed,
                      first_step=1):
-        """The numbered minibatches of steps first_step.. (each epoch's
-        order from the seed alone: earlier epochs are shuffled, not sent)."""
+        """The requests of steps first_step.., each numbered with its first
+        step and packing minibatches up to _PACKED_FEATURE_BYTES (each
+        epoch's order from the seed alone: earlier epochs are shuffled, not
+        sent)."""
         pb = self._pb.trainer
         rng = np.random.RandomState(seed)
         step = 0
+        request, packed = None, 0
         for _ in range(epochs):
             order = (rng.permutation(X.shape[0]) if shuffle
                      else np.arange(X.shape[0]))
@@ -323,11 +329,14 @@ class TrainerClient:
                 step += 1
                 if step < first_step:
                     continue
-                request = pb.TrainRequest(
-                    job_id=job_id if step == first_step else "", step=step)
+                if request is None:
+                    request = pb.TrainRequest(step=step)
+                    batch = request.batch
+                else:
+                    batch = request.batches.add()
                 if step == first_step:
+                    request.job_id = job_id
                     request.progress_interval_ms = _PROGRESS_INTERVAL_MS
-                batch = request.batch
                 batch.rows, batch.cols = size, X.shape[1]
                 # Raw little-endian float32: one copy, not a Python float
                 # object per value.
@@ -336,7 +345,12 @@ class TrainerClient:
                     batch.labels.extend(y[rows])
                 else:
                     batch.targets.extend(y[rows].ravel())
-                yield request
+                packed += len(batch.features_f32)
+                if packed >= _PACKED_FEATURE_BYTES:
+                    yield request
+                    request, packed = None, 0
+        if request is not None:
+            yield request
 
 
 class _Tracker:

@@ -351,29 +351,55 @@ TEST_F(TrainerServiceTest, BearerTokenIsRequiredWhenConfigured) {
 // Streamed training equals in-process training bit for bit, and reaches the
 // accuracy bar on digits (each test example predicted on its own).
 // Streams `batches` to a job (progress read on another thread, as bnctl
-// does); returns every progress of the stream.
-std::vector<v1::TrainProgress> StreamAll(
-    v1::Trainer::Stub& stub, grpc::ClientContext* ctx,
-    const std::string& job_id, const std::vector<v1::Minibatch>& batches,
-    uint32_t progress_interval_ms) {
+// does), `per_message` minibatches per request (the first in `batch`, the
+// rest in `batches`, unless `in_batches_only`), each request numbered with
+// its first step when `numbered`; returns every progress of the stream and
+// its status.
+struct Streamed {
+  std::vector<v1::TrainProgress> progress;
+  grpc::Status status;
+};
+struct Packing {
+  int per_message = 1;
+  bool in_batches_only = false;
+  bool numbered = false;
+};
+Streamed StreamAllStatus(v1::Trainer::Stub& stub, grpc::ClientContext* ctx,
+                         const std::string& job_id,
+                         const std::vector<v1::Minibatch>& batches,
+                         uint32_t progress_interval_ms, Packing packing = {}) {
   auto stream = stub.Train(ctx);
-  std::vector<v1::TrainProgress> out;
+  Streamed out;
   std::thread reader([&] {
     v1::TrainProgress p;
-    while (stream->Read(&p)) out.push_back(p);
+    while (stream->Read(&p)) out.progress.push_back(p);
   });
-  for (const v1::Minibatch& mb : batches) {
+  for (size_t i = 0; i < batches.size(); i += packing.per_message) {
     v1::TrainRequest req;
     req.set_job_id(job_id);
     req.set_progress_interval_ms(progress_interval_ms);
-    *req.mutable_batch() = mb;
-    EXPECT_TRUE(stream->Write(req));
+    if (packing.numbered) req.set_step(static_cast<int64_t>(i) + 1);
+    for (size_t j = i; j < std::min(batches.size(), i + packing.per_message);
+         ++j) {
+      const bool first = j == i && !packing.in_batches_only;
+      *(first ? req.mutable_batch() : req.add_batches()) = batches[j];
+    }
+    if (!stream->Write(req)) break;
   }
   stream->WritesDone();
   reader.join();
-  grpc::Status s = stream->Finish();
-  EXPECT_TRUE(s.ok()) << s.error_message();
+  out.status = stream->Finish();
   return out;
+}
+
+std::vector<v1::TrainProgress> StreamAll(
+    v1::Trainer::Stub& stub, grpc::ClientContext* ctx,
+    const std::string& job_id, const std::vector<v1::Minibatch>& batches,
+    uint32_t progress_interval_ms, Packing packing = {}) {
+  Streamed out = StreamAllStatus(stub, ctx, job_id, batches,
+                                 progress_interval_ms, packing);
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  return out.progress;
 }
 
 TEST_F(TrainerServiceTest, ProgressIntervalListsEveryStepInFewerMessages) {
@@ -421,6 +447,97 @@ TEST_F(TrainerServiceTest, ProgressIntervalListsEveryStepInFewerMessages) {
   }
   EXPECT_EQ(listed, losses);  // the same steps, bit for bit
   EXPECT_EQ(listed_accuracies, accuracies);
+}
+
+// Several minibatches per request (TrainRequest.batches) make the same
+// steps as one per request: the same progress, message for message (each
+// publish reported at its own step), and the same published network.
+TEST_F(TrainerServiceTest, PackedMinibatchesTrainLikeOnePerRequest) {
+  Start();
+  std::vector<v1::Minibatch> batches;
+  for (int i = 0; i < 30; ++i) batches.push_back(Batch(16, 64, 100 + i));
+  v1::CreateJobRequest r = DigitsJob("single");
+  r.mutable_publish()->set_every_n_steps(20);
+  const v1::Job single = Create(r);
+  r.set_model("packed");
+  const v1::Job packed = Create(r);
+  r.set_model("packed-batches-only");
+  const v1::Job batches_only = Create(r);
+
+  auto one = StreamAll(*stub_, Ctx().get(), single.job_id(), batches, 0);
+  auto seven = StreamAll(*stub_, Ctx().get(), packed.job_id(), batches, 0,
+                         {.per_message = 7, .numbered = true});
+  auto eight =
+      StreamAll(*stub_, Ctx().get(), batches_only.job_id(), batches, 0,
+                {.per_message = 8, .in_batches_only = true, .numbered = true});
+  ASSERT_EQ(one.size(), 31u);  // 30 steps and the closing progress
+  for (const auto* other : {&seven, &eight}) {
+    ASSERT_EQ(other->size(), one.size());
+    for (size_t i = 0; i < one.size(); ++i) {
+      EXPECT_EQ((*other)[i].step(), one[i].step()) << i;
+      EXPECT_EQ((*other)[i].loss(), one[i].loss()) << i;
+      EXPECT_EQ((*other)[i].accuracy(), one[i].accuracy()) << i;
+      EXPECT_EQ((*other)[i].published(), one[i].published()) << i;
+      EXPECT_EQ((*other)[i].step_losses_size(), one[i].step_losses_size());
+    }
+  }
+  EXPECT_TRUE(one[19].published());  // step 20, in the third packed request
+  auto layers = [&](const std::string& model) {
+    auto snapshot = store_->Read(model, 2);  // version 1: step 20; 2: 30
+    EXPECT_TRUE(snapshot.ok()) << snapshot.status();
+    std::string out;
+    if (snapshot.ok()) {
+      for (const v1::Layer& l : snapshot->layers())
+        out += l.SerializeAsString();
+    }
+    return out;
+  };
+  const std::string reference = layers("single");
+  EXPECT_FALSE(reference.empty());
+  EXPECT_EQ(layers("packed"), reference);
+  EXPECT_EQ(layers("packed-batches-only"), reference);
+}
+
+// A packed request is checked minibatch by minibatch: its step numbers the
+// first, and a bad minibatch ends the stream after the steps before it.
+TEST_F(TrainerServiceTest, PackedRequestsAreNumberedAndCheckedPerMinibatch) {
+  Start();
+  std::vector<v1::Minibatch> batches;
+  for (int i = 0; i < 5; ++i) batches.push_back(Batch(16, 64, 200 + i));
+  batches[3].set_cols(63);  // 16 x 64 values do not make 16 x 63
+  const v1::Job job = Create(DigitsJob("bad-third"));
+  Streamed out = StreamAllStatus(*stub_, Ctx().get(), job.job_id(), batches, 0,
+                                 {.per_message = 5, .numbered = true});
+  EXPECT_EQ(out.status.error_code(), StatusCode::INVALID_ARGUMENT)
+      << out.status.error_message();
+  ASSERT_EQ(out.progress.size(), 3u);  // steps 1-3, reported one by one
+  EXPECT_EQ(out.progress.back().step(), 3);
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  v1::Job after;
+  ASSERT_TRUE(stub_->GetJob(Ctx().get(), get, &after).ok());
+  EXPECT_EQ(after.steps(), 3);
+
+  // The next request must start at step 4: one numbered 2 is refused.
+  batches.erase(batches.begin() + 3, batches.end());
+  v1::TrainRequest req;
+  req.set_job_id(job.job_id());
+  req.set_step(2);
+  *req.mutable_batch() = batches[0];
+  *req.add_batches() = batches[1];
+  auto ctx = Ctx();
+  auto stream = stub_->Train(ctx.get());
+  stream->Write(req);
+  stream->WritesDone();
+  v1::TrainProgress p;
+  while (stream->Read(&p)) {
+  }
+  grpc::Status s = stream->Finish();
+  EXPECT_EQ(s.error_code(), StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(s.error_message().find("3"), std::string::npos)
+      << s.error_message();
+  ASSERT_TRUE(stub_->GetJob(Ctx().get(), get, &after).ok());
+  EXPECT_EQ(after.steps(), 3);
 }
 
 TEST_F(TrainerServiceTest, StreamedDigitsTrainingEqualsInProcessBitForBit) {
