@@ -74,15 +74,22 @@ namespace {
 // One Train stream: read a request, step each of its minibatches (`batch`,
 // then `batches`) and write a minibatch's progress when the stream's
 // progress_interval_ms lets it (ProgressCoalescer; the steps after it wait
-// for the write), read the next request; when the client half-closes, finish
-// the session (policy publish) and write the closing progress. Exactly one read
-// or write is outstanding at a time, so the reactions never run concurrently
-// (OnCancel does nothing: the outstanding operation then fails and ends the
-// stream). CancelJob and JobManager::Shutdown end an idle stream at once
-// through the session's stream ender (FinishOnce). No exception escapes a
-// reaction (gRPC would swallow it and the stream would never finish, holding
-// its job): std::bad_alloc ends the stream with RESOURCE_EXHAUSTED and releases
-// the job.
+// for the write); when the client half-closes, finish the session (policy
+// publish) and write the closing progress.
+//
+// The next request is read while the current one trains: as soon as a
+// request is taken, the read of the next starts into the other buffer, so
+// receiving and parsing it (on a gRPC thread) overlaps the training steps.
+// One thread at a time owns the stream's work (`busy_`): the reaction that
+// finds it idle takes it and drains every request read so far; a read that
+// completes while another thread owns it is left for that owner. Only the
+// owner starts writes, steps or touches the session, so the reactions'
+// effects never overlap (OnCancel does nothing: the outstanding operation
+// then fails and ends the stream). CancelJob and JobManager::Shutdown end an
+// idle stream at once through the session's stream ender (FinishOnce). No
+// exception escapes a reaction (gRPC would swallow it and the stream would
+// never finish, holding its job): std::bad_alloc ends the stream with
+// RESOURCE_EXHAUSTED and releases the job.
 class TrainReactor final
     : public grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainProgress> {
  public:
@@ -93,95 +100,123 @@ class TrainReactor final
       End(auth);
       return;
     }
-    StartRead(&request_);
+    StartRead(&reading_);
   }
 
   void OnReadDone(bool ok) override {
-    if (Finished()) {  // ended from outside (CancelJob, Shutdown)
-      session_.reset();
-      return;
+    {
+      absl::MutexLock lock(&work_mu_);
+      read_done_ = true;
+      read_ok_ = ok;
+      if (busy_) return;  // the owner takes it when it is done
+      busy_ = true;
     }
-    if (!ok) {
-      ClientDone();
-      return;
-    }
-    absl::Status st = GuardCall("Train", [this] { return OpenOrCheckJob(); });
-    if (!st.ok()) {
-      End(st);
-      return;
-    }
-    first_is_batch_ = request_.has_batch() || request_.batches_size() == 0;
-    count_ = (first_is_batch_ ? 1 : 0) + request_.batches_size();
-    next_ = 0;
-    StepPending();
+    Drain();
   }
 
+  // Only the owner starts writes, so the owner's work continues here.
   void OnWriteDone(bool ok) override {
     if (Finished()) {
       session_.reset();
-      return;
-    }
-    if (!ok) {
+    } else if (!ok) {
       End(absl::CancelledError("the client went away"));
     } else if (closing_) {
       End(absl::OkStatus());
     } else {
-      StepPending();
+      Drain();
     }
   }
 
   void OnDone() override { delete this; }
 
  private:
-  // Steps the current request's minibatches not yet stepped. Stops at one
-  // whose progress is to be written (OnWriteDone continues here) and reads
-  // the next request when none is left.
-  void StepPending() {
-    while (next_ < count_) {
-      absl::Status st = GuardCall("Train", [this] { return StepNext(); });
-      if (!st.ok()) {
-        End(st);
-        return;
+  // The owner's loop: steps the current request's minibatches not yet
+  // stepped, then takes the next request read, if any (starting the read
+  // of the one after), until none is waiting (the stream's work is then
+  // released) or a write, the stream's end or its close takes over.
+  void Drain() {
+    while (true) {
+      while (next_ < count_) {
+        absl::Status st = GuardCall("Train", [this] { return StepNext(); });
+        if (!st.ok()) {
+          End(st);
+          return;
+        }
+        if (progress_policy_.AddStep(progress_, absl::Now())) {
+          StartWrite(&progress_);
+          return;
+        }
       }
-      if (progress_policy_.AddStep(progress_, absl::Now())) {
-        StartWrite(&progress_);
-        return;
+      bool ok;
+      {
+        absl::MutexLock lock(&work_mu_);
+        if (!read_done_) {
+          busy_ = false;
+          return;
+        }
+        read_done_ = false;
+        ok = read_ok_;
       }
+      if (!TakeRequest(ok)) return;
     }
-    StartRead(&request_);
+  }
+
+  // Makes the request just read the current one and starts reading the
+  // next. False if the stream ends instead (from outside, by the client's
+  // close or by an error).
+  bool TakeRequest(bool ok) {
+    if (Finished()) {  // ended from outside (CancelJob, Shutdown)
+      session_.reset();
+      return false;
+    }
+    if (!ok) {
+      ClientDone();
+      return false;
+    }
+    std::swap(current_, reading_);
+    StartRead(&reading_);
+    absl::Status st = GuardCall("Train", [this] { return OpenOrCheckJob(); });
+    if (!st.ok()) {
+      End(st);
+      return false;
+    }
+    first_is_batch_ = current_.has_batch() || current_.batches_size() == 0;
+    count_ = (first_is_batch_ ? 1 : 0) + current_.batches_size();
+    next_ = 0;
+    return true;
   }
 
   // Opens the session on the stream's first request; later requests must
   // name the same job or none.
   absl::Status OpenOrCheckJob() {
     if (session_ == nullptr) {
-      if (request_.job_id().empty()) {
+      if (current_.job_id().empty()) {
         return absl::InvalidArgumentError(
             "the first message of a training stream must name the job_id");
       }
       BNSERVE_ASSIGN_OR_RETURN(session_,
-                               jobs_->OpenTrainingSession(request_.job_id()));
+                               jobs_->OpenTrainingSession(current_.job_id()));
       session_->SetStreamEnder(
           [this](const absl::Status& status) { FinishOnce(status); });
       progress_policy_.set_interval(
-          absl::Milliseconds(request_.progress_interval_ms()));
-    } else if (!request_.job_id().empty() &&
-               request_.job_id() != session_->job_id()) {
+          absl::Milliseconds(current_.progress_interval_ms()));
+    } else if (!current_.job_id().empty() &&
+               current_.job_id() != session_->job_id()) {
       return absl::InvalidArgumentError(
           absl::StrCat("a training stream serves one job: got ",
-                       request_.job_id(), " after ", session_->job_id()));
+                       current_.job_id(), " after ", session_->job_id()));
     }
     return absl::OkStatus();
   }
 
-  // One step with the request's minibatch number next_ (numbered from the
-  // request's step when it gives one).
+  // One step with the current request's minibatch number next_ (numbered
+  // from the request's step when it gives one).
   absl::Status StepNext() {
     const int i = next_++;
     const v1::Minibatch& minibatch =
-        first_is_batch_ ? (i == 0 ? request_.batch() : request_.batches(i - 1))
-                        : request_.batches(i);
-    const int64_t step = request_.step() == 0 ? 0 : request_.step() + i;
+        first_is_batch_ ? (i == 0 ? current_.batch() : current_.batches(i - 1))
+                        : current_.batches(i);
+    const int64_t step = current_.step() == 0 ? 0 : current_.step() + i;
     BNSERVE_ASSIGN_OR_RETURN(progress_, session_->Step(minibatch, step));
     return absl::OkStatus();
   }
@@ -236,8 +271,15 @@ class TrainReactor final
   // ender call in progress, which holds finish_mu_.
   absl::Mutex finish_mu_;
   bool finished_ ABSL_GUARDED_BY(finish_mu_) = false;
+  // Who owns the stream's work, and the read that completed meanwhile.
+  absl::Mutex work_mu_;
+  bool busy_ ABSL_GUARDED_BY(work_mu_) = false;
+  bool read_done_ ABSL_GUARDED_BY(work_mu_) = false;
+  bool read_ok_ ABSL_GUARDED_BY(work_mu_) = false;
+  // The rest belongs to the owner (handed over through work_mu_).
   std::unique_ptr<TrainingSession> session_;
-  v1::TrainRequest request_;
+  v1::TrainRequest reading_;  // the outstanding read's buffer
+  v1::TrainRequest current_;  // the request being stepped
   v1::TrainProgress progress_;
   ProgressCoalescer progress_policy_;
   // The current request: whether `batch` is its first minibatch, how many
