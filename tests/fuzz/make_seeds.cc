@@ -144,30 +144,72 @@ void Minibatches() {
 
 // Inference seeds: byte 0 = call, byte 1 = name mode (0: "clf", 2: "reg",
 // 1: the request's own name).
-void InferenceSeeds() {
-  auto prefix = [](int call, int name_mode) {
-    return std::string{static_cast<char>(call), static_cast<char>(name_mode)};
-  };
+// The inference fuzz target's input: a call byte, a model-name byte, then
+// the request.
+std::string InferencePrefix(int call, int name_mode) {
+  return std::string{static_cast<char>(call), static_cast<char>(name_mode)};
+}
+
+// bnserve.v1.Inference requests: Predict, PredictBatch, GetModelMetadata.
+void PredictSeeds() {
   v1::PredictRequest predict;
   predict.set_model("clf");
   for (int i = 0; i < kFeatures; ++i) predict.add_features(0.5f * i);
-  Write("inference", "predict", prefix(0, 0), predict);
+  Write("inference", "predict", InferencePrefix(0, 0), predict);
+  // Huge finite inputs that overflow the model (non-finite outputs).
+  v1::PredictRequest overflow = predict;
+  for (int i = 0; i < kFeatures; ++i) overflow.set_features(i, 3e38f);
+  Write("inference", "predict_overflow", InferencePrefix(0, 0), overflow);
   predict.mutable_select()->set_label("stable");
-  Write("inference", "predict_label", prefix(0, 1), predict);
+  Write("inference", "predict_label", InferencePrefix(0, 1), predict);
   predict.mutable_select()->set_version(2);
-  Write("inference", "predict_version", prefix(0, 1), predict);
+  Write("inference", "predict_version", InferencePrefix(0, 1), predict);
 
   v1::PredictBatchRequest batch;
   batch.set_rows(2);
   for (int i = 0; i < 2 * kFeatures; ++i) batch.add_features(0.1f * i);
-  Write("inference", "predict_batch", prefix(1, 2), batch);
+  Write("inference", "predict_batch", InferencePrefix(1, 2), batch);
   batch.set_rows(std::numeric_limits<int32_t>::max());
-  Write("inference", "predict_batch_huge_rows", prefix(1, 0), batch);
+  Write("inference", "predict_batch_huge_rows", InferencePrefix(1, 0), batch);
+  // Just past the fuzzer's work bound (2^16 / ~100 parameters): refused;
+  // real values, so only the bound refuses them.
+  v1::PredictBatchRequest over_work;
+  over_work.set_rows(1024);
+  for (int i = 0; i < 1024 * kFeatures; ++i) over_work.add_features(0.01f * i);
+  Write("inference", "predict_batch_over_work", InferencePrefix(1, 0),
+        over_work);
 
   v1::ModelMetadataRequest metadata;
   metadata.set_model("clf");
-  Write("inference", "metadata", prefix(2, 1), metadata);
+  Write("inference", "metadata", InferencePrefix(2, 1), metadata);
+}
 
+// KServe v2 ModelInfer with absurd declared shapes: each must be refused
+// before any allocation.
+void AbsurdKserveSeeds(const inference::ModelInferRequest& infer,
+                       const inference::ModelInferRequest& raw) {
+  inference::ModelInferRequest absurd = infer;
+  absurd.mutable_inputs(0)->set_shape(0, int64_t{1} << 62);
+  Write("inference", "kserve_rows_2e62", InferencePrefix(3, 0), absurd);
+  absurd.mutable_inputs(0)->set_shape(0, std::numeric_limits<int64_t>::max());
+  absurd.mutable_inputs(0)->set_shape(1, std::numeric_limits<int64_t>::max());
+  Write("inference", "kserve_shape_max", InferencePrefix(7, 0), absurd);
+  absurd.mutable_inputs(0)->set_shape(0, -1);
+  absurd.mutable_inputs(0)->set_shape(1, kFeatures);
+  Write("inference", "kserve_rows_negative", InferencePrefix(3, 0), absurd);
+  inference::ModelInferRequest raw_absurd = raw;
+  raw_absurd.mutable_inputs(0)->set_shape(0, 65536);
+  Write("inference", "kserve_raw_max_rows", InferencePrefix(6, 0), raw_absurd);
+  // Just past the fuzzer's work bound (as predict_batch_over_work).
+  inference::ModelInferRequest over_work = raw;
+  over_work.mutable_inputs(0)->set_shape(0, 1024);
+  over_work.set_raw_input_contents(
+      0, std::string(1024 * kFeatures * sizeof(float), '\0'));
+  Write("inference", "kserve_over_work", InferencePrefix(6, 0), over_work);
+}
+
+// KServe v2 requests (inference.GRPCInferenceService).
+void KserveSeeds() {
   inference::ModelInferRequest infer;
   infer.set_model_name("clf");
   infer.set_id("seed");
@@ -179,10 +221,10 @@ void InferenceSeeds() {
   for (int i = 0; i < 2 * kFeatures; ++i) {
     input->mutable_contents()->add_fp32_contents(0.2f * i);
   }
-  Write("inference", "kserve_infer", prefix(3, 1), infer);
-  infer.add_outputs()->set_name("class_id");
-  Write("inference", "kserve_infer_class_id", prefix(3, 0), infer);
-  infer.clear_outputs();
+  Write("inference", "kserve_infer", InferencePrefix(3, 1), infer);
+  inference::ModelInferRequest class_id = infer;
+  class_id.add_outputs()->set_name("class_id");
+  Write("inference", "kserve_infer_class_id", InferencePrefix(3, 0), class_id);
 
   inference::ModelInferRequest raw = infer;
   raw.mutable_inputs(0)->clear_contents();
@@ -192,46 +234,16 @@ void InferenceSeeds() {
     std::memcpy(values.data() + i * sizeof(float), &v, sizeof(float));
   }
   raw.add_raw_input_contents(values);
-  Write("inference", "kserve_infer_raw", prefix(6, 2), raw);
-
-  // Absurd declared shapes: must be refused before any allocation.
-  inference::ModelInferRequest absurd = infer;
-  absurd.mutable_inputs(0)->set_shape(0, int64_t{1} << 62);
-  Write("inference", "kserve_rows_2e62", prefix(3, 0), absurd);
-  absurd.mutable_inputs(0)->set_shape(0, std::numeric_limits<int64_t>::max());
-  absurd.mutable_inputs(0)->set_shape(1, std::numeric_limits<int64_t>::max());
-  Write("inference", "kserve_shape_max", prefix(7, 0), absurd);
-  absurd.mutable_inputs(0)->set_shape(0, -1);
-  absurd.mutable_inputs(0)->set_shape(1, kFeatures);
-  Write("inference", "kserve_rows_negative", prefix(3, 0), absurd);
-  inference::ModelInferRequest raw_absurd = raw;
-  raw_absurd.mutable_inputs(0)->set_shape(0, 65536);
-  Write("inference", "kserve_raw_max_rows", prefix(6, 0), raw_absurd);
-
-  // Just past the fuzzer's work bound (2^16 / ~100 parameters): refused;
-  // real values, so only the bound refuses them.
-  v1::PredictBatchRequest over_work;
-  over_work.set_rows(1024);
-  for (int i = 0; i < 1024 * kFeatures; ++i) over_work.add_features(0.01f * i);
-  Write("inference", "predict_batch_over_work", prefix(1, 0), over_work);
-  inference::ModelInferRequest infer_over_work = raw;
-  infer_over_work.mutable_inputs(0)->set_shape(0, 1024);
-  infer_over_work.set_raw_input_contents(
-      0, std::string(1024 * kFeatures * sizeof(float), '\0'));
-  Write("inference", "kserve_over_work", prefix(6, 0), infer_over_work);
-  // Huge finite inputs that overflow the model (non-finite outputs).
-  v1::PredictRequest overflow = predict;
-  overflow.clear_select();
-  for (int i = 0; i < kFeatures; ++i) overflow.set_features(i, 3e38f);
-  Write("inference", "predict_overflow", prefix(0, 0), overflow);
+  Write("inference", "kserve_infer_raw", InferencePrefix(6, 2), raw);
+  AbsurdKserveSeeds(infer, raw);
 
   inference::ModelMetadataRequest kmeta;
   kmeta.set_name("reg");
-  Write("inference", "kserve_metadata", prefix(4, 1), kmeta);
+  Write("inference", "kserve_metadata", InferencePrefix(4, 1), kmeta);
   inference::ModelReadyRequest ready;
   ready.set_name("clf");
   ready.set_version("stable");
-  Write("inference", "kserve_ready_label", prefix(5, 1), ready);
+  Write("inference", "kserve_ready_label", InferencePrefix(5, 1), ready);
 }
 
 }  // namespace
@@ -245,6 +257,7 @@ int main(int argc, char** argv) {
   Snapshots();
   Envelopes();
   Minibatches();
-  InferenceSeeds();
+  PredictSeeds();
+  KserveSeeds();
   return 0;
 }
