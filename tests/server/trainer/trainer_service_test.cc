@@ -5,6 +5,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <numeric>
 #include <random>
 #include <thread>
@@ -84,58 +85,72 @@ v1::Minibatch Batch(int rows, int cols, uint64_t seed, int classes = 10) {
   return mb;
 }
 
-TEST_F(TrainerServiceTest, JobLifecycleAndRegistry) {
+// Trains three steps of job `job_id` (a progress each), publishes
+// explicitly (version 1), trains one more and closes the stream, which
+// publishes again (version 2).
+void TrainPublishAndClose(
+    v1::Trainer::Stub& stub, const std::string& job_id,
+    const std::function<std::unique_ptr<grpc::ClientContext>()>& ctx) {
+  auto context = ctx();
+  auto stream = stub.Train(context.get());
+  for (int i = 0; i < 3; ++i) {
+    v1::TrainRequest req;
+    if (i == 0) req.set_job_id(job_id);
+    *req.mutable_batch() = Batch(8, 64, i);
+    ASSERT_TRUE(stream->Write(req));
+    v1::TrainProgress p;
+    ASSERT_TRUE(stream->Read(&p));
+    EXPECT_EQ(p.step(), i + 1);
+    EXPECT_GT(p.examples_per_second(), 0);
+  }
+  v1::PublishRequest pr;
+  pr.set_job_id(job_id);
+  v1::PublishResponse published;
+  ASSERT_TRUE(stub.Publish(ctx().get(), pr, &published).ok());
+  EXPECT_EQ(published.version(), 1);
+  v1::TrainRequest req;
+  *req.mutable_batch() = Batch(8, 64, 9);
+  ASSERT_TRUE(stream->Write(req));
+  v1::TrainProgress p;
+  ASSERT_TRUE(stream->Read(&p));
+  stream->WritesDone();
+  ASSERT_TRUE(stream->Read(&p));
+  EXPECT_TRUE(p.published());
+  EXPECT_EQ(p.last_published_version(), 2);
+  EXPECT_FALSE(stream->Read(&p));
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST_F(TrainerServiceTest, JobLifecycle) {
   Start();
   v1::Job job = Create(DigitsJob("digits"));
   EXPECT_EQ(job.job_id(), "job-1");
 
   v1::Job got;
-  EXPECT_TRUE(stub_
-                  ->GetJob(
-                      Ctx().get(),
-                      [&] {
-                        v1::GetJobRequest r;
-                        r.set_job_id(job.job_id());
-                        return r;
-                      }(),
-                      &got)
-                  .ok());
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  EXPECT_TRUE(stub_->GetJob(Ctx().get(), get, &got).ok());
   EXPECT_EQ(got.model(), "digits");
   v1::ListJobsResponse list;
   EXPECT_TRUE(stub_->ListJobs(Ctx().get(), {}, &list).ok());
   EXPECT_EQ(list.jobs_size(), 1);
 
-  // Train a few steps, publish explicitly, then close (publishes again).
-  {
-    auto ctx = Ctx();
-    auto stream = stub_->Train(ctx.get());
-    for (int i = 0; i < 3; ++i) {
-      v1::TrainRequest req;
-      if (i == 0) req.set_job_id(job.job_id());
-      *req.mutable_batch() = Batch(8, 64, i);
-      ASSERT_TRUE(stream->Write(req));
-      v1::TrainProgress p;
-      ASSERT_TRUE(stream->Read(&p));
-      EXPECT_EQ(p.step(), i + 1);
-      EXPECT_GT(p.examples_per_second(), 0);
-    }
-    v1::PublishRequest pr;
-    pr.set_job_id(job.job_id());
-    v1::PublishResponse published;
-    ASSERT_TRUE(stub_->Publish(Ctx().get(), pr, &published).ok());
-    EXPECT_EQ(published.version(), 1);
-    v1::TrainRequest req;
-    *req.mutable_batch() = Batch(8, 64, 9);
-    ASSERT_TRUE(stream->Write(req));
-    v1::TrainProgress p;
-    ASSERT_TRUE(stream->Read(&p));
-    stream->WritesDone();
-    ASSERT_TRUE(stream->Read(&p));
-    EXPECT_TRUE(p.published());
-    EXPECT_EQ(p.last_published_version(), 2);
-    EXPECT_FALSE(stream->Read(&p));
-    EXPECT_TRUE(stream->Finish().ok());
-  }
+  TrainPublishAndClose(*stub_, job.job_id(), [&] { return Ctx(); });
+
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(job.job_id());
+  v1::Job cancelled;
+  ASSERT_TRUE(stub_->CancelJob(Ctx().get(), cancel, &cancelled).ok());
+  EXPECT_EQ(cancelled.state(), v1::Job::CANCELLED);
+  cancel.set_job_id("job-404");
+  EXPECT_EQ(stub_->CancelJob(Ctx().get(), cancel, &cancelled).error_code(),
+            StatusCode::NOT_FOUND);
+}
+
+TEST_F(TrainerServiceTest, RegistryLabelsVersionsAndDeletes) {
+  Start();
+  v1::Job job = Create(DigitsJob("digits"));
+  TrainPublishAndClose(*stub_, job.job_id(), [&] { return Ctx(); });
 
   v1::ListModelsResponse models;
   ASSERT_TRUE(stub_->ListModels(Ctx().get(), {}, &models).ok());
@@ -177,15 +192,6 @@ TEST_F(TrainerServiceTest, JobLifecycleAndRegistry) {
             StatusCode::NOT_FOUND);
   EXPECT_TRUE(stub_->DeleteVersion(Ctx().get(), dv, &dvr).ok());
   EXPECT_EQ(stub_->DeleteVersion(Ctx().get(), dv, &dvr).error_code(),
-            StatusCode::NOT_FOUND);
-
-  v1::CancelJobRequest cancel;
-  cancel.set_job_id(job.job_id());
-  v1::Job cancelled;
-  ASSERT_TRUE(stub_->CancelJob(Ctx().get(), cancel, &cancelled).ok());
-  EXPECT_EQ(cancelled.state(), v1::Job::CANCELLED);
-  cancel.set_job_id("job-404");
-  EXPECT_EQ(stub_->CancelJob(Ctx().get(), cancel, &cancelled).error_code(),
             StatusCode::NOT_FOUND);
 }
 
