@@ -67,6 +67,18 @@ class TrainerServiceTest : public ::testing::Test {
     return job;
   }
 
+  // A stream of the one request `req`: its status.
+  grpc::Status TrainOne(const v1::TrainRequest& req) {
+    auto ctx = Ctx();
+    auto stream = stub_->Train(ctx.get());
+    stream->Write(req);
+    stream->WritesDone();
+    v1::TrainProgress p;
+    while (stream->Read(&p)) {
+    }
+    return stream->Finish();
+  }
+
   std::unique_ptr<store::SnapshotStore> store_;
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<TrainerService> service_;
@@ -203,34 +215,24 @@ TEST_F(TrainerServiceTest, ErrorCodes) {
             StatusCode::INVALID_ARGUMENT);
   job = Create(DigitsJob("digits"));
 
-  auto train_one = [&](const v1::TrainRequest& req) {
-    auto ctx = Ctx();
-    auto stream = stub_->Train(ctx.get());
-    stream->Write(req);
-    stream->WritesDone();
-    v1::TrainProgress p;
-    while (stream->Read(&p)) {
-    }
-    return stream->Finish();
-  };
   v1::TrainRequest req;
   *req.mutable_batch() = Batch(4, 64, 1);
-  grpc::Status s = train_one(req);  // no job id
+  grpc::Status s = TrainOne(req);  // no job id
   EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT);
   req.set_job_id("job-77");
-  EXPECT_EQ(train_one(req).error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(TrainOne(req).error_code(), StatusCode::NOT_FOUND);
   req.set_job_id(job.job_id());
   *req.mutable_batch() = Batch(1, 64, 1);
-  s = train_one(req);
+  s = TrainOne(req);
   EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(s.error_message().find("at least 2"), std::string::npos);
   *req.mutable_batch() = Batch(4, 63, 1);
-  s = train_one(req);
+  s = TrainOne(req);
   EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(s.error_message().find("63 features"), std::string::npos);
   *req.mutable_batch() = Batch(4, 64, 1, 12);
   req.mutable_batch()->set_labels(0, 11);
-  s = train_one(req);
+  s = TrainOne(req);
   EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(s.error_message().find("out of range"), std::string::npos);
 
@@ -241,7 +243,7 @@ TEST_F(TrainerServiceTest, ErrorCodes) {
   ASSERT_TRUE(first->Write(req));
   v1::TrainProgress p;
   ASSERT_TRUE(first->Read(&p));
-  EXPECT_EQ(train_one(req).error_code(), StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(TrainOne(req).error_code(), StatusCode::FAILED_PRECONDITION);
   first->WritesDone();
   while (first->Read(&p)) {
   }
@@ -531,14 +533,7 @@ TEST_F(TrainerServiceTest, PackedRequestsAreNumberedAndCheckedPerMinibatch) {
   req.set_step(2);
   *req.mutable_batch() = batches[0];
   *req.add_batches() = batches[1];
-  auto ctx = Ctx();
-  auto stream = stub_->Train(ctx.get());
-  stream->Write(req);
-  stream->WritesDone();
-  v1::TrainProgress p;
-  while (stream->Read(&p)) {
-  }
-  grpc::Status s = stream->Finish();
+  grpc::Status s = TrainOne(req);
   EXPECT_EQ(s.error_code(), StatusCode::FAILED_PRECONDITION);
   EXPECT_NE(s.error_message().find("3"), std::string::npos)
       << s.error_message();
