@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "server/inference/metrics.h"
 #include "store/memory_store.h"
+#include "tests/common/forwarding_store.h"
 #include "tests/server/inference/test_util.h"
 
 namespace bnserve::inference {
@@ -195,11 +196,13 @@ TEST_F(ServableManagerTest, InvalidOrUnreadableNewVersionKeepsThePreviousOne) {
 // A store that cannot read one version (permissions, I/O): every other call
 // goes to the wrapped store. A fake, not a mock: it behaves like a store
 // with one unreadable file.
-class OneUnreadableVersion final : public store::SnapshotStore {
+class OneUnreadableVersion final : public bnserve::testing::ForwardingStore {
  public:
   OneUnreadableVersion(std::shared_ptr<store::SnapshotStore> inner,
                        int64_t version)
-      : inner_(std::move(inner)), version_(version) {}
+      : ForwardingStore(inner.get()),
+        owner_(std::move(inner)),
+        version_(version) {}
   void MakeReadable() { readable_ = true; }
 
   absl::StatusOr<v1::Snapshot> Read(std::string_view model,
@@ -207,51 +210,11 @@ class OneUnreadableVersion final : public store::SnapshotStore {
     if (version == version_ && !readable_) {
       return absl::InternalError("open snapshot.binpb: Permission denied");
     }
-    return inner_->Read(model, version);
+    return ForwardingStore::Read(model, version);
   }
-  absl::StatusOr<int64_t> Publish(const v1::Snapshot& s) override {
-    return inner_->Publish(s);
-  }
-  absl::StatusOr<int64_t> Latest(std::string_view m) override {
-    return inner_->Latest(m);
-  }
-  absl::StatusOr<std::vector<int64_t>> ListVersions(
-      std::string_view m) override {
-    return inner_->ListVersions(m);
-  }
-  absl::StatusOr<std::vector<std::string>> ListModels() override {
-    return inner_->ListModels();
-  }
-  absl::Status SetLabel(std::string_view m, std::string_view l,
-                        int64_t v) override {
-    return inner_->SetLabel(m, l, v);
-  }
-  absl::StatusOr<int64_t> ResolveLabel(std::string_view m,
-                                       std::string_view l) override {
-    return inner_->ResolveLabel(m, l);
-  }
-  absl::StatusOr<std::map<std::string, int64_t>> ListLabels(
-      std::string_view m) override {
-    return inner_->ListLabels(m);
-  }
-  absl::Status DeleteLabel(std::string_view m, std::string_view l) override {
-    return inner_->DeleteLabel(m, l);
-  }
-  absl::Status DeleteVersion(std::string_view m, int64_t v) override {
-    return inner_->DeleteVersion(m, v);
-  }
-  absl::StatusOr<std::vector<int64_t>> ApplyRetention(std::string_view m,
-                                                      int keep) override {
-    return inner_->ApplyRetention(m, keep);
-  }
-  absl::StatusOr<std::unique_ptr<store::WatchHandle>> Watch(
-      std::function<void(const store::StoreEvent&)> callback) override {
-    return inner_->Watch(std::move(callback));
-  }
-  std::string uri() const override { return inner_->uri(); }
 
  private:
-  const std::shared_ptr<store::SnapshotStore> inner_;
+  const std::shared_ptr<store::SnapshotStore> owner_;
   const int64_t version_;
   std::atomic<bool> readable_{false};
 };

@@ -12,6 +12,7 @@
 #include "model/network.h"
 #include "store/memory_store.h"
 #include "store/store.h"
+#include "tests/common/forwarding_store.h"
 
 namespace bnserve::server {
 namespace {
@@ -396,59 +397,17 @@ TEST_F(JobManagerTest, ACancelledJobIsFreedAndCannotPublish) {
 
 // A store whose Publish blocks until released: a training step that
 // publishes holds its job for as long as the test wants (a fake).
-class BlockingPublishStore final : public store::SnapshotStore {
+class BlockingPublishStore final : public bnserve::testing::ForwardingStore {
  public:
-  explicit BlockingPublishStore(store::SnapshotStore* inner) : inner_(inner) {}
+  explicit BlockingPublishStore(store::SnapshotStore* inner)
+      : ForwardingStore(inner) {}
   absl::Notification entered, release;
 
   absl::StatusOr<int64_t> Publish(const v1::Snapshot& s) override {
     entered.Notify();
     release.WaitForNotification();
-    return inner_->Publish(s);
+    return ForwardingStore::Publish(s);
   }
-  absl::StatusOr<v1::Snapshot> Read(std::string_view m, int64_t v) override {
-    return inner_->Read(m, v);
-  }
-  absl::StatusOr<int64_t> Latest(std::string_view m) override {
-    return inner_->Latest(m);
-  }
-  absl::StatusOr<std::vector<int64_t>> ListVersions(
-      std::string_view m) override {
-    return inner_->ListVersions(m);
-  }
-  absl::StatusOr<std::vector<std::string>> ListModels() override {
-    return inner_->ListModels();
-  }
-  absl::Status SetLabel(std::string_view m, std::string_view l,
-                        int64_t v) override {
-    return inner_->SetLabel(m, l, v);
-  }
-  absl::StatusOr<int64_t> ResolveLabel(std::string_view m,
-                                       std::string_view l) override {
-    return inner_->ResolveLabel(m, l);
-  }
-  absl::StatusOr<std::map<std::string, int64_t>> ListLabels(
-      std::string_view m) override {
-    return inner_->ListLabels(m);
-  }
-  absl::Status DeleteLabel(std::string_view m, std::string_view l) override {
-    return inner_->DeleteLabel(m, l);
-  }
-  absl::Status DeleteVersion(std::string_view m, int64_t v) override {
-    return inner_->DeleteVersion(m, v);
-  }
-  absl::StatusOr<std::vector<int64_t>> ApplyRetention(std::string_view m,
-                                                      int keep) override {
-    return inner_->ApplyRetention(m, keep);
-  }
-  absl::StatusOr<std::unique_ptr<store::WatchHandle>> Watch(
-      std::function<void(const store::StoreEvent&)> callback) override {
-    return inner_->Watch(std::move(callback));
-  }
-  std::string uri() const override { return inner_->uri(); }
-
- private:
-  store::SnapshotStore* const inner_;
 };
 
 // ISSUE 14 (also): ListJobs blocked for a whole training step (21 s seen),
