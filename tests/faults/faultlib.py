@@ -358,6 +358,28 @@ def file_versions(root, model):
 
 # -- publisher ---------------------------------------------------------------
 
+def check_store_outage_survived(env, stub, store, model, calls,
+                                train_failures, publisher, acked):
+    """After a store outage: the calls failed only as UNAVAILABLE, training
+    failed only as UNAVAILABLE (no lease without the store) and works again,
+    and no acknowledged version (`acked`, in publish order) was lost or
+    damaged. Returns the versions the store lists."""
+    other = {c[2] for c in calls} - {"OK", "UNAVAILABLE"}
+    assert not other, [c for c in calls if c[2] in other]
+    assert all(f.startswith("UNAVAILABLE: ") for f in train_failures), \
+        train_failures
+    assert publisher.trains[-1:] == ["OK"], publisher.trains[-10:]
+    assert acked == sorted(set(acked)), acked
+    listed = {v.version for v in stub.ListVersions(
+        env.tpb.ListVersionsRequest(model=model), timeout=10).versions}
+    missing = sorted(set(acked) - listed)
+    assert not missing, ("acknowledged versions lost", missing)
+    for v in acked:
+        problem = env.export_ok(store, model, v)
+        assert problem is None, (v, problem)
+    return listed
+
+
 class Publisher:
     """A thread that trains job `job_id` on (xs, ys) one minibatch at a time
     and publishes it, every `pause` seconds, until stop(). `calls` holds
