@@ -54,6 +54,20 @@ absl::Status CheckOutputsFinite(const float* out, int64_t n, int64_t cols) {
       "compute with"));
 }
 
+InferenceService::InferenceService(const ServableManager* manager,
+                                   const server::TokenAuth* auth,
+                                   Metrics* metrics, RequestLimits limits)
+    : manager_(manager), auth_(auth), metrics_(metrics), limits_(limits) {
+  auto* handler = new grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer,
+                                                           PredictExchange>(
+      [this](grpc::CallbackServerContext* context,
+             const grpc::ByteBuffer* request, PredictExchange* exchange) {
+        return PredictRaw(context, request, exchange);
+      });
+  handler->SetMessageAllocator(&predict_messages_);
+  MarkMethodCallback(0, handler);  // Predict, method 0 of the service
+}
+
 absl::StatusOr<std::shared_ptr<const Servable>> InferenceService::Select(
     const grpc::CallbackServerContext& context, const std::string& model,
     const v1::VersionSelector& select) const {
@@ -217,48 +231,31 @@ bool ParseRequest(const grpc::ByteBuffer& bytes,
   return reader.status().ok() && message->ParseFromZeroCopyStream(&reader);
 }
 
-// Serializes `message` into `bytes` as one slice of exactly its size, in a
-// single pass; false if it is too large for one message. (gRPC's own
-// serializer does so only up to 23 bytes and streams larger messages through
-// a ZeroCopyOutputStream, which costs Predict's small answer several hundred
-// instructions more.)
-bool SerializeResponse(const google::protobuf::MessageLite& message,
-                       grpc::ByteBuffer* bytes) {
-  const size_t size = message.ByteSizeLong();
-  if (size > static_cast<size_t>(INT_MAX)) return false;
-  grpc::Slice slice(size);
-  message.SerializeWithCachedSizesToArray(const_cast<uint8_t*>(slice.begin()));
-  grpc::ByteBuffer serialized(&slice, 1);
-  bytes->Swap(&serialized);
-  return true;
-}
-
 }  // namespace
 
 absl::Status InferenceService::ServePredict(
     const grpc::CallbackServerContext& context, const grpc::ByteBuffer& request,
-    PredictMessages* messages, grpc::ByteBuffer* response) const {
-  if (!ParseRequest(request, messages->request())) {
+    PredictExchange* exchange) const {
+  if (!ParseRequest(request, &exchange->request)) {
     return server::UnparsableRequestStatus(PredictMethod());
   }
   BNSERVE_RETURN_IF_ERROR(
-      DoPredict(context, *messages->request(), messages->response()));
-  if (!SerializeResponse(*messages->response(), response)) {
+      DoPredict(context, exchange->request, &exchange->response));
+  // Sizes the answer for its serializer (see the header) and checks that it
+  // fits in one message.
+  if (exchange->response.ByteSizeLong() > static_cast<size_t>(INT_MAX)) {
     return absl::InternalError(
         "Predict: cannot serialize the answer: Failed to serialize message");
   }
   return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* InferenceService::Predict(
+grpc::ServerUnaryReactor* InferenceService::PredictRaw(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response) {
+    PredictExchange* exchange) {
   const absl::Time start = absl::Now();
-  PredictMessages* messages = predict_messages_.AllocateMessages();
-  const absl::Status status = GuardCall("Predict", [&] {
-    return ServePredict(*context, *request, messages, response);
-  });
-  messages->Release();
+  const absl::Status status = GuardCall(
+      "Predict", [&] { return ServePredict(*context, *request, exchange); });
   return FinishCall(context, metrics_, "Predict", start, status);
 }
 
@@ -284,3 +281,19 @@ grpc::ServerUnaryReactor* InferenceService::GetModelMetadata(
 }
 
 }  // namespace bnserve::inference
+
+namespace grpc {
+
+Status SerializationTraits<bnserve::inference::PredictExchange>::Serialize(
+    const bnserve::inference::PredictExchange& exchange, ByteBuffer* bytes,
+    bool* own_buffer) {
+  const google::protobuf::MessageLite& message = exchange.response;
+  Slice slice(static_cast<size_t>(message.GetCachedSize()));
+  message.SerializeWithCachedSizesToArray(const_cast<uint8_t*>(slice.begin()));
+  ByteBuffer serialized(&slice, 1);
+  bytes->Swap(&serialized);
+  *own_buffer = true;
+  return Status::OK;
+}
+
+}  // namespace grpc
