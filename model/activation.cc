@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/dense_kernel.h"
+#include "model/relu_kernel.h"
 #include "model/status_macros.h"
 
 namespace bnserve::model {

@@ -16,14 +16,6 @@ void ApplyActivation(v1::Activation fn, float* data, Eigen::Index size);
 // "relu", ... or null for an unknown value.
 const char* ActivationName(v1::Activation fn);
 
-namespace internal {
-// The ReLU kernels behind ApplyActivation (x where x > 0, else +0, NaN
-// included), for tests: the portable loop and an AVX2 one (only to be called
-// when CpuHasAvx2Fma(), see dense_kernel.h), which give the same bits.
-void ReluGeneric(float* data, Eigen::Index size);
-void ReluAvx2(float* data, Eigen::Index size);
-}  // namespace internal
-
 class ActivationLayer final : public Layer {
  public:
   explicit ActivationLayer(v1::Activation f = v1::ACTIVATION_IDENTITY)

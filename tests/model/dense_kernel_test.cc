@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "model/activation.h"
+#include "model/relu_kernel.h"
 #include "tests/common/skip.h"
 
 namespace bnserve::model {
