@@ -2,20 +2,66 @@
 
 #include <algorithm>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BNSERVE_HAVE_AVX2_RELU 1
+#include <immintrin.h>
+#else
+#define BNSERVE_HAVE_AVX2_RELU 0
+#endif
+
 #include "absl/strings/str_cat.h"
+#include "model/dense_kernel.h"
+#include "model/relu_kernel.h"
 #include "model/status_macros.h"
 
 namespace bnserve::model {
+namespace internal {
+
+void ReluGeneric(float* data, Eigen::Index size) {
+  // A plain loop the compiler turns into vector compare-and-mask
+  // instructions (about 4x fewer instructions than Eigen's NaN-aware max).
+  for (Eigen::Index i = 0; i < size; ++i) {
+    data[i] = data[i] > 0.0f ? data[i] : 0.0f;
+  }
+}
+
+#if BNSERVE_HAVE_AVX2_RELU
+// The same compare and mask as the generic loop, eight lanes at a time (the
+// build's baseline has four).
+__attribute__((target("avx2"))) void ReluAvx2(float* data, Eigen::Index size) {
+  const __m256 zero = _mm256_setzero_ps();
+  Eigen::Index i = 0;
+  for (; i + 8 <= size; i += 8) {
+    const __m256 x = _mm256_loadu_ps(data + i);
+    _mm256_storeu_ps(data + i,
+                     _mm256_and_ps(_mm256_cmp_ps(zero, x, _CMP_LT_OQ), x));
+  }
+  for (; i < size; ++i) data[i] = data[i] > 0.0f ? data[i] : 0.0f;
+}
+#else
+void ReluAvx2(float* data, Eigen::Index size) { ReluGeneric(data, size); }
+#endif
+
+}  // namespace internal
+
+namespace {
+
+using ReluKernel = void (*)(float*, Eigen::Index);
+
+// Chosen once per process from the CPU, as the dense kernel is.
+ReluKernel Relu() {
+  static const ReluKernel kernel =
+      internal::CpuHasAvx2Fma() ? &internal::ReluAvx2 : &internal::ReluGeneric;
+  return kernel;
+}
+
+}  // namespace
 
 void ApplyActivation(v1::Activation fn, float* data, Eigen::Index size) {
   Eigen::Map<Eigen::ArrayXf> a(data, size);
   switch (fn) {
     case v1::ACTIVATION_RELU:
-      // A plain loop the compiler turns into vector max instructions (about
-      // 4x fewer instructions than Eigen's NaN-aware max on this path).
-      for (Eigen::Index i = 0; i < size; ++i) {
-        data[i] = data[i] > 0.0f ? data[i] : 0.0f;
-      }
+      Relu()(data, size);
       break;
     case v1::ACTIVATION_TANH:
       a = a.tanh();

@@ -15,6 +15,10 @@ class DriftMonitor::Tap final : public model::ForwardObserver {
     if (next_ >= layers_->size() || (*layers_)[next_].layer != layer) return;
     LayerEma& ema = (*layers_)[next_++];
     const int64_t plane = shape.plane();
+    if (plane == 1) {
+      UpdateFlat(z, shape.channels, &ema);
+      return;
+    }
     for (int c = 0; c < shape.channels; ++c) {
       // This example's mean and biased variance over the channel's values
       // (one value for a flat input), merged into the exponentially
@@ -35,6 +39,18 @@ class DriftMonitor::Tap final : public model::ForwardObserver {
   }
 
  private:
+  // The update above for one value per channel (a flat input), where the
+  // example's mean is the value itself and its variance 0: the same
+  // arithmetic without the per-channel loops and divisions by 1.
+  void UpdateFlat(const float* z, int channels, LayerEma* ema) const {
+    for (int c = 0; c < channels; ++c) {
+      const double diff = static_cast<double>(z[c]) - ema->mean[c];
+      const double incr = a_ * diff;
+      ema->mean[c] += incr;
+      ema->var[c] = (1.0 - a_) * (ema->var[c] + diff * incr) + a_ * 0.0;
+    }
+  }
+
   std::vector<LayerEma>* const layers_;
   const double a_;
   size_t next_ = 0;

@@ -1,10 +1,12 @@
 #include "server/inference/inference_service.h"
 
 #include <grpcpp/support/proto_buffer_reader.h>
+#include <grpcpp/support/slice.h>
 
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdint>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -50,6 +52,20 @@ absl::Status CheckOutputsFinite(const float* out, int64_t n, int64_t cols) {
       std::isnan(out[bad]) ? "NaN" : "infinite",
       "; the features are finite but far outside the range the model can "
       "compute with"));
+}
+
+InferenceService::InferenceService(const ServableManager* manager,
+                                   const server::TokenAuth* auth,
+                                   Metrics* metrics, RequestLimits limits)
+    : manager_(manager), auth_(auth), metrics_(metrics), limits_(limits) {
+  auto* handler = new grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer,
+                                                           PredictExchange>(
+      [this](grpc::CallbackServerContext* context,
+             const grpc::ByteBuffer* request, PredictExchange* exchange) {
+        return PredictRaw(context, request, exchange);
+      });
+  handler->SetMessageAllocator(&predict_messages_);
+  MarkMethodCallback(0, handler);  // Predict, method 0 of the service
 }
 
 absl::StatusOr<std::shared_ptr<const Servable>> InferenceService::Select(
@@ -219,32 +235,27 @@ bool ParseRequest(const grpc::ByteBuffer& bytes,
 
 absl::Status InferenceService::ServePredict(
     const grpc::CallbackServerContext& context, const grpc::ByteBuffer& request,
-    PredictMessages* messages, grpc::ByteBuffer* response) const {
-  if (!ParseRequest(request, messages->request())) {
+    PredictExchange* exchange) const {
+  if (!ParseRequest(request, &exchange->request)) {
     return server::UnparsableRequestStatus(PredictMethod());
   }
   BNSERVE_RETURN_IF_ERROR(
-      DoPredict(context, *messages->request(), messages->response()));
-  bool own_buffer = false;
-  const grpc::Status st =
-      grpc::SerializationTraits<v1::PredictResponse>::Serialize(
-          *messages->response(), response, &own_buffer);
-  if (!st.ok()) {
-    return absl::InternalError(absl::StrCat(
-        "Predict: cannot serialize the answer: ", st.error_message()));
+      DoPredict(context, exchange->request, &exchange->response));
+  // Sizes the answer for its serializer (see the header) and checks that it
+  // fits in one message.
+  if (exchange->response.ByteSizeLong() > static_cast<size_t>(INT_MAX)) {
+    return absl::InternalError(
+        "Predict: cannot serialize the answer: Failed to serialize message");
   }
   return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* InferenceService::Predict(
+grpc::ServerUnaryReactor* InferenceService::PredictRaw(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response) {
+    PredictExchange* exchange) {
   const absl::Time start = absl::Now();
-  PredictMessages* messages = predict_messages_.AllocateMessages();
-  const absl::Status status = GuardCall("Predict", [&] {
-    return ServePredict(*context, *request, messages, response);
-  });
-  messages->Release();
+  const absl::Status status = GuardCall(
+      "Predict", [&] { return ServePredict(*context, *request, exchange); });
   return FinishCall(context, metrics_, "Predict", start, status);
 }
 
@@ -270,3 +281,19 @@ grpc::ServerUnaryReactor* InferenceService::GetModelMetadata(
 }
 
 }  // namespace bnserve::inference
+
+namespace grpc {
+
+Status SerializationTraits<bnserve::inference::PredictExchange>::Serialize(
+    const bnserve::inference::PredictExchange& exchange, ByteBuffer* bytes,
+    bool* own_buffer) {
+  const google::protobuf::MessageLite& message = exchange.response;
+  Slice slice(static_cast<size_t>(message.GetCachedSize()));
+  message.SerializeWithCachedSizesToArray(const_cast<uint8_t*>(slice.begin()));
+  ByteBuffer serialized(&slice, 1);
+  bytes->Swap(&serialized);
+  *own_buffer = true;
+  return Status::OK;
+}
+
+}  // namespace grpc

@@ -27,16 +27,34 @@ namespace bnserve::inference {
 // ModelInfer); more is RESOURCE_EXHAUSTED. Defined in server/common/limits.h.
 using server::kMaxBatchRows;
 
-// Predict is registered raw (ByteBuffer in and out) and parses its own
-// request, so that it needs no interceptor (see
-// server/common/parse_error_interceptor.h); the other methods are typed.
-// (Built on the typed callback bases of the other two methods only: stacking
-// the raw Predict on CallbackService would hide the typed callback Predict,
-// which clang's -Woverloaded-virtual refuses.)
-using InferenceServiceBase = v1::Inference::WithRawCallbackMethod_Predict<
-    v1::Inference::WithCallbackMethod_PredictBatch<
-        v1::Inference::WithCallbackMethod_GetModelMetadata<
-            v1::Inference::Service>>>;
+// One Predict call's messages: the request Predict parses itself and the
+// response gRPC serializes (grpc::SerializationTraits<PredictExchange>
+// below: `response` only). Recycled per thread with the raw request bytes
+// (RecyclingAllocator).
+struct PredictExchange {
+  v1::PredictRequest request;
+  v1::PredictResponse response;
+};
+
+template <>
+struct Recycling<PredictExchange> {
+  static size_t Bytes(const PredictExchange& m) {
+    return m.request.ByteSizeLong() + m.response.ByteSizeLong();
+  }
+  static void Clear(PredictExchange* m) {
+    m->request.Clear();
+    m->response.Clear();
+  }
+};
+
+// Predict takes its request raw (a ByteBuffer) and parses it itself, so that
+// it needs no interceptor (see server/common/parse_error_interceptor.h);
+// its response is serialized by gRPC straight into the call's send buffer,
+// as a typed method's is. The other methods are typed. (Built on the typed
+// callback bases of the other two methods only; the constructor registers
+// Predict's handler.)
+using InferenceServiceBase = v1::Inference::WithCallbackMethod_PredictBatch<
+    v1::Inference::WithCallbackMethod_GetModelMetadata<v1::Inference::Service>>;
 
 class InferenceService final : public InferenceServiceBase {
  public:
@@ -46,14 +64,15 @@ class InferenceService final : public InferenceServiceBase {
 
   InferenceService(const ServableManager* manager,
                    const server::TokenAuth* auth, Metrics* metrics,
-                   RequestLimits limits = {})
-      : manager_(manager), auth_(auth), metrics_(metrics), limits_(limits) {}
+                   RequestLimits limits = {});
 
-  // Parses a PredictRequest (INVALID_ARGUMENT if the bytes are not one),
-  // answers it like DoPredict and serializes the PredictResponse.
-  grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* context,
-                                    const grpc::ByteBuffer* request,
-                                    grpc::ByteBuffer* response) override;
+  // Parses a PredictRequest into exchange->request (INVALID_ARGUMENT if the
+  // bytes are not one) and answers it like DoPredict in
+  // exchange->response. (Not named Predict: that would hide the generated
+  // synchronous Predict, which clang's -Woverloaded-virtual refuses.)
+  grpc::ServerUnaryReactor* PredictRaw(grpc::CallbackServerContext* context,
+                                       const grpc::ByteBuffer* request,
+                                       PredictExchange* exchange);
   grpc::ServerUnaryReactor* PredictBatch(
       grpc::CallbackServerContext* context,
       const v1::PredictBatchRequest* request,
@@ -67,12 +86,9 @@ class InferenceService final : public InferenceServiceBase {
   absl::StatusOr<std::shared_ptr<const Servable>> Select(
       const grpc::CallbackServerContext& context, const std::string& model,
       const v1::VersionSelector& select) const;
-  using PredictMessages =
-      grpc::MessageHolder<v1::PredictRequest, v1::PredictResponse>;
   absl::Status ServePredict(const grpc::CallbackServerContext& context,
                             const grpc::ByteBuffer& request,
-                            PredictMessages* messages,
-                            grpc::ByteBuffer* response) const;
+                            PredictExchange* exchange) const;
   absl::Status DoPredict(const grpc::CallbackServerContext& context,
                          const v1::PredictRequest& request,
                          v1::PredictResponse* response) const;
@@ -87,9 +103,9 @@ class InferenceService final : public InferenceServiceBase {
   const server::TokenAuth* const auth_;
   Metrics* const metrics_;
   const RequestLimits limits_;
-  // Predict's request/response pairs are recycled (see message_pool.h):
-  // taken for one call and given back before it finishes.
-  RecyclingAllocator<v1::PredictRequest, v1::PredictResponse> predict_messages_;
+  // Predict's messages are recycled (see message_pool.h): gRPC takes them
+  // for a call and gives them back when it is done.
+  RecyclingAllocator<grpc::ByteBuffer, PredictExchange> predict_messages_;
 };
 
 // Softmax of `n` values in place (numerically stable); returns the argmax.
@@ -105,5 +121,19 @@ absl::Status CheckFinite(const float* x, int64_t n, int64_t cols);
 absl::Status CheckOutputsFinite(const float* out, int64_t n, int64_t cols);
 
 }  // namespace bnserve::inference
+
+// Serializes a PredictExchange's response as one slice of exactly its size.
+// Its size must have been computed (ByteSizeLong(), which
+// InferenceService::ServePredict does and checks) after its last change.
+namespace grpc {
+
+template <>
+class SerializationTraits<bnserve::inference::PredictExchange> {
+ public:
+  static Status Serialize(const bnserve::inference::PredictExchange& exchange,
+                          ByteBuffer* bytes, bool* own_buffer);
+};
+
+}  // namespace grpc
 
 #endif  // BNSERVE_SERVER_INFERENCE_INFERENCE_SERVICE_H_

@@ -4,9 +4,12 @@
 // of its strings and repeated fields) and kept in a small cache of the
 // releasing thread; the next call on that thread takes it back. A warmed-up
 // server so parses Predict's features and builds its response without a
-// single heap allocation, and threads share no allocator state. A raw
-// (ByteBuffer) handler may also call AllocateMessages() and Release() itself
-// around its own parsing, as InferenceService::Predict does.
+// single heap allocation, and threads share no allocator state.
+//
+// How a type is measured and cleared is Recycling<T>: protobuf messages by
+// default, grpc::ByteBuffer (a raw request: its bytes are given back to gRPC
+// on release) below; other types specialize it (see PredictExchange in
+// inference_service.h).
 //
 // Pairs whose messages were large (a hostile or batch-sized request) are
 // freed rather than cached, so the cache never pins more than
@@ -18,12 +21,27 @@
 #ifndef BNSERVE_SERVER_INFERENCE_MESSAGE_POOL_H_
 #define BNSERVE_SERVER_INFERENCE_MESSAGE_POOL_H_
 
+#include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/message_allocator.h>
 
 #include <cstddef>
 #include <vector>
 
 namespace bnserve::inference {
+
+// The size of a message, for the large-message check, and its clearing for
+// reuse. The default is for protobuf messages.
+template <typename T>
+struct Recycling {
+  static size_t Bytes(const T& m) { return m.ByteSizeLong(); }
+  static void Clear(T* m) { m->Clear(); }
+};
+
+template <>
+struct Recycling<grpc::ByteBuffer> {
+  static size_t Bytes(const grpc::ByteBuffer& b) { return b.Length(); }
+  static void Clear(grpc::ByteBuffer* b) { b->Clear(); }
+};
 
 template <typename Request, typename Response>
 class RecyclingAllocator final
@@ -58,13 +76,14 @@ class RecyclingAllocator final
       }
       std::vector<Holder*>& cache = Cache();
       if (cache.size() >= kMaxCachedPerThread ||
-          request_.ByteSizeLong() + response_.ByteSizeLong() >
+          Recycling<Request>::Bytes(request_) +
+                  Recycling<Response>::Bytes(response_) >
               kMaxRecycledBytes) {
         delete this;
         return;
       }
-      request_.Clear();
-      response_.Clear();
+      Recycling<Request>::Clear(&request_);
+      Recycling<Response>::Clear(&response_);
       cache.push_back(this);
     }
 

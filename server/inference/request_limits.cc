@@ -30,7 +30,7 @@ absl::Status CheckRequestCost(absl::string_view method,
         " bytes; the server's largest message is ", limits.max_response_bytes,
         " bytes (--max_message_mb): send fewer rows per call"));
   }
-  const int64_t parameters = servable.folded().parameter_count();
+  const int64_t parameters = servable.parameter_count();
   const int64_t work = SaturatingMul(rows, parameters);
   if (work > limits.max_work) {
     return absl::ResourceExhaustedError(absl::StrCat(

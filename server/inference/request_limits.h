@@ -1,7 +1,8 @@
 // What one inference call may cost, checked before anything is computed or
 // allocated for it: the size of its answer (it must fit in one gRPC message)
-// and its work (rows x the model's parameter count). Both refusals are
-// RESOURCE_EXHAUSTED with a message naming the numbers and the flag.
+// and its work (rows x the model's parameter count, which Servable computes
+// once at load). Both refusals are RESOURCE_EXHAUSTED with a message naming
+// the numbers and the flag.
 #ifndef BNSERVE_SERVER_INFERENCE_REQUEST_LIMITS_H_
 #define BNSERVE_SERVER_INFERENCE_REQUEST_LIMITS_H_
 

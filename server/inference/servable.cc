@@ -15,6 +15,7 @@ Servable::Servable(v1::Snapshot info, model::Network unfolded,
     : info_(std::move(info)),
       unfolded_(std::move(unfolded)),
       folded_(std::move(folded)),
+      parameter_count_(folded_.parameter_count()),
       loaded_at_(absl::Now()) {}
 
 absl::StatusOr<std::shared_ptr<const Servable>> Servable::Create(

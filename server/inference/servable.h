@@ -63,6 +63,9 @@ class Servable {
   // The serving network (batch norm folded) and the original one.
   const model::Network& folded() const { return folded_; }
   const model::Network& unfolded() const { return unfolded_; }
+  // folded().parameter_count(), computed once at load: the per-example work
+  // bound every inference call checks (see request_limits.h).
+  int64_t parameter_count() const { return parameter_count_; }
 
   // Inference-mode outputs (raw: logits for classification) of one example
   // of input_features() values, which the caller has checked are finite.
@@ -82,6 +85,7 @@ class Servable {
   std::vector<v1::BatchNormStatistics> batch_norm_;
   model::Network unfolded_;
   model::Network folded_;
+  int64_t parameter_count_;
   absl::Time loaded_at_;
   std::unique_ptr<DriftMonitor> drift_;
   std::unique_ptr<InferStats> stats_ = std::make_unique<InferStats>();

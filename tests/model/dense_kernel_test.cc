@@ -1,7 +1,7 @@
 // The single-example dense kernels: both agree with a double-precision
 // reference on every shape class (row blocks of 8 and the rows after them,
 // inputs with and without a tail of fewer than 8), with and without a bias,
-// and are deterministic.
+// and are deterministic. The ReLU kernels give the same bits.
 #include "model/dense_kernel.h"
 
 #include <gtest/gtest.h>
@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "model/relu_kernel.h"
 #include "tests/common/skip.h"
 
 namespace bnserve::model {
@@ -129,6 +130,31 @@ TEST(DenseKernelTest, DispatchFollowsTheCpuAndTheEnvironment) {
   const bool forced = env != nullptr && std::string(env) == "generic";
   EXPECT_STREQ(DenseKernelName(),
                internal::CpuHasAvx2Fma() && !forced ? "avx2-fma" : "generic");
+}
+
+// ReLU: the AVX2 kernel and the portable loop give the same bits for every
+// length (blocks of 8 and tails), positive and negative values, signed
+// zeros, infinities and NaN (both make NaN +0).
+TEST(ReluKernelTest, Avx2MatchesGenericBitForBit) {
+  if (!internal::CpuHasAvx2Fma()) {
+    BNSERVE_SKIP_OR_FAIL_IN_CI("CPU without AVX2: the AVX2 kernel cannot run");
+  }
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  const float special[] = {0.0f,          -0.0f,          INFINITY, -INFINITY,
+                           std::nanf(""), -std::nanf(""), 1e-40f,   -1e-40f};
+  for (int n = 0; n <= 37; ++n) {
+    std::vector<float> x(n);
+    for (int i = 0; i < n; ++i) x[i] = i % 3 == 0 ? special[i % 8] : u(rng);
+    std::vector<float> a = x, g = x;
+    internal::ReluAvx2(a.data(), n);
+    internal::ReluGeneric(g.data(), n);
+    ASSERT_EQ(std::memcmp(a.data(), g.data(), sizeof(float) * n), 0) << n;
+    for (int i = 0; i < n; ++i) {
+      EXPECT_FALSE(std::signbit(g[i])) << i;
+      EXPECT_EQ(g[i], x[i] > 0.0f ? x[i] : 0.0f) << i;
+    }
+  }
 }
 
 }  // namespace

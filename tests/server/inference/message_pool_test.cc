@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bnserve/v1/inference.pb.h"
+#include "server/inference/inference_service.h"
 
 namespace bnserve::inference {
 namespace {
@@ -82,6 +83,33 @@ TEST(RecyclingAllocatorTest, PairsMayBeReleasedOnAnotherThread) {
     for (Holder* h : held) h->Release();
     EXPECT_EQ(Allocator::CachedOnThisThread(), 5u);
   });  // the thread's exit frees them (ASan/LSan would report a leak)
+}
+
+// Predict's raw request bytes and its PredictExchange (request and response)
+// are recycled together: both messages come back cleared, a large one is
+// freed instead.
+TEST(RecyclingAllocatorTest, PredictExchangesAreRecycledCleared) {
+  using ExchangeAllocator =
+      RecyclingAllocator<grpc::ByteBuffer, PredictExchange>;
+  OnFreshThread([] {
+    ExchangeAllocator alloc;
+    auto* h = alloc.AllocateMessages();
+    h->response()->request.mutable_features()->Resize(64, 1.0f);
+    h->response()->response.set_class_name("seven");
+    h->Release();
+    EXPECT_EQ(ExchangeAllocator::CachedOnThisThread(), 1u);
+    auto* again = alloc.AllocateMessages();
+    EXPECT_EQ(again, h);
+    EXPECT_FALSE(again->request()->Valid());
+    EXPECT_EQ(again->response()->request.features_size(), 0);
+    EXPECT_GE(again->response()->request.features().Capacity(), 64);
+    EXPECT_TRUE(again->response()->response.class_name().empty());
+    again->response()->response.mutable_outputs()->Resize(
+        static_cast<int>(ExchangeAllocator::kMaxRecycledBytes / sizeof(float)),
+        1.0f);
+    again->Release();
+    EXPECT_EQ(ExchangeAllocator::CachedOnThisThread(), 0u);
+  });
 }
 
 }  // namespace

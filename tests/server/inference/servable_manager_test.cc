@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "model/network.h"
 #include "server/inference/metrics.h"
 #include "store/memory_store.h"
 #include "tests/common/forwarding_store.h"
@@ -435,6 +436,12 @@ TEST(ServableTest, RefusesInvalidSnapshotsAndMatchesTheModelLibrary) {
       EXPECT_NEAR(out[j], want[j], 1e-5 * std::max(1.0f, std::abs(want[j])));
     }
   }
+  // The work bound is computed once at load, exactly as the model library
+  // computes it.
+  EXPECT_EQ((*servable)->parameter_count(),
+            (*servable)->folded().parameter_count());
+  EXPECT_EQ((*servable)->parameter_count(),
+            model::Network::FromSnapshot(s)->Folded().parameter_count());
   v1::Snapshot names = s;
   names.add_feature_names("extra");
   EXPECT_EQ(Servable::Create(names).status().code(),
