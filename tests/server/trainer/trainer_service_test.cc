@@ -541,12 +541,10 @@ TEST_F(TrainerServiceTest, PackedRequestsAreNumberedAndCheckedPerMinibatch) {
   EXPECT_EQ(after.steps(), 3);
 }
 
-TEST_F(TrainerServiceTest, StreamedDigitsTrainingEqualsInProcessBitForBit) {
-  Start();
-  auto table = *client::ReadCsvFile("data/digits/train.csv");
-  auto train = *client::SplitLabel(table, "label");
-  auto test = *client::SplitLabel(*client::ReadCsvFile("data/digits/test.csv"),
-                                  "label");
+// Ten epochs of the 64-feature digits `train` in minibatches of 64 rows (a
+// shorter last one, never a single row), each epoch shuffled (seed 5).
+template <typename Labeled>
+std::vector<v1::Minibatch> ShuffledDigitsMinibatches(const Labeled& train) {
   std::vector<int> order(train.rows);
   std::iota(order.begin(), order.end(), 0);
   std::mt19937_64 rng(5);
@@ -555,7 +553,7 @@ TEST_F(TrainerServiceTest, StreamedDigitsTrainingEqualsInProcessBitForBit) {
     std::shuffle(order.begin(), order.end(), rng);
     for (int start = 0; start + 2 <= train.rows; start += 64) {
       const int m = std::min(64, train.rows - start);
-      v1::Minibatch mb;
+      v1::Minibatch& mb = batches.emplace_back();
       mb.set_rows(m);
       mb.set_cols(64);
       for (int r = 0; r < m; ++r) {
@@ -563,9 +561,18 @@ TEST_F(TrainerServiceTest, StreamedDigitsTrainingEqualsInProcessBitForBit) {
         for (int c = 0; c < 64; ++c) mb.add_features(train.x[row * 64 + c]);
         mb.add_labels(static_cast<int>(train.labels[row]));
       }
-      batches.push_back(std::move(mb));
     }
   }
+  return batches;
+}
+
+TEST_F(TrainerServiceTest, StreamedDigitsTrainingEqualsInProcessBitForBit) {
+  Start();
+  auto table = *client::ReadCsvFile("data/digits/train.csv");
+  auto train = *client::SplitLabel(table, "label");
+  auto test = *client::SplitLabel(*client::ReadCsvFile("data/digits/test.csv"),
+                                  "label");
+  const std::vector<v1::Minibatch> batches = ShuffledDigitsMinibatches(train);
 
   v1::CreateJobRequest r = DigitsJob("digits");
   v1::Job job = Create(r);
