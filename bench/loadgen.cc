@@ -11,6 +11,11 @@
 //                    p50/p99/p999/max latency (us), ok and error counts and
 //                    the first error; open loop also the p99/p999 from the
 //                    actual send and the send's lag behind schedule.
+//                    --target may list several servers (comma-separated,
+//                    open loop only): each gets --rate calls/s and the calls
+//                    alternate between them one by one, so every server sees
+//                    the same moments of the machine's noise; one JSON line
+//                    per server, in --target's order.
 //   --mode=frame     writes the h2load request body (gRPC length-prefixed
 //                    PredictRequest of test row 0) to --out.
 //   --mode=train     creates a job on the trainer at --target (digits
@@ -41,6 +46,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "bench/bench_util.h"
 #include "bnserve/v1/inference.grpc.pb.h"
@@ -50,7 +56,8 @@
 
 ABSL_FLAG(std::string, mode, "predict",
           "predict | frame | train | train_local");
-ABSL_FLAG(std::string, target, "127.0.0.1:50052", "server host:port");
+ABSL_FLAG(std::string, target, "127.0.0.1:50052",
+          "server host:port; predict open loop: several, comma-separated");
 ABSL_FLAG(std::string, model, "digits", "model name");
 ABSL_FLAG(std::string, data, "data/digits/test.csv",
           "CSV (header, label last): test rows for predict, training rows "
@@ -72,9 +79,9 @@ ABSL_FLAG(int32_t, window, 0,
 ABSL_FLAG(uint32_t, progress_interval_ms, 0,
           "train: TrainRequest.progress_interval_ms (0 = a progress per "
           "minibatch, which --window > 0 needs)");
-ABSL_FLAG(int64_t, pack_bytes, 1 << 20,
+ABSL_FLAG(int64_t, pack_bytes, 4 << 20,
           "train: features packed into one TrainRequest (TrainRequest.batches; "
-          "bnctl packs 1 MiB); 0 = one minibatch per request, which "
+          "bnctl packs 4 MiB); 0 = one minibatch per request, which "
           "--window > 0 needs");
 
 namespace bnserve::bench {
@@ -213,12 +220,17 @@ std::shared_ptr<grpc::Channel> Connect(const std::string& target, int i) {
 // would take one of the machine's two cores from the servers under test)
 // and a late wake-up sends every call that is due at once. Each call's
 // latency runs from its due time, so the sender's own lateness is counted
-// against the server too; it is reported apart as the send lag.
-void RunOpenLoop(PredictRun& run, double rate, int64_t start, int64_t end) {
+// against the server too; it is reported apart as the send lag. With
+// several runs (servers), each is offered `rate` calls/s: the combined
+// schedule runs at runs.size() * rate and call i goes to run i % size.
+void RunOpenLoop(const std::vector<PredictRun*>& runs, double rate,
+                 int64_t start, int64_t end) {
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
-  const double interval = 1e9 / rate;
+  const double interval = 1e9 / (rate * static_cast<double>(runs.size()));
   const int64_t max_out = absl::GetFlag(FLAGS_max_outstanding);
-  for (int64_t i = 0; !run.stop.load(); ++i) {
+  for (int64_t i = 0;; ++i) {
+    PredictRun& run = *runs[i % runs.size()];
+    if (run.stop.load()) break;
     const int64_t at = start + static_cast<int64_t>(i * interval);
     if (at >= end) break;
     if (NowNanos() < at) {
@@ -245,13 +257,10 @@ void RunOpenLoop(PredictRun& run, double rate, int64_t start, int64_t end) {
 void PrintPredict(PredictRun& run, const std::string& target, double rate,
                   double seconds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(run.mu);
 
-int RunPredict() {
-  // Never destroyed: the process _Exit()s, and a callback thread may still
-  // be leaving run.mu when the main thread prints the results.
-  PredictRun& run = *new PredictRun;
-  const Table t = ReadLabelledCsv(absl::GetFlag(FLAGS_data));
+// Connects `run` to `target` and sets up its requests and time window.
+void SetUpRun(PredictRun& run, const std::string& target, const Table& t,
+              int64_t start) {
   run.requests = MakePredictRequests(absl::GetFlag(FLAGS_model), t);
-  const std::string target = absl::GetFlag(FLAGS_target);
   for (int i = 0; i < absl::GetFlag(FLAGS_channels); ++i) {
     run.stubs.push_back(v1::Inference::NewStub(Connect(target, i)));
   }
@@ -267,27 +276,14 @@ int RunPredict() {
     run.sent_latencies.reserve(expected);
     run.send_lags.reserve(expected);
   }
-  const int64_t start = NowNanos();
   run.measure_from =
       start + static_cast<int64_t>(absl::GetFlag(FLAGS_warmup_s) * 1e9);
   run.measure_to = run.measure_from +
                    static_cast<int64_t>(absl::GetFlag(FLAGS_duration_s) * 1e9);
-  const int64_t end = run.max_requests > 0 ? INT64_MAX : run.measure_to;
+}
 
-  if (run.closed_loop) {
-    for (int i = 0; i < absl::GetFlag(FLAGS_concurrency); ++i) {
-      {
-        absl::MutexLock lock(&run.mu);
-        ++run.outstanding;
-      }
-      run.Issue(NowNanos());
-    }
-    while (!run.stop.load() && NowNanos() < end) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  } else {
-    RunOpenLoop(run, rate, start, end);
-  }
+// Stops `run`, waits for its calls and prints its JSON line.
+bool FinishRun(PredictRun& run, const std::string& target, int64_t start) {
   {
     absl::MutexLock lock(&run.mu);
     run.stop.store(true);
@@ -299,8 +295,48 @@ int RunPredict() {
   if (run.max_requests > 0) {
     seconds = static_cast<double>(run.last_done - start) / 1e9;
   }
-  PrintPredict(run, target, rate, seconds);
-  return run.errors == 0 ? 0 : 1;
+  PrintPredict(run, target, absl::GetFlag(FLAGS_rate), seconds);
+  return run.errors == 0;
+}
+
+int RunPredict() {
+  const Table t = ReadLabelledCsv(absl::GetFlag(FLAGS_data));
+  const std::vector<std::string> targets =
+      absl::StrSplit(absl::GetFlag(FLAGS_target), ',', absl::SkipEmpty());
+  const double rate = absl::GetFlag(FLAGS_rate);
+  if (targets.empty() || (targets.size() > 1 && rate <= 0)) {
+    std::fprintf(stderr, "--target: one server, or several with --rate\n");
+    return 2;
+  }
+  // Never destroyed: the process _Exit()s, and a callback thread may still
+  // be leaving run.mu when the main thread prints the results.
+  std::vector<PredictRun*> runs;
+  for (size_t i = 0; i < targets.size(); ++i) runs.push_back(new PredictRun);
+  const int64_t start = NowNanos();
+  for (size_t i = 0; i < targets.size(); ++i) {
+    SetUpRun(*runs[i], targets[i], t, start);
+  }
+  PredictRun& first = *runs[0];
+  const int64_t end = first.max_requests > 0 ? INT64_MAX : first.measure_to;
+  if (first.closed_loop) {
+    for (int i = 0; i < absl::GetFlag(FLAGS_concurrency); ++i) {
+      {
+        absl::MutexLock lock(&first.mu);
+        ++first.outstanding;
+      }
+      first.Issue(NowNanos());
+    }
+    while (!first.stop.load() && NowNanos() < end) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  } else {
+    RunOpenLoop(runs, rate, start, end);
+  }
+  bool ok = true;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    ok = FinishRun(*runs[i], targets[i], start) && ok;
+  }
+  return ok ? 0 : 1;
 }
 
 void PrintPredict(PredictRun& run, const std::string& target, double rate,

@@ -233,6 +233,8 @@ void KeepFreedMemory() {
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
 }
 
+void UseOneMallocHeap() { mallopt(M_ARENA_MAX, 1); }
+
 void PrepareServerProcess() {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   KeepFreedMemory();

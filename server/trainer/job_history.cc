@@ -24,23 +24,26 @@ std::vector<BatchNormLayerInfo> DescribeBatchNorms(
   return out;
 }
 
-// One batch-norm layer's statistics after the step that `cache` describes.
-BatchNormHistory LayerPoint(const model::BatchNorm& bn,
-                            const model::LayerCache& cache, int units) {
-  BatchNormHistory h;
+// One batch-norm layer's statistics after the step that `cache` describes,
+// written over `h` (whose buffers are reused).
+void FillLayerPoint(const model::BatchNorm& bn, const model::LayerCache& cache,
+                    int units, BatchNormHistory& h) {
   const float correction =
       bn.config.variance == v1::VARIANCE_BIASED || cache.count < 2
           ? 1.0f
           : static_cast<float>(cache.count) /
                 static_cast<float>(cache.count - 1);
+  h.running_mean.resize(units);
+  h.running_var.resize(units);
+  h.batch_mean.resize(units);
+  h.batch_var.resize(units);
   for (int u = 0; u < units; ++u) {
-    h.running_mean.push_back(bn.running_mean[u]);
-    h.running_var.push_back(bn.running_var[u]);
+    h.running_mean[u] = bn.running_mean[u];
+    h.running_var[u] = bn.running_var[u];
     const bool has_batch = cache.mean.size() > u && cache.var.size() > u;
-    h.batch_mean.push_back(has_batch ? cache.mean[u] : 0.0f);
-    h.batch_var.push_back(has_batch ? cache.var[u] * correction : 0.0f);
+    h.batch_mean[u] = has_batch ? cache.mean[u] : 0.0f;
+    h.batch_var[u] = has_batch ? cache.var[u] * correction : 0.0f;
   }
-  return h;
 }
 
 }  // namespace
@@ -54,23 +57,26 @@ void JobHistory::RecordStep(const model::Trainer& trainer,
                             const model::StepResult& result, absl::Time now) {
   const model::Network& network = trainer.network();
   const std::vector<model::LayerCache>& caches = trainer.last_step_caches();
-  HistoryPoint point{
-      .step = result.step,
-      .loss = result.loss,
-      .accuracy = result.accuracy,
-      .unix_seconds = absl::ToDoubleSeconds(now - absl::UnixEpoch())};
-  std::vector<BatchNormLayerInfo> layers = DescribeBatchNorms(network, units_);
-  for (const BatchNormLayerInfo& info : layers) {
-    const auto& bn = *network.layer_as<model::BatchNorm>(info.layer);
-    const model::LayerCache empty;
+  absl::MutexLock lock(&mu_);
+  // A job's layers never change: described once. The latest point is
+  // rewritten in place, so a step allocates only when it is also kept.
+  if (batch_norm_.empty()) batch_norm_ = DescribeBatchNorms(network, units_);
+  if (!latest_.has_value()) latest_.emplace();
+  HistoryPoint& point = *latest_;
+  point.step = result.step;
+  point.loss = result.loss;
+  point.accuracy = result.accuracy;
+  point.unix_seconds = absl::ToDoubleSeconds(now - absl::UnixEpoch());
+  point.layers.resize(batch_norm_.size());
+  const model::LayerCache empty;
+  for (size_t i = 0; i < batch_norm_.size(); ++i) {
+    const BatchNormLayerInfo& info = batch_norm_[i];
     const model::LayerCache& cache =
         static_cast<size_t>(info.layer) < caches.size() ? caches[info.layer]
                                                         : empty;
-    point.layers.push_back(LayerPoint(bn, cache, info.units));
+    FillLayerPoint(*network.layer_as<model::BatchNorm>(info.layer), cache,
+                   info.units, point.layers[i]);
   }
-  absl::MutexLock lock(&mu_);
-  batch_norm_ = std::move(layers);
-  latest_ = point;
   if (point.step % stride_ != 0) return;
   if (!points_.empty() && points_.back().step >= point.step) {
     // A resumed job replays steps: keep the history ascending.
@@ -78,7 +84,7 @@ void JobHistory::RecordStep(const model::Trainer& trainer,
       points_.pop_back();
     }
   }
-  points_.push_back(std::move(point));
+  points_.push_back(point);
   if (static_cast<int>(points_.size()) >= capacity_) Downsample();
 }
 

@@ -92,10 +92,16 @@ struct JobState : std::enable_shared_from_this<JobState> {
   absl::Mutex hook_mu ABSL_ACQUIRED_AFTER(mu);
   std::function<void(const absl::Status&)> end_stream ABSL_GUARDED_BY(hook_mu);
 
+  // Brings `summary` up to date. The fields fixed at creation (identity,
+  // spec, optimizer, policy) are copied once; every training step only
+  // rewrites the few that change, without allocating.
   void Refresh() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    v1::Job job = ToProto();
     absl::MutexLock lock(&info_mu);
-    summary = std::move(job);
+    if (!summary_has_identity) {
+      FillIdentity(summary);
+      summary_has_identity = true;
+    }
+    FillStatus(summary);
   }
   v1::Job Summary() {
     absl::MutexLock lock(&info_mu);
@@ -131,8 +137,25 @@ struct JobState : std::enable_shared_from_this<JobState> {
 
   v1::Job ToProto() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     v1::Job job;
+    FillIdentity(job);
+    FillStatus(job);
+    return job;
+  }
+
+ private:
+  // What is fixed once the job exists (set before it is first refreshed).
+  void FillIdentity(v1::Job& job) const {
     job.set_job_id(id);
     job.set_model(model);
+    job.set_parent_version(parent_version);
+    job.mutable_created()->set_seconds(absl::ToUnixSeconds(created));
+    *job.mutable_spec() = spec;
+    *job.mutable_optimizer() = optimizer;
+    *job.mutable_publish() = policy;
+  }
+
+  // What a step, publish, checkpoint or cancel changes.
+  void FillStatus(v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     job.set_state(state);
     job.set_steps(trainer.has_value() ? trainer->steps() : final_steps);
     job.set_examples_seen(trainer.has_value() ? trainer->examples_seen()
@@ -140,18 +163,14 @@ struct JobState : std::enable_shared_from_this<JobState> {
     job.set_last_loss(last_loss);
     job.set_last_accuracy(last_accuracy);
     job.set_last_published_version(last_published);
-    job.set_parent_version(parent_version);
-    job.mutable_created()->set_seconds(absl::ToUnixSeconds(created));
-    *job.mutable_spec() = spec;
-    *job.mutable_optimizer() = optimizer;
-    *job.mutable_publish() = policy;
     job.set_checkpoint_step(checkpoint_steps.empty() ? -1
                                                      : checkpoint_steps.back());
     job.set_resumes(resumes);
     job.set_last_published_step(last_published_step);
     job.set_checkpoint_error(checkpoint_error);
-    return job;
   }
+
+  bool summary_has_identity ABSL_GUARDED_BY(info_mu) = false;
 };
 
 }  // namespace bnserve::server::internal

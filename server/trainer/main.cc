@@ -77,6 +77,7 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 int main(int argc, char** argv) {
   using namespace bnserve::server;  // NOLINT
   PrepareServerProcess();
+  UseOneMallocHeap();
   ParseFlagsWithEnvironment(argc, argv, __FILE__);
   if (absl::Status s = SetLogLevel(absl::GetFlag(FLAGS_log_level)); !s.ok()) {
     Log(LogLevel::kError, s.ToString());
