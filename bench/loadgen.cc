@@ -39,6 +39,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <numeric>
 #include <string>
 #include <thread>
 #include <vector>
@@ -79,9 +80,9 @@ ABSL_FLAG(int32_t, window, 0,
 ABSL_FLAG(uint32_t, progress_interval_ms, 0,
           "train: TrainRequest.progress_interval_ms (0 = a progress per "
           "minibatch, which --window > 0 needs)");
-ABSL_FLAG(int64_t, pack_bytes, 4 << 20,
+ABSL_FLAG(int64_t, pack_bytes, 1 << 20,
           "train: features packed into one TrainRequest (TrainRequest.batches; "
-          "bnctl packs 4 MiB); 0 = one minibatch per request, which "
+          "bnctl packs 1 MiB); 0 = one minibatch per request, which "
           "--window > 0 needs");
 
 namespace bnserve::bench {
@@ -402,9 +403,14 @@ std::vector<v1::Minibatch> MakeMinibatches(const Table& t, int b) {
 class TrainStream final
     : public grpc::ClientBidiReactor<v1::TrainRequest, v1::TrainProgress> {
  public:
+  // Sends `total` requests: messages[i % size] for all but the last, which
+  // is `last`.
   TrainStream(v1::Trainer::Stub* stub, std::vector<v1::TrainRequest> messages,
-              int64_t total, int window)
-      : messages_(std::move(messages)), total_(total), window_(window) {
+              v1::TrainRequest last, int64_t total, int window)
+      : messages_(std::move(messages)),
+        last_(std::move(last)),
+        total_(total),
+        window_(window) {
     stub->async()->Train(&context_, this);
     StartRead(&progress_);
     {
@@ -453,12 +459,14 @@ class TrainStream final
     }
     if (window_ > 0 && sent_ - received_ >= window_) return;
     writing_ = true;
-    StartWrite(&messages_[sent_ % messages_.size()]);
+    StartWrite(sent_ + 1 == total_ ? &last_
+                                   : &messages_[sent_ % messages_.size()]);
     ++sent_;
   }
 
   grpc::ClientContext context_;
   const std::vector<v1::TrainRequest> messages_;
+  const v1::TrainRequest last_;
   const int64_t total_;
   const int window_;
   v1::TrainProgress progress_;
@@ -494,29 +502,39 @@ int RunTrain() {
     std::fprintf(stderr, "CreateJob: %s\n", st.error_message().c_str());
     return 1;
   }
-  // One epoch's requests, each with `per_request` minibatches (the last
-  // perhaps fewer).
+  // As bnctl: the epochs' minibatches back to back, `per_request` to a
+  // request (across epoch boundaries), the last request perhaps fewer. The
+  // requests repeat with a period of batches / gcd(batches, per_request),
+  // so only that many are built, besides the last.
   const int64_t bytes = int64_t{b} * t.cols * int64_t{sizeof(float)};
-  const size_t per_request = static_cast<size_t>(
+  const int64_t nb = static_cast<int64_t>(batches.size());
+  const int64_t total_steps = nb * epochs;
+  const int64_t per_request = std::min(
+      total_steps,
       std::max<int64_t>(1, absl::GetFlag(FLAGS_pack_bytes) / bytes));
   if (per_request > 1 && absl::GetFlag(FLAGS_window) > 0) {
     std::fprintf(stderr, "--window > 0 needs --pack_bytes=0\n");
     return 2;
   }
-  std::vector<v1::TrainRequest> messages;
-  for (size_t i = 0; i < batches.size(); i += per_request) {
-    v1::TrainRequest& m = messages.emplace_back();
+  auto request = [&](int64_t first, int64_t count) {
+    v1::TrainRequest m;
     m.set_job_id(job.job_id());
     m.set_progress_interval_ms(absl::GetFlag(FLAGS_progress_interval_ms));
-    *m.mutable_batch() = batches[i];
-    for (size_t j = i + 1; j < std::min(batches.size(), i + per_request); ++j) {
-      *m.add_batches() = batches[j];
+    *m.mutable_batch() = batches[first % nb];
+    for (int64_t j = 1; j < count; ++j) {
+      *m.add_batches() = batches[(first + j) % nb];
     }
+    return m;
+  };
+  std::vector<v1::TrainRequest> messages;
+  for (int64_t k = 0; k < nb / std::gcd(nb, per_request); ++k) {
+    messages.push_back(request(k * per_request, per_request));
   }
-  const int64_t total_steps = static_cast<int64_t>(batches.size()) * epochs;
-  const int64_t total = static_cast<int64_t>(messages.size()) * epochs;
+  const int64_t total = (total_steps + per_request - 1) / per_request;
+  v1::TrainRequest last = request((total - 1) * per_request,
+                                  total_steps - (total - 1) * per_request);
   const int64_t start = NowNanos();
-  TrainStream stream(stub.get(), std::move(messages), total,
+  TrainStream stream(stub.get(), std::move(messages), std::move(last), total,
                      absl::GetFlag(FLAGS_window));
   st = stream.Await();
   const double seconds = static_cast<double>(NowNanos() - start) / 1e9;
@@ -526,10 +544,10 @@ int RunTrain() {
   }
   std::printf(
       "{\"mode\": \"train\", \"batch_size\": %d, \"window\": %d, "
-      "\"minibatches_per_request\": %zu, "
+      "\"minibatches_per_request\": %lld, "
       "\"examples\": %lld, \"seconds\": %.4f, \"examples_per_s\": %.1f, "
       "\"last_loss\": %.4f}\n",
-      b, absl::GetFlag(FLAGS_window), per_request,
+      b, absl::GetFlag(FLAGS_window), static_cast<long long>(per_request),
       static_cast<long long>(total_steps * b), seconds,
       static_cast<double>(total_steps * b) / seconds, stream.last_loss());
   return 0;

@@ -42,7 +42,7 @@ constexpr uint32_t kProgressIntervalMs = 100;
 // Features packed into one Train request (TrainRequest.batches): each
 // request costs the trainer a read and a thread wake-up whatever its size,
 // so small minibatches travel several at a time (docs/BENCHMARKS.md).
-constexpr int64_t kPackedFeatureBytes = 4 << 20;
+constexpr int64_t kPackedFeatureBytes = 1 << 20;
 
 v1::Activation ActivationFromName(const std::string& name) {
   if (name == "tanh") return v1::ACTIVATION_TANH;

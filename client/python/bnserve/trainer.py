@@ -64,7 +64,7 @@ _ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 _PROGRESS_INTERVAL_MS = 100
 # Features packed into one Train request (TrainRequest.batches), as bnctl:
 # each request costs the trainer a read and a wake-up whatever its size.
-_PACKED_FEATURE_BYTES = 4 << 20
+_PACKED_FEATURE_BYTES = 1 << 20
 
 
 class TrainerClient:
