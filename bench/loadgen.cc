@@ -509,9 +509,9 @@ int RunTrain() {
   const int64_t bytes = int64_t{b} * t.cols * int64_t{sizeof(float)};
   const int64_t nb = static_cast<int64_t>(batches.size());
   const int64_t total_steps = nb * epochs;
-  const int64_t per_request = std::min(
-      total_steps,
-      std::max<int64_t>(1, absl::GetFlag(FLAGS_pack_bytes) / bytes));
+  const int64_t per_request =
+      std::min(total_steps,
+               std::max<int64_t>(1, absl::GetFlag(FLAGS_pack_bytes) / bytes));
   if (per_request > 1 && absl::GetFlag(FLAGS_window) > 0) {
     std::fprintf(stderr, "--window > 0 needs --pack_bytes=0\n");
     return 2;
