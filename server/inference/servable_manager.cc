@@ -63,95 +63,105 @@ void ServableManager::OnStoreEvent(const store::StoreEvent& event) {
   dirty_.insert(event.model);
 }
 
-void ServableManager::Loop() {
-  std::set<std::string> retry_models;
-  bool retry_full = false;
-  bool retry_pending = false;
-  // Repeated failures are logged at debug level until the store recovers.
-  bool failing = false;
-  auto log_failure = [&failing](const std::string& message) {
-    Log(failing ? LogLevel::kDebug : LogLevel::kWarning, message);
-  };
-  while (true) {
-    std::set<std::string> dirty;
-    bool full = false;
-    {
-      absl::MutexLock lock(&work_mu_);
-      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mu_) {
-        return stop_ || full_sync_ || !dirty_.empty();
-      };
-      if (retry_pending) {
-        work_mu_.AwaitWithTimeout(absl::Condition(&has_work),
-                                  options_.retry_interval);
-      } else {
-        work_mu_.Await(absl::Condition(&has_work));
-      }
-      if (stop_) break;
-      // A retry is due only once its interval has passed; a store event
-      // arriving earlier is handled now and the retry joins it.
-      dirty.swap(dirty_);
-      full = full_sync_;
-      full_sync_ = false;
-    }
-    dirty.insert(retry_models.begin(), retry_models.end());
-    full = full || retry_full;
-    retry_models.clear();
-    retry_full = false;
-    retry_pending = false;
+namespace {
 
-    if (watch_ == nullptr) {
-      // Watch before listing, so no change between the two is missed.
-      auto watch = store_->Watch(
-          [this](const store::StoreEvent& e) { OnStoreEvent(e); });
-      if (watch.ok()) {
-        watch_ = std::move(watch).value();
-        full = true;
-      } else {
-        log_failure(absl::StrCat("cannot watch store ", store_->uri(), ": ",
-                                 watch.status().ToString()));
-        retry_full = retry_pending = true;
-      }
-    }
-    {
-      absl::MutexLock lock(&sync_mu_);
-      if (full) {
-        absl::Status st = SyncAll();
-        if (!st.ok()) {
-          log_failure(absl::StrCat(
-              "store ", store_->uri(), ": ", st.ToString(), "; retrying in ",
-              absl::FormatDuration(options_.retry_interval)));
-          retry_full = retry_pending = true;
-        }
-      } else {
-        for (const std::string& m : dirty) {
-          if (!options_.models.empty() &&
-              std::find(options_.models.begin(), options_.models.end(), m) ==
-                  options_.models.end()) {
-            continue;  // not a model this server serves
-          }
-          absl::Status st = SyncModel(m);
-          if (!st.ok()) {
-            log_failure(
-                absl::StrCat("model ", m, ": ", st.ToString(), "; retrying"));
-            retry_models.insert(m);
-            retry_pending = true;
-          }
-        }
-      }
-    }
+// Repeated failures are logged at debug level until the store recovers.
+void LogSyncFailure(bool failing, const std::string& message) {
+  Log(failing ? LogLevel::kDebug : LogLevel::kWarning, message);
+}
+
+}  // namespace
+
+void ServableManager::Loop() {
+  SyncWork retry;
+  bool failing = false;
+  while (true) {
+    // A retry is due only once its interval has passed; a store event
+    // arriving earlier is handled now and the retry joins it.
+    SyncWork work = std::move(retry);
+    retry = SyncWork();
+    if (!AwaitWork(work)) break;
+    EnsureWatch(work, retry, failing);
+    Sync(work, retry, failing);
     {
       absl::MutexLock lock(&sync_mu_);
       if (!retry_later_.empty()) {
-        retry_models.insert(retry_later_.begin(), retry_later_.end());
+        retry.models.insert(retry_later_.begin(), retry_later_.end());
         retry_later_.clear();
-        retry_pending = true;
+        retry.retry_pending = true;
       }
     }
-    if (failing && !retry_pending) {
+    if (failing && !retry.retry_pending) {
       Log(LogLevel::kInfo, absl::StrCat("store ", store_->uri(), " is back"));
     }
-    failing = retry_pending;
+    failing = retry.retry_pending;
     UpdateReady();
+  }
+}
+
+bool ServableManager::AwaitWork(SyncWork& work) {
+  absl::MutexLock lock(&work_mu_);
+  auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mu_) {
+    return stop_ || full_sync_ || !dirty_.empty();
+  };
+  if (work.retry_pending) {
+    work_mu_.AwaitWithTimeout(absl::Condition(&has_work),
+                              options_.retry_interval);
+  } else {
+    work_mu_.Await(absl::Condition(&has_work));
+  }
+  if (stop_) return false;
+  work.models.insert(dirty_.begin(), dirty_.end());
+  dirty_.clear();
+  work.full = work.full || full_sync_;
+  full_sync_ = false;
+  work.retry_pending = false;
+  return true;
+}
+
+void ServableManager::EnsureWatch(SyncWork& work, SyncWork& retry,
+                                  bool failing) {
+  if (watch_ != nullptr) return;
+  // Watch before listing, so no change between the two is missed.
+  auto watch =
+      store_->Watch([this](const store::StoreEvent& e) { OnStoreEvent(e); });
+  if (watch.ok()) {
+    watch_ = std::move(watch).value();
+    work.full = true;
+    return;
+  }
+  LogSyncFailure(failing, absl::StrCat("cannot watch store ", store_->uri(),
+                                       ": ", watch.status().ToString()));
+  retry.full = retry.retry_pending = true;
+}
+
+void ServableManager::Sync(const SyncWork& work, SyncWork& retry,
+                           bool failing) {
+  absl::MutexLock lock(&sync_mu_);
+  if (work.full) {
+    absl::Status st = SyncAll();
+    if (!st.ok()) {
+      LogSyncFailure(
+          failing, absl::StrCat("store ", store_->uri(), ": ", st.ToString(),
+                                "; retrying in ",
+                                absl::FormatDuration(options_.retry_interval)));
+      retry.full = retry.retry_pending = true;
+    }
+    return;
+  }
+  for (const std::string& m : work.models) {
+    if (!options_.models.empty() &&
+        std::find(options_.models.begin(), options_.models.end(), m) ==
+            options_.models.end()) {
+      continue;  // not a model this server serves
+    }
+    absl::Status st = SyncModel(m);
+    if (!st.ok()) {
+      LogSyncFailure(failing, absl::StrCat("model ", m, ": ", st.ToString(),
+                                           "; retrying"));
+      retry.models.insert(m);
+      retry.retry_pending = true;
+    }
   }
 }
 

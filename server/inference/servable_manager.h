@@ -144,7 +144,24 @@ class ServableManager {
     std::map<int64_t, std::string> refused;
   };
 
+  // What the loader thread has to do in a round: the models changed (or
+  // due for a retry), or everything (`full`), and whether a retry is due
+  // after the retry interval even without a store event.
+  struct SyncWork {
+    std::set<std::string> models;
+    bool full = false;
+    bool retry_pending = false;
+  };
+
   void Loop();
+  // Waits for store events (or, with a retry pending, at most the retry
+  // interval) and adds them to `work`. False once the manager stops.
+  bool AwaitWork(SyncWork& work);
+  // Starts watching the store if it is not yet watched (a new watch means a
+  // full sync); on failure, schedules a full retry in `retry`.
+  void EnsureWatch(SyncWork& work, SyncWork& retry, bool failing);
+  // Reconciles what `work` names; what fails goes into `retry`.
+  void Sync(const SyncWork& work, SyncWork& retry, bool failing);
   void OnStoreEvent(const store::StoreEvent& event);
   // Reconciles one model with the store; an error means "retry later".
   absl::Status SyncModel(const std::string& model)
