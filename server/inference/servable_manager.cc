@@ -201,99 +201,106 @@ absl::Status ServableManager::SyncModel(const std::string& model) {
   BNSERVE_ASSIGN_OR_RETURN(std::vector<int64_t> versions,
                            store_->ListVersions(model));
   BNSERVE_ASSIGN_OR_RETURN(auto labels, store_->ListLabels(model));
-  std::map<int64_t, std::shared_ptr<const Servable>> current;
+  ModelSync sync{.model = model};
   {
     absl::ReaderMutexLock lock(&mu_);
     auto it = models_.find(model);
-    if (it != models_.end()) current = it->second.loaded;
+    if (it != models_.end()) sync.current = it->second.loaded;
   }
-  std::set<int64_t>& failed = failed_[model];
-  std::map<int64_t, std::shared_ptr<const Servable>> next;
-  std::map<int64_t, std::string> refused;  // newly refused: the reason
-  absl::Status transient;
-
-  // Loads `v` into `next` (reusing a loaded servable); false if it cannot be
-  // served. Sets `transient` on a retryable error.
-  auto load = [&](int64_t v) -> bool {
-    if (failed.count(v) != 0) return false;
-    if (next.count(v) != 0) return true;
-    if (auto it = current.find(v); it != current.end()) {
-      next[v] = it->second;
-      return true;
-    }
-    absl::StatusOr<std::shared_ptr<const Servable>> servable =
-        [&]() -> absl::StatusOr<std::shared_ptr<const Servable>> {
-      BNSERVE_ASSIGN_OR_RETURN(v1::Snapshot snapshot, store_->Read(model, v));
-      if (snapshot.model() != model || snapshot.version() != v) {
-        return absl::DataLossError(absl::StrCat("stored snapshot says ",
-                                                snapshot.model(), " version ",
-                                                snapshot.version()));
-      }
-      return Servable::Create(snapshot, options_.drift);
-    }();
-    if (servable.ok()) {
-      unreadable_[model].erase(v);
-      next[v] = *std::move(servable);
-      Log(LogLevel::kInfo,
-          absl::StrCat("loaded model ", model, " version ", v));
-      if (metrics_ != nullptr) metrics_->RecordLoad(model);
-      return true;
-    }
-    const absl::Status& st = servable.status();
-    if (absl::IsNotFound(st)) return false;  // deleted meanwhile
-    if (IsPermanentLoadError(st)) {
-      failed.insert(v);
-      refused[v] = std::string(st.message());
-      Log(LogLevel::kError, absl::StrCat("refusing model ", model, " version ",
-                                         v, ": ", st.ToString()));
-      if (metrics_ != nullptr) metrics_->RecordLoadFailure(model);
-      return false;
-    }
-    if (absl::IsUnavailable(st)) {  // the store is down: keep what we have
-      if (transient.ok()) transient = st;
-      return false;
-    }
-    // Any other error reading this one version (permissions, I/O): the
-    // older versions serve meanwhile and this one is retried later.
-    if (unreadable_[model].insert(v).second) {
-      Log(LogLevel::kWarning,
-          absl::StrCat("cannot read model ", model, " version ", v, ": ",
-                       st.ToString(), "; serving older versions, retrying"));
-    }
-    retry_later_.insert(model);
-    return false;
-  };
-
   int kept = 0;
   for (auto it = versions.rbegin();
        it != versions.rend() && kept < options_.versions_to_keep &&
-       transient.ok();
+       sync.transient.ok();
        ++it) {
-    if (load(*it)) ++kept;
+    if (LoadVersion(sync, *it)) ++kept;
   }
   const std::set<int64_t> existing(versions.begin(), versions.end());
   for (const auto& [label, v] : labels) {
-    if (!transient.ok()) break;
-    if (existing.count(v) != 0) load(v);
+    if (!sync.transient.ok()) break;
+    if (existing.count(v) != 0) LoadVersion(sync, v);
   }
-  if (!transient.ok()) {
+  if (!sync.transient.ok()) {
     // Keep everything already loaded; retry the rest later.
-    for (auto& [v, s] : current) next.emplace(v, s);
+    for (auto& [v, s] : sync.current) sync.next.emplace(v, s);
   }
+  InstallModel(sync, existing, std::move(labels));
+  return sync.transient;
+}
 
+bool ServableManager::LoadVersion(ModelSync& sync, int64_t v) {
+  if (failed_[sync.model].count(v) != 0) return false;
+  if (sync.next.count(v) != 0) return true;
+  if (auto it = sync.current.find(v); it != sync.current.end()) {
+    sync.next[v] = it->second;
+    return true;
+  }
+  absl::StatusOr<std::shared_ptr<const Servable>> servable =
+      ReadServable(sync.model, v);
+  if (!servable.ok()) {
+    OnLoadError(sync, v, servable.status());
+    return false;
+  }
+  unreadable_[sync.model].erase(v);
+  sync.next[v] = *std::move(servable);
+  Log(LogLevel::kInfo,
+      absl::StrCat("loaded model ", sync.model, " version ", v));
+  if (metrics_ != nullptr) metrics_->RecordLoad(sync.model);
+  return true;
+}
+
+absl::StatusOr<std::shared_ptr<const Servable>> ServableManager::ReadServable(
+    const std::string& model, int64_t v) {
+  BNSERVE_ASSIGN_OR_RETURN(v1::Snapshot snapshot, store_->Read(model, v));
+  if (snapshot.model() != model || snapshot.version() != v) {
+    return absl::DataLossError(absl::StrCat("stored snapshot says ",
+                                            snapshot.model(), " version ",
+                                            snapshot.version()));
+  }
+  return Servable::Create(snapshot, options_.drift);
+}
+
+void ServableManager::OnLoadError(ModelSync& sync, int64_t v,
+                                  const absl::Status& st) {
+  const std::string& model = sync.model;
+  if (absl::IsNotFound(st)) return;  // deleted meanwhile
+  if (IsPermanentLoadError(st)) {
+    failed_[model].insert(v);
+    sync.refused[v] = std::string(st.message());
+    Log(LogLevel::kError, absl::StrCat("refusing model ", model, " version ", v,
+                                       ": ", st.ToString()));
+    if (metrics_ != nullptr) metrics_->RecordLoadFailure(model);
+    return;
+  }
+  if (absl::IsUnavailable(st)) {  // the store is down: keep what we have
+    if (sync.transient.ok()) sync.transient = st;
+    return;
+  }
+  // Any other error reading this one version (permissions, I/O): the
+  // older versions serve meanwhile and this one is retried later.
+  if (unreadable_[model].insert(v).second) {
+    Log(LogLevel::kWarning,
+        absl::StrCat("cannot read model ", model, " version ", v, ": ",
+                     st.ToString(), "; serving older versions, retrying"));
+  }
+  retry_later_.insert(model);
+}
+
+void ServableManager::InstallModel(ModelSync& sync,
+                                   const std::set<int64_t>& existing,
+                                   std::map<std::string, int64_t> labels) {
   std::vector<int64_t> unloaded;
-  for (const auto& [v, s] : current) {
-    if (next.count(v) == 0) unloaded.push_back(v);
+  for (const auto& [v, s] : sync.current) {
+    if (sync.next.count(v) == 0) unloaded.push_back(v);
   }
   {
     absl::MutexLock lock(&mu_);
-    if (next.empty() && versions.empty()) {
-      models_.erase(model);
+    if (sync.next.empty() && existing.empty()) {
+      models_.erase(sync.model);
     } else {
-      ModelState& state = models_[model];
-      state.loaded = std::move(next);
+      ModelState& state = models_[sync.model];
+      state.loaded = std::move(sync.next);
       state.labels = std::move(labels);
-      state.refused.merge(refused);
+      state.refused.merge(sync.refused);
       // Forget refusals of versions deleted from the store.
       for (auto it = state.refused.begin(); it != state.refused.end();) {
         it = existing.count(it->first) == 0 ? state.refused.erase(it)
@@ -302,10 +309,10 @@ absl::Status ServableManager::SyncModel(const std::string& model) {
     }
   }
   if (!unloaded.empty()) {
-    Log(LogLevel::kInfo, absl::StrCat("unloaded model ", model, " versions ",
-                                      absl::StrJoin(unloaded, ", ")));
+    Log(LogLevel::kInfo,
+        absl::StrCat("unloaded model ", sync.model, " versions ",
+                     absl::StrJoin(unloaded, ", ")));
   }
-  return transient;
 }
 
 void ServableManager::UpdateReady() {

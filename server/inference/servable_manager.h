@@ -166,6 +166,31 @@ class ServableManager {
   // Reconciles one model with the store; an error means "retry later".
   absl::Status SyncModel(const std::string& model)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
+  // One SyncModel in progress: the versions loaded before, the ones to
+  // serve after, the ones newly refused (with the reason), and the first
+  // retryable store error.
+  struct ModelSync {
+    std::string model;
+    std::map<int64_t, std::shared_ptr<const Servable>> current;
+    std::map<int64_t, std::shared_ptr<const Servable>> next;
+    std::map<int64_t, std::string> refused;
+    absl::Status transient;
+  };
+  // Adds version `v` to `sync.next` (reusing a loaded servable); false if
+  // it cannot be served.
+  bool LoadVersion(ModelSync& sync, int64_t v)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
+  // Reads and checks one stored version.
+  absl::StatusOr<std::shared_ptr<const Servable>> ReadServable(
+      const std::string& model, int64_t v);
+  // Records why `v` could not be loaded: refused for good, the store down
+  // (`sync.transient`), or retried later.
+  void OnLoadError(ModelSync& sync, int64_t v, const absl::Status& st)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
+  // Makes `sync.next` what the model serves (or forgets the model when the
+  // store has none of its versions left).
+  void InstallModel(ModelSync& sync, const std::set<int64_t>& existing,
+                    std::map<std::string, int64_t> labels);
   absl::Status SyncAll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
   void UpdateReady();
 
