@@ -83,14 +83,6 @@ void ServableManager::Loop() {
     if (!AwaitWork(work)) break;
     EnsureWatch(work, retry, failing);
     Sync(work, retry, failing);
-    {
-      absl::MutexLock lock(&sync_mu_);
-      if (!retry_later_.empty()) {
-        retry.models.insert(retry_later_.begin(), retry_later_.end());
-        retry_later_.clear();
-        retry.retry_pending = true;
-      }
-    }
     if (failing && !retry.retry_pending) {
       Log(LogLevel::kInfo, absl::StrCat("store ", store_->uri(), " is back"));
     }
@@ -147,9 +139,20 @@ void ServableManager::Sync(const SyncWork& work, SyncWork& retry,
                                 absl::FormatDuration(options_.retry_interval)));
       retry.full = retry.retry_pending = true;
     }
-    return;
+  } else {
+    SyncModels(work.models, retry, failing);
   }
-  for (const std::string& m : work.models) {
+  // Versions that could not be read join the next round.
+  if (!retry_later_.empty()) {
+    retry.models.insert(retry_later_.begin(), retry_later_.end());
+    retry_later_.clear();
+    retry.retry_pending = true;
+  }
+}
+
+void ServableManager::SyncModels(const std::set<std::string>& models,
+                                 SyncWork& retry, bool failing) {
+  for (const std::string& m : models) {
     if (!options_.models.empty() &&
         std::find(options_.models.begin(), options_.models.end(), m) ==
             options_.models.end()) {

@@ -160,8 +160,11 @@ class ServableManager {
   // Starts watching the store if it is not yet watched (a new watch means a
   // full sync); on failure, schedules a full retry in `retry`.
   void EnsureWatch(SyncWork& work, SyncWork& retry, bool failing);
-  // Reconciles what `work` names; what fails goes into `retry`.
+  // Reconciles what `work` names; what fails, and the versions SyncModel
+  // could not read, go into `retry`.
   void Sync(const SyncWork& work, SyncWork& retry, bool failing);
+  void SyncModels(const std::set<std::string>& models, SyncWork& retry,
+                  bool failing) ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
   void OnStoreEvent(const store::StoreEvent& event);
   // Reconciles one model with the store; an error means "retry later".
   absl::Status SyncModel(const std::string& model)
