@@ -36,9 +36,9 @@ import faultlib  # noqa: E402
 from faultlib import log, wait_until  # noqa: E402
 
 
-def train_args(env, target, model, data):
+def train_args(env, target, model, data, epochs):
     return [env.bnctl_bin, "train", "--trainer", target, "--model", model,
-            "--data", data, "--hidden", "32,16", "--epochs", "150",
+            "--data", data, "--hidden", "32,16", "--epochs", str(epochs),
             "--batch-size", "16", "--seed", "11", "--optimizer", "adam",
             "--checkpoint-every", "25", "--resume-timeout", "90", "--json"]
 
@@ -56,6 +56,23 @@ def snapshot(env, rport, model, version):
     snap = env.pb.Snapshot()
     snap.ParseFromString(envelope.snapshot)
     return snap
+
+
+def calibrate_epochs(env, trainer, data, handovers):
+    """Epochs for a job that trains about 2.5 s per handover on this machine.
+
+    Between two kills the job trains while the killed replica restarts and
+    the test waits up to 0.5 s: a fixed epoch count let a fast machine
+    finish the job after 3 of 4 handovers. The job's length in seconds, not
+    in epochs, is what the test needs, so it is measured here."""
+    run = subprocess.run(train_args(env, trainer, "calibrate", data, 20),
+                         capture_output=True, text=True, timeout=120,
+                         cwd=faultlib.REPO)
+    assert run.returncode == 0, run.stderr
+    per_epoch = max(json.loads(run.stdout)["seconds"]["train"] / 20, 1e-4)
+    epochs = min(max(150, int(2.5 * handovers / per_epoch)), 20000)
+    log(f"calibration: {per_epoch * 1000:.1f} ms per epoch -> {epochs} epochs")
+    return epochs
 
 
 def main():
@@ -83,8 +100,10 @@ def main():
         stubs = {n: env.trainer_stub(a) for n, a in addr.items()}
         data = os.path.join(faultlib.REPO, "data/digits/train.csv")
 
+        epochs = calibrate_epochs(env, addr["a"], data, handovers)
         t0 = time.monotonic()
-        straight = subprocess.run(train_args(env, addr["a"], "straight", data),
+        straight = subprocess.run(train_args(env, addr["a"], "straight", data,
+                                             epochs),
                                   capture_output=True, text=True,
                                   timeout=120, cwd=faultlib.REPO)
         assert straight.returncode == 0, straight.stderr
@@ -93,7 +112,7 @@ def main():
 
         target = f"ipv4:{addr['a']},{addr['b']}"
         client = subprocess.Popen(
-            train_args(env, target, "durable", data), stdout=subprocess.PIPE,
+            train_args(env, target, "durable", data, epochs), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, cwd=faultlib.REPO)
 
         def job_on(name):

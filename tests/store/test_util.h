@@ -73,10 +73,15 @@ class RedisSentinelSet {
   std::string uri() const;
   // The port of the master as a majority of the Sentinels names it.
   absl::StatusOr<int> MasterPort();
-  // SIGKILLs the current master, waits (up to `timeout`) until the Sentinels
-  // name another node and it answers ROLE master, then restarts the killed
-  // node as a replica of the new master and waits until the master sees
-  // all its replicas online. Returns the new master's port.
+  // Waits until every Sentinel names the same master (flags exactly
+  // "master", the same config epoch) and lists every other node as a plain
+  // replica with its link up: no failover in progress anywhere.
+  absl::Status WaitUntilSettled(absl::Duration timeout);
+  // Waits until the set is settled (above), SIGKILLs the current master, waits
+  // (up to `timeout`) until the Sentinels name another node and it answers ROLE
+  // master, then restarts the killed node as a replica of the new master and
+  // waits until the master sees all its replicas online. Returns the new
+  // master's port.
   absl::StatusOr<int> KillMasterAndWaitForFailover(absl::Duration timeout);
   // The failover events in the Sentinels' logs (+sdown master,
   // +promoted-slave, +switch-master, +failover-end), one per line.
@@ -88,6 +93,9 @@ class RedisSentinelSet {
   struct Node;
   RedisSentinelSet();
   absl::Status LaunchNode(Node& node, int master_port);
+  // "<master port> <flags> epoch <e>; <port> <flags> link <status>..." as
+  // the Sentinel on `sentinel_port` reports it (replicas sorted).
+  std::string SentinelView(int sentinel_port) const;
   absl::Status WaitUntil(const std::function<bool()>& ready,
                          absl::Duration timeout, const std::string& what);
   TempDir dir_;
