@@ -31,8 +31,8 @@ absl::StatusOr<Trainer> Trainer::Create(Network network,
   return Trainer(std::move(network), config);
 }
 
-absl::Status Trainer::ValidateBatch(const Batch& batch) const {
-  const Matrix& x = batch.features;
+absl::Status Trainer::ValidateBatch(const BatchView& batch) const {
+  const Eigen::Map<const Matrix> x = batch.FeatureMatrix();
   if (x.rows() == 0) {
     return absl::InvalidArgumentError("empty minibatch: it has no examples");
   }
@@ -47,13 +47,13 @@ absl::Status Trainer::ValidateBatch(const Batch& batch) const {
                                                    "model expects ",
                                                    network_.input_features()));
   }
-  for (Eigen::Index r = 0; r < x.rows(); ++r) {
-    for (Eigen::Index c = 0; c < x.cols(); ++c) {
-      if (!std::isfinite(x(r, c))) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("feature ", c, " of example ", r, " is NaN or Inf"));
-      }
+  if (!x.allFinite()) {  // one vectorised pass; the position only when bad
+    Eigen::Index r = 0, c = 0;
+    while (std::isfinite(x(r, c))) {
+      if (++c == x.cols()) c = 0, ++r;
     }
+    return absl::InvalidArgumentError(
+        absl::StrCat("feature ", c, " of example ", r, " is NaN or Inf"));
   }
   if (network_.task() == v1::TASK_CLASSIFICATION) {
     if (batch.labels.size() != static_cast<size_t>(x.rows())) {
@@ -69,25 +69,25 @@ absl::Status Trainer::ValidateBatch(const Batch& batch) const {
       }
     }
   } else {
-    if (batch.targets.rows() != x.rows() ||
-        batch.targets.cols() != network_.output_dim()) {
+    if (batch.target_rows != x.rows() ||
+        batch.target_cols != network_.output_dim()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "regression targets must be ", x.rows(), " x ", network_.output_dim(),
-          ", got ", batch.targets.rows(), " x ", batch.targets.cols()));
+          ", got ", batch.target_rows, " x ", batch.target_cols));
     }
-    if (!batch.targets.allFinite()) {
+    if (!batch.TargetMatrix().allFinite()) {
       return absl::InvalidArgumentError("a regression target is NaN or Inf");
     }
   }
   return absl::OkStatus();
 }
 
-double Trainer::ForwardBackward(const Batch& batch, double* accuracy) {
+double Trainer::ForwardBackward(const BatchView& batch, double* accuracy) {
   const int n = network_.num_layers();
   activations_.resize(n + 1);
   caches_.resize(n);
   grads_.resize(n);
-  activations_[0] = batch.features;
+  activations_[0] = batch.FeatureMatrix();
   for (int i = 0; i < n; ++i) {
     network_.layer(i).ForwardTrain(network_.shape(i), activations_[i],
                                    &activations_[i + 1], &caches_[i]);
@@ -103,13 +103,13 @@ double Trainer::ForwardBackward(const Batch& batch, double* accuracy) {
   return loss;
 }
 
-double Trainer::Head(const Batch& batch, const Matrix& y, Matrix* d,
+double Trainer::Head(const BatchView& batch, const Matrix& y, Matrix* d,
                      double* accuracy) const {
   const Eigen::Index m = y.rows();
   double loss = 0.0;
   *accuracy = 0.0;
   if (network_.task() != v1::TASK_CLASSIFICATION) {
-    *d = y - batch.targets;
+    *d = y - batch.TargetMatrix();
     loss = d->cast<double>().array().square().mean();
     *d *= 2.0f / static_cast<float>(d->size());
     return loss;
@@ -175,7 +175,7 @@ void Trainer::ApplyOptimizer() {
 }
 
 absl::StatusOr<double> Trainer::ComputeGradients(
-    const Batch& batch, std::vector<LayerGradients>* grads) {
+    const BatchView& batch, std::vector<LayerGradients>* grads) {
   if (absl::Status s = ValidateBatch(batch); !s.ok()) return s;
   double accuracy = 0.0;
   const double loss = ForwardBackward(batch, &accuracy);
@@ -183,11 +183,11 @@ absl::StatusOr<double> Trainer::ComputeGradients(
   return loss;
 }
 
-absl::StatusOr<StepResult> Trainer::Step(const Batch& batch) {
+absl::StatusOr<StepResult> Trainer::Step(const BatchView& batch) {
   if (absl::Status s = ValidateBatch(batch); !s.ok()) return s;
   StepResult result;
   result.loss = ForwardBackward(batch, &result.accuracy);
-  const int m = static_cast<int>(batch.features.rows());
+  const int m = static_cast<int>(batch.rows);
   for (int i = 0; i < network_.num_layers(); ++i) {
     network_.mutable_layer(i).AfterStep(caches_[i]);
   }

@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "model/batch_norm.h"
 #include "model/network.h"
 #include "model/tensor.h"
@@ -37,6 +38,39 @@ struct Batch {
   Matrix features;
   std::vector<int32_t> labels;
   Matrix targets;
+};
+
+// A minibatch the trainer reads without owning it: `features` points at
+// rows x cols floats in row-major order; classification reads `labels`
+// (one per row), regression `targets` (target_rows x target_cols floats,
+// row-major). The memory must stay valid and unchanged during the call
+// that receives the view. A Batch converts to a view of itself (no copy),
+// so a decoded wire minibatch can be trained on where it lies.
+struct BatchView {
+  BatchView() = default;
+  BatchView(const Batch& batch)  // NOLINT: a view of a batch, like string_view
+      : features(batch.features.data()),
+        rows(batch.features.rows()),
+        cols(batch.features.cols()),
+        labels(batch.labels),
+        targets(batch.targets.data()),
+        target_rows(batch.targets.rows()),
+        target_cols(batch.targets.cols()) {}
+
+  Eigen::Map<const Matrix> FeatureMatrix() const {
+    return Eigen::Map<const Matrix>(features, rows, cols);
+  }
+  Eigen::Map<const Matrix> TargetMatrix() const {
+    return Eigen::Map<const Matrix>(targets, target_rows, target_cols);
+  }
+
+  const float* features = nullptr;
+  Eigen::Index rows = 0;
+  Eigen::Index cols = 0;
+  absl::Span<const int32_t> labels;
+  const float* targets = nullptr;
+  Eigen::Index target_rows = 0;
+  Eigen::Index target_cols = 0;
 };
 
 struct StepResult {
@@ -68,17 +102,17 @@ class Trainer {
   // Checks a minibatch against the network: at least 2 rows, the right
   // width, finite values, labels in range or targets of the right shape.
   // The message names the problem and its position.
-  absl::Status ValidateBatch(const Batch& batch) const;
+  absl::Status ValidateBatch(const BatchView& batch) const;
 
   // Validates `batch` and, only if it is valid, runs one training step
   // (forward, backward, running statistics, optimizer). On error nothing
   // changes.
-  absl::StatusOr<StepResult> Step(const Batch& batch);
+  absl::StatusOr<StepResult> Step(const BatchView& batch);
 
   // Loss of a train-mode forward pass and its gradient with respect to every
   // parameter (per layer, per tensor in Layer::Parameters() order), without
   // changing anything (for gradient checks).
-  absl::StatusOr<double> ComputeGradients(const Batch& batch,
+  absl::StatusOr<double> ComputeGradients(const BatchView& batch,
                                           std::vector<LayerGradients>* grads);
 
   const Network& network() const { return network_; }
@@ -103,9 +137,9 @@ class Trainer {
       : network_(std::move(network)), config_(config) {}
   // Forward + backward; fills activations_/caches_/input_grads_/grads_;
   // returns loss and writes accuracy.
-  double ForwardBackward(const Batch& batch, double* accuracy);
+  double ForwardBackward(const BatchView& batch, double* accuracy);
   // The loss of the raw outputs `y` and its gradient with respect to them.
-  double Head(const Batch& batch, const Matrix& y, Matrix* d,
+  double Head(const BatchView& batch, const Matrix& y, Matrix* d,
               double* accuracy) const;
   void ApplyOptimizer();
 

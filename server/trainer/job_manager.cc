@@ -14,6 +14,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "absl/types/span.h"
 #include "model/status_macros.h"
 #include "server/common/server_setup.h"
 #include "server/trainer/dashboard_json.h"
@@ -89,6 +90,10 @@ v1::NetworkSpec DescribeNetwork(const model::Network& net) {
 
 }  // namespace
 
+#ifndef ABSL_IS_LITTLE_ENDIAN
+#error "features_f32 is little-endian: a big-endian host needs a byte swap"
+#endif
+
 absl::Status CheckFraming(const v1::Minibatch& mb) {
   if (mb.rows() <= 0 || mb.cols() <= 0) {
     return absl::InvalidArgumentError(
@@ -123,9 +128,6 @@ absl::Status CheckFraming(const v1::Minibatch& mb) {
 }
 
 void CopyFeatures(const v1::Minibatch& mb, float* out) {
-#ifndef ABSL_IS_LITTLE_ENDIAN
-#error "features_f32 is little-endian: a big-endian host needs a byte swap"
-#endif
   if (!mb.features_f32().empty()) {
     std::memcpy(out, mb.features_f32().data(), mb.features_f32().size());
   } else {
@@ -133,40 +135,50 @@ void CopyFeatures(const v1::Minibatch& mb, float* out) {
   }
 }
 
-absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& mb, v1::Task task,
-                                     int output_dim) {
-  model::Batch batch;
-  BNSERVE_RETURN_IF_ERROR(ToBatch(mb, task, output_dim, &batch));
-  return batch;
-}
-
-absl::Status ToBatch(const v1::Minibatch& mb, v1::Task task, int output_dim,
-                     model::Batch* batch) {
+absl::Status ToBatchView(const v1::Minibatch& mb, v1::Task task, int output_dim,
+                         model::BatchView* view) {
   BNSERVE_RETURN_IF_ERROR(CheckFraming(mb));
-  batch->features.resize(mb.rows(), mb.cols());
-  CopyFeatures(mb, batch->features.data());
+  *view = model::BatchView();
+  // features_f32's bytes are read as floats where they lie (a heap buffer,
+  // so aligned); CheckFraming checked that they are rows x cols of them.
+  view->features = mb.features_f32().empty()
+                       ? mb.features().data()
+                       : reinterpret_cast<const float*>(  // NOLINT
+                             mb.features_f32().data());
+  view->rows = mb.rows();
+  view->cols = mb.cols();
   if (task == v1::TASK_CLASSIFICATION) {
     if (mb.targets_size() != 0) {
       return absl::InvalidArgumentError(
           "classification minibatches carry labels, not targets");
     }
-    batch->labels.assign(mb.labels().begin(), mb.labels().end());
-    batch->targets.resize(0, 0);
-  } else {
-    if (mb.labels_size() != 0) {
-      return absl::InvalidArgumentError(
-          "regression minibatches carry targets, not labels");
-    }
-    if (mb.targets_size() != int64_t{mb.rows()} * output_dim) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "regression minibatch needs rows x outputs = ", mb.rows(), " x ",
-          output_dim, " targets, got ", mb.targets_size()));
-    }
-    batch->labels.clear();
-    batch->targets = Eigen::Map<const model::Matrix>(mb.targets().data(),
-                                                     mb.rows(), output_dim);
+    view->labels = absl::MakeConstSpan(mb.labels().data(), mb.labels_size());
+    return absl::OkStatus();
   }
+  if (mb.labels_size() != 0) {
+    return absl::InvalidArgumentError(
+        "regression minibatches carry targets, not labels");
+  }
+  if (mb.targets_size() != int64_t{mb.rows()} * output_dim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("regression minibatch needs rows x outputs = ", mb.rows(),
+                     " x ", output_dim, " targets, got ", mb.targets_size()));
+  }
+  view->targets = mb.targets().data();
+  view->target_rows = mb.rows();
+  view->target_cols = output_dim;
   return absl::OkStatus();
+}
+
+absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& mb, v1::Task task,
+                                     int output_dim) {
+  model::BatchView view;
+  BNSERVE_RETURN_IF_ERROR(ToBatchView(mb, task, output_dim, &view));
+  model::Batch batch;
+  batch.features = view.FeatureMatrix();
+  batch.labels.assign(view.labels.begin(), view.labels.end());
+  if (view.targets != nullptr) batch.targets = view.TargetMatrix();
+  return batch;
 }
 
 int64_t StepBytes(const model::Network& network, int64_t rows) {
@@ -832,9 +844,10 @@ absl::StatusOr<v1::TrainProgress> TrainingSession::Step(
   }
   BNSERVE_RETURN_IF_ERROR(CheckFraming(minibatch));
   BNSERVE_RETURN_IF_ERROR(manager_->CheckStepMemory(*job_, minibatch.rows()));
-  BNSERVE_RETURN_IF_ERROR(ToBatch(minibatch, trainer.network().task(),
-                                  trainer.network().output_dim(), &batch_));
-  BNSERVE_ASSIGN_OR_RETURN(model::StepResult result, trainer.Step(batch_));
+  model::BatchView batch;  // the minibatch trained on where it lies
+  BNSERVE_RETURN_IF_ERROR(ToBatchView(minibatch, trainer.network().task(),
+                                      trainer.network().output_dim(), &batch));
+  BNSERVE_ASSIGN_OR_RETURN(model::StepResult result, trainer.Step(batch));
   manager_->metrics_.RecordStep(result.examples);
   BNSERVE_RETURN_IF_ERROR(Interrupted());  // cancelled during the step
   job_->last_loss = result.loss;

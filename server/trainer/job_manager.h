@@ -113,15 +113,16 @@ absl::Status CheckFraming(const v1::Minibatch& minibatch);
 // from whichever field carries them, to `out`.
 void CopyFeatures(const v1::Minibatch& minibatch, float* out);
 
-// Converts a wire minibatch to a model batch, checking its framing first.
-// Content checks (width, finite values, labels, at least two rows) are
-// model::Trainer::ValidateBatch's.
+// Points `*view` at a wire minibatch's features (features or features_f32,
+// no copy), labels or targets, checking its framing and that it carries
+// what `task` needs. Content checks (width, finite values, labels, at
+// least two rows) are model::Trainer::ValidateBatch's. The view is valid
+// while `minibatch` lives unchanged.
+absl::Status ToBatchView(const v1::Minibatch& minibatch, v1::Task task,
+                         int output_dim, model::BatchView* view);
+// The same checks, copied into a model batch that owns its values.
 absl::StatusOr<model::Batch> ToBatch(const v1::Minibatch& minibatch,
                                      v1::Task task, int output_dim);
-// The same into `*batch`, reusing its storage (a training stream converts
-// one minibatch after another of the same shape without allocating).
-absl::Status ToBatch(const v1::Minibatch& minibatch, v1::Task task,
-                     int output_dim, model::Batch* batch);
 
 // Parameter count of the network `spec` describes (explicit layers or the
 // `hidden` shorthand), computed without building it, for its dense and
@@ -186,8 +187,6 @@ class TrainingSession {
   std::string job_id_;
   absl::Time started_;
   int64_t examples_ = 0;
-  // The minibatch being stepped, kept for its storage.
-  model::Batch batch_;
   bool first_step_ = true;
   // The job was taken over from another trainer when the stream opened.
   bool took_over_ = false;

@@ -127,8 +127,16 @@ def main():
         assert job().checkpoint_step == stuck, "a checkpoint was written?"
         assert client.poll() is None, "bnctl train ended on the full disk"
         ckpt_dir = os.path.join(store, ".checkpoints", "durable")
-        leftovers = [f for _, _, files in os.walk(ckpt_dir) for f in files
-                     if not f.endswith(".ckpt")]
+
+        def partial():
+            return {f for _, _, files in os.walk(ckpt_dir) for f in files
+                    if not f.endswith(".ckpt")}
+        # Training goes on, so a checkpoint attempt may be writing its
+        # temporary file right now; one left behind is still there a second
+        # later (each attempt's name is unique).
+        first = partial()
+        time.sleep(1.0)
+        leftovers = first & partial()
         assert not leftovers, f"partial checkpoint files left: {leftovers}"
         with open(env.logs["trainer"]) as f:
             assert "No space left on device" in f.read(), "not logged"

@@ -187,9 +187,10 @@ TEST(TrainerTest, TrainingIsDeterministicGivenTheSeed) {
     Trainer t = *Trainer::Create(
         net, {.kind = OptimizerConfig::Kind::kAdam, .learning_rate = 0.01f});
     for (int s = 0; s < 5; ++s) {
-      EXPECT_TRUE(
-          t.Step({RandomMatrix(10, 5, s), {0, 1, 2, 0, 1, 2, 0, 1, 2, 0}, {}})
-              .ok());
+      EXPECT_TRUE(t.Step(Batch{RandomMatrix(10, 5, s),
+                               {0, 1, 2, 0, 1, 2, 0, 1, 2, 0},
+                               {}})
+                      .ok());
     }
     return t.network().ToSnapshot().SerializeAsString();
   };
