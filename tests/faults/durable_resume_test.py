@@ -31,9 +31,9 @@ import faultlib  # noqa: E402
 from faultlib import log, wait_until  # noqa: E402
 
 
-def train_args(env, taddr, model, data):
+def train_args(env, taddr, model, data, epochs):
     return [env.bnctl_bin, "train", "--trainer", taddr, "--model", model,
-            "--data", data, "--hidden", "32,16", "--epochs", "600",
+            "--data", data, "--hidden", "32,16", "--epochs", str(epochs),
             "--batch-size", "16", "--seed", "7", "--optimizer", "adam",
             "--checkpoint-every", "20", "--resume-timeout", "60", "--json"]
 
@@ -92,8 +92,13 @@ def main():
         data = os.path.join(faultlib.REPO, "data/digits/train.csv")
         env.start_trainer(tport, store.uri)
 
+        # Each stop lets the job train up to 0.4 s after it resumed.
+        epochs = faultlib.epochs_for_seconds(
+            lambda model, n: train_args(env, taddr, model, data, n),
+            0.8 * kills, least=600)
         t0 = time.monotonic()
-        straight = subprocess.run(train_args(env, taddr, "straight", data),
+        straight = subprocess.run(train_args(env, taddr, "straight", data,
+                                             epochs),
                                   capture_output=True, text=True,
                                   timeout=120, cwd=faultlib.REPO)
         assert straight.returncode == 0, straight.stderr
@@ -101,8 +106,9 @@ def main():
         log(f"uninterrupted run: {time.monotonic() - t0:.1f} s, {base}")
 
         client = subprocess.Popen(
-            train_args(env, taddr, "durable", data), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, cwd=faultlib.REPO)
+            train_args(env, taddr, "durable", data, epochs),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=faultlib.REPO)
         done = sigterms = 0
         while done < kills and client.poll() is None:
             # Each stop hits a stream that trains on this trainer instance.

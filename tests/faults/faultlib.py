@@ -7,6 +7,7 @@ generated at test time from proto/ with Debian's protoc and
 grpc_python_plugin (python3-grpcio is the independent client).
 """
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -39,6 +40,25 @@ def wait_until(predicate, what, timeout=30.0, interval=0.05):
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def epochs_for_seconds(train_args, seconds, least, probe_epochs=20):
+    """Epochs for a `bnctl train` job that trains about `seconds` here.
+
+    `train_args(model, epochs)` is the job's command line. A test that stops
+    a job N times needs it to last N stops in time, not in epochs: a fixed
+    epoch count lets a fast machine finish before the last stop. A short
+    probe job (model "calibrate") measures this machine's speed; the answer
+    is at least `least` and at most 100x it."""
+    run = subprocess.run(train_args("calibrate", probe_epochs),
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    per_epoch = max(json.loads(run.stdout)["seconds"]["train"] / probe_epochs,
+                    1e-5)
+    epochs = min(max(least, int(seconds / per_epoch)), 100 * least)
+    log(f"calibration: {per_epoch * 1000:.1f} ms per epoch -> {epochs} epochs "
+        f"for {seconds:.0f} s")
+    return epochs
 
 
 def server_predict_latency(metrics_port):

@@ -58,23 +58,6 @@ def snapshot(env, rport, model, version):
     return snap
 
 
-def calibrate_epochs(env, trainer, data, handovers):
-    """Epochs for a job that trains about 2.5 s per handover on this machine.
-
-    Between two kills the job trains while the killed replica restarts and
-    the test waits up to 0.5 s: a fixed epoch count let a fast machine
-    finish the job after 3 of 4 handovers. The job's length in seconds, not
-    in epochs, is what the test needs, so it is measured here."""
-    run = subprocess.run(train_args(env, trainer, "calibrate", data, 20),
-                         capture_output=True, text=True, timeout=120,
-                         cwd=faultlib.REPO)
-    assert run.returncode == 0, run.stderr
-    per_epoch = max(json.loads(run.stdout)["seconds"]["train"] / 20, 1e-4)
-    epochs = min(max(150, int(2.5 * handovers / per_epoch)), 20000)
-    log(f"calibration: {per_epoch * 1000:.1f} ms per epoch -> {epochs} epochs")
-    return epochs
-
-
 def main():
     handovers = int(os.environ.get("HANDOVERS", "4"))
     lease_ms = int(os.environ.get("LEASE_MS", "1500"))
@@ -100,7 +83,11 @@ def main():
         stubs = {n: env.trainer_stub(a) for n, a in addr.items()}
         data = os.path.join(faultlib.REPO, "data/digits/train.csv")
 
-        epochs = calibrate_epochs(env, addr["a"], data, handovers)
+        # Between two kills the job trains while the killed replica restarts
+        # and the test waits up to 0.5 s: about 2.5 s of training a handover.
+        epochs = faultlib.epochs_for_seconds(
+            lambda model, n: train_args(env, addr["a"], model, data, n),
+            2.5 * handovers, least=150)
         t0 = time.monotonic()
         straight = subprocess.run(train_args(env, addr["a"], "straight", data,
                                              epochs),
@@ -112,8 +99,9 @@ def main():
 
         target = f"ipv4:{addr['a']},{addr['b']}"
         client = subprocess.Popen(
-            train_args(env, target, "durable", data, epochs), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, cwd=faultlib.REPO)
+            train_args(env, target, "durable", data, epochs),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=faultlib.REPO)
 
         def job_on(name):
             """The `durable` job as replica `name` reports it (or None)."""
