@@ -1,9 +1,11 @@
-// The trainer's wire-to-model conversion (server::ToBatch) on any
+// The trainer's wire-to-model conversion (server::ToBatchView, the view a
+// training stream steps on, and server::ToBatch, its copy) on any
 // v1::Minibatch (features as floats or as features_f32 bytes), then
-// model::Trainer::ValidateBatch and, for a batch that passes, one training step
-// on a tiny network. Declared shapes must be checked against the values
-// actually sent before anything is allocated. The first input byte picks the
-// task; the rest is the Minibatch.
+// model::Trainer::ValidateBatch and, for a batch that passes, one training
+// step on the view with a tiny network. Declared shapes must be checked against
+// the values actually sent before anything is allocated. The first input byte
+// picks the task; the rest is the Minibatch.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -46,13 +48,36 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!minibatch.ParseFromArray(data + 1, static_cast<int>(size - 1))) {
     return 0;
   }
+  model::BatchView view;
+  const absl::Status viewed =
+      bnserve::server::ToBatchView(minibatch, task, output_dim, &view);
   absl::StatusOr<model::Batch> batch =
       bnserve::server::ToBatch(minibatch, task, output_dim);
+  if (viewed != batch.status()) {
+    Fail("ToBatchView", absl::StrCat(viewed.ToString(), " but ToBatch says ",
+                                     batch.status().ToString()));
+  }
   if (!batch.ok()) {
     if (!absl::IsInvalidArgument(batch.status())) {
       Fail("ToBatch", batch.status().ToString());
     }
     return 0;
+  }
+  if (view.rows != batch->features.rows() ||
+      view.cols != batch->features.cols() ||
+      std::memcmp(view.features, batch->features.data(),
+                  sizeof(float) * batch->features.size()) != 0 ||
+      view.labels.size() != batch->labels.size() ||
+      !std::equal(view.labels.begin(), view.labels.end(),
+                  batch->labels.begin())) {
+    Fail("ToBatchView", "the view differs from ToBatch's copy");
+  }
+  if (task == v1::TASK_REGRESSION &&
+      (view.target_rows != batch->targets.rows() ||
+       view.target_cols != batch->targets.cols() ||
+       std::memcmp(view.targets, batch->targets.data(),
+                   sizeof(float) * batch->targets.size()) != 0)) {
+    Fail("ToBatchView", "the view's targets differ from ToBatch's copy");
   }
   const std::string& raw = minibatch.features_f32();
   const int64_t sent = raw.empty() ? minibatch.features_size()
@@ -79,8 +104,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static model::Trainer regressor = MakeTrainer(v1::TASK_REGRESSION);
   model::Trainer& trainer =
       task == v1::TASK_CLASSIFICATION ? classifier : regressor;
-  const absl::Status valid = trainer.ValidateBatch(*batch);
-  absl::StatusOr<model::StepResult> step = trainer.Step(*batch);
+  const absl::Status valid = trainer.ValidateBatch(view);
+  absl::StatusOr<model::StepResult> step = trainer.Step(view);
   if (valid.ok() != step.ok()) {
     Fail("Trainer::Step",
          absl::StrCat("ValidateBatch says ", valid.ToString(), ", Step says ",
