@@ -57,9 +57,33 @@ int64_t RssKib(pid_t pid) {
   return -1;
 }
 
+// Waits until 127.0.0.1:`port` accepts connections and answers the gRPC
+// health check SERVING, or until `deadline_ns` (NowNanos); true if serving.
+// The channel closes before it returns, so a SIGTERM right after has no
+// call to drain.
+bool WaitUntilServing(int port, int64_t deadline_ns) {
+  while (!PortOpen(port) && NowNanos() < deadline_ns) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  while (NowNanos() < deadline_ns) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(200));
+    grpc::health::v1::HealthCheckRequest request;
+    grpc::health::v1::HealthCheckResponse response;
+    if (stub->Check(&context, request, &response).ok() &&
+        response.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  return false;
+}
+
 int Run(std::vector<char*> command) {
   const int port = absl::GetFlag(FLAGS_port);
-  const std::string target = "127.0.0.1:" + std::to_string(port);
   const int64_t timeout_ns =
       static_cast<int64_t>(absl::GetFlag(FLAGS_timeout_s) * 1e9);
   command.push_back(nullptr);
@@ -73,28 +97,7 @@ int Run(std::vector<char*> command) {
       std::perror("posix_spawn");
       return 2;
     }
-    bool serving = false;
-    while (!PortOpen(port) && NowNanos() - t0 < timeout_ns) {
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-    {
-      auto stub = grpc::health::v1::Health::NewStub(
-          grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
-      while (!serving && NowNanos() - t0 < timeout_ns) {
-        grpc::ClientContext context;
-        context.set_deadline(std::chrono::system_clock::now() +
-                             std::chrono::milliseconds(200));
-        grpc::health::v1::HealthCheckRequest request;
-        grpc::health::v1::HealthCheckResponse response;
-        if (stub->Check(&context, request, &response).ok() &&
-            response.status() ==
-                grpc::health::v1::HealthCheckResponse::SERVING) {
-          serving = true;
-        } else {
-          std::this_thread::sleep_for(std::chrono::microseconds(500));
-        }
-      }
-    }  // the channel closes before SIGTERM, so draining has nothing to wait for
+    const bool serving = WaitUntilServing(port, t0 + timeout_ns);
     const int64_t t1 = NowNanos();
     const int64_t rss = RssKib(pid);
     kill(pid, SIGTERM);

@@ -480,45 +480,43 @@ class TrainStream final
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
-int RunTrain() {
-  const Table t = ReadLabelledCsv(absl::GetFlag(FLAGS_data));
-  const int b = absl::GetFlag(FLAGS_batch_size);
-  const std::vector<v1::Minibatch> batches = MakeMinibatches(t, b);
-  const int epochs = absl::GetFlag(FLAGS_epochs);
-  auto stub = v1::Trainer::NewStub(Connect(absl::GetFlag(FLAGS_target), 0));
-
+// CreateJob for the digits net [128, 64] (SGD, momentum 0.9), published
+// only on request; false (and a message on stderr) if it fails.
+bool CreateTrainJob(v1::Trainer::Stub& stub, int cols, v1::Job* job) {
   v1::CreateJobRequest create;
   create.set_model(absl::GetFlag(FLAGS_model));
-  *create.mutable_spec() = DigitsSpec({128, 64}, t.cols);
+  *create.mutable_spec() = DigitsSpec({128, 64}, cols);
   create.mutable_optimizer()->set_kind(v1::OptimizerSpec::SGD);
   create.mutable_optimizer()->set_learning_rate(0.01f);
   create.mutable_optimizer()->set_momentum(0.9f);
   create.set_seed(42);
   create.mutable_publish()->set_on_stream_close(false);
-  v1::Job job;
-  grpc::ClientContext create_context;
-  grpc::Status st = stub->CreateJob(&create_context, create, &job);
+  grpc::ClientContext context;
+  const grpc::Status st = stub.CreateJob(&context, create, job);
   if (!st.ok()) {
     std::fprintf(stderr, "CreateJob: %s\n", st.error_message().c_str());
-    return 1;
   }
-  // As bnctl: the epochs' minibatches back to back, `per_request` to a
-  // request (across epoch boundaries), the last request perhaps fewer. The
-  // requests repeat with a period of batches / gcd(batches, per_request),
-  // so only that many are built, besides the last.
-  const int64_t bytes = int64_t{b} * t.cols * int64_t{sizeof(float)};
+  return st.ok();
+}
+
+// The requests of a whole run, as bnctl packs them: the epochs' minibatches
+// back to back, `per_request` to a request (across epoch boundaries), the
+// last request perhaps fewer. The requests repeat with a period of
+// batches / gcd(batches, per_request), so only that many are built
+// (`cycle`), besides the `last`.
+struct TrainRequests {
+  std::vector<v1::TrainRequest> cycle;
+  v1::TrainRequest last;
+  int64_t total = 0;  // requests in the run
+};
+
+TrainRequests PackTrainRequests(const std::vector<v1::Minibatch>& batches,
+                                const std::string& job_id, int64_t total_steps,
+                                int64_t per_request) {
   const int64_t nb = static_cast<int64_t>(batches.size());
-  const int64_t total_steps = nb * epochs;
-  const int64_t per_request =
-      std::min(total_steps,
-               std::max<int64_t>(1, absl::GetFlag(FLAGS_pack_bytes) / bytes));
-  if (per_request > 1 && absl::GetFlag(FLAGS_window) > 0) {
-    std::fprintf(stderr, "--window > 0 needs --pack_bytes=0\n");
-    return 2;
-  }
   auto request = [&](int64_t first, int64_t count) {
     v1::TrainRequest m;
-    m.set_job_id(job.job_id());
+    m.set_job_id(job_id);
     m.set_progress_interval_ms(absl::GetFlag(FLAGS_progress_interval_ms));
     *m.mutable_batch() = batches[first % nb];
     for (int64_t j = 1; j < count; ++j) {
@@ -526,17 +524,40 @@ int RunTrain() {
     }
     return m;
   };
-  std::vector<v1::TrainRequest> messages;
+  TrainRequests r;
   for (int64_t k = 0; k < nb / std::gcd(nb, per_request); ++k) {
-    messages.push_back(request(k * per_request, per_request));
+    r.cycle.push_back(request(k * per_request, per_request));
   }
-  const int64_t total = (total_steps + per_request - 1) / per_request;
-  v1::TrainRequest last = request((total - 1) * per_request,
-                                  total_steps - (total - 1) * per_request);
+  r.total = (total_steps + per_request - 1) / per_request;
+  r.last = request((r.total - 1) * per_request,
+                   total_steps - (r.total - 1) * per_request);
+  return r;
+}
+
+int RunTrain() {
+  const Table t = ReadLabelledCsv(absl::GetFlag(FLAGS_data));
+  const int b = absl::GetFlag(FLAGS_batch_size);
+  const std::vector<v1::Minibatch> batches = MakeMinibatches(t, b);
+  auto stub = v1::Trainer::NewStub(Connect(absl::GetFlag(FLAGS_target), 0));
+  v1::Job job;
+  if (!CreateTrainJob(*stub, t.cols, &job)) return 1;
+  const int64_t bytes = int64_t{b} * t.cols * int64_t{sizeof(float)};
+  const int64_t total_steps =
+      static_cast<int64_t>(batches.size()) * absl::GetFlag(FLAGS_epochs);
+  const int64_t per_request =
+      std::min(total_steps,
+               std::max<int64_t>(1, absl::GetFlag(FLAGS_pack_bytes) / bytes));
+  if (per_request > 1 && absl::GetFlag(FLAGS_window) > 0) {
+    std::fprintf(stderr, "--window > 0 needs --pack_bytes=0\n");
+    return 2;
+  }
+  TrainRequests requests =
+      PackTrainRequests(batches, job.job_id(), total_steps, per_request);
   const int64_t start = NowNanos();
-  TrainStream stream(stub.get(), std::move(messages), std::move(last), total,
+  TrainStream stream(stub.get(), std::move(requests.cycle),
+                     std::move(requests.last), requests.total,
                      absl::GetFlag(FLAGS_window));
-  st = stream.Await();
+  const grpc::Status st = stream.Await();
   const double seconds = static_cast<double>(NowNanos() - start) / 1e9;
   if (!st.ok()) {
     std::fprintf(stderr, "Train: %s\n", st.error_message().c_str());

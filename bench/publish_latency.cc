@@ -36,6 +36,44 @@ ABSL_FLAG(int32_t, redis_min_replicas, 0,
 namespace bnserve::bench {
 namespace {
 
+// Nanoseconds from `t0` until every stub answers Predict with `version` or
+// newer; -1 after --timeout_s.
+int64_t WaitUntilServed(
+    const std::vector<std::unique_ptr<v1::Inference::Stub>>& stubs,
+    const v1::PredictRequest& request, int64_t version, int64_t t0) {
+  const int64_t timeout_ns =
+      static_cast<int64_t>(absl::GetFlag(FLAGS_timeout_s) * 1e9);
+  std::vector<bool> done(stubs.size(), false);
+  size_t remaining = stubs.size();
+  int64_t now = t0;
+  while (remaining > 0 && now - t0 < timeout_ns) {
+    for (size_t i = 0; i < stubs.size(); ++i) {
+      if (done[i]) continue;
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() +
+                           std::chrono::seconds(1));
+      v1::PredictResponse response;
+      grpc::Status st = stubs[i]->Predict(&context, request, &response);
+      if (st.ok() && response.version() >= version) {
+        done[i] = true;
+        --remaining;
+      }
+    }
+    now = NowNanos();
+  }
+  return remaining == 0 ? now - t0 : -1;
+}
+
+std::vector<std::unique_ptr<v1::Inference::Stub>> TargetStubs() {
+  std::vector<std::unique_ptr<v1::Inference::Stub>> stubs;
+  for (absl::string_view t :
+       absl::StrSplit(absl::GetFlag(FLAGS_targets), ',', absl::SkipEmpty())) {
+    stubs.push_back(v1::Inference::NewStub(grpc::CreateChannel(
+        std::string(t), grpc::InsecureChannelCredentials())));
+  }
+  return stubs;
+}
+
 int Run() {
   store::StoreOptions options;
   options.redis_min_replicas = absl::GetFlag(FLAGS_redis_min_replicas);
@@ -44,12 +82,7 @@ int Run() {
     std::fprintf(stderr, "%s\n", store.status().ToString().c_str());
     return 2;
   }
-  std::vector<std::unique_ptr<v1::Inference::Stub>> stubs;
-  for (absl::string_view t :
-       absl::StrSplit(absl::GetFlag(FLAGS_targets), ',', absl::SkipEmpty())) {
-    stubs.push_back(v1::Inference::NewStub(grpc::CreateChannel(
-        std::string(t), grpc::InsecureChannelCredentials())));
-  }
+  const std::vector<std::unique_ptr<v1::Inference::Stub>> stubs = TargetStubs();
   const std::string model = absl::GetFlag(FLAGS_model);
   v1::PredictRequest request;
   request.set_model(model);
@@ -57,8 +90,6 @@ int Run() {
 
   std::vector<int64_t> latencies, publish_ns;
   int timeouts = 0;
-  const int64_t timeout_ns =
-      static_cast<int64_t>(absl::GetFlag(FLAGS_timeout_s) * 1e9);
   for (int it = 0; it < absl::GetFlag(FLAGS_iterations); ++it) {
     auto net = model::Network::Create(DigitsSpec({128, 64}), 1000 + it);
     v1::Snapshot snapshot = net->ToSnapshot();
@@ -72,28 +103,11 @@ int Run() {
                    version.status().ToString().c_str());
       return 1;
     }
-    std::vector<bool> done(stubs.size(), false);
-    size_t remaining = stubs.size();
-    int64_t now = t0;
-    while (remaining > 0 && now - t0 < timeout_ns) {
-      for (size_t i = 0; i < stubs.size(); ++i) {
-        if (done[i]) continue;
-        grpc::ClientContext context;
-        context.set_deadline(std::chrono::system_clock::now() +
-                             std::chrono::seconds(1));
-        v1::PredictResponse response;
-        grpc::Status st = stubs[i]->Predict(&context, request, &response);
-        if (st.ok() && response.version() >= *version) {
-          done[i] = true;
-          --remaining;
-        }
-      }
-      now = NowNanos();
-    }
-    if (remaining > 0) {
+    const int64_t served = WaitUntilServed(stubs, request, *version, t0);
+    if (served < 0) {
       ++timeouts;
     } else {
-      latencies.push_back(now - t0);
+      latencies.push_back(served);
     }
     std::this_thread::sleep_for(
         std::chrono::milliseconds(absl::GetFlag(FLAGS_pause_ms)));

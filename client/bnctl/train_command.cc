@@ -566,53 +566,76 @@ absl::Status Recalibrate(const Connection& connection, v1::Trainer::Stub& stub,
   return absl::OkStatus();
 }
 
-}  // namespace
+// What RunTrain prepares from the CSV before it contacts the trainer.
+struct PreparedData {
+  Dataset dataset;
+  absl::Duration load_time;
+  int num_classes = 0;             // classification only
+  std::vector<int32_t> class_ids;  // classification only, one per row
+  std::vector<int> sizes;          // the minibatch sizes of one epoch
+  v1::CreateJobRequest request;
+};
 
-absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
-  const bool classification = o.task == "classification";
+// Loads and checks the CSV, numbers the classes, sizes the minibatches and
+// builds the CreateJob request; errors name the file or the option.
+absl::StatusOr<PreparedData> PrepareData(const TrainOptions& o) {
+  PreparedData p;
   const absl::Time load_start = absl::Now();
-  absl::StatusOr<Dataset> dataset = LoadDataset(o.data, o.label_column);
-  if (!dataset.ok()) return dataset.status();
-  const absl::Duration load_time = absl::Now() - load_start;
-  const LabeledData& data = dataset->data;
-  int num_classes = 0;
-  std::vector<int32_t> class_ids;
-  if (classification) {
-    BNSERVE_ASSIGN_OR_RETURN(class_ids,
-                             ClassLabels(*dataset, kMaxClasses, &num_classes));
+  BNSERVE_ASSIGN_OR_RETURN(p.dataset, LoadDataset(o.data, o.label_column));
+  p.load_time = absl::Now() - load_start;
+  if (o.task == "classification") {
+    BNSERVE_ASSIGN_OR_RETURN(
+        p.class_ids, ClassLabels(p.dataset, kMaxClasses, &p.num_classes));
   }
-  absl::StatusOr<std::vector<int>> sizes = BatchSizes(data.rows, o.batch_size);
+  absl::StatusOr<std::vector<int>> sizes =
+      BatchSizes(p.dataset.data.rows, o.batch_size);
   if (!sizes.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(o.data, ": ", sizes.status().message()));
   }
-  absl::StatusOr<v1::CreateJobRequest> request =
-      MakeJobRequest(o, *dataset, num_classes);
-  if (!request.ok()) return request.status();
+  p.sizes = *std::move(sizes);
+  BNSERVE_ASSIGN_OR_RETURN(p.request,
+                           MakeJobRequest(o, p.dataset, p.num_classes));
+  return p;
+}
+
+// CreateJob is not retried: before the job exists there is nothing to
+// resume, an unreachable address should fail at once, and a retry after a
+// lost answer could create the job twice.
+absl::StatusOr<v1::Job> CreateJob(const Connection& connection,
+                                  v1::Trainer::Stub& stub,
+                                  const v1::CreateJobRequest& request) {
+  v1::Job job;
+  grpc::ClientContext context;
+  connection.Prepare(&context, kUnaryTimeout);
+  if (grpc::Status st = stub.CreateJob(&context, request, &job); !st.ok()) {
+    return RpcError(st, "creating the training job");
+  }
+  return job;
+}
+
+}  // namespace
+
+absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
+  const bool classification = o.task == "classification";
+  BNSERVE_ASSIGN_OR_RETURN(PreparedData prepared, PrepareData(o));
   absl::StatusOr<Connection> connection = Connection::Open(o.common.connection);
   if (!connection.ok()) return connection.status();
   std::unique_ptr<v1::Trainer::Stub> stub =
       v1::Trainer::NewStub(connection->channel());
-
-  // CreateJob is not retried: before the job exists there is nothing to
-  // resume, an unreachable address should fail at once, and a retry after a
-  // lost answer could create the job twice.
-  v1::Job job;
-  grpc::ClientContext create_context;
-  connection->Prepare(&create_context, kUnaryTimeout);
-  if (grpc::Status st = stub->CreateJob(&create_context, *request, &job);
-      !st.ok()) {
-    return RpcError(st, "creating the training job");
-  }
+  BNSERVE_ASSIGN_OR_RETURN(const v1::Job job,
+                           CreateJob(*connection, *stub, prepared.request));
   Resumer resumer(o, io);
   if (!o.common.json) {
-    PrintJobLine(io, job.job_id(), data, num_classes, o.epochs, sizes->size());
+    PrintJobLine(io, job.job_id(), prepared.dataset.data, prepared.num_classes,
+                 o.epochs, prepared.sizes.size());
   }
 
-  ProgressTracker tracker(io, classification, o.epochs, *sizes);
+  ProgressTracker tracker(io, classification, o.epochs, prepared.sizes);
   const absl::Time train_start = absl::Now();
   absl::Duration batching;
-  const TrainInputs inputs{&*dataset, &class_ids, &*sizes};
+  const TrainInputs inputs{&prepared.dataset, &prepared.class_ids,
+                           &prepared.sizes};
   BNSERVE_RETURN_IF_ERROR(TrainAllSteps(*connection, *stub, job.job_id(), o,
                                         inputs, resumer, tracker, &batching));
   const absl::Duration train_time = absl::Now() - train_start;
@@ -628,15 +651,15 @@ absl::StatusOr<int> RunTrain(const TrainOptions& o, Io& io) {
       {"steps", tracker.steps()},
       {"examples", tracker.examples()},
       {"final_loss", tracker.final_loss()},
-      {"seconds", TimingJson(load_time, batching, train_time)}};
+      {"seconds", TimingJson(prepared.load_time, batching, train_time)}};
   if (classification) result["train_accuracy"] = tracker.final_accuracy();
   if (!o.common.json) {
     PrintTrained(io, o.model, version, tracker, classification);
   }
 
   if (o.recalibrate) {
-    BNSERVE_RETURN_IF_ERROR(
-        Recalibrate(*connection, *stub, job.job_id(), o, *dataset, io, result));
+    BNSERVE_RETURN_IF_ERROR(Recalibrate(*connection, *stub, job.job_id(), o,
+                                        prepared.dataset, io, result));
   }
   if (o.common.json) PrintJson(io, result);
   return 0;

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/limits.h"
 #include "server/common/server_setup.h"
@@ -74,23 +75,18 @@ ABSL_FLAG(bool, reflection, true,
           "Serve gRPC server reflection (it answers without the token).");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 
-int main(int argc, char** argv) {
-  using namespace bnserve::server;  // NOLINT
-  PrepareServerProcess();
-  UseOneMallocHeap();
-  ParseFlagsWithEnvironment(argc, argv, __FILE__);
-  if (absl::Status s = SetLogLevel(absl::GetFlag(FLAGS_log_level)); !s.ok()) {
-    Log(LogLevel::kError, s.ToString());
-    return 2;
-  }
+namespace bnserve::server {
+namespace {
+
+// The options the flags describe; INVALID_ARGUMENT names a bad flag.
+absl::StatusOr<TrainerServerOptions> OptionsFromFlags() {
   TrainerServerOptions options;
   options.listen_address =
       absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
   options.http_host = absl::GetFlag(FLAGS_host);
   options.http_port = absl::GetFlag(FLAGS_http_port);
   if (options.http_port < 0) {
-    Log(LogLevel::kError, "--http_port must be >= 0");
-    return 2;
+    return absl::InvalidArgumentError("--http_port must be >= 0");
   }
   options.store_uri = absl::GetFlag(FLAGS_store);
   options.store_options.redis_min_replicas =
@@ -112,34 +108,56 @@ int main(int argc, char** argv) {
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.metrics_host = absl::GetFlag(FLAGS_host);
   if (options.metrics_port < 0) {
-    Log(LogLevel::kError, "--metrics_port must be >= 0");
-    return 2;
+    return absl::InvalidArgumentError("--metrics_port must be >= 0");
   }
   options.job_lease_ms = absl::GetFlag(FLAGS_job_lease_ms);
   if (options.checkpoint_every < 0) {
-    Log(LogLevel::kError, "--checkpoint_every must be >= 0");
+    return absl::InvalidArgumentError("--checkpoint_every must be >= 0");
+  }
+  return options;
+}
+
+// "bnserve-trainer listening on HOST:PORT store=... dashboard=... ...".
+std::string ListeningMessage(const TrainerServer& server, bool tls) {
+  const std::string host = absl::GetFlag(FLAGS_host);
+  return absl::StrCat(
+      "bnserve-trainer listening on ", host, ":", server.port(),
+      " store=", server.store_uri(),
+      server.http_port() == 0
+          ? std::string(" dashboard=off")
+          : absl::StrCat(" dashboard=http", tls ? "s" : "", "://", host, ":",
+                         server.http_port(), "/"),
+      server.auth_enabled() ? " auth=token" : "",
+      server.metrics_port() == 0
+          ? ""
+          : absl::StrCat(" metrics=:", server.metrics_port()));
+}
+
+}  // namespace
+}  // namespace bnserve::server
+
+int main(int argc, char** argv) {
+  using namespace bnserve::server;  // NOLINT
+  PrepareServerProcess();
+  UseOneMallocHeap();
+  ParseFlagsWithEnvironment(argc, argv, __FILE__);
+  if (absl::Status s = SetLogLevel(absl::GetFlag(FLAGS_log_level)); !s.ok()) {
+    Log(LogLevel::kError, s.ToString());
     return 2;
   }
-  auto server = TrainerServer::Start(options);
+  absl::StatusOr<TrainerServerOptions> options = OptionsFromFlags();
+  if (!options.ok()) {
+    Log(LogLevel::kError, std::string(options.status().message()));
+    return 2;
+  }
+  auto server = TrainerServer::Start(*options);
   if (!server.ok()) {
     Log(LogLevel::kError,
         absl::StrCat("cannot start: ", server.status().ToString()));
     return server.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
   Log(LogLevel::kInfo,
-      absl::StrCat(
-          "bnserve-trainer listening on ", absl::GetFlag(FLAGS_host), ":",
-          (*server)->port(), " store=", (*server)->store_uri(),
-          (*server)->http_port() == 0
-              ? std::string(" dashboard=off")
-              : absl::StrCat(" dashboard=http",
-                             options.tls.cert_file.empty() ? "" : "s", "://",
-                             absl::GetFlag(FLAGS_host), ":",
-                             (*server)->http_port(), "/"),
-          (*server)->auth_enabled() ? " auth=token" : "",
-          (*server)->metrics_port() == 0
-              ? ""
-              : absl::StrCat(" metrics=:", (*server)->metrics_port())));
+      ListeningMessage(**server, !options->tls.cert_file.empty()));
   const int signal = WaitForTerminationSignal();
   Log(LogLevel::kInfo, absl::StrCat("signal ", signal, ": draining"));
   (*server)->Shutdown(
