@@ -101,6 +101,87 @@ void ForwardTrainSpatial(const BatchNorm& bn, const Matrix& z, Matrix* out,
   cache->inv_std = (cache->var.array() + bn.config.eps).rsqrt();
 }
 
+// The flat (one value per feature) training paths below walk the m x n
+// row-major matrices row after row in plain loops over the features, which
+// the compiler vectorizes: each feature's sum accumulates in row order, and
+// a pass does everything it can (3 passes forward, 2 backward, instead of
+// one per Eigen expression).
+
+// Forward on the batch statistics: mean, then the centred values and their
+// squares, then x_hat = centred * inv_std and the output gamma x_hat + beta.
+void ForwardTrainFlat(const BatchNorm& bn, const Matrix& z, Matrix* out,
+                      BatchNormCache* cache) {
+  const Eigen::Index m = z.rows(), n = z.cols();
+  cache->mean.setZero(n);
+  cache->var.setZero(n);
+  cache->a.resize(m, n);
+  out->resize(m, n);
+  float* __restrict mean = cache->mean.data();
+  float* __restrict var = cache->var.data();
+  for (Eigen::Index r = 0; r < m; ++r) {
+    const float* __restrict zr = z.data() + r * n;
+    for (Eigen::Index c = 0; c < n; ++c) mean[c] += zr[c];
+  }
+  cache->mean /= static_cast<float>(m);
+  for (Eigen::Index r = 0; r < m; ++r) {
+    const float* __restrict zr = z.data() + r * n;
+    float* __restrict ar = cache->a.data() + r * n;
+    for (Eigen::Index c = 0; c < n; ++c) {
+      const float d = zr[c] - mean[c];
+      ar[c] = d;
+      var[c] += d * d;
+    }
+  }
+  cache->var /= static_cast<float>(m);
+  cache->inv_std = (cache->var.array() + bn.config.eps).rsqrt();
+  const float* __restrict inv_std = cache->inv_std.data();
+  const float* __restrict gamma = bn.gamma.data();
+  const float* __restrict beta = bn.beta.data();
+  for (Eigen::Index r = 0; r < m; ++r) {
+    float* __restrict ar = cache->a.data() + r * n;
+    float* __restrict yr = out->data() + r * n;
+    for (Eigen::Index c = 0; c < n; ++c) {
+      const float h = ar[c] * inv_std[c];
+      ar[c] = h;
+      yr[c] = h * gamma[c] + beta[c];
+    }
+  }
+}
+
+// dx_hat = dout * gamma;
+// dz = inv_std / m * (m * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat*x_hat))
+//    = gamma * inv_std / m * (m * dout - dbeta - x_hat * dgamma).
+void BackwardFlat(const BatchNorm& bn, const BatchNormCache& cache,
+                  const Matrix& dout, Matrix* dz, RowVector* dgamma,
+                  RowVector* dbeta) {
+  const Eigen::Index m = dout.rows(), n = dout.cols();
+  const float mf = static_cast<float>(m);
+  dbeta->setZero(n);
+  dgamma->setZero(n);
+  float* __restrict db = dbeta->data();
+  float* __restrict dg = dgamma->data();
+  for (Eigen::Index r = 0; r < m; ++r) {
+    const float* __restrict dr = dout.data() + r * n;
+    const float* __restrict xr = cache.a.data() + r * n;
+    for (Eigen::Index c = 0; c < n; ++c) {
+      db[c] += dr[c];
+      dg[c] += dr[c] * xr[c];
+    }
+  }
+  const RowVector scale =
+      (bn.gamma.array() * cache.inv_std.array() / mf).matrix();
+  const float* __restrict sc = scale.data();
+  dz->resize(m, n);
+  for (Eigen::Index r = 0; r < m; ++r) {
+    const float* __restrict dr = dout.data() + r * n;
+    const float* __restrict xr = cache.a.data() + r * n;
+    float* __restrict zr = dz->data() + r * n;
+    for (Eigen::Index c = 0; c < n; ++c) {
+      zr[c] = ((dr[c] * mf - db[c]) - xr[c] * dg[c]) * sc[c];
+    }
+  }
+}
+
 }  // namespace
 
 BatchNorm BatchNorm::Create(int features, const BatchNormConfig& config) {
@@ -146,14 +227,7 @@ absl::Status BatchNormForwardTrain(const BatchNorm& bn, const Matrix& z,
     ForwardTrainSpatial(bn, z, out, cache, plane);
     return absl::OkStatus();
   }
-  cache->mean = z.colwise().mean();
-  cache->a = z.rowwise() - cache->mean;
-  cache->var = cache->a.array().square().colwise().mean();
-  cache->inv_std = (cache->var.array() + bn.config.eps).rsqrt();
-  cache->a.array().rowwise() *= cache->inv_std.array();
-  *out = cache->a;
-  out->array().rowwise() *= bn.gamma.array();
-  out->rowwise() += bn.beta;
+  ForwardTrainFlat(bn, z, out, cache);
   return absl::OkStatus();
 }
 
@@ -162,18 +236,7 @@ void BatchNormBackward(const BatchNorm& bn, const BatchNormCache& cache,
                        RowVector* dbeta, int64_t plane) {
   const Matrix& x_hat = cache.a;
   if (plane == 1) {
-    const float m = static_cast<float>(dout.rows());
-    *dbeta = dout.colwise().sum();
-    *dgamma = dout.cwiseProduct(x_hat).colwise().sum();
-    // dx_hat = dout * gamma;
-    // dz = inv_std / m * (m * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat*x_hat))
-    //    = gamma * inv_std / m * (m * dout - dbeta - x_hat * dgamma).
-    *dz = dout * m;
-    dz->rowwise() -= *dbeta;
-    dz->noalias() -= (x_hat.array().rowwise() * dgamma->array()).matrix();
-    const RowVector scale =
-        (bn.gamma.array() * cache.inv_std.array() / m).matrix();
-    dz->array().rowwise() *= scale.array();
+    BackwardFlat(bn, cache, dout, dz, dgamma, dbeta);
     return;
   }
   const int channels = bn.features();
@@ -309,13 +372,15 @@ void BatchNorm::ForwardTrain(const Shape& in, const Matrix& x, Matrix* y,
 void BatchNorm::Backward(const Shape& in, const Matrix&, const Matrix&,
                          const Matrix& dy, const LayerCache& cache, Matrix* dx,
                          LayerGradients* grads) const {
-  Matrix dz;
+  // Straight into dx, which the trainer keeps at one size from step to
+  // step (no allocation); a scratch matrix only when nobody wants dx.
+  Matrix scratch;
   RowVector dgamma, dbeta;
-  BatchNormBackward(*this, cache, dy, &dz, &dgamma, &dbeta, in.plane());
+  BatchNormBackward(*this, cache, dy, dx != nullptr ? dx : &scratch, &dgamma,
+                    &dbeta, in.plane());
   grads->resize(2);
   (*grads)[0] = dgamma.transpose();
   (*grads)[1] = dbeta.transpose();
-  if (dx != nullptr) *dx = std::move(dz);
 }
 
 std::vector<ParamRef> BatchNorm::Parameters() {

@@ -37,9 +37,9 @@ import skip  # noqa: E402
 from faultlib import log, wait_until  # noqa: E402
 
 
-def train_args(env, taddr, model, data):
+def train_args(env, taddr, model, data, epochs):
     return [env.bnctl_bin, "train", "--trainer", taddr, "--model", model,
-            "--data", data, "--hidden", "64,32", "--epochs", "150",
+            "--data", data, "--hidden", "64,32", "--epochs", str(epochs),
             "--batch-size", "16", "--seed", "5", "--optimizer", "adam",
             "--checkpoint-every", "20", "--resume-timeout", "60", "--json"]
 
@@ -92,7 +92,14 @@ def main():
         rport, tport = faultlib.free_port(), faultlib.free_port()
         raddr, taddr = f"127.0.0.1:{rport}", f"127.0.0.1:{tport}"
         env.start_trainer(rport, ref_store, name="reference")
-        straight = subprocess.run(train_args(env, raddr, "straight", data),
+        # The job must outlast the steps below (fill the disk, see training
+        # go on, free it, a checkpoint, the kill: about 3 s): sized in
+        # seconds, since a fixed epoch count lets a fast machine finish first.
+        epochs = faultlib.epochs_for_seconds(
+            lambda model, n: train_args(env, raddr, model, data, n), 15.0,
+            least=150)
+        straight = subprocess.run(train_args(env, raddr, "straight", data,
+                                             epochs),
                                   capture_output=True, text=True,
                                   timeout=120, cwd=faultlib.REPO)
         assert straight.returncode == 0, straight.stderr
@@ -102,7 +109,8 @@ def main():
         env.start_trainer(tport, store)
         stub = env.trainer_stub(taddr)
         client = subprocess.Popen(
-            train_args(env, taddr, "durable", data), stdout=subprocess.PIPE,
+            train_args(env, taddr, "durable", data, epochs),
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, cwd=faultlib.REPO)
 
         def job():

@@ -610,7 +610,11 @@ TEST_F(TrainerServiceTest, StreamedDigitsTrainingEqualsInProcessBitForBit) {
         *remote.Predict({test.x.data() + i * 64, static_cast<size_t>(64)});
     if (model::ArgMax(out) == static_cast<int>(test.labels[i])) ++correct;
   }
-  EXPECT_GE(correct / static_cast<double>(test.rows), 0.95);
+  // A sanity bound, not a figure of merit: this one trajectory (10 epochs,
+  // lr 0.05, momentum 0.9) lands anywhere in 0.92..0.98 depending on the
+  // shuffle and on the last bits of the arithmetic (measured over 12 shuffle
+  // seeds); an untrained or broken network gets about 0.1.
+  EXPECT_GE(correct / static_cast<double>(test.rows), 0.90);
 
   // Recalibrate over the whole training set through the stream.
   auto rctx = Ctx();
