@@ -263,6 +263,11 @@ absl::StatusOr<std::unique_ptr<Layer>> Conv2d::FromSpec(
       s.pad_w()};
   BNSERVE_RETURN_IF_ERROR(CheckSizes("", in.channels, s.out_channels(), w));
   BNSERVE_RETURN_IF_ERROR(w.Apply(in, false, "conv2d").status());
+  BNSERVE_RETURN_IF_ERROR(CheckParameterBudget(
+      "conv2d",
+      int64_t{s.out_channels()} *
+          (int64_t{in.channels} * w.kernel_h * w.kernel_w + (s.bias() ? 1 : 0)),
+      init));
   auto conv = std::make_unique<Conv2d>();
   conv->in_channels = in.channels;
   conv->window = w;

@@ -89,6 +89,9 @@ absl::StatusOr<std::unique_ptr<Layer>> Dense::FromSpec(
                      ": add a flatten layer before it"));
   }
   BNSERVE_RETURN_IF_ERROR(CheckDims("dense", in.channels, units));
+  BNSERVE_RETURN_IF_ERROR(CheckParameterBudget(
+      "dense", int64_t{in.channels} * units + (spec.dense().bias() ? units : 0),
+      init));
   auto d = std::make_unique<Dense>();
   d->weight.resize(units, in.channels);
   InitWeights(init, in.channels, units, d->weight.data(), d->weight.size());

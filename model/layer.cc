@@ -87,6 +87,17 @@ absl::Status CheckRange(const std::string& what, int64_t v, int64_t min,
   return absl::OkStatus();
 }
 
+absl::Status CheckParameterBudget(const std::string& what, int64_t parameters,
+                                  const LayerInit& init) {
+  if (parameters > init.max_parameters) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " would have ", parameters, " parameters, more than the ",
+        init.max_parameters,
+        " left of the network's budget: make the network smaller"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CopyFloats(const google::protobuf::RepeatedField<float>& field,
                         int64_t expected, const std::string& what, float* out) {
   if (field.size() != expected) {

@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "bnserve/v1/snapshot.pb.h"
 #include "model/json_util.h"
+#include "model/limits.h"
 #include "model/shape.h"
 #include "model/tensor.h"
 
@@ -57,6 +58,10 @@ struct LayerInit {
   // Whether the next nonlinearity after this layer is relu (He init) or
   // not (Xavier init).
   bool relu_next = false;
+  // Parameters this layer may have: what is left of the network's budget
+  // (Network::Create). A kind checks it with CheckParameterBudget before
+  // allocating anything.
+  int64_t max_parameters = kMaxLayerParameters;
 };
 
 class Layer {
@@ -177,6 +182,9 @@ absl::Status CheckFinite(const char* what, const float* data, int64_t size);
 // InvalidArgument unless 1 <= v <= max.
 absl::Status CheckRange(const std::string& what, int64_t v, int64_t min,
                         int64_t max);
+// InvalidArgument naming `what` unless `parameters` <= init.max_parameters.
+absl::Status CheckParameterBudget(const std::string& what, int64_t parameters,
+                                  const LayerInit& init);
 // Copies a repeated proto field of exactly `expected` values.
 absl::Status CopyFloats(const google::protobuf::RepeatedField<float>& field,
                         int64_t expected, const std::string& what, float* out);

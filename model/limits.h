@@ -22,6 +22,10 @@ inline constexpr int64_t kMaxActivationValues = int64_t{1} << 22;
 inline constexpr int64_t kMaxLayerOps = int64_t{1} << 28;
 // Largest number of parameters in one layer (1 GiB of float32).
 inline constexpr int64_t kMaxLayerParameters = int64_t{1} << 28;
+// Largest number of parameters of a whole network created from a spec
+// (Network::Create's default budget, 1 GiB of float32): each layer within
+// kMaxLayerParameters is not enough when there can be kMaxLayers of them.
+inline constexpr int64_t kMaxNetworkParameters = int64_t{1} << 28;
 // Largest number of layers in a network.
 inline constexpr int kMaxLayers = 1024;
 

@@ -161,7 +161,7 @@ Network& Network::operator=(const Network& other) {
 }
 
 absl::StatusOr<Network> Network::Create(const v1::NetworkSpec& spec,
-                                        uint64_t seed) {
+                                        uint64_t seed, int64_t max_parameters) {
   Network net;
   BNSERVE_RETURN_IF_ERROR(CheckTask(spec.task(), spec.output_dim()));
   net.task_ = spec.task();
@@ -179,10 +179,11 @@ absl::StatusOr<Network> Network::Create(const v1::NetworkSpec& spec,
       return absl::InvalidArgumentError(
           absl::StrCat("layers[", i, "] has no kind"));
     }
-    const LayerInit init{&rng, ReluNext(specs, i)};
+    const LayerInit init{&rng, ReluNext(specs, i), max_parameters};
     absl::StatusOr<std::unique_ptr<Layer>> layer =
         kind->from_spec(specs[i], shape, init);
     if (!layer.ok()) return WithPath(li, layer.status());
+    for (const ParamRef& p : (*layer)->Parameters()) max_parameters -= p.size;
     absl::StatusOr<Shape> out = (*layer)->OutputShape(shape);
     if (!out.ok()) return WithPath(li, out.status());
     shape = *out;

@@ -26,6 +26,7 @@
 #include "model/dense.h"
 #include "model/flatten.h"
 #include "model/layer.h"
+#include "model/limits.h"
 #include "model/pool2d.h"
 #include "model/shape.h"
 #include "model/tensor.h"
@@ -58,9 +59,12 @@ class Network {
   // initialised deterministically from `seed`: He-normal weights for dense
   // and conv2d layers whose next nonlinearity is relu, Xavier-uniform
   // otherwise; gamma 1, beta 0, running mean 0, running variance 1.
-  // InvalidArgument names any inconsistency in the spec.
-  static absl::StatusOr<Network> Create(const v1::NetworkSpec& spec,
-                                        uint64_t seed);
+  // InvalidArgument names any inconsistency in the spec, and a network of
+  // more than `max_parameters` trainable parameters in all (weights, biases,
+  // gamma and beta; checked before each weight matrix is allocated).
+  static absl::StatusOr<Network> Create(
+      const v1::NetworkSpec& spec, uint64_t seed,
+      int64_t max_parameters = kMaxNetworkParameters);
 
   // Validates and converts a snapshot: known layer kinds, consistent shapes,
   // finite parameters, positive variances and eps, momentum in (0, 1], all

@@ -2,7 +2,9 @@
 // `--input-shape`): any text is either refused with InvalidArgument or gives
 // layer specs that Network::Create accepts or refuses with InvalidArgument
 // (never a crash, and never a large allocation: sizes are bounded by
-// model/limits.h before anything is built).
+// model/limits.h before anything is built, and the network's parameters by
+// kFuzzParameters, which keeps the weights within scripts/fuzz.sh's
+// -malloc_limit_mb; a legal spec can ask for 1 GiB).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -15,6 +17,10 @@
 #include "tests/fuzz/fuzz_models.h"
 
 using bnserve::fuzz::Fail;
+
+namespace {
+constexpr int64_t kFuzzParameters = int64_t{1} << 20;  // 4 MiB of float32
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::string_view text(reinterpret_cast<const char*>(data), size);
@@ -50,7 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bnserve::v1::LayerSpec* head = spec.add_layers();
   head->mutable_dense()->set_units(3);
   absl::StatusOr<bnserve::model::Network> net =
-      bnserve::model::Network::Create(spec, 1);
+      bnserve::model::Network::Create(spec, 1, kFuzzParameters);
   if (!net.ok() && !absl::IsInvalidArgument(net.status())) {
     Fail("Network::Create", net.status().ToString());
   }

@@ -537,6 +537,39 @@ TEST(NetworkTest, HostileSpecsAreRefusedWithAClearMessage) {
   expect(s, "[C, H, W]", "a 4-d input shape");
 }
 
+TEST(NetworkTest, ANetworkOverItsParameterBudgetIsRefusedBeforeAllocating) {
+  using namespace test;  // NOLINT: spec helpers
+  const v1::NetworkSpec cnn = torch_ref::CnnSpec(v1::AVERAGE_EMA);
+  Network built = *Network::Create(cnn, 1);
+  int64_t n = 0;  // the trainable parameters, which the budget counts
+  for (int i = 0; i < built.num_layers(); ++i) {
+    for (const ParamRef& p : built.mutable_layer(i).Parameters()) n += p.size;
+  }
+  // Exactly the budget is fine; one parameter less is refused, naming the
+  // layer that would go over (later layers get what the earlier left).
+  EXPECT_TRUE(Network::Create(cnn, 1, n).ok());
+  const absl::Status over = Network::Create(cnn, 1, n - 1).status();
+  ExpectInvalid(over, "left of the network's budget", "one parameter short");
+  ExpectInvalid(over, "layers[", "names the layer");
+  // Each layer within the budget, the whole not: refused at the layer that
+  // crosses it, before allocating that layer.
+  v1::NetworkSpec wide;
+  wide.set_task(v1::TASK_CLASSIFICATION);
+  wide.set_output_dim(3);
+  wide.set_input_features(1024);
+  for (int i = 0; i < 8; ++i) {
+    wide.add_layers()->mutable_dense()->set_units(1024);
+  }
+  wide.add_layers()->mutable_dense()->set_units(3);
+  const int64_t layer = int64_t{1024} * 1024;
+  ExpectInvalid(Network::Create(wide, 1, layer - 1).status(), "layers[0]",
+                "the first layer alone is over the budget");
+  ExpectInvalid(Network::Create(wide, 1, 2 * layer).status(), "layers[2]",
+                "the third layer crosses the budget");
+  EXPECT_TRUE(Network::Create(wide, 1, 8 * layer + 3 * 1024 + 3).ok());
+  EXPECT_EQ(kMaxNetworkParameters, int64_t{1} << 28);  // 1 GiB by default
+}
+
 TEST(NetworkTest, HostileSnapshotsAreRefusedWithAClearMessage) {
   const v1::Snapshot good =
       Network::Create(torch_ref::CnnSpec(v1::AVERAGE_EMA), 1)->ToSnapshot();
