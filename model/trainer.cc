@@ -152,9 +152,6 @@ void Trainer::ApplyOptimizer() {
       moment1_.emplace_back(size, 0.0f);
       moment2_.emplace_back(adam ? size : 0, 0.0f);
     }
-    Eigen::Map<Eigen::ArrayXf> param(p, size);
-    Eigen::Map<const Eigen::ArrayXf> grad(g, size);
-    Eigen::Map<Eigen::ArrayXf> m1(moment1_[index].data(), size);
     if (!adam) {
       // PyTorch SGD: g += wd * p; buf = momentum * buf + g; p -= lr * buf
       // (the first step's buf is g, which momentum * 0 + g equals).
@@ -170,6 +167,9 @@ void Trainer::ApplyOptimizer() {
         pv[k] -= lr * v;
       }
     } else {
+      Eigen::Map<Eigen::ArrayXf> param(p, size);
+      Eigen::Map<const Eigen::ArrayXf> grad(g, size);
+      Eigen::Map<Eigen::ArrayXf> m1(moment1_[index].data(), size);
       Eigen::Map<Eigen::ArrayXf> m2(moment2_[index].data(), size);
       const Eigen::ArrayXf gd = grad + wd * param;
       m1 = config_.beta1 * m1 + (1.0f - config_.beta1) * gd;
