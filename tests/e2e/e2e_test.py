@@ -15,24 +15,20 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "common"))
+from ports import free_port  # noqa: E402  tests/common/ports.py
 
 BUILD = os.path.abspath(sys.argv[1])
 BNCTL = os.path.join(BUILD, "client/bnctl/bnctl")
 TRAINER = os.path.join(BUILD, "server/trainer/bnserve-trainer")
 INFERENCE = os.path.join(BUILD, "server/inference/bnserve-inference")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bnctl(*args, timeout=240):

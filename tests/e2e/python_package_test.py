@@ -32,12 +32,9 @@ BUILD = os.environ.get("BNSERVE_BUILD", os.path.join(REPO, "build"))
 sys.path.insert(0, os.path.join(REPO, "client", "python"))
 
 import bnserve  # noqa: E402
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "common"))
+from ports import free_port  # noqa: E402  tests/common/ports.py
 
 
 def load_csv(path):

@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "tests/common/ports.h"
 
 namespace bnserve::store::testing {
 
@@ -69,22 +70,6 @@ std::string UniqueName(const std::string& prefix) {
 
 namespace {
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
 bool Pings(int port) {
   timeval tv{0, 200000};
   redisContext* c = redisConnectWithTimeout("127.0.0.1", port, tv);
@@ -105,7 +90,7 @@ bool Pings(int port) {
 absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start() {
   absl::Status last;
   for (int attempt = 0; attempt < 3; ++attempt) {
-    const int port = FreePort();
+    const int port = bnserve::testing::ReservePort();
     if (port <= 0) return absl::InternalError("no free port");
     auto server = std::unique_ptr<RedisServer>(new RedisServer(port));
     last = server->Launch();
@@ -218,29 +203,41 @@ void KillAndReap(pid_t* pid) {
   *pid = -1;
 }
 
-// `count` distinct free ports.
-std::vector<int> FreePorts(int count) {
+// `count` distinct ports reserved for this process (tests/common/ports.h).
+absl::StatusOr<std::vector<int>> ReservePorts(int count) {
   std::vector<int> ports;
   while (static_cast<int>(ports.size()) < count) {
-    const int port = FreePort();
-    if (port > 0 &&
-        std::find(ports.begin(), ports.end(), port) == ports.end()) {
-      ports.push_back(port);
-    }
+    const int port = bnserve::testing::ReservePort();
+    if (port <= 0) return absl::InternalError("no free loopback port");
+    ports.push_back(port);
   }
   return ports;
 }
 
-// Waits until `port` answers PING; an error if `pid` exits first.
-absl::Status WaitForPing(int port, pid_t* pid, const std::string& program) {
+// The last line of the file `log` ("" if none).
+std::string LastLine(const std::string& log) {
+  std::ifstream in(log);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    if (!line.empty()) last = line;
+  }
+  return last;
+}
+
+// Waits until `port` answers PING. UNAVAILABLE if `pid` exits first (its
+// `log`'s last line in the message: a port taken is worth another try),
+// DEADLINE_EXCEEDED if it does not answer within 10 s.
+absl::Status WaitForPing(int port, pid_t* pid, const std::string& program,
+                         const std::string& log) {
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   while (absl::Now() < deadline) {
     if (Pings(port)) return absl::OkStatus();
     int status;
     if (waitpid(*pid, &status, WNOHANG) == *pid) {
       *pid = -1;
-      return absl::InternalError(absl::StrCat(
-          program, " exited at start (status ", status, "); is the ", program,
+      return absl::UnavailableError(absl::StrCat(
+          program, " on port ", port, " exited at start (status ", status,
+          ", last log line \"", LastLine(log), "\"); is the ", program,
           " package installed (scripts/install-deps.sh)?"));
     }
     absl::SleepFor(absl::Milliseconds(10));
@@ -348,55 +345,94 @@ absl::Status RedisSentinelSet::LaunchNode(Node& node, int master_port) {
     argv.insert(argv.end(),
                 {"--replicaof", "127.0.0.1", absl::StrCat(master_port)});
   }
-  node.pid = Spawn(argv, absl::StrCat(dir_.path(), "/redis-", port, ".log"));
-  return WaitForPing(node.port, &node.pid, "redis-server");
+  const std::string log = absl::StrCat(dir_.path(), "/redis-", port, ".log");
+  node.pid = Spawn(argv, log);
+  return WaitForPing(node.port, &node.pid, "redis-server", log);
 }
+
+namespace {
+
+// Calls `start` up to 3 times while it fails with UNAVAILABLE (a server
+// exited at start, most likely because something took its port); each try
+// reserves fresh ports.
+template <typename T>
+absl::StatusOr<std::unique_ptr<T>> RetryWhileUnavailable(
+    const std::function<absl::StatusOr<std::unique_ptr<T>>()>& start) {
+  absl::StatusOr<std::unique_ptr<T>> result;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    result = start();
+    if (result.ok() || !absl::IsUnavailable(result.status())) return result;
+  }
+  return result;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<RedisSentinelSet>> RedisSentinelSet::Start(
     int replicas, int sentinels) {
-  auto set = std::unique_ptr<RedisSentinelSet>(new RedisSentinelSet());
-  const std::vector<int> ports = FreePorts(1 + replicas + sentinels);
-  for (int i = 0; i <= replicas; ++i) {
-    set->nodes_.push_back(std::make_unique<Node>());
-    set->nodes_.back()->port = ports[i];
-    absl::Status launched =
-        set->LaunchNode(*set->nodes_.back(), i == 0 ? 0 : ports[0]);
+  return RetryWhileUnavailable<RedisSentinelSet>(
+      [&]() -> absl::StatusOr<std::unique_ptr<RedisSentinelSet>> {
+        auto set = std::unique_ptr<RedisSentinelSet>(new RedisSentinelSet());
+        absl::StatusOr<std::vector<int>> ports =
+            ReservePorts(1 + replicas + sentinels);
+        if (!ports.ok()) return ports.status();
+        const std::vector<int> data(ports->begin(),
+                                    ports->begin() + 1 + replicas);
+        const std::vector<int> watchers(ports->begin() + 1 + replicas,
+                                        ports->end());
+        absl::Status up = set->LaunchDataNodes(data);
+        if (up.ok()) up = set->LaunchSentinels(watchers, data[0], replicas);
+        if (!up.ok()) return up;
+        return set;
+      });
+}
+
+absl::Status RedisSentinelSet::LaunchDataNodes(const std::vector<int>& ports) {
+  for (size_t i = 0; i < ports.size(); ++i) {
+    nodes_.push_back(std::make_unique<Node>());
+    nodes_.back()->port = ports[i];
+    absl::Status launched = LaunchNode(*nodes_.back(), i == 0 ? 0 : ports[0]);
     if (!launched.ok()) return launched;
   }
   const int master = ports[0];
-  absl::Status ready = set->WaitUntil(
+  const std::string replicas = absl::StrCat(ports.size() - 1);
+  return WaitUntil(
       [&] {
         const std::string info =
             ReplyText(Ask(master, {"INFO", "replication"}));
-        return InfoField(info, "connected_slaves") == absl::StrCat(replicas);
+        return InfoField(info, "connected_slaves") == replicas;
       },
       absl::Seconds(20), "the replicas to attach");
-  if (!ready.ok()) return ready;
-  for (int i = 0; i < sentinels; ++i) {
+}
+
+absl::Status RedisSentinelSet::LaunchSentinels(const std::vector<int>& ports,
+                                               int master, int replicas) {
+  const int sentinels = static_cast<int>(ports.size());
+  for (int port : ports) {
     auto node = std::make_unique<Node>();
-    node->port = ports[1 + replicas + i];
+    node->port = port;
     const std::string conf =
-        absl::StrCat(set->dir_.path(), "/sentinel-", node->port, ".conf");
+        absl::StrCat(dir_.path(), "/sentinel-", port, ".conf");
     {
       std::ofstream out(conf);
-      out << "port " << node->port << "\nbind 127.0.0.1\ndaemonize no\n"
-          << "dir " << set->dir_.path() << "\n"
+      out << "port " << port << "\nbind 127.0.0.1\ndaemonize no\n"
+          << "dir " << dir_.path() << "\n"
           << "sentinel monitor mymaster 127.0.0.1 " << master << " "
           << sentinels / 2 + 1 << "\n"
           << "sentinel down-after-milliseconds mymaster 1000\n"
           << "sentinel failover-timeout mymaster 5000\n"
           << "sentinel parallel-syncs mymaster 2\n";
     }
-    node->pid =
-        Spawn({"redis-sentinel", conf},
-              absl::StrCat(set->dir_.path(), "/sentinel-", node->port, ".log"));
-    absl::Status up = WaitForPing(node->port, &node->pid, "redis-sentinel");
-    set->sentinels_.push_back(std::move(node));
+    const std::string log =
+        absl::StrCat(dir_.path(), "/sentinel-", port, ".log");
+    node->pid = Spawn({"redis-sentinel", conf}, log);
+    absl::Status up = WaitForPing(port, &node->pid, "redis-sentinel", log);
+    sentinels_.push_back(std::move(node));
     if (!up.ok()) return up;
   }
-  for (const auto& sentinel : set->sentinels_) {
+  for (const auto& sentinel : sentinels_) {
     const int port = sentinel->port;
-    ready = set->WaitUntil(
+    absl::Status ready = WaitUntil(
         [&] {
           ReplyPtr r = Ask(port, {"SENTINEL", "MASTER", "mymaster"});
           return FlatField(r, "num-slaves") == absl::StrCat(replicas) &&
@@ -406,7 +442,7 @@ absl::StatusOr<std::unique_ptr<RedisSentinelSet>> RedisSentinelSet::Start(
         absl::Seconds(30), "every Sentinel to see the replicas and the others");
     if (!ready.ok()) return ready;
   }
-  return set;
+  return absl::OkStatus();
 }
 
 std::string RedisSentinelSet::uri() const {
@@ -582,12 +618,23 @@ absl::Status RedisSentinelSet::FlushAll() {
 
 absl::StatusOr<std::unique_ptr<RedisClusterSet>> RedisClusterSet::Start(
     int masters) {
-  auto set = std::unique_ptr<RedisClusterSet>(new RedisClusterSet());
-  const std::vector<int> ports = FreePorts(2 * masters);
-  std::vector<std::string> create = {"redis-cli", "--cluster", "create"};
+  return RetryWhileUnavailable<RedisClusterSet>(
+      [&]() -> absl::StatusOr<std::unique_ptr<RedisClusterSet>> {
+        auto set = std::unique_ptr<RedisClusterSet>(new RedisClusterSet());
+        absl::Status up = set->LaunchNodes(masters);
+        if (up.ok()) up = set->CreateCluster();
+        if (!up.ok()) return up;
+        return set;
+      });
+}
+
+absl::Status RedisClusterSet::LaunchNodes(int masters) {
+  absl::StatusOr<std::vector<int>> ports = ReservePorts(2 * masters);
+  if (!ports.ok()) return ports.status();
+  const std::string dir = dir_.path();
   for (int i = 0; i < masters; ++i) {
-    const std::string port = absl::StrCat(ports[i]);
-    const std::string dir = set->dir_.path();
+    const std::string port = absl::StrCat((*ports)[i]);
+    const std::string log = absl::StrCat(dir, "/redis-", port, ".log");
     pid_t pid = Spawn({"redis-server",
                        "--bind",
                        "127.0.0.1",
@@ -598,7 +645,7 @@ absl::StatusOr<std::unique_ptr<RedisClusterSet>> RedisClusterSet::Start(
                        "--cluster-config-file",
                        absl::StrCat(dir, "/nodes-", port, ".conf"),
                        "--cluster-port",
-                       absl::StrCat(ports[masters + i]),
+                       absl::StrCat((*ports)[masters + i]),
                        "--cluster-node-timeout",
                        "2000",
                        "--save",
@@ -609,19 +656,24 @@ absl::StatusOr<std::unique_ptr<RedisClusterSet>> RedisClusterSet::Start(
                        dir,
                        "--daemonize",
                        "no"},
-                      absl::StrCat(dir, "/redis-", port, ".log"));
-    absl::Status up = WaitForPing(ports[i], &pid, "redis-server");
+                      log);
+    absl::Status up = WaitForPing((*ports)[i], &pid, "redis-server", log);
     if (!up.ok()) return up;
-    set->pids_.push_back(pid);
-    set->ports_.push_back(ports[i]);
-    create.push_back(absl::StrCat("127.0.0.1:", port));
+    pids_.push_back(pid);
+    ports_.push_back((*ports)[i]);
   }
+  return absl::OkStatus();
+}
+
+absl::Status RedisClusterSet::CreateCluster() {
+  std::vector<std::string> create = {"redis-cli", "--cluster", "create"};
+  for (int port : ports_) create.push_back(absl::StrCat("127.0.0.1:", port));
   create.insert(create.end(), {"--cluster-replicas", "0", "--cluster-yes"});
   absl::Status created =
-      RunCommand(create, set->dir_.path() + "/create.log", absl::Seconds(60));
+      RunCommand(create, dir_.path() + "/create.log", absl::Seconds(60));
   if (!created.ok()) return created;
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  for (int port : set->ports_) {
+  for (int port : ports_) {
     while (InfoField(ReplyText(Ask(port, {"CLUSTER", "INFO"})),
                      "cluster_state") != "ok") {
       if (absl::Now() > deadline) {
@@ -630,7 +682,7 @@ absl::StatusOr<std::unique_ptr<RedisClusterSet>> RedisClusterSet::Start(
       absl::SleepFor(absl::Milliseconds(20));
     }
   }
-  return set;
+  return absl::OkStatus();
 }
 
 RedisClusterSet::~RedisClusterSet() {

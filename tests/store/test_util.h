@@ -39,7 +39,8 @@ class TempDir {
 // A unique name for mem:// stores and models.
 std::string UniqueName(const std::string& prefix);
 
-// A redis-server child process on a free loopback port (no persistence).
+// A redis-server child process on a reserved loopback port
+// (tests/common/ports.h; no persistence).
 class RedisServer {
  public:
   // Starts it and waits until PING answers; an error if it cannot start.
@@ -59,7 +60,7 @@ class RedisServer {
   pid_t pid_ = -1;
 };
 
-// A master with replicas under a set of Sentinels, all on loopback (free
+// A master with replicas under a set of Sentinels, all on loopback (reserved
 // ports, a temp dir for their files). The Sentinels monitor it as
 // "mymaster" with a majority quorum, down-after 1 s.
 class RedisSentinelSet {
@@ -93,6 +94,12 @@ class RedisSentinelSet {
   struct Node;
   RedisSentinelSet();
   absl::Status LaunchNode(Node& node, int master_port);
+  // The master on ports[0], replicas on the others; waits until they attach.
+  absl::Status LaunchDataNodes(const std::vector<int>& ports);
+  // A Sentinel on each port monitoring `master`; waits until each sees the
+  // `replicas` replicas and the other Sentinels.
+  absl::Status LaunchSentinels(const std::vector<int>& ports, int master,
+                               int replicas);
   // "<master port> <flags> epoch <e>; <port> <flags> link <status>..." as
   // the Sentinel on `sentinel_port` reports it (replicas sorted).
   std::string SentinelView(int sentinel_port) const;
@@ -104,7 +111,7 @@ class RedisSentinelSet {
 };
 
 // A Redis Cluster of `masters` nodes (no replicas) on loopback, created with
-// `redis-cli --cluster create`; free ports for clients and the cluster bus.
+// `redis-cli --cluster create`; reserved ports for clients and the cluster bus.
 class RedisClusterSet {
  public:
   static absl::StatusOr<std::unique_ptr<RedisClusterSet>> Start(
@@ -121,6 +128,10 @@ class RedisClusterSet {
 
  private:
   RedisClusterSet() = default;
+  // Starts `masters` cluster-enabled nodes, each with its own bus port.
+  absl::Status LaunchNodes(int masters);
+  // redis-cli --cluster create over the nodes; waits for cluster_state ok.
+  absl::Status CreateCluster();
   TempDir dir_;
   std::vector<int> ports_;
   std::vector<pid_t> pids_;

@@ -23,15 +23,12 @@ import tempfile
 import time
 import unittest
 import urllib.request
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "common"))
+from ports import free_port  # noqa: E402  tests/common/ports.py
 
 ARGS = None
 GRPC_PROTO = "/usr/share/grpc-proto"
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def close(got, want, rel=1e-5):
