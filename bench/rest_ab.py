@@ -32,13 +32,11 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "common"))
+from ports import free_port  # noqa: E402  the tests' reserved ports
 sys.path.insert(0, os.path.join(ROOT, "client", "python"))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, proc):
