@@ -6,7 +6,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 packages=(
   # toolchain
-  g++ cmake ninja-build ccache pkg-config git clang-format
+  g++ cmake ninja-build ccache lld pkg-config git clang-format
   # libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   grpc-proto libabsl-dev libeigen3-dev libhiredis-dev libssl-dev
