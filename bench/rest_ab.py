@@ -37,8 +37,6 @@ from ports import free_port  # noqa: E402  the tests' reserved ports
 sys.path.insert(0, os.path.join(ROOT, "client", "python"))
 
 
-
-
 def wait_port(port, proc):
     deadline = time.time() + 30
     while True:

@@ -14,9 +14,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Relative paths in ccache keys, as scripts/build.sh: other clones share the cache.
-# -O1, as the sanitizers' documentation advises: from cold this build (CI's
-# longest) took 786 s against 1,038 s at -O2, and the tests 290 s against
-# 276 s (docs/FUZZING.md, "CI duration").
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD} CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
 root=$PWD
 build_dir=${BUILD_DIR:-build-asan}
@@ -25,6 +22,9 @@ jobs=${JOBS:-$(nproc)}
 start=$SECONDS
 # -fno-sanitize-recover: a UBSan report aborts the test instead of scrolling
 # by in a passing test's log.
+# -O1, as the sanitizers' documentation advises: from cold this build (CI's
+# longest) took 786 s against 1,038 s at -O2, and the tests 290 s against
+# 276 s (docs/FUZZING.md, "CI duration").
 cmake -S . -B "$build_dir" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g -DNDEBUG" \
